@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class AuthfwConfig(AppConfig):
+    name = "django_authfw"
+    label = "django_authfw"
+    verbose_name = "Auth framework"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks, signals  # noqa: F401  (registers checks and receivers)

@@ -1,0 +1,1 @@
+"""Signal receivers (registered in AppConfig.ready)."""

@@ -1,0 +1,117 @@
+"""Token generation, hashing and input validation.
+
+Raw tokens are ``<prefix><43 url-safe base64 characters>``: 256 bits from :mod:`secrets`, with a
+fixed, recognisable prefix (``afw_at_`` for access, ``afw_rt_`` for refresh tokens) so that
+secret scanners can spot a leaked one. Only the SHA-256 digest of a raw token is ever stored.
+A digest (not a slow password hash) is right here: the secret has 256 bits of entropy, so it
+cannot be guessed, and the hot path needs one fast, indexable value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from .exceptions import InvalidInput, InvalidToken
+
+ACCESS_PREFIX = "afw_at_"
+REFRESH_PREFIX = "afw_rt_"
+SECRET_BYTES = 32  # 256 bits
+_SECRET_LEN = 43  # len(token_urlsafe(32))
+_URLSAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+RAW_TOKEN_LENGTH = len(ACCESS_PREFIX) + _SECRET_LEN
+
+MAX_ID_LENGTH = 255
+# Argon2 and PBKDF2 accept any length, but hashing megabytes per attempt is a denial of service;
+# 255 characters leaves room for any passphrase and is refused before any hashing.
+MAX_PASSWORD_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """What ``authenticate`` and ``refresh`` return: the raw secrets, shown once.
+
+    ``repr`` hides the secrets so that a token never lands in a log line by accident.
+    """
+
+    access_token: str
+    refresh_token: str | None
+    token_type: str
+    expires_at: datetime
+    refresh_expires_at: datetime | None
+    token_id: str
+    user_id: str
+    permissions: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return (
+            f"IssuedToken(token_id={self.token_id!r}, user_id={self.user_id!r}, "
+            f"token_type={self.token_type!r}, expires_at={self.expires_at.isoformat()!r})"
+        )
+
+    @property
+    def expires_in(self) -> int:
+        """Seconds until the access token expires (RFC 6749 ``expires_in``)."""
+        from .records import utcnow
+
+        return max(0, int((self.expires_at - utcnow()).total_seconds()))
+
+
+def new_secret(prefix: str) -> str:
+    """Return a fresh raw token: ``prefix`` followed by 256 random bits, url-safe."""
+    return prefix + secrets.token_urlsafe(SECRET_BYTES)
+
+
+def new_id() -> str:
+    """Return a fresh record id (128 random bits, url-safe, 22 characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def digest(raw: str) -> str:
+    """Return the SHA-256 hex digest of a raw token, the only form that is stored."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def check_token_format(raw: object, prefix: str) -> str:
+    """Return ``raw`` if it looks like a token of this kind, else raise :class:`InvalidToken`.
+
+    Cheap checks only (type, length, prefix, alphabet) so that junk never reaches the storage.
+    The message does not echo the value.
+    """
+    if (
+        not isinstance(raw, str)
+        or len(raw) != RAW_TOKEN_LENGTH
+        or not raw.startswith(prefix)
+        or not _URLSAFE.issuperset(raw[len(prefix) :])
+    ):
+        raise InvalidToken("The token is malformed; send the token exactly as it was issued.")
+    return raw
+
+
+def check_id(value: object, what: str = "id", max_length: int = MAX_ID_LENGTH) -> str:
+    """Validate a user id, session id or key: a non-empty str without NUL, at most 255 chars."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, not {type(value).__name__}.")
+    if not value:
+        raise InvalidInput(f"{what} must not be empty.")
+    if len(value) > max_length:
+        raise InvalidInput(f"{what} must be at most {max_length} characters long.")
+    if "\x00" in value:
+        raise InvalidInput(f"{what} must not contain NUL characters.")
+    return value
+
+
+def check_password(value: object) -> str:
+    """Validate a password's shape before any hashing (never echoes it)."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"password must be a string, not {type(value).__name__}.")
+    if not value:
+        raise InvalidInput("password must not be empty.")
+    if len(value) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"password must be at most {MAX_PASSWORD_LENGTH} characters long.")
+    if "\x00" in value:
+        raise InvalidInput("password must not contain NUL characters.")
+    return value

@@ -1,0 +1,85 @@
+"""Which storage backends the test run covers, and how to build each for a test.
+
+Every backend in ``ALL_BACKENDS`` runs unless ``AUTHFW_TEST_BACKENDS`` narrows the list on
+purpose (``AUTHFW_TEST_BACKENDS=database,memory``). A backend whose service is down fails the
+run: nothing here skips.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django.db import connection
+
+from django_authfw.storage import AuthStorage, CacheStorage, DatabaseStorage, InMemoryStorage
+
+REDIS_TEST_URL = os.environ.get("AUTHFW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+ALL_BACKENDS = ("database", "memory", "locmem", "redis")
+
+
+def selected_backends() -> list[str]:
+    wanted = os.environ.get("AUTHFW_TEST_BACKENDS")
+    if not wanted:
+        return list(ALL_BACKENDS)
+    names = [name.strip() for name in wanted.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(ALL_BACKENDS))
+    if unknown:
+        raise ValueError(f"AUTHFW_TEST_BACKENDS names unknown backends: {unknown}")
+    return names
+
+
+def backend_id(name: str) -> str:
+    """Test id: the database backend shows its vendor, so the PostgreSQL run is visible."""
+    return f"database-{connection.vendor}" if name == "database" else name
+
+
+def _database(settings: object) -> AuthStorage:
+    return DatabaseStorage()
+
+
+def _memory(settings: object) -> AuthStorage:
+    return InMemoryStorage()
+
+
+def _locmem(settings: object) -> AuthStorage:
+    alias = f"authfw-test-locmem-{uuid.uuid4().hex[:8]}"
+    settings.CACHES = {  # type: ignore[attr-defined]
+        **settings.CACHES,  # type: ignore[attr-defined]
+        alias: {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": alias},
+    }
+    return CacheStorage(cache=alias, key_prefix="authfw-test:")
+
+
+def _redis(settings: object) -> AuthStorage:
+    alias = "authfw-test-redis"
+    settings.CACHES = {  # type: ignore[attr-defined]
+        **settings.CACHES,  # type: ignore[attr-defined]
+        alias: {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_TEST_URL},
+    }
+    # A prefix of its own per test: never touches other data on the server.
+    return CacheStorage(cache=alias, key_prefix=f"authfw-test:{uuid.uuid4().hex[:12]}:")
+
+
+BUILDERS: dict[str, Callable[[object], AuthStorage]] = {
+    "database": _database,
+    "memory": _memory,
+    "locmem": _locmem,
+    "redis": _redis,
+}
+
+
+@contextmanager
+def built_storage(name: str, settings: object) -> Iterator[AuthStorage]:
+    """A fresh, empty storage of backend ``name``, flushed and closed afterwards."""
+    storage = BUILDERS[name](settings)
+    try:
+        yield storage
+    finally:
+        try:
+            storage.flush()
+        finally:
+            storage.close()

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from django_authfw.storage import AuthStorage
+
+from .backends import backend_id, built_storage, selected_backends
+from .factories import UserFactory
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        names = selected_backends()
+        metafunc.parametrize("backend", names, ids=[backend_id(n) for n in names])
+
+
+def pytest_report_header() -> list[str]:
+    from django.db import connection
+
+    return [
+        f"authfw: database vendor {connection.vendor}, backends {', '.join(selected_backends())}"
+    ]
+
+
+@pytest.fixture
+def storage(backend: str, settings: object, db: None) -> Iterator[AuthStorage]:
+    """A fresh, empty storage of each selected backend."""
+    with built_storage(backend, settings) as built:
+        yield built
+
+
+@pytest.fixture
+def other_storage(backend: str, settings: object, db: None) -> Iterator[AuthStorage]:
+    """A second, independent, empty storage of the same backend (import and migration)."""
+    with built_storage(backend, settings) as built:
+        yield built
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., str]:
+    """Create a real user and return its id as records carry it (str of the pk)."""
+
+    def make(**kwargs: object) -> str:
+        return str(UserFactory(**kwargs).pk)
+
+    return make
