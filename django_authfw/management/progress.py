@@ -1,0 +1,143 @@
+"""Helpers shared by the ``authfw_*`` management commands.
+
+Option parsing for storage aliases and batch sizes, turning storage errors into a
+:class:`~django.core.management.CommandError` that says what to check, and a one-line progress
+bar drawn only when the output is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from django.core.management import CommandError
+from django.core.management.base import OutputWrapper
+
+from ..conf import conf
+from ..exceptions import StorageError, StorageUnavailable
+from ..storage import AuthStorage, get_storage
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` for ``--batch-size``: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def add_batch_size(parser: argparse.ArgumentParser, default: int = 1000) -> None:
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help=f"Records per batch (default {default}); smaller keeps each transaction shorter.",
+    )
+
+
+def configured_aliases() -> list[str]:
+    return list(conf.STORAGES)
+
+
+def check_alias(alias: str) -> str:
+    """Return ``alias`` if ``AUTHFW["STORAGES"]`` defines it, else raise CommandError."""
+    known = configured_aliases()
+    if alias not in known:
+        raise CommandError(
+            f"Unknown storage alias {alias!r}. AUTHFW['STORAGES'] defines: "
+            f"{', '.join(known) or 'nothing'}."
+        )
+    return alias
+
+
+def selected_aliases(requested: list[str] | None) -> list[str]:
+    """The aliases named by repeated ``--storage`` options, or every configured one."""
+    if not requested:
+        return configured_aliases()
+    seen: dict[str, None] = {}
+    for alias in requested:
+        seen[check_alias(alias)] = None
+    return list(seen)
+
+
+def open_storage(alias: str) -> AuthStorage:
+    """Build (or reuse) the storage of ``alias``; a configuration error becomes CommandError."""
+    check_alias(alias)
+    try:
+        return get_storage(alias)
+    except StorageError as exc:
+        raise storage_failure(alias, exc) from exc
+
+
+def storage_failure(alias: str, exc: BaseException) -> CommandError:
+    """A CommandError for a storage that failed, saying what to check."""
+    if isinstance(exc, StorageUnavailable):
+        hint = (
+            "Check that its service (database server or Redis) is running and reachable with "
+            f"the settings of AUTHFW['STORAGES'][{alias!r}] (and CACHES or DATABASES)."
+        )
+        return CommandError(f"Storage {alias!r} is unavailable: {exc} {hint}")
+    if isinstance(exc, StorageError):
+        return CommandError(
+            f"Storage {alias!r} failed: {exc} Check AUTHFW['STORAGES'][{alias!r}] and, for a "
+            "database storage, that `manage.py migrate` has been run."
+        )
+    return CommandError(f"Storage {alias!r} failed: {exc}")
+
+
+class ProgressBar:
+    """A one-line progress bar on ``stream``, redrawn in place with ``\\r``.
+
+    Disabled (drawing nothing) unless ``enabled``; commands pass ``self.stdout.isatty()`` so
+    that cron mail and piped output only get the summary lines.
+    """
+
+    def __init__(self, stream: OutputWrapper, *, enabled: bool, width: int = 30) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.width = width
+        self._drawn = False
+        self._last = 0.0
+
+    def update(self, label: str, done: int, total: int | None) -> None:
+        """Show ``done`` of ``total`` records of ``label`` (at most ten redraws a second)."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and not (total is not None and done >= total):
+            return
+        self._last = now
+        if total:
+            shown = min(done, total)
+            filled = round(self.width * shown / total)
+            bar = "#" * filled + "." * (self.width - filled)
+            text = f"{label:<18} [{bar}] {100 * shown // total:3d}% {done:,}/{total:,}"
+        else:
+            text = f"{label:<18} {done:,} records"
+        self.stream.write(f"\r{text}\x1b[K", ending="")
+        self.stream.flush()
+        self._drawn = True
+
+    def finish(self) -> None:
+        """Clear the bar so the next line of output starts on a clean line."""
+        if self._drawn:
+            self.stream.write("\r\x1b[K", ending="")
+            self.stream.flush()
+            self._drawn = False
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.finish()
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``"1 token"``, ``"2 tokens"``, with thousands separators."""
+    word = singular if count == 1 else (plural_form or singular + "s")
+    return f"{count:,} {word}"
