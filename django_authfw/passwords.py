@@ -1,0 +1,69 @@
+"""Password checks through Django's hashers, with equal work for unknown users.
+
+Every check runs the hasher exactly once, whatever the outcome: for an existing user the
+stored hash is verified; for an unknown user (or an unusable stored hash, which Django's
+``verify_password`` handles) the default hasher hashes the attempt once, as
+``ModelBackend.authenticate`` does. Timing then does not tell whether an account exists.
+
+Async variants run the hashing in a worker thread (``thread_sensitive=False``) so that a slow
+Argon2 run never blocks the event loop, and so that several hashes run in parallel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.hashers import make_password, verify_password
+from django.views.decorators.debug import sensitive_variables
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+
+@sensitive_variables("password")
+def _verify(password: str, encoded: str | None) -> tuple[bool, bool]:
+    if encoded is None:
+        # Unknown user: one run of the default hasher, the same work as a wrong password.
+        make_password(password)
+        return False, False
+    correct, must_update = verify_password(password, encoded)
+    return bool(correct), bool(must_update)
+
+
+def _save_rehash(user: AbstractBaseUser, encoded: str) -> None:
+    user.password = encoded
+    # As in AbstractBaseUser.check_password's setter: an upgraded hash is not a password
+    # change (the signal receivers recognise this exact save and keep the user's tokens).
+    user._password = None  # type: ignore[attr-defined]
+    user.save(update_fields=["password"])
+
+
+@sensitive_variables("password")
+def check_user_password(user: AbstractBaseUser | None, password: str) -> bool:
+    """Whether ``password`` is the user's; ``user=None`` costs the same hashing work.
+
+    A correct password stored with an outdated hasher or work factor is re-hashed and saved,
+    as Django's ``check_password`` does.
+    """
+    correct, must_update = _verify(password, user.password if user is not None else None)
+    if user is not None and correct and must_update:
+        _save_rehash(user, make_password(password))
+    return correct
+
+
+@sensitive_variables("password")
+async def acheck_user_password(user: AbstractBaseUser | None, password: str) -> bool:
+    """Async twin of :func:`check_user_password`; hashing runs off the event loop."""
+    encoded = user.password if user is not None else None
+    correct, must_update = await sync_to_async(_verify, thread_sensitive=False)(password, encoded)
+    if user is not None and correct and must_update:
+        new_hash = await sync_to_async(make_password, thread_sensitive=False)(password)
+        await sync_to_async(_save_rehash)(user, new_hash)
+    return correct
+
+
+@sensitive_variables("password")
+async def ahash_password(password: str) -> str:
+    """``make_password`` in a worker thread (the event loop never runs a hasher)."""
+    return str(await sync_to_async(make_password, thread_sensitive=False)(password))

@@ -1,0 +1,153 @@
+"""Finding users: by username or instance, by the id records carry, and their grants.
+
+A method of the framework that names a user takes the username (the value of the user model's
+``USERNAME_FIELD``) or a user instance. Records carry ``user_id``, ``str(user.pk)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+
+from .exceptions import InvalidInput
+from .tokens import check_id
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+
+def user_model() -> type[AbstractBaseUser]:
+    return cast("type[AbstractBaseUser]", get_user_model())
+
+
+def _manager() -> Any:
+    # _default_manager, as ModelBackend uses: custom user models name their manager freely.
+    return user_model()._default_manager
+
+
+def user_id_of(user: AbstractBaseUser) -> str:
+    """The id records carry for ``user``: its primary key as a string."""
+    if user.pk is None:
+        raise InvalidInput("The user has not been saved yet; save it before issuing tokens.")
+    return str(user.pk)
+
+
+def can_authenticate(user: AbstractBaseUser) -> bool:
+    """Whether the user may log in (``is_active``; models without it are allowed, as Django)."""
+    return bool(getattr(user, "is_active", True))
+
+
+def get_by_username(username: str) -> AbstractBaseUser | None:
+    """The user whose ``USERNAME_FIELD`` is ``username``, or None."""
+    try:
+        return cast("AbstractBaseUser", _manager().get_by_natural_key(username))
+    except user_model().DoesNotExist:
+        return None
+
+
+async def aget_by_username(username: str) -> AbstractBaseUser | None:
+    """Async twin of :func:`get_by_username`."""
+    try:
+        return cast("AbstractBaseUser", await _manager().aget_by_natural_key(username))
+    except user_model().DoesNotExist:
+        return None
+
+
+def _is_instance(user: object) -> bool:
+    return isinstance(user, user_model())
+
+
+def _unknown(username: str) -> InvalidInput:
+    return InvalidInput(f"No user with username {username!r}; pass an existing username or user.")
+
+
+def resolve_user(user: object) -> AbstractBaseUser:
+    """Return the user named by a username or given as an instance; InvalidInput otherwise."""
+    if _is_instance(user):
+        return cast("AbstractBaseUser", user)
+    username = check_id(user, "username")
+    found = get_by_username(username)
+    if found is None:
+        raise _unknown(username)
+    return found
+
+
+async def aresolve_user(user: object) -> AbstractBaseUser:
+    """Async twin of :func:`resolve_user`."""
+    if _is_instance(user):
+        return cast("AbstractBaseUser", user)
+    username = check_id(user, "username")
+    found = await aget_by_username(username)
+    if found is None:
+        raise _unknown(username)
+    return found
+
+
+def resolve_user_id(user: object) -> str:
+    """The record id of a user given by username or instance (an instance costs no query)."""
+    if _is_instance(user):
+        return user_id_of(cast("AbstractBaseUser", user))
+    return user_id_of(resolve_user(user))
+
+
+async def aresolve_user_id(user: object) -> str:
+    """Async twin of :func:`resolve_user_id`."""
+    if _is_instance(user):
+        return user_id_of(cast("AbstractBaseUser", user))
+    return user_id_of(await aresolve_user(user))
+
+
+def load_active_user(user_id: str) -> AbstractBaseUser | None:
+    """The user with this record id if it still exists and may log in, else None."""
+    try:
+        user = _manager().filter(pk=user_id).first()
+    except (ValueError, TypeError, ValidationError):
+        # A record id that cannot be a primary key of this model (e.g. after a model swap).
+        return None
+    if user is None or not can_authenticate(user):
+        return None
+    return cast("AbstractBaseUser", user)
+
+
+async def aload_active_user(user_id: str) -> AbstractBaseUser | None:
+    """Async twin of :func:`load_active_user`."""
+    try:
+        user = await _manager().filter(pk=user_id).afirst()
+    except (ValueError, TypeError, ValidationError):
+        return None
+    if user is None or not can_authenticate(user):
+        return None
+    return cast("AbstractBaseUser", user)
+
+
+def grants_of(user: AbstractBaseUser) -> tuple[list[str], list[str]]:
+    """Sorted permission names (``app_label.codename``) and sorted group names of ``user``.
+
+    User models without ``PermissionsMixin`` have neither: both lists are empty.
+    """
+    get_all = getattr(user, "get_all_permissions", None)
+    permissions = sorted(get_all()) if get_all is not None else []
+    groups = getattr(user, "groups", None)
+    roles = sorted(groups.values_list("name", flat=True)) if groups is not None else []
+    return permissions, roles
+
+
+async def agrants_of(user: AbstractBaseUser) -> tuple[list[str], list[str]]:
+    """Async twin of :func:`grants_of` (Django's async permission API, async ORM for groups)."""
+    aget_all = getattr(user, "aget_all_permissions", None)
+    if aget_all is not None:
+        permissions = sorted(await aget_all())
+    elif getattr(user, "get_all_permissions", None) is not None:
+        permissions = sorted(await sync_to_async(user.get_all_permissions)())  # type: ignore[attr-defined]
+    else:
+        permissions = []
+    groups = getattr(user, "groups", None)
+    roles = (
+        sorted([name async for name in groups.values_list("name", flat=True)])
+        if groups is not None
+        else []
+    )
+    return permissions, roles
