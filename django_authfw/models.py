@@ -43,7 +43,8 @@ class Token(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    replaced_by = models.CharField(max_length=255, null=True, blank=True)
+    # NULL (not "") for "none", as the records' None: no rotation happened / no user known.
+    replaced_by = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     permissions = models.JSONField(default=list, blank=True)
     roles = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
@@ -114,10 +115,12 @@ class AuditLog(models.Model):
     """One audit event. Rows are appended, never changed; deleted only by retention."""
 
     id = models.BigAutoField(primary_key=True)
-    event_id = models.CharField(max_length=32, unique=True)
-    user_id = models.CharField(max_length=255, null=True, blank=True)
+    # Room for any id scheme an imported log uses (uuid4().hex is 32, a dashed UUID 36).
+    event_id = models.CharField(max_length=64, unique=True)
+    # NULL for "no user" / "no resource", as the records' None (not the same as "").
+    user_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     action = models.CharField(max_length=100)
-    resource = models.CharField(max_length=255, null=True, blank=True)
+    resource = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     outcome = models.BooleanField(help_text="True for success, False for failure.")
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True, default="")
@@ -130,7 +133,8 @@ class AuditLog(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["user_id"], name="idx_audit_user_id"),
-            models.Index(fields=["created_at"], name="idx_audit_created_at"),
+            # (created_at, id) orders the log and drives keyset pagination of iter_audit.
+            models.Index(fields=["created_at", "id"], name="idx_audit_created_at"),
             models.Index(fields=["action", "created_at"], name="idx_audit_action"),
         ]
 

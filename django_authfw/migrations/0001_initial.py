@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
             name='AuditLog',
             fields=[
                 ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('event_id', models.CharField(max_length=32, unique=True)),
+                ('event_id', models.CharField(max_length=64, unique=True)),
                 ('user_id', models.CharField(blank=True, max_length=255, null=True)),
                 ('action', models.CharField(max_length=100)),
                 ('resource', models.CharField(blank=True, max_length=255, null=True)),
@@ -37,7 +37,7 @@ class Migration(migrations.Migration):
                 'verbose_name': 'audit event',
                 'db_table': conf.table('audit_log'),
                 'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['user_id'], name='idx_audit_user_id'), models.Index(fields=['created_at'], name='idx_audit_created_at'), models.Index(fields=['action', 'created_at'], name='idx_audit_action')],
+                'indexes': [models.Index(fields=['user_id'], name='idx_audit_user_id'), models.Index(fields=['created_at', 'id'], name='idx_audit_created_at'), models.Index(fields=['action', 'created_at'], name='idx_audit_action')],
             },
         ),
         migrations.CreateModel(

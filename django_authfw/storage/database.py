@@ -1,9 +1,742 @@
-"""DatabaseStorage: the storage contract on Django models (PostgreSQL, SQLite, ...)."""
+"""DatabaseStorage: the storage contract on Django models (PostgreSQL, SQLite, ...).
+
+Reads go to ``router.db_for_read`` and writes to ``router.db_for_write`` of each model, unless the
+``using`` option names one database alias for everything::
+
+    AUTHFW = {"STORAGES": {"default": {
+        "BACKEND": "django_authfw.storage.DatabaseStorage",
+        "OPTIONS": {"using": "auth_db"},
+    }}}
+
+Models are imported inside the methods (as ``django.contrib.sessions.backends.db`` does), so this
+module imports before the app registry is ready. Reads use ``values_list`` and build records
+directly: no model instances, no user loads.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, router, transaction
+from django.db.models import Count, Model, Q, QuerySet
+
+from ..exceptions import StorageError
+from ..records import (
+    AuditEvent,
+    AuthToken,
+    KVEntry,
+    SessionData,
+    StorageStatistics,
+    utcnow,
+)
+from ..tokens import check_id
+from . import database_convert as convert
 from .base import AuthStorage
+from .database_errors import MissingUsers, database_errors
+from .database_kv import incr_locked, incr_upsert, supports_upsert
+from .database_queries import delete_in_batches, iterate_by_pk, iterate_by_time, upsert
+
+if TYPE_CHECKING:
+    from ..models import AuditLog, Session, Token
+    from ..models import KVEntry as KVRow
+
+__all__ = ["DatabaseStorage", "MissingUsers"]
+
+_BYTES_PER_MB = 1024 * 1024
+
+
+def _token_model() -> type[Token]:
+    from ..models import Token
+
+    return Token
+
+
+def _session_model() -> type[Session]:
+    from ..models import Session
+
+    return Session
+
+
+def _kv_model() -> type[KVRow]:
+    from ..models import KVEntry
+
+    return KVEntry
+
+
+def _audit_model() -> type[AuditLog]:
+    from ..models import AuditLog
+
+    return AuditLog
+
+
+def _not_past(field: str, now: datetime) -> Q:
+    """Rows whose nullable expiry ``field`` is unset or still in the future."""
+    return Q(**{f"{field}__isnull": True}) | Q(**{f"{field}__gt": now})
 
 
 class DatabaseStorage(AuthStorage):
-    """Placeholder, implemented in the next commit."""
+    """Tokens, sessions, key-value entries and the audit log in the ``django_authfw`` tables.
+
+    Options: ``using``, a ``DATABASES`` alias that receives every query (default: ask the
+    database routers, which without routers means ``"default"``).
+    """
+
+    def __init__(self, *, using: str | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        if using is not None:
+            if not isinstance(using, str) or not using:
+                raise TypeError(f"DatabaseStorage 'using' must be a database alias, not {using!r}.")
+            if using not in connections:
+                known = ", ".join(sorted(connections)) or "none"
+                raise StorageError(
+                    f"DatabaseStorage(using={using!r}): no such alias in DATABASES "
+                    f"(configured: {known})."
+                )
+        self.using = using
+
+    # Where queries go -----------------------------------------------------------------------
+
+    def _read_db(self, model: type[Model]) -> str:
+        return self.using or router.db_for_read(model)
+
+    def _write_db(self, model: type[Model]) -> str:
+        return self.using or router.db_for_write(model)
+
+    @staticmethod
+    def _models() -> tuple[type[Model], ...]:
+        return (_token_model(), _session_model(), _kv_model(), _audit_model())
+
+    @staticmethod
+    def _check_batch_size(batch_size: object) -> int:
+        return convert.check_count(batch_size, "batch_size", minimum=1)
+
+    # Tokens ---------------------------------------------------------------------------------
+
+    def store_token(self, token: AuthToken) -> None:
+        """Insert a newly issued token (its ``token_id`` and digests must be new)."""
+        model = _token_model()
+        fields = convert.token_fields(model, token)
+        db = self._write_db(model)
+        with database_errors(db):
+            model.objects.using(db).create(**fields)
+
+    def get_token(self, token_id: str) -> AuthToken | None:
+        check_id(token_id, "token_id")
+        model = _token_model()
+        db = self._read_db(model)
+        now = convert.to_db(utcnow())
+        with database_errors(db):
+            rows = list(
+                model.objects.using(db)
+                .filter(token_id=token_id, retain_until__gt=now)
+                .values_list(*convert.TOKEN_COLUMNS)
+            )
+        return convert.token_from_row(rows[0]) if rows else None
+
+    def get_token_by_access(self, access_digest: str) -> AuthToken | None:
+        """The hot path: one query on the unique ``access_token`` index, no write, no user."""
+        if not convert.is_digest(access_digest):
+            return None
+        model = _token_model()
+        db = self._read_db(model)
+        now = convert.to_db(utcnow())
+        with database_errors(db):
+            rows = list(
+                model.objects.using(db)
+                .filter(access_token=access_digest, retain_until__gt=now)
+                .values_list(*convert.TOKEN_COLUMNS)
+            )
+        return convert.token_from_row(rows[0]) if rows else None
+
+    def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
+        if not convert.is_digest(refresh_digest):
+            return None
+        model = _token_model()
+        db = self._read_db(model)
+        now = convert.to_db(utcnow())
+        with database_errors(db):
+            rows = list(
+                model.objects.using(db)
+                .filter(refresh_token=refresh_digest, retain_until__gt=now)
+                .values_list(*convert.TOKEN_COLUMNS)
+            )
+        return convert.token_from_row(rows[0]) if rows else None
+
+    def update_token(self, token: AuthToken) -> bool:
+        """Replace every field of a stored, unexpired token in one UPDATE."""
+        model = _token_model()
+        fields = convert.token_fields(model, token)
+        token_id = fields.pop("token_id")
+        db = self._write_db(model)
+        now = convert.to_db(utcnow())
+        with database_errors(db):
+            updated = (
+                model.objects.using(db)
+                .filter(token_id=token_id, retain_until__gt=now)
+                .update(**fields)
+            )
+        return updated > 0
+
+    def revoke_token(self, token_id: str, *, at: datetime, replaced_by: str | None = None) -> bool:
+        """``UPDATE ... WHERE revoked_at IS NULL``: the row count tells which caller won."""
+        check_id(token_id, "token_id")
+        revoked_at = convert.check_time(at, "at")
+        if replaced_by is not None:
+            check_id(replaced_by, "replaced_by")
+        model = _token_model()
+        db = self._write_db(model)
+        now = convert.to_db(utcnow())
+        with database_errors(db):
+            updated = (
+                model.objects.using(db)
+                .filter(token_id=token_id, revoked_at__isnull=True, retain_until__gt=now)
+                .update(revoked_at=revoked_at, replaced_by=replaced_by, updated_at=revoked_at)
+            )
+        return updated == 1
+
+    def revoke_user_tokens(
+        self, user_id: str, *, at: datetime, family_id: str | None = None
+    ) -> int:
+        """Revoke the user's unrevoked tokens (of one family, if given) in one UPDATE."""
+        model = _token_model()
+        user_pk = convert.user_pk(model, user_id)
+        revoked_at = convert.check_time(at, "at")
+        if family_id is not None:
+            check_id(family_id, "family_id")
+        if user_pk is None:
+            return 0
+        db = self._write_db(model)
+        now = convert.to_db(utcnow())
+        query = Q(user_id=user_pk, revoked_at__isnull=True, retain_until__gt=now)
+        if family_id is not None:
+            query &= Q(family_id=family_id)
+        with database_errors(db):
+            return (
+                model.objects.using(db)
+                .filter(query)
+                .update(revoked_at=revoked_at, updated_at=revoked_at)
+            )
+
+    def delete_token(self, token_id: str) -> bool:
+        check_id(token_id, "token_id")
+        model = _token_model()
+        db = self._write_db(model)
+        with database_errors(db):
+            deleted, _ = model.objects.using(db).filter(token_id=token_id).delete()
+        return deleted > 0
+
+    def list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        model = _token_model()
+        user_pk = convert.user_pk(model, user_id)
+        if user_pk is None:
+            return []
+        db = self._read_db(model)
+        now = convert.to_db(utcnow())
+        with database_errors(db):
+            rows = list(
+                model.objects.using(db)
+                .filter(user_id=user_pk, retain_until__gt=now)
+                .order_by("created_at", "token_id")
+                .values_list(*convert.TOKEN_COLUMNS)
+            )
+        return [convert.token_from_row(row) for row in rows]
+
+    def delete_user_tokens(self, user_id: str) -> int:
+        model = _token_model()
+        user_pk = convert.user_pk(model, user_id)
+        if user_pk is None:
+            return 0
+        db = self._write_db(model)
+        with database_errors(db):
+            deleted, _ = model.objects.using(db).filter(user_id=user_pk).delete()
+        return deleted
+
+    # Sessions -------------------------------------------------------------------------------
+
+    def store_session(self, session: SessionData) -> None:
+        """Insert or replace a session in one upsert statement."""
+        model = _session_model()
+        fields = convert.session_fields(model, session)
+        db = self._write_db(model)
+        update = [name for name in fields if name != "session_id"]
+        with database_errors(db):
+            upsert(db, model, [model(**fields)], [_field_name(model, n) for n in update])
+
+    def get_session(self, session_id: str) -> SessionData | None:
+        check_id(session_id, "session_id")
+        model = _session_model()
+        db = self._read_db(model)
+        now = convert.to_db(utcnow())
+        with database_errors(db):
+            rows = list(
+                model.objects.using(db)
+                .filter(_not_past("expires_at", now), session_id=session_id)
+                .values_list(*convert.SESSION_COLUMNS)
+            )
+        return convert.session_from_row(rows[0]) if rows else None
+
+    def touch_session(
+        self, session_id: str, *, at: datetime, expires_at: datetime | None = None
+    ) -> bool:
+        check_id(session_id, "session_id")
+        changes: dict[str, Any] = {"last_accessed": convert.check_time(at, "at")}
+        if expires_at is not None:
+            changes["expires_at"] = convert.check_time(expires_at, "expires_at")
+        model = _session_model()
+        db = self._write_db(model)
+        now = convert.to_db(utcnow())
+        with database_errors(db):
+            updated = (
+                model.objects.using(db)
+                .filter(_not_past("expires_at", now), session_id=session_id)
+                .update(**changes)
+            )
+        return updated > 0
+
+    def delete_session(self, session_id: str) -> bool:
+        check_id(session_id, "session_id")
+        model = _session_model()
+        db = self._write_db(model)
+        with database_errors(db):
+            deleted, _ = model.objects.using(db).filter(session_id=session_id).delete()
+        return deleted > 0
+
+    def list_user_sessions(self, user_id: str) -> list[SessionData]:
+        model = _session_model()
+        user_pk = convert.user_pk(model, user_id)
+        if user_pk is None:
+            return []
+        db = self._read_db(model)
+        now = convert.to_db(utcnow())
+        with database_errors(db):
+            rows = list(
+                model.objects.using(db)
+                .filter(_not_past("expires_at", now), user_id=user_pk)
+                .order_by("created_at", "session_id")
+                .values_list(*convert.SESSION_COLUMNS)
+            )
+        return [convert.session_from_row(row) for row in rows]
+
+    def delete_user_sessions(self, user_id: str) -> int:
+        model = _session_model()
+        user_pk = convert.user_pk(model, user_id)
+        if user_pk is None:
+            return 0
+        db = self._write_db(model)
+        with database_errors(db):
+            deleted, _ = model.objects.using(db).filter(user_id=user_pk).delete()
+        return deleted
+
+    def count_active_sessions(self) -> int:
+        model = _session_model()
+        db = self._read_db(model)
+        now = convert.to_db(utcnow())
+        with database_errors(db):
+            return model.objects.using(db).filter(_not_past("expires_at", now)).count()
+
+    # Key-value ------------------------------------------------------------------------------
+
+    def kv_set(self, key: str, value: bytes, ttl: timedelta | None = None) -> None:
+        check_id(key, "key")
+        convert.check_value(value)
+        lifetime = convert.check_ttl(ttl)
+        now = utcnow()
+        entry = KVEntry(
+            key=key, value=value, created_at=now, expires_at=now + lifetime if lifetime else None
+        )
+        model = _kv_model()
+        db = self._write_db(model)
+        with database_errors(db):
+            upsert(
+                db,
+                model,
+                [model(**convert.kv_fields(entry))],
+                ["value", "created_at", "expires_at"],
+            )
+
+    def kv_get(self, key: str) -> bytes | None:
+        check_id(key, "key")
+        model = _kv_model()
+        db = self._read_db(model)
+        now = convert.to_db(utcnow())
+        with database_errors(db):
+            values = list(
+                model.objects.using(db)
+                .filter(_not_past("expires_at", now), key=key)
+                .values_list("value", flat=True)
+            )
+        return bytes(values[0]) if values else None
+
+    def kv_delete(self, key: str) -> bool:
+        check_id(key, "key")
+        model = _kv_model()
+        db = self._write_db(model)
+        with database_errors(db):
+            deleted, _ = model.objects.using(db).filter(key=key).delete()
+        return deleted > 0
+
+    def kv_incr(self, key: str, ttl: timedelta | None = None) -> int:
+        """Atomic on every database; one upsert statement on PostgreSQL and SQLite.
+
+        A value that is not a canonical integer raises :class:`InvalidInput` and is left alone.
+        """
+        check_id(key, "key")
+        lifetime = convert.check_ttl(ttl)
+        now = utcnow()
+        expires_at = now + lifetime if lifetime else None
+        model = _kv_model()
+        db = self._write_db(model)
+        with database_errors(db):
+            if supports_upsert(db):
+                return incr_upsert(db, model, key, now, expires_at)
+            return incr_locked(db, model, key, now, expires_at)
+
+    # Audit log ------------------------------------------------------------------------------
+
+    def append_audit(self, event: AuditEvent) -> None:
+        model = _audit_model()
+        fields = convert.audit_fields(event)
+        db = self._write_db(model)
+        with database_errors(db):
+            model.objects.using(db).create(**fields)
+
+    def _audit_queryset(
+        self,
+        db: str,
+        *,
+        user_id: str | None,
+        action: str | None,
+        outcome: bool | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> QuerySet[AuditLog]:
+        query = Q()
+        if user_id is not None:
+            query &= Q(user_id=check_id(user_id, "user_id"))
+        if action is not None:
+            query &= Q(action=check_id(action, "action", 100))
+        if outcome is not None:
+            query &= Q(outcome=convert.check_bool(outcome, "outcome"))
+        if since is not None:
+            query &= Q(created_at__gte=convert.check_time(since, "since"))
+        if until is not None:
+            query &= Q(created_at__lt=convert.check_time(until, "until"))
+        return _audit_model().objects.using(db).filter(query)
+
+    def query_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        outcome: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[AuditEvent]:
+        limit = convert.check_count(limit, "limit", minimum=0)
+        offset = convert.check_count(offset, "offset", minimum=0)
+        db = self._read_db(_audit_model())
+        queryset = self._audit_queryset(
+            db, user_id=user_id, action=action, outcome=outcome, since=since, until=until
+        )
+        if limit == 0:
+            return []
+        with database_errors(db):
+            rows = list(
+                queryset.order_by("-created_at", "-id").values_list(*convert.AUDIT_COLUMNS)[
+                    offset : offset + limit
+                ]
+            )
+        return [convert.audit_from_row(row) for row in rows]
+
+    def count_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        outcome: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        db = self._read_db(_audit_model())
+        queryset = self._audit_queryset(
+            db, user_id=user_id, action=action, outcome=outcome, since=since, until=until
+        )
+        with database_errors(db):
+            return queryset.count()
+
+    def delete_audit_before(self, cutoff: datetime) -> int:
+        """Delete in batches of 1000 on the ``created_at`` index; short transactions."""
+        before = convert.check_time(cutoff, "cutoff")
+        model = _audit_model()
+        db = self._write_db(model)
+        with database_errors(db):
+            return delete_in_batches(model.objects.using(db).filter(created_at__lt=before), 1000)
+
+    # Maintenance ----------------------------------------------------------------------------
+
+    def _cleanup(self, queryset: QuerySet[Any], db: str, batch_size: int, dry_run: bool) -> int:
+        with database_errors(db):
+            if dry_run:
+                return queryset.count()
+            return delete_in_batches(queryset, batch_size)
+
+    def cleanup_expired_tokens(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+        """Delete tokens past ``retain_until``, ``batch_size`` primary keys per transaction."""
+        batch_size = self._check_batch_size(batch_size)
+        model = _token_model()
+        db = self._write_db(model)
+        now = convert.to_db(utcnow())
+        queryset = model.objects.using(db).filter(retain_until__lte=now)
+        return self._cleanup(queryset, db, batch_size, dry_run)
+
+    def cleanup_expired_sessions(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+        """Delete expired sessions, ``batch_size`` primary keys per transaction."""
+        batch_size = self._check_batch_size(batch_size)
+        model = _session_model()
+        db = self._write_db(model)
+        now = convert.to_db(utcnow())
+        queryset = model.objects.using(db).filter(expires_at__lte=now)
+        return self._cleanup(queryset, db, batch_size, dry_run)
+
+    def cleanup_expired_kv(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+        """Delete expired key-value entries, ``batch_size`` primary keys per transaction."""
+        batch_size = self._check_batch_size(batch_size)
+        model = _kv_model()
+        db = self._write_db(model)
+        now = convert.to_db(utcnow())
+        queryset = model.objects.using(db).filter(expires_at__lte=now)
+        return self._cleanup(queryset, db, batch_size, dry_run)
+
+    def statistics(self) -> StorageStatistics:
+        """Counts with one aggregate query per table, and the size of the tables.
+
+        ``total_tokens`` counts every stored row, so it equals ``active_tokens +
+        expired_tokens + revoked_tokens``: expired tokens are unrevoked ones whose access
+        token's lifetime is over (kept until ``retain_until`` for reuse detection, or awaiting
+        cleanup). ``total_sessions`` likewise includes expired sessions not yet cleaned up;
+        ``kv_entries`` counts unexpired entries. ``database_size_mb`` is the size of the four
+        tables with their indexes on PostgreSQL, None on other databases.
+        """
+        now = convert.to_db(utcnow())
+        token_model = _token_model()
+        token_db = self._read_db(token_model)
+        with database_errors(token_db):
+            tokens = token_model.objects.using(token_db).aggregate(
+                total=Count("pk"),
+                revoked=Count("pk", filter=Q(revoked_at__isnull=False)),
+                expired=Count("pk", filter=Q(revoked_at__isnull=True, expires_at__lte=now)),
+            )
+        session_model = _session_model()
+        session_db = self._read_db(session_model)
+        with database_errors(session_db):
+            sessions = session_model.objects.using(session_db).aggregate(
+                total=Count("pk"), active=Count("pk", filter=_not_past("expires_at", now))
+            )
+        kv_model = _kv_model()
+        kv_db = self._read_db(kv_model)
+        with database_errors(kv_db):
+            kv_entries = kv_model.objects.using(kv_db).filter(_not_past("expires_at", now)).count()
+        audit_model = _audit_model()
+        audit_db = self._read_db(audit_model)
+        with database_errors(audit_db):
+            audit_events = audit_model.objects.using(audit_db).count()
+        return {
+            "backend": f"database:{connections[token_db].vendor}",
+            "total_tokens": tokens["total"],
+            "active_tokens": tokens["total"] - tokens["revoked"] - tokens["expired"],
+            "expired_tokens": tokens["expired"],
+            "revoked_tokens": tokens["revoked"],
+            "active_sessions": sessions["active"],
+            "total_sessions": sessions["total"],
+            "kv_entries": kv_entries,
+            "audit_events": audit_events,
+            "database_size_mb": self._database_size_mb(),
+            "memory_used_bytes": None,
+        }
+
+    def _database_size_mb(self) -> float | None:
+        """Total size of our tables and their indexes, or None if not all are on PostgreSQL."""
+        tables_by_db: dict[str, list[str]] = {}
+        for model in self._models():
+            tables_by_db.setdefault(self._read_db(model), []).append(model._meta.db_table)
+        if any(connections[db].vendor != "postgresql" for db in tables_by_db):
+            return None
+        size = 0
+        for db, tables in tables_by_db.items():
+            connection = connections[db]
+            names = [connection.ops.quote_name(table) for table in tables]
+            with database_errors(db), connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT COALESCE(SUM(pg_total_relation_size(to_regclass(name))), 0) "
+                    "FROM unnest(%s::text[]) AS tables(name)",
+                    [names],
+                )
+                size += int(cursor.fetchone()[0])
+        return round(size / _BYTES_PER_MB, 3)
+
+    def flush(self) -> None:
+        """Delete every row of the four tables (per database, in one transaction)."""
+        models_by_db: dict[str, list[type[Model]]] = {}
+        for model in self._models():
+            models_by_db.setdefault(self._write_db(model), []).append(model)
+        for db, models in models_by_db.items():
+            with database_errors(db), transaction.atomic(using=db):
+                for model in models:
+                    model._default_manager.using(db).all().delete()
+
+    # Batched iteration and bulk import --------------------------------------------------------
+
+    def iter_tokens(self, *, batch_size: int = 1000) -> Iterator[list[AuthToken]]:
+        """Yield tokens in primary-key order (keyset pages); rows past ``retain_until`` are
+        skipped, as they are invisible everywhere else."""
+        batch_size = self._check_batch_size(batch_size)
+        model = _token_model()
+        db = self._read_db(model)
+        now = convert.to_db(utcnow())
+        queryset = model.objects.using(db).filter(retain_until__gt=now)
+        with database_errors(db):
+            yield from iterate_by_pk(
+                queryset, convert.TOKEN_COLUMNS, convert.token_from_row, batch_size
+            )
+
+    def iter_sessions(self, *, batch_size: int = 1000) -> Iterator[list[SessionData]]:
+        """Yield unexpired sessions in primary-key order (keyset pages)."""
+        batch_size = self._check_batch_size(batch_size)
+        model = _session_model()
+        db = self._read_db(model)
+        now = convert.to_db(utcnow())
+        queryset = model.objects.using(db).filter(_not_past("expires_at", now))
+        with database_errors(db):
+            yield from iterate_by_pk(
+                queryset, convert.SESSION_COLUMNS, convert.session_from_row, batch_size
+            )
+
+    def iter_kv(self, *, batch_size: int = 1000) -> Iterator[list[KVEntry]]:
+        """Yield unexpired key-value entries in key order (keyset pages)."""
+        batch_size = self._check_batch_size(batch_size)
+        model = _kv_model()
+        db = self._read_db(model)
+        now = convert.to_db(utcnow())
+        queryset = model.objects.using(db).filter(_not_past("expires_at", now))
+        with database_errors(db):
+            yield from iterate_by_pk(queryset, convert.KV_COLUMNS, convert.kv_from_row, batch_size)
+
+    def iter_audit(self, *, batch_size: int = 1000) -> Iterator[list[AuditEvent]]:
+        """Yield audit events oldest first, keyset pages on ``(created_at, id)``."""
+        batch_size = self._check_batch_size(batch_size)
+        model = _audit_model()
+        db = self._read_db(model)
+        with database_errors(db):
+            yield from iterate_by_time(
+                model.objects.using(db), convert.AUDIT_COLUMNS, convert.audit_from_row, batch_size
+            )
+
+    def _check_users_exist(
+        self, model: type[Model], db: str, user_pks: set[Any], kind: str
+    ) -> None:
+        """Raise :class:`MissingUsers` if any of ``user_pks`` is not a user in database ``db``."""
+        field = model._meta.get_field("user")
+        user_model = field.related_model
+        target = field.target_field.attname  # type: ignore[union-attr]
+        assert isinstance(user_model, type)
+        found: set[Any] = set()
+        pks = list(user_pks)
+        step = 500  # keeps the IN list within every database's parameter limit
+        for start in range(0, len(pks), step):
+            chunk = pks[start : start + step]
+            found.update(
+                user_model._default_manager.using(db)
+                .filter(**{f"{target}__in": chunk})
+                .values_list(target, flat=True)
+            )
+        missing = sorted(str(pk) for pk in user_pks - found)
+        if missing:
+            shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+            raise MissingUsers(
+                f"Cannot import {kind}: {len(missing)} user id(s) do not exist in database "
+                f"{db!r} ({shown}). Create or migrate those users first, or leave their "
+                f"{kind} out; nothing was imported.",
+                missing,
+            )
+
+    def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
+        """Upsert tokens by ``token_id`` in one transaction; return how many were written.
+
+        Every token must belong to a user that exists in the target database: otherwise
+        :class:`MissingUsers` (a :class:`StorageError` carrying ``missing_user_ids``) is raised
+        and nothing is written. The whole iterable is read first; pass it in batches.
+        """
+        model = _token_model()
+        rows = [convert.token_fields(model, token) for token in tokens]
+        update = (
+            [_field_name(model, name) for name in rows[0] if name != "token_id"] if rows else []
+        )
+        return self._import_owned(model, rows, update, "tokens")
+
+    def import_sessions(self, sessions: Iterable[SessionData]) -> int:
+        """Upsert sessions by ``session_id``; missing users raise :class:`MissingUsers`, as
+        for :meth:`import_tokens`."""
+        model = _session_model()
+        rows = [convert.session_fields(model, session) for session in sessions]
+        update = (
+            [_field_name(model, name) for name in rows[0] if name != "session_id"] if rows else []
+        )
+        return self._import_owned(model, rows, update, "sessions")
+
+    def _import_owned(
+        self, model: type[Model], rows: list[dict[str, Any]], update: list[str], kind: str
+    ) -> int:
+        if not rows:
+            return 0
+        db = self._write_db(model)
+        with database_errors(db), transaction.atomic(using=db):
+            self._check_users_exist(model, db, {row["user_id"] for row in rows}, kind)
+            upsert(db, model, [model(**row) for row in rows], update)
+        return len(rows)
+
+    def import_kv(self, entries: Iterable[KVEntry]) -> int:
+        """Upsert key-value entries by ``key`` in one transaction; return how many."""
+        model = _kv_model()
+        rows = [convert.kv_fields(entry) for entry in entries]
+        if not rows:
+            return 0
+        db = self._write_db(model)
+        with database_errors(db), transaction.atomic(using=db):
+            upsert(db, model, [model(**row) for row in rows], ["value", "created_at", "expires_at"])
+        return len(rows)
+
+    def import_audit(self, events: Iterable[AuditEvent]) -> int:
+        """Insert the events whose ``event_id`` is not stored yet; return how many."""
+        model = _audit_model()
+        new: dict[str, dict[str, Any]] = {}
+        for event in events:
+            fields = convert.audit_fields(event)
+            new.setdefault(fields["event_id"], fields)
+        if not new:
+            return 0
+        db = self._write_db(model)
+        manager = model.objects.using(db)
+        with database_errors(db), transaction.atomic(using=db):
+            ids = list(new)
+            for start in range(0, len(ids), 500):
+                known = (
+                    manager.filter(event_id__in=ids[start : start + 500])
+                    .order_by()
+                    .values_list("event_id", flat=True)
+                )
+                for event_id in known:
+                    del new[event_id]
+            # Oldest first, so ids grow with time as they do for appended events.
+            rows = sorted(new.values(), key=lambda row: row["created_at"])
+            # ignore_conflicts covers a concurrent import of the same events.
+            manager.bulk_create([model(**row) for row in rows], ignore_conflicts=True)
+        return len(rows)
+
+
+def _field_name(model: type[Model], name: str) -> str:
+    """Model field name for a field value key (``user_id`` -> ``user``), for bulk_create."""
+    return model._meta.get_field(name).name
