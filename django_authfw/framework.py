@@ -933,4 +933,51 @@ class AuthFramework(SessionAPI):
         return await self._lockout.areset(*self._lockout_subjects(username, ip_address))
 
 
-__all__ = ["BAD_CREDENTIALS", "AuthFramework", "RequestInfo"]
+__all__ = ["BAD_CREDENTIALS", "AuthFramework", "RequestInfo", "end_user_access"]
+
+
+def end_user_access(
+    user_id: str, *, action: str, delete: bool = False, metadata: dict[str, Any] | None = None
+) -> dict[str, int]:
+    """End a user's tokens and sessions in every storage alias of ``AUTHFW["STORAGES"]``.
+
+    Tokens are revoked (kept until they expire, so a replayed refresh token is still recognised)
+    or, with ``delete=True`` (the user is being deleted), deleted; sessions are deleted. One
+    audit event ``action`` records the counts. Used by the signal receivers when a user is
+    deleted, deactivated or changes their password.
+
+    Every alias is tried even if one fails; then :class:`StorageUnavailable` is raised naming
+    the failed aliases, so that the caller (the user's save or delete) does not go through
+    while tokens may still be live.
+    """
+    now = utcnow()
+    counts = {"tokens": 0, "sessions": 0}
+    failed: list[str] = []
+    for alias in conf.STORAGES:
+        try:
+            storage = get_storage(alias)
+            if delete:
+                counts["tokens"] += storage.delete_user_tokens(user_id)
+            else:
+                counts["tokens"] += storage.revoke_user_tokens(user_id, at=now)
+            counts["sessions"] += storage.delete_user_sessions(user_id)
+        except Exception as exc:
+            logger.error(
+                "Could not end the tokens and sessions of user %s in storage %r: %s: %s",
+                user_id,
+                alias,
+                type(exc).__name__,
+                exc,
+            )
+            failed.append(alias)
+    event_metadata = {**(metadata or {}), **counts}
+    if failed:
+        event_metadata["failed_storages"] = failed
+    AuditWriter().write(make_event(action, not failed, user_id=user_id, metadata=event_metadata))
+    if failed:
+        raise StorageUnavailable(
+            f"The tokens and sessions of user {user_id} could not be ended in storage(s) "
+            f"{', '.join(map(repr, failed))}, so the change was refused; bring the storage back "
+            "and retry."
+        )
+    return counts
