@@ -34,6 +34,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After AuthenticationMiddleware: a Bearer token wins, an admin session still works.
+    "django_authfw.middleware.BearerTokenMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -84,6 +86,9 @@ DATABASES = {
 if os.environ.get("AUTHFW_TEST_DB_NAME"):
     # Lets several test runs share one PostgreSQL server without dropping each other's database.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["AUTHFW_TEST_DB_NAME"]}
+# A second, in-memory database for the tests of DatabaseStorage's `using` option and of database
+# routers. Nothing else connects to it; test runs create it only for tests that list it.
+DATABASES["authfw_second"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

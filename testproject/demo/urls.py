@@ -2,4 +2,7 @@ from django.urls import path
 
 from . import views
 
-urlpatterns = [path("", views.index, name="demo-index")]
+urlpatterns = [
+    path("", views.index, name="demo-index"),
+    path("api/me/", views.me, name="demo-me"),
+]

@@ -1,0 +1,87 @@
+"""Django REST framework authentication with django_authfw Bearer tokens (extra ``drf``).
+
+::
+
+    REST_FRAMEWORK = {
+        "DEFAULT_AUTHENTICATION_CLASSES": [
+            "django_authfw.contrib.drf.BearerTokenAuthentication",
+        ],
+        "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    }
+
+In a view, ``request.user`` is the token's user and ``request.auth`` the verified
+:class:`~django_authfw.records.AuthToken`. Without credentials, DRF's permission classes answer
+401 with ``WWW-Authenticate: Bearer``; a token that does not verify gets 401 with
+``WWW-Authenticate: Bearer error="invalid_token"``, and a malformed header 401 with
+``error="invalid_request"`` (DRF reports every authentication failure as 401).
+
+When :class:`~django_authfw.middleware.BearerTokenMiddleware` already verified the request, its
+result is reused: one storage lookup per request either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from ..bearer import MalformedAuthorization, challenge, parse_bearer
+from ..exceptions import InvalidToken, StorageUnavailable
+from ..http import INVALID_REQUEST, INVALID_TOKEN
+from ..middleware import INVALID_TOKEN_DESCRIPTION, _usable, get_framework
+from ..records import AuthToken
+
+_ERROR = "_authfw_drf_error"
+_MISSING = object()
+
+
+class BearerTokenAuthentication(BaseAuthentication):
+    """``Authorization: Bearer <access token>`` for DRF views.
+
+    Set ``storage`` (the ``AUTHFW["STORAGES"]`` alias) or ``realm`` in a subclass.
+    """
+
+    storage: str = "default"
+    realm: str | None = None
+
+    def authenticate(self, request: Request) -> tuple[Any, AuthToken] | None:
+        django_request = request._request
+        record = getattr(django_request, "auth", _MISSING)
+        framework = get_framework(self.storage)
+        if record is _MISSING:  # the middleware is not installed
+            record = self._verify(request)
+        if record is None:
+            return None
+        assert isinstance(record, AuthToken)  # set by the middleware or _verify
+        user = _usable(framework.get_user(record))
+        if not user.is_authenticated:
+            self._fail(request, INVALID_TOKEN, INVALID_TOKEN_DESCRIPTION)
+        return user, record
+
+    def _verify(self, request: Request) -> AuthToken | None:
+        try:
+            raw = parse_bearer(request.META.get("HTTP_AUTHORIZATION"))
+        except MalformedAuthorization as exc:
+            self._fail(request, INVALID_REQUEST, str(exc))
+        if raw is None:
+            return None
+        try:
+            return get_framework(self.storage).verify_token(raw)
+        except InvalidToken:
+            self._fail(request, INVALID_TOKEN, INVALID_TOKEN_DESCRIPTION)
+        except StorageUnavailable:
+            raise exceptions.APIException(
+                "The token storage is unavailable; retry later.", code="temporarily_unavailable"
+            ) from None
+
+    def _fail(self, request: Request, error: str, description: str) -> NoReturn:
+        # authenticate_header() is asked for the challenge after this; it reads the reason here.
+        setattr(request, _ERROR, (error, description))
+        raise exceptions.AuthenticationFailed(description, code=error)
+
+    def authenticate_header(self, request: Request) -> str:
+        """``Bearer``, with the error code when a presented token was refused."""
+        error, description = getattr(request, _ERROR, (None, None))
+        return challenge(error, description, realm=self.realm)

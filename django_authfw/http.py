@@ -1,0 +1,187 @@
+"""JSON responses, the error vocabulary and request-body parsing of the HTTP endpoints.
+
+Every error body has the RFC 6749 section 5.2 shape, ``{"error": code, "error_description":
+text}``, with one of the stable codes below; the text is for people and may change, the code is
+for programs and does not. Every response carries ``Cache-Control: no-store`` and ``Pragma:
+no-cache`` (RFC 6749 section 5.1): they hold tokens or a user's own data.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse, QueryDict
+from django.http.multipartparser import MultiPartParserError
+
+# Stable error codes (the ``error`` member of every error body).
+INVALID_REQUEST = "invalid_request"  # 400: missing, repeated or malformed parameters
+INVALID_GRANT = "invalid_grant"  # 400: wrong credentials, or a bad refresh token
+UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"  # 400: grant_type this endpoint does not do
+INVALID_TOKEN = "invalid_token"  # 401: the Bearer token is unknown, expired or revoked
+NOT_AUTHENTICATED = "not_authenticated"  # 401: the endpoint needs a Bearer token; none sent
+FORBIDDEN = "forbidden"  # 403: authenticated, but not allowed
+NOT_FOUND = "not_found"  # 404
+METHOD_NOT_ALLOWED = "method_not_allowed"  # 405, with Allow
+USER_EXISTS = "user_exists"  # 409: register with a taken username
+REQUEST_TOO_LARGE = "request_too_large"  # 413
+UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415
+TOO_MANY_ATTEMPTS = "too_many_attempts"  # 429, with Retry-After: lockout
+SERVER_ERROR = "server_error"  # 500: the storage failed
+TEMPORARILY_UNAVAILABLE = "temporarily_unavailable"  # 503, with Retry-After: storage down
+
+# The endpoints take a few short strings; 16 KB is far more than any valid request needs and
+# refuses big bodies before they are read.
+MAX_BODY_BYTES = 16 * 1024
+MAX_FIELDS = 20
+
+
+def no_store(response: JsonResponse) -> JsonResponse:
+    """Mark a response as never cacheable (RFC 6749 section 5.1)."""
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    return response
+
+
+def json_response(
+    data: Mapping[str, Any] | list[Any],
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> JsonResponse:
+    """A JSON response with the no-store headers every endpoint sends."""
+    response = JsonResponse(data, status=status, safe=False, headers=dict(headers or {}))
+    return no_store(response)
+
+
+def error_response(
+    status: int,
+    error: str,
+    description: str,
+    headers: Mapping[str, str] | None = None,
+) -> JsonResponse:
+    """An error in the RFC 6749 section 5.2 shape."""
+    return json_response(
+        {"error": error, "error_description": description}, status=status, headers=headers
+    )
+
+
+class APIError(Exception):
+    """Raised inside an endpoint to answer with an error body; see :func:`error_response`."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        description: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.headers = dict(headers or {})
+
+    def response(self) -> JsonResponse:
+        return error_response(self.status, self.error, self.description, self.headers)
+
+
+def bad_request(description: str) -> APIError:
+    return APIError(400, INVALID_REQUEST, description)
+
+
+def _content_length(request: HttpRequest) -> int | None:
+    raw = request.META.get("CONTENT_LENGTH") or ""
+    if not raw:
+        return None
+    try:
+        length = int(raw)
+    except ValueError:
+        raise bad_request("The Content-Length header is not a number.") from None
+    if length < 0:
+        raise bad_request("The Content-Length header is negative.")
+    return length
+
+
+def _read_limited(request: HttpRequest, max_bytes: int) -> bytes:
+    length = _content_length(request)
+    if length is not None and length > max_bytes:
+        raise APIError(
+            413, REQUEST_TOO_LARGE, f"The request body is larger than {max_bytes} bytes."
+        )
+    # Read one byte more than allowed: a body sent without Content-Length cannot sneak past.
+    body = request.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise APIError(
+            413, REQUEST_TOO_LARGE, f"The request body is larger than {max_bytes} bytes."
+        )
+    return body
+
+
+def _single_values(items: list[tuple[str, list[Any]]]) -> dict[str, str]:
+    if len(items) > MAX_FIELDS:
+        raise bad_request(f"The request has more than {MAX_FIELDS} parameters.")
+    fields: dict[str, str] = {}
+    for name, values in items:
+        # RFC 6749 section 3.2: parameters must not be sent more than once.
+        if len(values) != 1:
+            raise bad_request(f"The parameter {name!r} is sent more than once.")
+        fields[name] = values[0]
+    return fields
+
+
+def parse_body(request: HttpRequest, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
+    """Return the request's parameters from a JSON object or form fields.
+
+    JSON (``application/json``) must be an object; its values are returned as they are and the
+    endpoint checks their types. Form bodies (``application/x-www-form-urlencoded`` or
+    ``multipart/form-data``) give strings. An empty body gives ``{}``. Raises :class:`APIError`
+    for a body over ``max_bytes`` (413), another media type (415) and anything malformed (400).
+    """
+    content_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    body = _read_limited(request, max_bytes)
+    if not body:
+        return {}
+    if content_type == "application/json" or content_type.endswith("+json"):
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            raise bad_request("The request body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise bad_request("The JSON request body must be an object.")
+        if len(data) > MAX_FIELDS:
+            raise bad_request(f"The request has more than {MAX_FIELDS} parameters.")
+        return data
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            text = body.decode(request.encoding or "utf-8")
+        except (UnicodeDecodeError, LookupError):
+            raise bad_request("The form body is not valid UTF-8.") from None
+        form = QueryDict(text, encoding=request.encoding)
+        return _single_values(list(form.lists()))
+    if content_type == "multipart/form-data":
+        try:
+            fields, files = request.parse_file_upload(request.META, io.BytesIO(body))
+        except MultiPartParserError:
+            raise bad_request("The multipart body is malformed.") from None
+        if files:
+            raise bad_request("The endpoints take no file uploads.")
+        return _single_values(list(fields.lists()))
+    raise APIError(
+        415,
+        UNSUPPORTED_MEDIA_TYPE,
+        "Send the parameters as application/json or as form fields.",
+    )
+
+
+def string_param(params: Mapping[str, Any], name: str, *, required: bool = True) -> str | None:
+    """Return ``params[name]`` as a non-empty string, or raise a 400 that names the problem."""
+    value = params.get(name)
+    if value is None or value == "":
+        if required:
+            raise bad_request(f"The parameter {name!r} is required.")
+        return None
+    if not isinstance(value, str):
+        raise bad_request(f"The parameter {name!r} must be a string.")
+    return value

@@ -1,0 +1,234 @@
+"""``BearerTokenMiddleware``: ``Authorization: Bearer <token>`` on every request.
+
+Put it after Django's ``AuthenticationMiddleware``::
+
+    MIDDLEWARE = [
+        ...,
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django_authfw.middleware.BearerTokenMiddleware",
+        ...,
+    ]
+
+Then, on each request:
+
+* no ``Authorization`` header, or another scheme: ``request.auth`` is None and ``request.user``
+  is left as ``AuthenticationMiddleware`` set it (an admin's session keeps working);
+* a valid Bearer token: ``request.auth`` is the verified :class:`~django_authfw.records.AuthToken`
+  and ``request.user`` / ``await request.auser()`` the token's user, loaded on first use only;
+* an unknown, expired or revoked token: 401 with ``WWW-Authenticate: Bearer
+  error="invalid_token"`` and the same body whatever the reason (RFC 6750 section 3.1);
+* a malformed Bearer header (bad characters, extra parts, over 4 KB, binary junk): 400 with
+  ``error="invalid_request"``.
+
+Verifying costs one storage lookup and writes nothing. The user is loaded lazily, so a token
+whose user was deleted or deactivated is only noticed when something asks for the user: then
+``request.user`` is ``AnonymousUser``, and :func:`~django_authfw.decorators.bearer_required`
+and the DRF class answer 401 ``invalid_token``. (The framework revokes a user's tokens when the
+account is deactivated, so in practice such a token is refused up front.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpRequest, HttpResponse
+from django.utils.functional import SimpleLazyObject
+
+from .bearer import MalformedAuthorization, challenge, parse_bearer
+from .exceptions import InvalidToken, StorageUnavailable
+from .framework import AuthFramework
+from .http import (
+    INVALID_REQUEST,
+    INVALID_TOKEN,
+    NOT_AUTHENTICATED,
+    TEMPORARILY_UNAVAILABLE,
+    error_response,
+)
+
+# One text for every rejected token, so a caller cannot tell unknown from expired or revoked.
+INVALID_TOKEN_DESCRIPTION = "The access token is invalid, expired or revoked."
+NOT_AUTHENTICATED_DESCRIPTION = "This endpoint needs 'Authorization: Bearer <access token>'."
+# Seconds a client should wait before retrying when the token storage cannot be reached.
+UNAVAILABLE_RETRY_AFTER = 5
+
+UserOrAnonymous = AbstractBaseUser | AnonymousUser
+
+_USER_CACHE = "_authfw_user"
+
+
+def get_framework(storage: str = "default") -> AuthFramework:
+    """The :class:`AuthFramework` the HTTP surfaces use for storage alias ``storage``."""
+    return AuthFramework(storage)
+
+
+def invalid_token_response(realm: str | None = None) -> HttpResponse:
+    """401 for a presented token that does not verify (RFC 6750 section 3.1)."""
+    return error_response(
+        401,
+        INVALID_TOKEN,
+        INVALID_TOKEN_DESCRIPTION,
+        {"WWW-Authenticate": challenge(INVALID_TOKEN, INVALID_TOKEN_DESCRIPTION, realm=realm)},
+    )
+
+
+def invalid_request_response(description: str, realm: str | None = None) -> HttpResponse:
+    """400 for a malformed Authorization header (RFC 6750 section 3.1)."""
+    return error_response(
+        400,
+        INVALID_REQUEST,
+        description,
+        {"WWW-Authenticate": challenge(INVALID_REQUEST, description, realm=realm)},
+    )
+
+
+def not_authenticated_response(realm: str | None = None) -> HttpResponse:
+    """401 for a request that sent no Bearer token: the bare challenge, no error code."""
+    return error_response(
+        401,
+        NOT_AUTHENTICATED,
+        NOT_AUTHENTICATED_DESCRIPTION,
+        {"WWW-Authenticate": challenge(realm=realm)},
+    )
+
+
+def unavailable_response() -> HttpResponse:
+    """503 when the token storage cannot be reached; the client may retry."""
+    return error_response(
+        503,
+        TEMPORARILY_UNAVAILABLE,
+        "The token storage is unavailable; retry later.",
+        {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
+def _usable(user: AbstractBaseUser | None) -> UserOrAnonymous:
+    # Like ModelBackend.user_can_authenticate: a custom user model without is_active is active.
+    if user is None or not getattr(user, "is_active", True):
+        return AnonymousUser()
+    return user
+
+
+def _attach(request: HttpRequest, framework: AuthFramework, record: Any) -> None:
+    """Set ``request.auth`` and a lazy ``request.user`` / ``request.auser`` for ``record``."""
+
+    def load() -> UserOrAnonymous:
+        cached: UserOrAnonymous | None = getattr(request, _USER_CACHE, None)
+        if cached is None:
+            cached = _usable(framework.get_user(record))
+            setattr(request, _USER_CACHE, cached)
+        return cached
+
+    async def aload() -> UserOrAnonymous:
+        cached: UserOrAnonymous | None = getattr(request, _USER_CACHE, None)
+        if cached is None:
+            cached = _usable(await framework.aget_user(record))
+            setattr(request, _USER_CACHE, cached)
+        return cached
+
+    request.auth = record  # type: ignore[attr-defined]
+    request.user = SimpleLazyObject(load)  # type: ignore[assignment]
+    request.auser = aload  # type: ignore[assignment]
+
+
+def _no_credentials(request: HttpRequest) -> None:
+    request.auth = None  # type: ignore[attr-defined]
+    if not hasattr(request, "user"):
+        # Without AuthenticationMiddleware nobody else sets it; views may still read it.
+        request.user = AnonymousUser()
+
+        async def anonymous() -> AnonymousUser:
+            return AnonymousUser()
+
+        request.auser = anonymous
+
+
+def authenticate_request(
+    request: HttpRequest, framework: AuthFramework | None = None, realm: str | None = None
+) -> HttpResponse | None:
+    """Authenticate ``request`` from its Bearer header; return an error response or None.
+
+    None means the request goes on: authenticated (``request.auth`` set) or anonymous
+    (``request.auth`` None).
+    """
+    try:
+        raw = parse_bearer(request.META.get("HTTP_AUTHORIZATION"))
+    except MalformedAuthorization as exc:
+        return invalid_request_response(str(exc), realm)
+    if raw is None:
+        _no_credentials(request)
+        return None
+    framework = framework or get_framework()
+    try:
+        record = framework.verify_token(raw)
+    except InvalidToken:
+        return invalid_token_response(realm)
+    except StorageUnavailable:
+        return unavailable_response()
+    _attach(request, framework, record)
+    return None
+
+
+async def aauthenticate_request(
+    request: HttpRequest, framework: AuthFramework | None = None, realm: str | None = None
+) -> HttpResponse | None:
+    """The async twin of :func:`authenticate_request`."""
+    try:
+        raw = parse_bearer(request.META.get("HTTP_AUTHORIZATION"))
+    except MalformedAuthorization as exc:
+        return invalid_request_response(str(exc), realm)
+    if raw is None:
+        _no_credentials(request)
+        return None
+    framework = framework or get_framework()
+    try:
+        record = await framework.averify_token(raw)
+    except InvalidToken:
+        return invalid_token_response(realm)
+    except StorageUnavailable:
+        return unavailable_response()
+    _attach(request, framework, record)
+    return None
+
+
+class BearerTokenMiddleware:
+    """Authenticate requests that carry ``Authorization: Bearer <token>`` (sync and async).
+
+    Subclass to change ``storage`` (the ``AUTHFW["STORAGES"]`` alias the tokens live in) or to
+    add a ``realm`` to the ``WWW-Authenticate`` challenges.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    storage: str = "default"
+    realm: str | None = None
+
+    def __init__(
+        self,
+        get_response: Callable[[HttpRequest], HttpResponse]
+        | Callable[[HttpRequest], Awaitable[HttpResponse]],
+    ) -> None:
+        # Any: the same attribute holds a sync or an async callable, as in Django's own mixin.
+        self.get_response: Any = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        refused = authenticate_request(request, get_framework(self.storage), self.realm)
+        if refused is not None:
+            return refused
+        return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        refused = await aauthenticate_request(request, get_framework(self.storage), self.realm)
+        if refused is not None:
+            return refused
+        response: HttpResponse = await self.get_response(request)
+        return response
