@@ -1,0 +1,459 @@
+"""StorageMigration and ``authfw_migrate`` between every pair of selected backends."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from django_authfw.exceptions import InvalidInput, StorageUnavailable
+from django_authfw.migration import StorageMigration, parse_kinds
+from django_authfw.records import AuthToken, SessionData, utcnow
+from django_authfw.storage import AuthStorage, InMemoryStorage
+
+from . import ops_support
+from .backends import backend_id, built_storage, selected_backends
+from .ops_support import (
+    Delegating,
+    Snapshot,
+    add_expiring,
+    assert_same_records,
+    is_empty,
+    populate,
+    snapshot,
+    wait_past,
+)
+
+aliases = ops_support.aliases  # the fixture, shared by the operations tests
+
+# A user id no test database holds: its tokens and sessions cannot enter a database storage.
+ORPHAN_USER_ID = "987654321"
+
+
+def migration_pairs() -> list[tuple[str, str]]:
+    names = selected_backends()
+    # Two DatabaseStorage instances share the same tables, so database -> database is not a
+    # migration; every other ordered pair is, including two separate stores of one backend.
+    return [(a, b) for a in names for b in names if not (a == b == "database")]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "pair" in metafunc.fixturenames:
+        pairs = migration_pairs()
+        metafunc.parametrize(
+            "pair", pairs, ids=[f"{backend_id(a)}->{backend_id(b)}" for a, b in pairs]
+        )
+
+
+@pytest.fixture
+def source_target(
+    pair: tuple[str, str], settings: Any, db: None
+) -> Iterator[tuple[AuthStorage, AuthStorage]]:
+    with ExitStack() as stack:
+        source = stack.enter_context(built_storage(pair[0], settings))
+        target = stack.enter_context(built_storage(pair[1], settings))
+        yield source, target
+
+
+def populated(
+    source: AuthStorage, pair: tuple[str, str], make_user: Callable[..., str], **kw: Any
+) -> tuple[Snapshot, Any]:
+    # Only a non-database source can hold records of a user that does not exist.
+    orphan = ORPHAN_USER_ID if pair[0] != "database" else None
+    data = populate(source, make_user, orphan_user_id=orphan, **kw)
+    return snapshot(source), data
+
+
+def without_orphans(snap: Snapshot, data: Any, target_name: str) -> Snapshot:
+    if target_name != "database":
+        return snap
+    return Snapshot(
+        tokens={k: v for k, v in snap.tokens.items() if k not in data.orphan_token_ids},
+        sessions={k: v for k, v in snap.sessions.items() if k not in data.orphan_session_ids},
+        kv=snap.kv,
+        audit=snap.audit,
+        audit_count=snap.audit_count,
+    )
+
+
+# Every pair -----------------------------------------------------------------------------------
+
+
+def test_migrate_all_copies_everything_and_verifies(
+    pair: tuple[str, str],
+    source_target: tuple[AuthStorage, AuthStorage],
+    make_user: Callable[..., str],
+) -> None:
+    source, target = source_target
+    before, data = populated(source, pair, make_user, scale=3)
+    summary = StorageMigration(source, target, batch_size=4, verify=True).migrate_all()
+
+    assert summary.ok, summary.mismatches
+    orphans = len(data.orphan_token_ids) if pair[1] == "database" else 0
+    tokens = summary["tokens"]
+    assert tokens.read == len(before.tokens)
+    assert tokens.skipped_orphans == orphans
+    assert tokens.copied == tokens.verified == len(before.tokens) - orphans
+    assert summary["sessions"].skipped_orphans == orphans
+    assert summary["kv"].copied == summary["kv"].verified == len(before.kv)
+    assert summary["audit"].copied == len(before.audit)
+    expected = without_orphans(before, data, pair[1])
+    assert_same_records(snapshot(target), expected)
+    assert_same_records(snapshot(source), before)  # the source is only read
+
+    # A second run writes the same records again (upserts) and adds nothing.
+    again = StorageMigration(source, target, batch_size=4, verify=True).migrate_all()
+    assert again.ok
+    assert again["audit"].copied == 0
+    assert again["audit"].skipped_by_target == len(before.audit)
+    assert_same_records(snapshot(target), expected)
+
+
+def test_interrupted_migration_finishes_when_run_again(
+    pair: tuple[str, str],
+    source_target: tuple[AuthStorage, AuthStorage],
+    make_user: Callable[..., str],
+) -> None:
+    source, target = source_target
+    before, data = populated(source, pair, make_user, scale=8)
+
+    class Killed(Exception):
+        pass
+
+    calls = 0
+
+    def kill_half_way(kind: str, done: int, total: int | None) -> None:
+        nonlocal calls
+        calls += 1
+        if kind == "sessions" and calls > 1:
+            raise Killed  # as if the process died after the tokens and one session batch
+
+    with pytest.raises(Killed):
+        StorageMigration(source, target, batch_size=3, on_progress=kill_half_way).migrate_all()
+    partial = snapshot(target)
+    assert partial.tokens and not partial.kv and not partial.audit
+
+    summary = StorageMigration(source, target, batch_size=3, verify=True).migrate_all()
+    assert summary.ok
+    assert_same_records(snapshot(target), without_orphans(before, data, pair[1]))
+
+
+def test_target_failing_half_way_then_rerun(
+    pair: tuple[str, str],
+    source_target: tuple[AuthStorage, AuthStorage],
+    make_user: Callable[..., str],
+) -> None:
+    source, target = source_target
+    before, data = populated(source, pair, make_user, scale=8)
+
+    class DiesAfterTwoBatches(Delegating):
+        batches = 0
+
+        def import_audit(self, events: Iterable[Any]) -> int:
+            type(self).batches += 1
+            if type(self).batches > 2:
+                raise StorageUnavailable("connection lost")
+            return self.inner.import_audit(events)
+
+    failing = DiesAfterTwoBatches(target)
+    migration = StorageMigration(source, failing, batch_size=2)
+    with pytest.raises(StorageUnavailable):
+        migration.migrate_all()
+    assert migration.failed_storage is failing
+    assert 0 < snapshot(target).audit_count < len(before.audit)
+
+    StorageMigration(source, target, batch_size=2).migrate_all()
+    after = snapshot(target)
+    assert after.audit_count == len(before.audit)  # nothing duplicated
+    assert_same_records(after, without_orphans(before, data, pair[1]))
+
+
+def test_preserve_ttl_false_recomputes_expiries(
+    pair: tuple[str, str],
+    source_target: tuple[AuthStorage, AuthStorage],
+    make_user: Callable[..., str],
+    settings: Any,
+) -> None:
+    settings.AUTHFW = {
+        **settings.AUTHFW,
+        "ACCESS_TOKEN_TTL": timedelta(minutes=7),
+        "REFRESH_TOKEN_TTL": timedelta(days=3),
+        "SESSION_TTL": timedelta(hours=5),
+    }
+    source, target = source_target
+    user = make_user()
+    now = utcnow()
+    live = AuthToken(
+        token_id="live",
+        user_id=user,
+        access_digest="a" * 64,
+        refresh_digest="b" * 64,
+        expires_at=now + timedelta(minutes=50),
+        refresh_expires_at=now + timedelta(days=10),
+    )
+    access_expired = AuthToken(
+        token_id="access-expired",
+        user_id=user,
+        access_digest="c" * 64,
+        refresh_digest="d" * 64,
+        expires_at=now - timedelta(minutes=1),
+        refresh_expires_at=now + timedelta(days=1),
+    )
+    for token in (live, access_expired):
+        source.store_token(token)
+    source.store_session(SessionData("timed", user, expires_at=now + timedelta(days=9)))
+    source.store_session(SessionData("forever", user, expires_at=None))
+    source.kv_set("k", b"v", ttl=timedelta(minutes=30))
+
+    started = utcnow()
+    summary = StorageMigration(source, target, preserve_ttl=False, verify=True).migrate_all()
+    finished = utcnow()
+    assert summary.ok, summary.mismatches
+
+    def between(value: Any, delta: timedelta) -> bool:
+        return started + delta <= value <= finished + delta
+
+    moved = target.get_token("live")
+    assert moved is not None
+    assert between(moved.expires_at, timedelta(minutes=7))
+    assert between(moved.refresh_expires_at, timedelta(days=3))
+    kept = target.get_token("access-expired")
+    assert kept is not None
+    assert kept.expires_at == access_expired.expires_at  # never revived
+    assert between(kept.refresh_expires_at, timedelta(days=3))
+    timed = target.get_session("timed")
+    assert timed is not None and between(timed.expires_at, timedelta(hours=5))
+    forever = target.get_session("forever")
+    assert forever is not None and forever.expires_at is None
+    entry = next(e for b in target.iter_kv() for e in b if e.key == "k")
+    assert entry.expires_at is not None
+    assert abs(entry.expires_at - (now + timedelta(minutes=30))) < timedelta(seconds=2)
+
+
+# One backend at a time ------------------------------------------------------------------------
+
+
+def second_backend(backend: str) -> str:
+    return "memory" if backend != "memory" else "locmem"
+
+
+def test_expired_records_are_skipped(
+    backend: str, storage: AuthStorage, make_user: Callable[..., str], settings: Any
+) -> None:
+    user = make_user()
+    add_expiring(storage, user, count=3)
+    storage.store_token(AuthToken("keep", user, "e" * 64, utcnow() + timedelta(hours=1)))
+    storage.kv_set("keep", b"1")
+    wait_past()
+    with built_storage(second_backend(backend), settings) as target:
+        summary = StorageMigration(storage, target).migrate_all()
+        native = getattr(storage, "native_expiry", False)
+        # A store with native expiry (Redis) has dropped them already; the others list them
+        # until cleanup and the migration leaves them behind.
+        assert summary["tokens"].skipped_expired == (0 if native else 3)
+        assert summary["sessions"].skipped_expired == (0 if native else 3)
+        assert summary["kv"].skipped_expired == (0 if native else 3)
+        assert [t.token_id for b in target.iter_tokens() for t in b] == ["keep"]
+        assert [e.key for b in target.iter_kv() for e in b] == ["keep"]
+        assert not list(target.iter_sessions())
+
+
+def test_dry_run_writes_nothing(
+    backend: str, storage: AuthStorage, make_user: Callable[..., str], settings: Any
+) -> None:
+    data = populate(storage, make_user)
+    with built_storage(second_backend(backend), settings) as target:
+        summary = StorageMigration(storage, target, dry_run=True, verify=True).migrate_all()
+        assert {kind: r.copied for kind, r in summary.reports.items()} == data.counts()
+        assert all(r.dry_run and r.verified == 0 for r in summary.reports.values())
+        assert is_empty(target)
+
+
+def test_only_some_kinds(
+    backend: str, storage: AuthStorage, make_user: Callable[..., str], settings: Any
+) -> None:
+    data = populate(storage, make_user)
+    with built_storage(second_backend(backend), settings) as target:
+        migration = StorageMigration(storage, target)
+        assert migration.migrate_kv_data().copied == len(data.kv)
+        assert migration.migrate_sessions().copied == len(data.sessions)
+        after = snapshot(target)
+        assert not after.tokens and not after.audit
+        assert len(after.kv) == len(data.kv) and len(after.sessions) == len(data.sessions)
+        summary = migration.migrate_all(only="audit,tokens")
+        assert list(summary.reports) == ["tokens", "audit"]
+
+
+def test_verify_reports_mismatches(
+    backend: str, storage: AuthStorage, make_user: Callable[..., str], settings: Any
+) -> None:
+    data = populate(storage, make_user)
+    with built_storage(second_backend(backend), settings) as inner:
+
+        class Lossy(Delegating):
+            """Reads back tokens without metadata and one kv value changed."""
+
+            def get_token(self, token_id: str) -> AuthToken | None:
+                found = self.inner.get_token(token_id)
+                if found is not None:
+                    found.metadata = {}
+                return found
+
+            def kv_get(self, key: str) -> bytes | None:
+                value = self.inner.kv_get(key)
+                return b"changed" if key == "plain" else value
+
+        summary = StorageMigration(storage, Lossy(inner), verify=True).migrate_all()
+    assert not summary.ok
+    token_mismatches = summary["tokens"].mismatches
+    assert len(token_mismatches) == len(data.tokens)
+    assert all(m.fields == ("metadata",) for m in token_mismatches)
+    assert [(m.record_id, m.fields) for m in summary["kv"].mismatches] == [("plain", ("value",))]
+    assert summary["sessions"].ok and summary["audit"].ok
+    assert "metadata" in str(token_mismatches[0])
+
+
+def test_bad_arguments(storage: AuthStorage) -> None:
+    other = InMemoryStorage()
+    try:
+        with pytest.raises(InvalidInput, match="same storage"):
+            StorageMigration(storage, storage)
+        with pytest.raises(InvalidInput, match="batch_size"):
+            StorageMigration(storage, other, batch_size=0)
+        with pytest.raises(InvalidInput, match="AuthStorage or an alias"):
+            StorageMigration(storage, 42)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="Unknown record kinds"):
+            StorageMigration(storage, other).migrate_all(only="tokens,passwords")
+    finally:
+        other.close()
+    assert parse_kinds(" kv , tokens ") == ["tokens", "kv"]
+
+
+# The command ----------------------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_migrate_command(backend: str, aliases: Any, make_user: Callable[..., str]) -> None:
+    storages = aliases(old=backend, new=second_backend(backend))
+    populate(storages["old"], make_user)
+    before = snapshot(storages["old"])
+    out = io.StringIO()
+    call_command("authfw_migrate", "--from", "old", "--to", "new", "--verify", stdout=out)
+    text = out.getvalue()
+    assert "Migrating old -> new" in text
+    assert f"copied {len(before.tokens)} of {len(before.tokens)} read" in text
+    assert "0 mismatches" in text
+    assert "\r" not in text  # no progress bar when stdout is not a terminal
+    assert_same_records(snapshot(storages["new"]), before)
+
+    out = io.StringIO()
+    call_command("authfw_migrate", "--from", "old", "--to", "new", stdout=out)
+    assert f"{len(before.audit)} already present" in out.getvalue()
+    assert snapshot(storages["new"]).audit_count == len(before.audit)
+
+
+def test_migrate_command_options(backend: str, aliases: Any, make_user: Callable[..., str]) -> None:
+    storages = aliases(old=backend, new=second_backend(backend))
+    data = populate(storages["old"], make_user, scale=5)
+    out = Terminal()
+    call_command(
+        "authfw_migrate",
+        "--from",
+        "old",
+        "--to",
+        "new",
+        "--only",
+        "kv",
+        "--dry-run",
+        "--batch-size",
+        "2",
+        stdout=out,
+    )
+    assert "\r" in out.getvalue()  # the progress bar, on a terminal
+    assert f"would copy {len(data.kv)}" in out.getvalue()
+    assert is_empty(storages["new"])
+
+    out = io.StringIO()
+    call_command(
+        "authfw_migrate",
+        "--from",
+        "old",
+        "--to",
+        "new",
+        "--only",
+        "kv,sessions",
+        "--no-preserve-ttl",
+        stdout=out,
+    )
+    after = snapshot(storages["new"])
+    assert len(after.kv) == len(data.kv) and len(after.sessions) == len(data.sessions)
+    assert not after.tokens and not after.audit
+    assert "expiries from AUTHFW TTLs" in out.getvalue()
+
+
+def test_migrate_command_errors(aliases: Any, make_user: Callable[..., str]) -> None:
+    storages = aliases(
+        a="memory",
+        b={"BACKEND": "tests.test_migration.TokenMetadataLosingStorage"},
+    )
+    populate(storages["a"], make_user)
+    with pytest.raises(CommandError, match="give two different"):
+        call_command("authfw_migrate", "--from", "a", "--to", "a")
+    with pytest.raises(CommandError, match="Unknown storage alias 'zzz'"):
+        call_command("authfw_migrate", "--from", "a", "--to", "zzz")
+    with pytest.raises(CommandError, match="--only"):
+        call_command("authfw_migrate", "--from", "a", "--to", "b", "--only", "users")
+    err = io.StringIO()
+    with pytest.raises(CommandError, match=r"Verification found \d+ mismatches"):
+        call_command(
+            "authfw_migrate",
+            "--from",
+            "a",
+            "--to",
+            "b",
+            "--verify",
+            stdout=io.StringIO(),
+            stderr=err,
+        )
+    assert "mismatch: tokens" in err.getvalue() and "(metadata)" in err.getvalue()
+
+
+def test_migrate_command_names_the_failing_storage(
+    aliases: Any, make_user: Callable[..., str]
+) -> None:
+    storages = aliases(a="memory", down={"BACKEND": "tests.test_migration.DownStorage"})
+    populate(storages["a"], make_user)
+    with pytest.raises(CommandError) as caught:
+        call_command("authfw_migrate", "--from", "a", "--to", "down", stdout=io.StringIO())
+    message = str(caught.value)
+    assert "Storage 'down' is unavailable" in message
+    assert "Run the same command again" in message
+
+
+class TokenMetadataLosingStorage(InMemoryStorage):
+    """An in-memory store that forgets token metadata on import, for the verify test."""
+
+    def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
+        return super().import_tokens([_without_metadata(t) for t in tokens])
+
+
+def _without_metadata(token: AuthToken) -> AuthToken:
+    from django_authfw.records import replace
+
+    return replace(token, metadata={})  # type: ignore[no-any-return]
+
+
+class DownStorage(InMemoryStorage):
+    """Accepts nothing: every import fails as an unreachable server would."""
+
+    def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
+        raise StorageUnavailable("connection refused")
