@@ -1,0 +1,531 @@
+"""DatabaseStorage behaviour beyond the shared contract: database aliases and routers, the query
+shapes that keep it fast on big tables, concurrency on PostgreSQL, and unavailable databases."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+
+from django_authfw import models
+from django_authfw.exceptions import InvalidInput, StorageError, StorageUnavailable
+from django_authfw.records import AuditEvent, KVEntry, SessionData, utcnow
+from django_authfw.storage import DatabaseStorage
+from django_authfw.storage.database_errors import MissingUsers
+from django_authfw.storage.database_kv import incr_locked, incr_upsert
+
+from .factories import AuthTokenFactory, UserFactory
+
+SECOND = "authfw_second"  # testproject/settings.py
+ON_POSTGRESQL = connection.vendor == "postgresql"
+needs_postgresql = pytest.mark.skipif(
+    not ON_POSTGRESQL,
+    reason="PostgreSQL behaviour (row locks across connections); the PostgreSQL run covers it",
+)
+
+
+def second_db_user() -> str:
+    user = get_user_model()._default_manager.db_manager(SECOND).create_user("second-db-user")
+    return str(user.pk)
+
+
+def expired_token(user_id: str) -> Any:
+    past = utcnow() - timedelta(minutes=1)
+    return AuthTokenFactory(user_id=user_id, expires_at=past, refresh_expires_at=past)
+
+
+def session(user_id: str, session_id: str, **kwargs: Any) -> SessionData:
+    return SessionData(
+        session_id=session_id,
+        user_id=user_id,
+        expires_at=kwargs.pop("expires_at", utcnow() + timedelta(hours=1)),
+        **kwargs,
+    )
+
+
+@contextmanager
+def extra_database(alias: str, settings_dict: dict[str, Any]) -> Iterator[str]:
+    """Register a database alias for the duration of a test, then close and forget it.
+
+    Added after pytest-django set up the test, so the alias is not blocked, and not created or
+    migrated: it points wherever ``settings_dict`` says.
+    """
+    # configure_settings fills in the defaults Django expects (it insists on a "default" entry).
+    filled = connections.configure_settings({"default": {}, alias: dict(settings_dict)})
+    connections.settings[alias] = filled[alias]
+    try:
+        yield alias
+    finally:
+        try:
+            connections[alias].close()
+            del connections[alias]
+        finally:
+            del connections.settings[alias]
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound, never listening."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def run_in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run ``work(i)`` in ``count`` threads released together; return results in order.
+
+    Each thread has its own database connection (Django's are per thread) and closes it.
+    """
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def target(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    return results
+
+
+# Options ---------------------------------------------------------------------------------------
+
+
+def test_unknown_options_and_aliases_are_refused() -> None:
+    with pytest.raises(TypeError, match="unknown OPTIONS: cache"):
+        DatabaseStorage(cache="default")  # type: ignore[call-arg]
+    with pytest.raises(StorageError, match="no such alias in DATABASES"):
+        DatabaseStorage(using="nope")
+    with pytest.raises(TypeError):
+        DatabaseStorage(using=3)  # type: ignore[arg-type]
+
+
+def test_storage_module_imports_before_apps_are_ready() -> None:
+    code = (
+        "import django.apps, django_authfw.storage.database as d;"
+        "assert not django.apps.apps.ready; d.DatabaseStorage(); print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.django_db(databases=["default", SECOND])
+def test_using_sends_every_query_to_that_database() -> None:
+    storage = DatabaseStorage(using=SECOND)
+    user_id = second_db_user()
+    token = AuthTokenFactory(user_id=user_id)
+    with CaptureQueriesContext(connections["default"]) as on_default:
+        storage.store_token(token)
+        storage.store_session(session(user_id, "s1"))
+        storage.kv_set("k", b"v")
+        assert storage.kv_incr("n") == 1
+        storage.append_audit(AuditEvent(action="login", outcome=True, user_id=user_id))
+        assert storage.get_token_by_access(token.access_digest) == token
+        assert storage.revoke_token(token.token_id, at=utcnow()) is True
+        assert storage.count_active_sessions() == 1
+        assert storage.statistics()["total_tokens"] == 1
+        assert [t.token_id for b in storage.iter_tokens() for t in b] == [token.token_id]
+    assert on_default.captured_queries == []
+    assert models.Token.objects.using(SECOND).count() == 1
+    assert models.Token.objects.using("default").count() == 0
+    assert DatabaseStorage().get_token_by_access(token.access_digest) is None
+
+    storage.flush()
+    for model in (models.Token, models.Session, models.KVEntry, models.AuditLog):
+        assert model.objects.using(SECOND).count() == 0
+
+
+class AuthfwToSecond:
+    """Sends django_authfw's models to the second database, everything else to default."""
+
+    def db_for_read(self, model: type[Any], **hints: Any) -> str | None:
+        return SECOND if model._meta.app_label == "django_authfw" else None
+
+    db_for_write = db_for_read
+
+    def allow_relation(self, *args: Any, **hints: Any) -> bool:
+        return True
+
+
+class ReadsFromSecond:
+    """Reads of django_authfw's models from the second database (a stale replica), writes to
+    default."""
+
+    def db_for_read(self, model: type[Any], **hints: Any) -> str | None:
+        return SECOND if model._meta.app_label == "django_authfw" else None
+
+
+@pytest.mark.django_db(databases=["default", SECOND])
+def test_routers_choose_the_database(settings: Any) -> None:
+    settings.DATABASE_ROUTERS = [f"{__name__}.AuthfwToSecond"]
+    storage = DatabaseStorage()
+    user_id = second_db_user()
+    token = AuthTokenFactory(user_id=user_id)
+    storage.store_token(token)
+    storage.kv_set("k", b"v")
+    assert models.Token.objects.using(SECOND).count() == 1
+    assert models.Token.objects.using("default").count() == 0
+    assert storage.get_token_by_access(token.access_digest) == token
+    assert storage.kv_get("k") == b"v"
+
+
+@pytest.mark.django_db(databases=["default", SECOND])
+def test_reads_and_writes_follow_their_own_router_method(settings: Any) -> None:
+    settings.DATABASE_ROUTERS = [f"{__name__}.ReadsFromSecond"]
+    storage = DatabaseStorage()
+    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    storage.store_token(token)  # db_for_write: default
+    storage.kv_set("k", b"v")
+    assert models.Token.objects.using("default").count() == 1
+    assert storage.get_token_by_access(token.access_digest) is None  # db_for_read: the replica
+    assert storage.kv_get("k") is None
+    assert storage.revoke_token(token.token_id, at=utcnow()) is True  # a write again
+
+
+# Query shapes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_verification_is_one_select_without_the_user_table(
+    django_assert_num_queries: Any,
+) -> None:
+    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    storage = DatabaseStorage()
+    storage.store_token(token)
+    with django_assert_num_queries(1) as captured:
+        assert storage.get_token_by_access(token.access_digest) == token
+    sql = captured.captured_queries[0]["sql"]
+    assert sql.lstrip().upper().startswith("SELECT")
+    assert get_user_model()._meta.db_table not in sql
+    with django_assert_num_queries(1):
+        assert storage.get_token_by_access("f" * 64) is None
+    with django_assert_num_queries(0):  # cannot be a digest: no query at all
+        assert storage.get_token_by_access("afw_at_not-a-digest") is None
+
+
+@pytest.mark.django_db
+def test_cleanup_deletes_in_batches_of_primary_keys() -> None:
+    user_id = str(UserFactory().pk)
+    storage = DatabaseStorage()
+    live = AuthTokenFactory(user_id=user_id)
+    storage.store_token(live)
+    for _ in range(5):
+        storage.store_token(expired_token(user_id))
+    with CaptureQueriesContext(connection) as dry:
+        assert storage.cleanup_expired_tokens(batch_size=2, dry_run=True) == 5
+    assert not [q for q in dry.captured_queries if q["sql"].startswith("DELETE")]
+    with CaptureQueriesContext(connection) as real:
+        assert storage.cleanup_expired_tokens(batch_size=2) == 5
+    deletes = [q["sql"] for q in real.captured_queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 3  # 2 + 2 + 1 rows
+    selects = [q["sql"] for q in real.captured_queries if q["sql"].startswith("SELECT")]
+    assert all("LIMIT 2" in sql for sql in selects)
+    assert [t.token_id for b in storage.iter_tokens() for t in b] == [live.token_id]
+
+
+@pytest.mark.django_db
+def test_session_and_kv_cleanup_batches() -> None:
+    user_id = str(UserFactory().pk)
+    storage = DatabaseStorage()
+    past = utcnow() - timedelta(seconds=1)
+    for i in range(3):
+        storage.store_session(session(user_id, f"old{i}", expires_at=past))
+        storage.import_kv([KVEntry(key=f"old{i}", value=b"x", expires_at=past)])
+    storage.store_session(session(user_id, "forever", expires_at=None))
+    with CaptureQueriesContext(connection) as queries:
+        assert storage.cleanup_expired(batch_size=1) == {"tokens": 0, "sessions": 3, "kv": 3}
+    assert len([q for q in queries.captured_queries if q["sql"].startswith("DELETE")]) == 6
+    assert [s.session_id for b in storage.iter_sessions() for s in b] == ["forever"]
+    assert list(storage.iter_kv()) == []
+
+
+@pytest.mark.django_db
+def test_iteration_pages_by_key_without_offset() -> None:
+    user_id = str(UserFactory().pk)
+    storage = DatabaseStorage()
+    tokens = [AuthTokenFactory(user_id=user_id) for _ in range(7)]
+    for token in tokens:
+        storage.store_token(token)
+    with CaptureQueriesContext(connection) as queries:
+        batches = list(storage.iter_tokens(batch_size=3))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    ids = [t.token_id for b in batches for t in b]
+    assert ids == sorted(t.token_id for t in tokens)
+    assert len(queries.captured_queries) == 3
+    assert not any("OFFSET" in q["sql"].upper() for q in queries.captured_queries)
+
+
+@pytest.mark.django_db
+def test_audit_iteration_is_oldest_first_across_equal_timestamps() -> None:
+    storage = DatabaseStorage()
+    moment = utcnow() - timedelta(hours=1)
+    same_time = [AuditEvent(action="login", outcome=True, created_at=moment) for _ in range(5)]
+    earlier = AuditEvent(action="register", outcome=True, created_at=moment - timedelta(1))
+    for event in [*same_time, earlier]:
+        storage.append_audit(event)
+    batches = list(storage.iter_audit(batch_size=2))
+    assert [len(b) for b in batches] == [2, 2, 2]
+    assert [e for b in batches for e in b] == [earlier, *same_time]
+
+
+# Writes ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_import_refuses_tokens_of_missing_users_and_writes_nothing() -> None:
+    storage = DatabaseStorage()
+    user_id = str(UserFactory().pk)
+    good = AuthTokenFactory(user_id=user_id)
+    orphans = [AuthTokenFactory(user_id="999001"), AuthTokenFactory(user_id="999002")]
+    with pytest.raises(MissingUsers, match="2 user id") as raised:
+        storage.import_tokens([good, *orphans])
+    assert raised.value.missing_user_ids == ["999001", "999002"]
+    assert isinstance(raised.value, StorageError)
+    assert storage.get_token(good.token_id) is None
+    with pytest.raises(MissingUsers):
+        storage.import_sessions([session("999003", "orphan")])
+    assert storage.import_tokens([good]) == 1
+
+
+@pytest.mark.django_db
+def test_user_ids_that_cannot_be_keys() -> None:
+    storage = DatabaseStorage()
+    assert storage.list_user_tokens("not-a-number") == []
+    assert storage.revoke_user_tokens("not-a-number", at=utcnow()) == 0
+    assert storage.delete_user_sessions("not-a-number") == 0
+    with pytest.raises(InvalidInput, match="primary key"):
+        storage.store_token(AuthTokenFactory(user_id="not-a-number"))
+
+
+@pytest.mark.django_db
+def test_bad_records_are_refused_before_any_query(django_assert_num_queries: Any) -> None:
+    storage = DatabaseStorage()
+    user_id = str(UserFactory().pk)
+    naive = utcnow().replace(tzinfo=None)
+    with django_assert_num_queries(0):
+        with pytest.raises(InvalidInput, match="digest"):
+            storage.store_token(AuthTokenFactory(user_id=user_id, access_digest="afw_at_raw"))
+        with pytest.raises(InvalidInput, match="timezone-aware"):
+            storage.store_token(AuthTokenFactory(user_id=user_id, expires_at=naive))
+        with pytest.raises(InvalidInput, match="ip_address"):
+            storage.store_session(session(user_id, "s", ip_address="not an ip"))
+        with pytest.raises(InvalidInput, match="JSON"):
+            storage.store_session(session(user_id, "s", data={"when": utcnow()}))
+        with pytest.raises(InvalidInput, match="ttl"):
+            storage.kv_set("k", b"v", ttl=timedelta(0))
+        with pytest.raises(InvalidInput, match="batch_size"):
+            storage.cleanup_expired_tokens(batch_size=0)
+        with pytest.raises(InvalidInput, match="outcome"):
+            storage.append_audit(AuditEvent(action="login", outcome="yes"))  # type: ignore[arg-type]
+
+
+@pytest.mark.django_db
+def test_kv_incr_refuses_a_value_that_is_not_a_counter() -> None:
+    storage = DatabaseStorage()
+    now = utcnow()
+    for value in (b"abc", b"1.5", b"012", b"\xff"):
+        storage.kv_set("k", value)
+        with pytest.raises(InvalidInput, match="not an integer counter"):
+            storage.kv_incr("k")
+        with pytest.raises(InvalidInput, match="not an integer counter"):
+            incr_locked("default", models.KVEntry, "k", now, None)
+        assert storage.kv_get("k") == value
+    storage.kv_set("k", b"-3")
+    assert storage.kv_incr("k") == -2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("increment", [incr_upsert, incr_locked], ids=["upsert", "locked"])
+def test_both_counter_paths_keep_a_fixed_window(increment: Any) -> None:
+    now = utcnow()
+    window = now + timedelta(minutes=5)
+    assert increment("default", models.KVEntry, "c", now, window) == 1
+    assert increment("default", models.KVEntry, "c", now, now + timedelta(hours=9)) == 2
+    row = models.KVEntry.objects.get(key="c")
+    assert row.expires_at == window and bytes(row.value) == b"2"
+    later = window + timedelta(seconds=1)
+    assert increment("default", models.KVEntry, "c", later, later + timedelta(hours=1)) == 1
+    assert models.KVEntry.objects.get(key="c").expires_at == later + timedelta(hours=1)
+
+
+@pytest.mark.django_db
+def test_times_round_trip_without_use_tz(settings: Any) -> None:
+    storage = DatabaseStorage()
+    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    settings.USE_TZ = False
+    settings.TIME_ZONE = "Europe/Paris"
+    storage.store_token(token)
+    assert storage.get_token_by_access(token.access_digest) == token
+    assert storage.list_user_tokens(token.user_id) == [token]
+
+
+# Concurrency (PostgreSQL) ----------------------------------------------------------------------
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_revocations_have_exactly_one_winner() -> None:
+    storage = DatabaseStorage()
+    user_id = str(UserFactory().pk)
+    for _ in range(5):
+        token = AuthTokenFactory(user_id=user_id)
+        storage.store_token(token)
+        results = run_in_threads(
+            8,
+            lambda i, token_id=token.token_id: storage.revoke_token(
+                token_id, at=utcnow(), replaced_by=f"winner-{i}"
+            ),
+        )
+        assert results.count(True) == 1, results
+        stored = storage.get_token(token.token_id)
+        assert stored is not None
+        assert stored.replaced_by == f"winner-{results.index(True)}"
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("increment", [incr_upsert, incr_locked], ids=["upsert", "locked"])
+def test_concurrent_increments_are_exact(increment: Any) -> None:
+    threads, rounds = 8, 25
+    expiry = utcnow() + timedelta(hours=1)
+
+    def work(i: int) -> list[int]:
+        return [
+            increment("default", models.KVEntry, "hits", utcnow(), expiry) for _ in range(rounds)
+        ]
+
+    seen = [n for values in run_in_threads(threads, work) for n in values]
+    assert sorted(seen) == list(range(1, threads * rounds + 1))  # each value handed out once
+    assert DatabaseStorage().kv_get("hits") == str(threads * rounds).encode()
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_kv_incr_through_the_storage() -> None:
+    storage = DatabaseStorage()
+    results = run_in_threads(
+        6, lambda i: [storage.kv_incr("fails", ttl=timedelta(minutes=5)) for _ in range(10)]
+    )
+    assert sorted(n for r in results for n in r) == list(range(1, 61))
+
+
+# Unavailable databases -------------------------------------------------------------------------
+
+
+def test_unreachable_postgresql_raises_storage_unavailable(django_db_blocker: Any) -> None:
+    with (
+        closed_port() as port,
+        extra_database(
+            "authfw_unreachable",
+            {
+                "ENGINE": "django.db.backends.postgresql",
+                "HOST": "127.0.0.1",
+                "PORT": str(port),
+                "NAME": "authfw",
+                "USER": "postgres",
+                "OPTIONS": {"connect_timeout": 3},
+            },
+        ) as alias,
+        django_db_blocker.unblock(),
+    ):
+        storage = DatabaseStorage(using=alias)
+        with pytest.raises(StorageUnavailable, match="server is running") as raised:
+            storage.get_token_by_access("0" * 64)
+        assert str(port) in str(raised.value)
+        with pytest.raises(StorageUnavailable):
+            storage.kv_set("k", b"v")
+        with pytest.raises(StorageUnavailable):
+            list(storage.iter_audit())
+
+
+@needs_postgresql
+def test_connection_lost_mid_use_raises_storage_unavailable(
+    django_db_setup: None, django_db_blocker: Any
+) -> None:
+    # The test database, on a connection of its own that the default connection then kills,
+    # as a server restart or a failover would. (Outside pytest-django's per-test transaction,
+    # which refuses connections to aliases it did not set up.)
+    own = dict(connections["default"].settings_dict)
+    with extra_database("authfw_victim", own) as alias, django_db_blocker.unblock():
+        storage = DatabaseStorage(using=alias)
+        assert storage.kv_get("k") is None
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        with pytest.raises(StorageUnavailable, match="server is running"):
+            storage.kv_get("k")
+
+
+def test_unopenable_sqlite_file_raises_storage_unavailable(
+    django_db_blocker: Any, tmp_path: Any
+) -> None:
+    path = tmp_path / "missing-directory" / "db.sqlite3"
+    settings_dict = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(path)}
+    with (
+        extra_database("authfw_unopenable", settings_dict) as alias,
+        django_db_blocker.unblock(),
+        pytest.raises(StorageUnavailable),
+    ):
+        DatabaseStorage(using=alias).kv_get("k")
+
+
+def test_unmigrated_database_says_to_migrate(django_db_blocker: Any, tmp_path: Any) -> None:
+    settings_dict = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "empty.db")}
+    with (
+        extra_database("authfw_empty", settings_dict) as alias,
+        django_db_blocker.unblock(),
+        pytest.raises(StorageError, match="migrate") as raised,
+    ):
+        DatabaseStorage(using=alias).kv_get("k")
+    assert not isinstance(raised.value, StorageUnavailable)
+
+
+# Statistics ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_statistics_name_the_vendor_and_size_the_tables() -> None:
+    storage = DatabaseStorage()
+    user_id = str(UserFactory().pk)
+    storage.store_token(AuthTokenFactory(user_id=user_id))
+    storage.store_token(expired_token(user_id))  # awaiting cleanup: stored, not active
+    storage.store_session(session(user_id, "gone", expires_at=utcnow() - timedelta(seconds=1)))
+    stats = storage.statistics()
+    assert stats["backend"] == f"database:{connection.vendor}"
+    assert stats["total_tokens"] == 2
+    assert stats["active_tokens"] == 1 and stats["expired_tokens"] == 1
+    assert stats["total_sessions"] == 1 and stats["active_sessions"] == 0
+    assert stats["memory_used_bytes"] is None
+    if ON_POSTGRESQL:
+        assert isinstance(stats["database_size_mb"], float)
+        assert stats["database_size_mb"] > 0
+    else:
+        assert stats["database_size_mb"] is None
