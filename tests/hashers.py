@@ -1,0 +1,43 @@
+"""Password hashers for tests: real Argon2, cheaper parameters, and counted.
+
+``CountingArgon2PasswordHasher`` is Django's Argon2 hasher with a small work factor (so the
+suite stays fast) that counts every hash it computes, through ``encode`` (new hashes, and the
+dummy run for an unknown user) or ``verify`` (checking a stored hash). It keeps the algorithm
+name ``argon2``, so hashes it makes verify with Django's own Argon2 hasher and vice versa.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from django.contrib.auth.hashers import Argon2PasswordHasher
+
+COUNTING_HASHER = "tests.hashers.CountingArgon2PasswordHasher"
+
+
+class CountingArgon2PasswordHasher(Argon2PasswordHasher):
+    time_cost = 1
+    memory_cost = 1024  # KiB
+    parallelism = 1
+
+    _lock = threading.Lock()
+    calls = 0
+
+    @classmethod
+    def _count(cls) -> None:
+        with cls._lock:
+            CountingArgon2PasswordHasher.calls += 1
+
+    @classmethod
+    def reset(cls) -> int:
+        with cls._lock:
+            calls, CountingArgon2PasswordHasher.calls = CountingArgon2PasswordHasher.calls, 0
+        return calls
+
+    def encode(self, password: str, salt: str) -> str:
+        self._count()
+        return super().encode(password, salt)
+
+    def verify(self, password: str, encoded: str) -> bool:
+        self._count()
+        return super().verify(password, encoded)
