@@ -82,6 +82,11 @@ class MigrationReport:
     the target already held, and anything else the target chose not to write. With ``verify``,
     ``verified`` records read back identical and ``mismatches`` lists the others;
     ``expired_before_verify`` ended their life between copy and read-back (not a mismatch).
+
+    With ``missing_only``: ``skipped_present`` records the target already held were left as
+    they are, except that ``revocations_carried`` of them were revoked in the target because
+    they are revoked in the source; ``skipped_older`` missing records were created before
+    ``since`` and not copied. ``started_at`` and ``finished_at`` bracket the run.
     """
 
     kind: str
@@ -93,8 +98,13 @@ class MigrationReport:
     skipped_by_target: int = 0
     verified: int = 0
     expired_before_verify: int = 0
+    skipped_present: int = 0
+    skipped_older: int = 0
+    revocations_carried: int = 0
     mismatch_count: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     seconds: float = 0.0
 
     @property
@@ -187,6 +197,15 @@ class StorageMigration:
 
     ``dry_run=True`` reads the source and counts what would be copied, writing nothing.
 
+    ``missing_only=True`` is the catch-up pass after a live site has been switched to the
+    target (see "Moving to another backend" in ``docs/operations.md``): a record the target
+    already holds is never overwritten (it may have changed there since the switch: a
+    rotated or revoked token, a touched session), except that a token revoked in the source
+    is revoked in the target too (revocation only ever goes one way). A record missing from
+    the target is copied only if it was created at or after ``since`` (when given): an older
+    one missing from the target was copied by the first pass and deleted since, and must not
+    come back.
+
     ``on_progress(kind, read_so_far, total)`` is called after every batch (``total`` from the
     source's :meth:`~AuthStorage.statistics`, or None when the source cannot tell); an
     exception it raises stops the migration, which can then be run again.
@@ -201,10 +220,18 @@ class StorageMigration:
         verify: bool = False,
         preserve_ttl: bool = True,
         dry_run: bool = False,
+        missing_only: bool = False,
+        since: datetime | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput("batch_size must be a positive integer.")
+        if since is not None and (not isinstance(since, datetime) or since.tzinfo is None):
+            raise InvalidInput("since must be a timezone-aware datetime.")
+        if since is not None and not missing_only:
+            raise InvalidInput(
+                "since only applies with missing_only=True: a full pass copies every record."
+            )
         self.source = _resolve(source, "source")
         self.target = _resolve(target, "target")
         if self.source is self.target or (
@@ -218,6 +245,8 @@ class StorageMigration:
         self.verify = verify
         self.preserve_ttl = preserve_ttl
         self.dry_run = dry_run
+        self.missing_only = missing_only
+        self.since = since
         self.on_progress = on_progress
         self.failed_storage: AuthStorage | None = None
         """After a :class:`StorageError` escaped a ``migrate_*`` call: the storage that raised."""
@@ -283,7 +312,7 @@ class StorageMigration:
 
     def _migrate(self, kind: RecordKind, total: int | None) -> MigrationReport:
         started = time.monotonic()
-        report = MigrationReport(kind=kind.name, dry_run=self.dry_run)
+        report = MigrationReport(kind=kind.name, dry_run=self.dry_run, started_at=utcnow())
         kv_expiries: dict[str, datetime | None] = {}
         self.failed_storage = None
         at = self.source  # which storage the next call goes to, to name it if it fails
@@ -294,6 +323,8 @@ class StorageMigration:
                 now = utcnow()
                 live = [record for record in batch if not kind.is_expired(record, now)]
                 report.skipped_expired += len(batch) - len(live)
+                if self.missing_only and live:
+                    live = self._missing(kind, live, report)
                 if not self.preserve_ttl:
                     live = [self._renew(record, now) for record in live]
                 if self.dry_run:
@@ -314,8 +345,51 @@ class StorageMigration:
         except StorageError:
             self.failed_storage = at
             raise
+        report.finished_at = utcnow()
         report.seconds = time.monotonic() - started
         return report
+
+    def _missing(self, kind: RecordKind, records: list[Any], report: MigrationReport) -> list[Any]:
+        """The catch-up rules of ``missing_only``: which records to copy, and revocations."""
+        if kind is AUDIT:
+            # Importing audit events never overwrites: only the ``since`` filter applies.
+            return [event for event in records if self._new_enough(event, report)]
+        missing = []
+        for record in records:
+            present = self._read_back(kind, record)
+            if present is None:
+                if self._new_enough(record, report):
+                    missing.append(record)
+                continue
+            report.skipped_present += 1
+            if (
+                kind is TOKENS
+                and record.revoked_at is not None
+                and present.revoked_at is None
+                and (
+                    self.dry_run
+                    or self.target.revoke_token(
+                        record.token_id, at=record.revoked_at, replaced_by=record.replaced_by
+                    )
+                )
+            ):
+                report.revocations_carried += 1
+        return missing
+
+    def _new_enough(self, record: Any, report: MigrationReport) -> bool:
+        if self.since is None or record.created_at >= self.since:
+            return True
+        report.skipped_older += 1
+        return False
+
+    def _read_back(self, kind: RecordKind, record: Any) -> Any:
+        """The target's copy of ``record`` (for key-value entries: the value), or None."""
+        record_id = kind.record_id(record)
+        if kind is TOKENS:
+            return self.target.get_token(record_id)
+        if kind is SESSIONS:
+            return self.target.get_session(record_id)
+        return self.target.kv_get(record_id)
 
     def _renew(self, record: Any, now: datetime) -> Any:
         """Give a live record the lifetime a new one gets (``preserve_ttl=False``)."""

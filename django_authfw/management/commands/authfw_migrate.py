@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import InvalidInput, StorageError
 from ...migration import MigrationReport, StorageMigration, parse_kinds
+from ...records import utcnow
 from ...transfer import BY_NAME
 from ..progress import (
     ProgressBar,
@@ -20,6 +22,17 @@ from ..progress import (
 )
 
 LISTED_MISMATCHES = 20
+
+
+def parse_since(text: str) -> datetime:
+    """argparse ``type`` for ``--since``: ISO 8601; without an offset, UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date and time (like 2025-06-01T12:00:00+00:00)"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class Command(BaseCommand):
@@ -60,6 +73,19 @@ class Command(BaseCommand):
             action="store_true",
             help="Read the source and count what would be copied; write nothing.",
         )
+        parser.add_argument(
+            "--missing-only",
+            action="store_true",
+            help="Catch-up pass after switching a live site to the target: never overwrite a "
+            "record the target holds (only carry token revocations over); copy missing ones.",
+        )
+        parser.add_argument(
+            "--since",
+            type=parse_since,
+            metavar="ISO-8601",
+            help="With --missing-only: copy only missing records created at or after this "
+            "instant (the 'Finished at' time the first pass printed). No offset means UTC.",
+        )
 
     def handle(
         self,
@@ -71,6 +97,8 @@ class Command(BaseCommand):
         verify: bool,
         preserve_ttl: bool,
         dry_run: bool,
+        missing_only: bool,
+        since: datetime | None,
         **options: Any,
     ) -> None:
         check_alias(source)
@@ -83,6 +111,8 @@ class Command(BaseCommand):
             kinds = parse_kinds(only)
         except InvalidInput as exc:
             raise CommandError(f"--only: {exc}") from exc
+        if since is not None and not missing_only:
+            raise CommandError("--since only applies with --missing-only.")
         source_storage, target_storage = open_storage(source), open_storage(target)
 
         bar = ProgressBar(self.stdout, enabled=self.stdout.isatty())
@@ -93,12 +123,18 @@ class Command(BaseCommand):
             verify=verify and not dry_run,
             preserve_ttl=preserve_ttl,
             dry_run=dry_run,
+            missing_only=missing_only,
+            since=since,
             on_progress=lambda kind, done, total: bar.update(BY_NAME[kind].label, done, total),
         )
         mode = [f"batch size {batch_size}"]
         mode.append("preserving expiries" if preserve_ttl else "expiries from AUTHFW TTLs")
         if verify and not dry_run:
             mode.append("verifying")
+        if missing_only:
+            mode.append("missing records only")
+        if since is not None:
+            mode.append(f"created since {since.isoformat()}")
         if dry_run:
             mode.append("dry run: nothing is written")
         self.stdout.write(f"Migrating {source} -> {target} ({', '.join(mode)})")
@@ -126,6 +162,8 @@ class Command(BaseCommand):
                 bar.finish()
                 self.stdout.write(self._line(report, verify=migration.verify))
 
+        if not dry_run:
+            self.stdout.write(f"Finished at {utcnow().isoformat()}.")
         count = sum(report.mismatch_count for report in reports)
         if count:
             listed = [m for report in reports for m in report.mismatches]
@@ -147,6 +185,12 @@ class Command(BaseCommand):
             parts.append(f"{report.skipped_expired:,} skipped as expired")
         if report.skipped_orphans:
             parts.append(f"{report.skipped_orphans:,} skipped (their user does not exist)")
+        if report.skipped_present:
+            parts.append(f"{report.skipped_present:,} already in the target left as they are")
+        if report.revocations_carried:
+            parts.append(f"{report.revocations_carried:,} revocations carried over")
+        if report.skipped_older:
+            parts.append(f"{report.skipped_older:,} missing but older than --since")
         if report.skipped_by_target:
             already = "already present" if kind.name == "audit" else "not written by the target"
             parts.append(f"{report.skipped_by_target:,} {already}")
