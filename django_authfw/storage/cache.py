@@ -1,17 +1,661 @@
-"""Cache-backed storages: CacheStorage over a Django cache alias, InMemoryStorage, RedisStorage."""
+"""Cache-backed storages: :class:`CacheStorage` over a Django cache alias, and the guide's
+:class:`InMemoryStorage` and :class:`RedisStorage` built directly.
+
+One front, two engines:
+
+* a Redis alias (django-redis, or Django's own ``RedisCache``) and :class:`RedisStorage` use
+  :class:`~django_authfw.storage.redis_engine.RedisEngine`: the raw redis-py client, the key
+  names of :mod:`~django_authfw.storage.keyspace` (not Django's ``make_key``), JSON values,
+  Lua scripts for atomic multi-key writes, TTLs on every expiring key;
+* a ``LocMemCache`` alias and :class:`InMemoryStorage` use
+  :class:`~django_authfw.storage.memory.MemoryEngine`: dicts in this process.
+
+The front validates every argument (so bad input raises ``InvalidInput`` and changes nothing
+on every engine alike) and provides the async twins: inline for the in-process engine (no
+thread hop), in a worker thread for Redis.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+
+from ..exceptions import InvalidInput, StorageError
+from ..records import AuditEvent, AuthToken, KVEntry, SessionData, StorageStatistics
+from ..tokens import check_id
+from . import validation as valid
 from .base import AuthStorage
+from .codec import seconds, ttl_delta
+from .engine import CacheEngine
+
+logger = logging.getLogger("django_authfw.storage")
+
+T = TypeVar("T")
+
+
+def _default_ttl(value: object) -> timedelta | None:
+    secs = seconds(value, "default_ttl", allow_none=True)
+    if secs == 0:
+        raise InvalidInput("default_ttl must be positive, or None for no default expiry.")
+    return None if secs is None else timedelta(seconds=secs)
+
+
+def _key_prefix(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(
+            "key_prefix must be a non-empty string such as 'auth:': flush() deletes every key "
+            "under it, so an empty prefix would mean the whole database."
+        )
+    return value
+
+
+def _retry_options(retry_attempts: object, retry_delay: object) -> tuple[int, float]:
+    attempts = valid.non_negative_int(retry_attempts, "retry_attempts")
+    delay = seconds(retry_delay, "retry_delay")
+    assert delay is not None
+    return attempts, delay
 
 
 class CacheStorage(AuthStorage):
-    """Placeholder, implemented in a later commit."""
+    """The storage contract on a Django cache alias (``OPTIONS``: ``cache``, ``key_prefix``,
+    ``default_ttl``, ``retry_attempts``, ``retry_delay``).
+
+    * ``cache``: a ``CACHES`` alias. django-redis or Django's ``RedisCache`` store records in
+      that Redis (timeouts come from the alias's own options); ``LocMemCache`` keeps them in
+      this process. DummyCache stores nothing and is refused; other cache backends cannot do
+      atomic multi-key writes and are refused too.
+    * ``key_prefix``: every Redis key starts with it (default ``auth:``); ``flush()`` deletes
+      only keys under it.
+    * ``default_ttl``: seconds or a ``timedelta`` (default one hour): how long a session
+      stored *without* ``expires_at`` lives after its last write; None keeps such sessions.
+      Tokens carry their own expiry and key-value entries without ``ttl`` persist.
+    * ``retry_attempts``/``retry_delay`` (Redis only, default 3 and 0.1 s): how often an
+      idempotent command is retried after a connection error or timeout.
+    """
+
+    native_expiry: bool = False
+    _engine: CacheEngine
+
+    def __init__(
+        self,
+        *,
+        cache: str = "authfw",
+        key_prefix: str = "auth:",
+        default_ttl: float | timedelta | None = 3600,
+        retry_attempts: int = 3,
+        retry_delay: float | timedelta = 0.1,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.cache_alias: str | None = cache
+        self.key_prefix = _key_prefix(key_prefix)
+        self.default_ttl = _default_ttl(default_ttl)
+        self._attach(self._engine_for_alias(cache, *_retry_options(retry_attempts, retry_delay)))
+
+    def _attach(self, engine: CacheEngine) -> None:
+        self._engine = engine
+        # Per instance: one CacheStorage class fronts both engines.
+        self.native_expiry = engine.native_expiry
+
+    def _engine_for_alias(self, alias: str, retry_attempts: int, retry_delay: float) -> CacheEngine:
+        from django.conf import settings
+        from django.core.cache import InvalidCacheBackendError, caches
+        from django.core.cache.backends.dummy import DummyCache
+        from django.core.cache.backends.locmem import LocMemCache
+
+        if not isinstance(alias, str) or not alias:
+            raise InvalidInput("CacheStorage 'cache' must name an alias in CACHES.")
+        try:
+            cache = caches[alias]
+        except InvalidCacheBackendError as exc:
+            known = ", ".join(sorted(settings.CACHES)) or "none"
+            raise StorageError(
+                f"CacheStorage names cache alias {alias!r}, which is not in CACHES "
+                f"(configured: {known}). Add it to CACHES or change OPTIONS['cache']."
+            ) from exc
+        if isinstance(cache, DummyCache):
+            raise StorageError(
+                f"Cache alias {alias!r} is a DummyCache, which stores nothing: every token "
+                "would be forgotten at once. Point CacheStorage at Redis or LocMemCache."
+            )
+        if isinstance(cache, LocMemCache):
+            from .memory import shared_engine
+
+            location = str(settings.CACHES[alias].get("LOCATION", ""))
+            return shared_engine(location, self.key_prefix, self.default_ttl)
+
+        from .redis_client import RedisCaller, client_timeout, django_cache_client
+        from .redis_engine import RedisEngine
+
+        client = django_cache_client(cache)
+        if client is None:
+            raise StorageError(
+                f"Cache alias {alias!r} uses {type(cache).__module__}.{type(cache).__name__}, "
+                "which cannot hold the user indexes atomically. Use django-redis, Django's "
+                "RedisCache or LocMemCache."
+            )
+        from redis.cluster import RedisCluster
+
+        return RedisEngine(
+            RedisCaller(
+                lambda: client,
+                description=f"cache alias {alias!r}",
+                retry_attempts=retry_attempts,
+                retry_delay=retry_delay,
+            ),
+            key_prefix=self.key_prefix,
+            default_ttl=self.default_ttl,
+            cluster=isinstance(client, RedisCluster),
+            timeout=client_timeout(client),
+            owns_client=False,  # the cache alias owns it
+        )
+
+    @property
+    def engine(self) -> CacheEngine:
+        """The engine behind this storage (a ``MemoryEngine`` or a ``RedisEngine``)."""
+        return self._engine
+
+    # Tokens -------------------------------------------------------------------------------
+
+    def store_token(self, token: AuthToken) -> None:
+        self._engine.store_token(valid.token(token))
+
+    def get_token(self, token_id: str) -> AuthToken | None:
+        return self._engine.get_token(check_id(token_id, "token_id"))
+
+    def get_token_by_access(self, access_digest: str) -> AuthToken | None:
+        return self._engine.get_token_by_access(check_id(access_digest, "access_digest"))
+
+    def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
+        return self._engine.get_token_by_refresh(check_id(refresh_digest, "refresh_digest"))
+
+    def update_token(self, token: AuthToken) -> bool:
+        return self._engine.update_token(valid.token(token))
+
+    def revoke_token(self, token_id: str, *, at: datetime, replaced_by: str | None = None) -> bool:
+        return self._engine.revoke_token(
+            check_id(token_id, "token_id"),
+            at=valid.aware(at, "at"),
+            replaced_by=valid.optional_id(replaced_by, "replaced_by"),
+        )
+
+    def revoke_user_tokens(
+        self, user_id: str, *, at: datetime, family_id: str | None = None
+    ) -> int:
+        return self._engine.revoke_user_tokens(
+            check_id(user_id, "user_id"),
+            at=valid.aware(at, "at"),
+            family_id=valid.optional_id(family_id, "family_id"),
+        )
+
+    def delete_token(self, token_id: str) -> bool:
+        return self._engine.delete_token(check_id(token_id, "token_id"))
+
+    def list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        return self._engine.list_user_tokens(check_id(user_id, "user_id"))
+
+    def delete_user_tokens(self, user_id: str) -> int:
+        return self._engine.delete_user_tokens(check_id(user_id, "user_id"))
+
+    # Sessions -----------------------------------------------------------------------------
+
+    def store_session(self, session: SessionData) -> None:
+        self._engine.store_session(valid.session(session))
+
+    def get_session(self, session_id: str) -> SessionData | None:
+        return self._engine.get_session(check_id(session_id, "session_id"))
+
+    def touch_session(
+        self, session_id: str, *, at: datetime, expires_at: datetime | None = None
+    ) -> bool:
+        return self._engine.touch_session(
+            check_id(session_id, "session_id"),
+            at=valid.aware(at, "at"),
+            expires_at=valid.optional_aware(expires_at, "expires_at"),
+        )
+
+    def delete_session(self, session_id: str) -> bool:
+        return self._engine.delete_session(check_id(session_id, "session_id"))
+
+    def list_user_sessions(self, user_id: str) -> list[SessionData]:
+        return self._engine.list_user_sessions(check_id(user_id, "user_id"))
+
+    def delete_user_sessions(self, user_id: str) -> int:
+        return self._engine.delete_user_sessions(check_id(user_id, "user_id"))
+
+    def count_active_sessions(self) -> int:
+        return self._engine.count_active_sessions()
+
+    # Key-value ----------------------------------------------------------------------------
+
+    def kv_set(self, key: str, value: bytes, ttl: timedelta | None = None) -> None:
+        self._engine.kv_set(check_id(key, "key"), valid.kv_value(value), ttl_delta(ttl))
+
+    def kv_get(self, key: str) -> bytes | None:
+        return self._engine.kv_get(check_id(key, "key"))
+
+    def kv_delete(self, key: str) -> bool:
+        return self._engine.kv_delete(check_id(key, "key"))
+
+    def kv_incr(self, key: str, ttl: timedelta | None = None) -> int:
+        return self._engine.kv_incr(check_id(key, "key"), ttl_delta(ttl))
+
+    # Audit log ----------------------------------------------------------------------------
+
+    def append_audit(self, event: AuditEvent) -> None:
+        self._engine.append_audit(valid.event(event))
+
+    def query_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        outcome: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[AuditEvent]:
+        return self._engine.query_audit(
+            **_audit_filters(user_id, action, outcome, since, until),
+            limit=valid.non_negative_int(limit, "limit"),
+            offset=valid.non_negative_int(offset, "offset"),
+        )
+
+    def count_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        outcome: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        return self._engine.count_audit(**_audit_filters(user_id, action, outcome, since, until))
+
+    def delete_audit_before(self, cutoff: datetime) -> int:
+        return self._engine.delete_audit_before(valid.aware(cutoff, "cutoff"))
+
+    # Maintenance --------------------------------------------------------------------------
+
+    def cleanup_expired_tokens(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+        return self._engine.cleanup_expired_tokens(
+            batch_size=valid.positive_int(batch_size, "batch_size"), dry_run=bool(dry_run)
+        )
+
+    def cleanup_expired_sessions(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+        return self._engine.cleanup_expired_sessions(
+            batch_size=valid.positive_int(batch_size, "batch_size"), dry_run=bool(dry_run)
+        )
+
+    def cleanup_expired_kv(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+        return self._engine.cleanup_expired_kv(
+            batch_size=valid.positive_int(batch_size, "batch_size"), dry_run=bool(dry_run)
+        )
+
+    def statistics(self) -> StorageStatistics:
+        return self._engine.statistics()
+
+    def flush(self) -> None:
+        self._engine.flush()
+
+    def close(self) -> None:
+        self._engine.close()
+
+    # Iteration and import -----------------------------------------------------------------
+
+    def iter_tokens(self, *, batch_size: int = 1000) -> Iterator[list[AuthToken]]:
+        return self._engine.iter_tokens(batch_size=valid.positive_int(batch_size, "batch_size"))
+
+    def iter_sessions(self, *, batch_size: int = 1000) -> Iterator[list[SessionData]]:
+        return self._engine.iter_sessions(batch_size=valid.positive_int(batch_size, "batch_size"))
+
+    def iter_kv(self, *, batch_size: int = 1000) -> Iterator[list[KVEntry]]:
+        return self._engine.iter_kv(batch_size=valid.positive_int(batch_size, "batch_size"))
+
+    def iter_audit(self, *, batch_size: int = 1000) -> Iterator[list[AuditEvent]]:
+        return self._engine.iter_audit(batch_size=valid.positive_int(batch_size, "batch_size"))
+
+    def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
+        return self._engine.import_tokens([valid.token(t) for t in tokens])
+
+    def import_sessions(self, sessions: Iterable[SessionData]) -> int:
+        return self._engine.import_sessions([valid.session(s) for s in sessions])
+
+    def import_kv(self, entries: Iterable[KVEntry]) -> int:
+        return self._engine.import_kv([_valid_kv_entry(e) for e in entries])
+
+    def import_audit(self, events: Iterable[AuditEvent]) -> int:
+        return self._engine.import_audit([valid.event(e) for e in events])
+
+    # Async ----------------------------------------------------------------------------------
+
+    async def _run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._engine.in_process:
+            # Microseconds under a lock, no I/O: a thread hop would cost more than the call.
+            return method(*args, **kwargs)
+        # Redis calls never touch the ORM, so they need not queue behind the one thread that
+        # thread_sensitive=True would use; they run in parallel worker threads.
+        return await sync_to_async(method, thread_sensitive=False)(*args, **kwargs)
+
+    async def _aiterate(self, batches: Iterator[list[T]]) -> AsyncIterator[list[T]]:
+        done = object()
+        while True:
+            batch = await self._run(next, batches, done)
+            if batch is done:
+                return
+            yield batch
+
+    async def aiter_tokens(self, *, batch_size: int = 1000) -> AsyncIterator[list[AuthToken]]:
+        async for batch in self._aiterate(self.iter_tokens(batch_size=batch_size)):
+            yield batch
+
+    async def aiter_sessions(self, *, batch_size: int = 1000) -> AsyncIterator[list[SessionData]]:
+        async for batch in self._aiterate(self.iter_sessions(batch_size=batch_size)):
+            yield batch
+
+    async def aiter_kv(self, *, batch_size: int = 1000) -> AsyncIterator[list[KVEntry]]:
+        async for batch in self._aiterate(self.iter_kv(batch_size=batch_size)):
+            yield batch
+
+    async def aiter_audit(self, *, batch_size: int = 1000) -> AsyncIterator[list[AuditEvent]]:
+        async for batch in self._aiterate(self.iter_audit(batch_size=batch_size)):
+            yield batch
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} alias={self.alias!r} backend={self._engine.backend_name!r} "
+            f"key_prefix={self.key_prefix!r}>"
+        )
+
+
+def _twin(name: str) -> Callable[..., Any]:
+    sync_method = getattr(AuthStorage, name)
+
+    @functools.wraps(getattr(AuthStorage, f"a{name}"))
+    async def twin(self: CacheStorage, *args: Any, **kwargs: Any) -> Any:
+        return await self._run(getattr(self, name), *args, **kwargs)
+
+    twin.__doc__ = f"Async twin of :meth:`{name}`. {sync_method.__doc__ or ''}".strip()
+    return twin
+
+
+# Every async twin except the iterators (above) and create_backup (which writes a file and
+# keeps the base's thread).
+_TWINNED = (
+    "store_token",
+    "get_token",
+    "get_token_by_access",
+    "get_token_by_refresh",
+    "update_token",
+    "revoke_token",
+    "revoke_user_tokens",
+    "delete_token",
+    "list_user_tokens",
+    "delete_user_tokens",
+    "store_session",
+    "get_session",
+    "touch_session",
+    "delete_session",
+    "list_user_sessions",
+    "delete_user_sessions",
+    "count_active_sessions",
+    "kv_set",
+    "kv_get",
+    "kv_delete",
+    "kv_incr",
+    "append_audit",
+    "query_audit",
+    "count_audit",
+    "delete_audit_before",
+    "cleanup_expired_tokens",
+    "cleanup_expired_sessions",
+    "cleanup_expired_kv",
+    "cleanup_expired",
+    "statistics",
+    "flush",
+    "import_tokens",
+    "import_sessions",
+    "import_kv",
+    "import_audit",
+)
+for _name in _TWINNED:
+    setattr(CacheStorage, f"a{_name}", _twin(_name))
+
+
+def _audit_filters(
+    user_id: str | None,
+    action: str | None,
+    outcome: bool | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> dict[str, Any]:
+    if outcome is not None and not isinstance(outcome, bool):
+        raise InvalidInput("outcome must be True, False or None.")
+    return {
+        "user_id": valid.optional_id(user_id, "user_id"),
+        "action": valid.optional_id(action, "action"),
+        "outcome": outcome,
+        "since": valid.optional_aware(since, "since"),
+        "until": valid.optional_aware(until, "until"),
+    }
+
+
+def _valid_kv_entry(entry: object) -> KVEntry:
+    if not isinstance(entry, KVEntry):
+        raise InvalidInput(f"Expected a KVEntry, not {type(entry).__name__}.")
+    check_id(entry.key, "key")
+    valid.kv_value(entry.value)
+    valid.aware(entry.created_at, "created_at")
+    valid.optional_aware(entry.expires_at, "expires_at")
+    return entry
 
 
 class InMemoryStorage(CacheStorage):
-    """Placeholder, implemented in a later commit."""
+    """Everything in this process: fast, no dependency, gone on restart, not shared.
+
+    ``InMemoryStorage(cleanup_interval=300, default_ttl=3600)`` (seconds or ``timedelta``):
+    a daemon thread removes expired records every ``cleanup_interval`` (None: never; the
+    records are invisible once expired either way) and stops on :meth:`close`.
+    ``default_ttl`` is as for :class:`CacheStorage`.
+    """
+
+    def __init__(
+        self,
+        *,
+        cleanup_interval: float | timedelta | None = 300,
+        default_ttl: float | timedelta | None = 3600,
+        **options: Any,
+    ) -> None:
+        AuthStorage.__init__(self, **options)
+        from .memory import MemoryEngine
+
+        interval = seconds(cleanup_interval, "cleanup_interval", allow_none=True)
+        if interval == 0:
+            raise InvalidInput("cleanup_interval must be positive, or None for no sweep thread.")
+        self.cache_alias = None
+        self.key_prefix = ""
+        self.default_ttl = _default_ttl(default_ttl)
+        self.cleanup_interval = interval
+        engine = MemoryEngine(default_ttl=self.default_ttl)
+        self._attach(engine)
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        if interval is not None:
+            self._sweeper = threading.Thread(
+                target=_sweep,
+                args=(weakref.ref(engine), interval, self._stop),
+                name="authfw-inmemory-sweep",
+                daemon=True,
+            )
+            self._sweeper.start()
+
+    def close(self) -> None:
+        """Stop the sweep thread (waits for a sweep in progress to finish)."""
+        self._stop.set()
+        sweeper = self._sweeper
+        if sweeper is not None and sweeper is not threading.current_thread():
+            sweeper.join()
+
+    def __repr__(self) -> str:
+        return f"<InMemoryStorage alias={self.alias!r} cleanup_interval={self.cleanup_interval}>"
+
+
+def _sweep(engine_ref: weakref.ref[CacheEngine], interval: float, stop: threading.Event) -> None:
+    # Holds the engine only weakly between sweeps, so a storage dropped without close() is
+    # still freed, and the thread then ends at its next wake-up.
+    while not stop.wait(interval):
+        engine = engine_ref()
+        if engine is None:
+            return
+        try:
+            counts = engine.cleanup_expired()
+        except Exception:  # a sweep must never kill the thread
+            logger.exception("authfw in-memory sweep failed")
+        else:
+            if any(counts.values()):
+                logger.debug("authfw in-memory sweep removed %s", counts)
+        del engine
 
 
 class RedisStorage(CacheStorage):
-    """Placeholder, implemented in a later commit."""
+    """The guide's Redis storage, built from its own options on redis-py.
+
+    ``RedisStorage(url="redis://localhost:6379", pool_size=10, timeout=5, key_prefix="auth:",
+    default_ttl=3600, retry_attempts=3, retry_delay=0.1, cluster_mode=False,
+    cluster_urls=None, master_name=None, sentinels=None, sentinel_password=None)``
+
+    * single server: ``url`` (``redis://[user:pass@]host:port/db``, ``rediss://`` for TLS);
+    * Cluster: ``cluster_mode=True`` and ``cluster_urls`` (seed nodes; ``url`` if omitted);
+    * Sentinel: ``master_name`` and ``sentinels`` (``redis://host:26379`` each), with
+      ``sentinel_password`` for the Sentinels; ``url`` then gives db and data-node password.
+
+    ``timeout`` (seconds or ``timedelta``) bounds connecting, each reply and the wait for one
+    of the ``pool_size`` connections. A call fails with ``StorageUnavailable`` after at most
+    ``timeout * (retry_attempts + 1) + retry_delay * retry_attempts``; only idempotent calls are
+    retried.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str = "redis://localhost:6379",
+        pool_size: int = 10,
+        timeout: float | timedelta = 5,
+        key_prefix: str = "auth:",
+        default_ttl: float | timedelta | None = 3600,
+        retry_attempts: int = 3,
+        retry_delay: float | timedelta = 0.1,
+        cluster_mode: bool = False,
+        cluster_urls: list[str] | None = None,
+        master_name: str | None = None,
+        sentinels: list[str] | None = None,
+        sentinel_password: str | None = None,
+        **options: Any,
+    ) -> None:
+        AuthStorage.__init__(self, **options)
+        from . import redis_client
+        from .redis_engine import RedisEngine
+
+        self.cache_alias = None
+        self.key_prefix = _key_prefix(key_prefix)
+        self.default_ttl = _default_ttl(default_ttl)
+        size = valid.positive_int(pool_size, "pool_size")
+        wait = seconds(timeout, "timeout")
+        if not wait:
+            raise InvalidInput("timeout must be positive (seconds or a timedelta).")
+        attempts, delay = _retry_options(retry_attempts, retry_delay)
+        if not isinstance(cluster_mode, bool):
+            raise InvalidInput("cluster_mode must be True or False.")
+        if cluster_urls and not cluster_mode:
+            raise InvalidInput("cluster_urls is given but cluster_mode is False; set both.")
+        if master_name is not None and cluster_mode:
+            raise InvalidInput("Use either Sentinel (master_name) or cluster_mode, not both.")
+        redis_client.parse_url(url)  # fail now on a malformed URL, not at first use
+
+        connect: Callable[[], Any]
+        if cluster_mode:
+            seeds = list(cluster_urls or [url])
+            for seed in seeds:
+                redis_client.parse_url(seed)
+            description = "cluster " + ",".join(_public(s) for s in seeds)
+
+            def connect() -> Any:
+                return redis_client.cluster_client(seeds, pool_size=size, timeout=wait)
+
+        elif master_name is not None:
+            check_id(master_name, "master_name")
+            nodes = list(sentinels or [])
+            if not nodes:
+                raise InvalidInput("master_name needs sentinels, e.g. ['redis://host:26379'].")
+            for node in nodes:
+                redis_client.parse_url(node, default_port=26379)
+            description = f"sentinel master {master_name!r} via " + ",".join(
+                _public(s) for s in nodes
+            )
+
+            def connect() -> Any:
+                return redis_client.sentinel_client(
+                    master_name,
+                    nodes,
+                    url=url,
+                    pool_size=size,
+                    timeout=wait,
+                    sentinel_password=sentinel_password,
+                )
+
+        else:
+            description = _public(url)
+
+            def connect() -> Any:
+                return redis_client.single_client(url, pool_size=size, timeout=wait)
+
+        self.url = _public(url)
+        self.pool_size = size
+        self.timeout = wait
+        self.retry_attempts = attempts
+        self.retry_delay = delay
+        self.cluster_mode = cluster_mode
+        self.master_name = master_name
+        self._attach(
+            RedisEngine(
+                redis_client.RedisCaller(
+                    connect,
+                    description=description,
+                    retry_attempts=attempts,
+                    retry_delay=delay,
+                ),
+                key_prefix=self.key_prefix,
+                default_ttl=self.default_ttl,
+                cluster=cluster_mode,
+                timeout=wait,
+                owns_client=True,
+            )
+        )
+
+    @property
+    def retry_budget(self) -> float:
+        """The longest a failing call can take before it raises ``StorageUnavailable``."""
+        return self.timeout * (self.retry_attempts + 1) + self.retry_delay * self.retry_attempts
+
+    def __repr__(self) -> str:
+        return f"<RedisStorage alias={self.alias!r} {self._engine.call.description}>"  # type: ignore[attr-defined]
+
+
+def _public(url: str) -> str:
+    """A URL without its password, for messages and ``repr``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url if "://" in url else f"redis://{url}")
+    if parts.password is None:
+        return urlunsplit(parts)
+    user = parts.username or ""
+    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,275 @@
+"""redis-py clients for the Redis storages, and the retry policy every call goes through.
+
+Three shapes, chosen by :class:`~django_authfw.storage.RedisStorage`'s options:
+
+* a single server (``url``) through a blocking pool of ``pool_size`` connections;
+* a Redis Cluster (``cluster_mode=True`` with ``cluster_urls`` or ``url`` as seed nodes);
+* a primary found through Sentinel (``master_name`` and ``sentinels``).
+
+redis-py's own retries are switched off (its default backs off exponentially for tens of
+seconds); :class:`RedisCaller` retries instead, within a budget the caller can compute:
+``timeout * (retry_attempts + 1) + retry_delay * retry_attempts``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    ConnectionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from ..exceptions import InvalidInput, StorageError, StorageUnavailable
+
+T = TypeVar("T")
+
+# Errors after which the same call may succeed: the server is unreachable, slow, loading, a
+# demoted primary refuses writes during a failover, or the cluster is re-sharding.
+TRANSIENT: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    ReadOnlyError,
+    ClusterDownError,
+    TryAgainError,
+    ClusterError,
+    OSError,
+)
+
+
+def _no_retry() -> Retry:
+    return Retry(NoBackoff(), 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a client connects: host, port, db and credentials parsed from a URL."""
+
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    ssl: bool
+
+
+def parse_url(url: str, default_port: int = 6379) -> Endpoint:
+    """Parse ``redis://[user:pass@]host[:port][/db]`` (or ``rediss://``, or ``host:port``)."""
+    if not isinstance(url, str) or not url:
+        raise InvalidInput(f"A Redis URL must be a non-empty string, not {url!r}.")
+    if "://" not in url:
+        url = f"redis://{url}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise InvalidInput(
+            f"Redis URL scheme {parts.scheme!r} is not supported; use redis:// or rediss://."
+        )
+    path = parts.path.strip("/")
+    try:
+        db = int(path) if path else 0
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise InvalidInput(f"Bad Redis URL {parts.hostname!r}: {exc}") from None
+    return Endpoint(
+        host=parts.hostname or "localhost",
+        port=port,
+        db=db,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss",
+    )
+
+
+def _common(timeout: float) -> dict[str, Any]:
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": _no_retry(),
+        # RESP2 with no client-side extras: nothing is sent that an older server or a proxy
+        # might refuse.
+        "protocol": 2,
+    }
+
+
+def single_client(url: str, *, pool_size: int, timeout: float) -> redis.Redis:
+    """A client of one server; callers wait up to ``timeout`` for a free pooled connection."""
+    endpoint = parse_url(url)
+    pool = redis.BlockingConnectionPool(
+        max_connections=pool_size,
+        timeout=timeout,
+        connection_class=redis.SSLConnection if endpoint.ssl else redis.Connection,
+        host=endpoint.host,
+        port=endpoint.port,
+        db=endpoint.db,
+        username=endpoint.username,
+        password=endpoint.password,
+        **_common(timeout),
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def cluster_client(urls: Sequence[str], *, pool_size: int, timeout: float) -> RedisCluster:
+    """A Redis Cluster client seeded with ``urls`` (any reachable node is enough)."""
+    endpoints = [parse_url(url) for url in urls]
+    if not endpoints:
+        raise InvalidInput("cluster_mode=True needs cluster_urls (or url) naming seed nodes.")
+    first = endpoints[0]
+    return RedisCluster(
+        startup_nodes=[ClusterNode(e.host, e.port) for e in endpoints],
+        username=first.username,
+        password=first.password,
+        ssl=first.ssl,
+        max_connections=pool_size,
+        connection_pool_class=functools.partial(redis.BlockingConnectionPool, timeout=timeout),
+        # One pass over the slots map on a MOVED/connection error, no more: RedisCaller owns
+        # the retry budget.
+        cluster_error_retry_attempts=1,
+        **_common(timeout),
+    )
+
+
+def sentinel_client(
+    master_name: str,
+    sentinels: Sequence[str],
+    *,
+    url: str,
+    pool_size: int,
+    timeout: float,
+    sentinel_password: str | None,
+) -> redis.Redis:
+    """A client of the primary that the Sentinels name; it follows failovers by itself."""
+    if not sentinels:
+        raise InvalidInput("master_name needs sentinels, e.g. ['redis://sentinel1:26379'].")
+    nodes = [parse_url(s, default_port=26379) for s in sentinels]
+    data = parse_url(url)
+    sentinel_kwargs: dict[str, Any] = _common(timeout)
+    if sentinel_password is not None:
+        sentinel_kwargs["password"] = sentinel_password
+    manager = Sentinel(
+        [(n.host, n.port) for n in nodes],
+        sentinel_kwargs=sentinel_kwargs,
+        **_common(timeout),
+    )
+    return manager.master_for(
+        master_name,
+        db=data.db,
+        username=data.username,
+        password=data.password,
+        max_connections=pool_size,
+        **_common(timeout),
+    )
+
+
+def django_cache_client(cache: Any) -> redis.Redis | None:
+    """The redis-py client behind a Django cache alias, or None if it is not Redis-backed.
+
+    Supports django-redis (``django_redis.cache.RedisCache`` with its default or Sentinel
+    client) and Django's own ``django.core.cache.backends.redis.RedisCache`` (writes go to its
+    first server, the primary).
+    """
+    client = getattr(cache, "client", None)
+    if client is not None and hasattr(client, "get_client"):  # django-redis
+        if type(client).__name__ == "ShardClient":
+            raise StorageError(
+                "CacheStorage cannot use a django-redis ShardClient: it spreads keys over "
+                "servers by hash, which breaks atomic multi-key writes. Use the default client, "
+                "Redis Cluster (RedisStorage(cluster_mode=True)) or Sentinel instead."
+            )
+        return client.get_client(write=True)
+    inner = getattr(cache, "_cache", None)
+    if inner is not None and hasattr(inner, "get_client") and hasattr(inner, "_pools"):
+        return inner.get_client(None, write=True)
+    return None
+
+
+def client_timeout(client: Any, default: float = 5.0) -> float:
+    """The socket timeout a client was configured with (used to size waits)."""
+    try:
+        value = client.connection_pool.connection_kwargs.get("socket_timeout")
+    except AttributeError:
+        value = None
+    return float(value) if value else default
+
+
+class RedisCaller:
+    """Runs calls against a client, retrying transient failures within a fixed budget.
+
+    Every redis-py error leaves as a :class:`StorageError`: :class:`StorageUnavailable` for
+    unreachable/slow/failing-over servers once the retries are spent, so no failure is ever
+    taken for an empty answer (token verification fails closed).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        *,
+        description: str,
+        retry_attempts: int,
+        retry_delay: float,
+    ) -> None:
+        # The client is made on first use: a Cluster client talks to the servers as soon as
+        # it is built, and building a storage (at startup) must not need Redis to be up.
+        self._connect = connect
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self.description = description
+        self.retry_attempts = retry_attempts
+        self.retry_delay = retry_delay
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client, built on first use (may raise a redis-py error)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+        return self._client
+
+    def __call__(self, operation: Callable[..., T], *args: Any, idempotent: bool = True) -> T:
+        """Run ``operation(client, *args)``.
+
+        Only idempotent operations are retried: a write whose reply was lost may have been
+        applied, and repeating one that is not idempotent (an increment) would apply it twice.
+        """
+        attempts = self.retry_attempts + 1 if idempotent else 1
+        last: Exception | None = None
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(self.retry_delay)
+            try:
+                return operation(self.client, *args)
+            except TRANSIENT as exc:
+                last = exc
+            except ResponseError as exc:
+                raise StorageError(f"Redis at {self.description} refused a command: {exc}") from exc
+            except RedisError as exc:
+                raise StorageError(f"Redis at {self.description} failed: {exc}") from exc
+        raise StorageUnavailable(
+            f"Redis at {self.description} is unreachable or too slow "
+            f"({attempts} attempt{'s' if attempts > 1 else ''}): {last}. "
+            "Check that the server is up, or raise timeout/retry_attempts."
+        ) from last
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(RedisError):  # closing a dead server's client must not fail
+                client.close()

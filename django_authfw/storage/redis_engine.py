@@ -1,0 +1,824 @@
+"""The Redis keyspace: records as JSON under :mod:`~django_authfw.storage.keyspace` names.
+
+Consistency rules (the user index never misses a live token):
+
+* **Single server / Sentinel**: a token's record, its pointers and its user-index entry are
+  written and deleted by one Lua script each, so no reader ever sees half of a change.
+* **Cluster**: keys of one token live in different slots, so no script can cover them. Writes
+  are ordered: the index entry first, then the record, then the pointers; deletes go the other
+  way (record first, index entry last). A crash in between can leave a stale index entry or a
+  dangling pointer, never a live token outside its user's index. Readers treat indexes and
+  pointers as hints and check the record itself (its ``user_id``, its digest), and
+  ``cleanup_expired_*`` prunes stale entries.
+
+Every record change that depends on the current value (revoke, update, touch, delete) is a
+compare-and-set on the record's JSON, retried on conflict, so two concurrent revocations
+cannot both succeed. TTLs are relative (``PX``): the app server's clock decides the record's
+remaining life and the Redis server only counts it down, so clock skew between the two does
+not move expiries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from ..exceptions import InvalidInput, StorageError
+from ..records import AuditEvent, AuthToken, KVEntry, SessionData, StorageStatistics, utcnow
+from . import codec, redis_scripts
+from .engine import CacheEngine
+from .keyspace import Keyspace
+from .redis_client import RedisCaller
+
+logger = logging.getLogger("django_authfw.storage")
+
+PUT_RECORD = redis_scripts.Script(redis_scripts.PUT_RECORD)
+SET_RECORD = redis_scripts.Script(redis_scripts.SET_RECORD)
+INDEX_ADD = redis_scripts.Script(redis_scripts.INDEX_ADD)
+DELETE_RECORD = redis_scripts.Script(redis_scripts.DELETE_RECORD)
+DELETE_IF_EQUAL = redis_scripts.Script(redis_scripts.DELETE_IF_EQUAL)
+GET_VIA_POINTER = redis_scripts.Script(redis_scripts.GET_VIA_POINTER)
+PRUNE_INDEX = redis_scripts.Script(redis_scripts.PRUNE_INDEX)
+KV_INCR = redis_scripts.Script(redis_scripts.KV_INCR)
+AUDIT_APPEND = redis_scripts.Script(redis_scripts.AUDIT_APPEND)
+AUDIT_TRIM = redis_scripts.Script(redis_scripts.AUDIT_TRIM)
+
+WRITTEN, CHANGED, GONE = 1, 0, -1
+# Compare-and-set attempts before giving up; a conflict needs another writer on the very same
+# record between our read and our write, so a handful of attempts is plenty.
+MAX_CAS_ATTEMPTS = 16
+AUDIT_PAGE = 500
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _time_key(moment: datetime) -> str:
+    return f"{max(0, codec.epoch_us(moment)):017d}"
+
+
+class RedisEngine(CacheEngine):
+    """The storage contract on one Redis deployment (single server, Sentinel or Cluster)."""
+
+    backend_name = "redis"
+    in_process = False
+    native_expiry = True
+
+    def __init__(
+        self,
+        caller: RedisCaller,
+        *,
+        key_prefix: str,
+        default_ttl: timedelta | None,
+        cluster: bool,
+        timeout: float,
+        owns_client: bool,
+    ) -> None:
+        super().__init__()
+        self.call = caller
+        self.keys = Keyspace(key_prefix)
+        self.default_ttl = default_ttl
+        self.cluster = cluster
+        self.timeout = timeout
+        self._owns_client = owns_client
+
+    # Shared helpers -----------------------------------------------------------------------
+
+    def _get(self, key: str) -> bytes | None:
+        return self.call(lambda c: c.get(key))
+
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        if self.cluster:
+            return self.call(lambda c: c.mget_nonatomic(keys))
+        return self.call(lambda c: c.mget(keys))
+
+    def _members(self, key: str) -> list[str]:
+        return sorted(_text(m) for m in self.call(lambda c: c.smembers(key)))
+
+    def _scan(self, pattern: str, count: int = 1000) -> Iterator[list[str]]:
+        """Keys matching ``pattern`` in chunks, each key once (SCAN may repeat keys)."""
+        seen: set[str] = set()
+        if self.cluster:
+            nodes = self.call(lambda c: c.get_primaries())
+            clients = [self.call(lambda c, n: c.get_redis_connection(n), n) for n in nodes]
+        else:
+            clients = [None]
+        for node_client in clients:
+            cursor = 0
+            while True:
+
+                def scan(c: Any, cursor: int = cursor, node_client: Any = node_client) -> Any:
+                    return (node_client or c).scan(cursor, match=pattern, count=count)
+
+                cursor, found = self.call(scan)
+                fresh = [k for k in (_text(key) for key in found) if k not in seen]
+                seen.update(fresh)
+                if fresh:
+                    yield fresh
+                if not cursor:
+                    break
+
+    def _chunks(self, pattern: str, size: int) -> Iterator[list[str]]:
+        """Scanned keys regrouped into lists of exactly ``size`` (the last may be shorter)."""
+        buffer: list[str] = []
+        for keys in self._scan(pattern, count=size):
+            buffer.extend(keys)
+            while len(buffer) >= size:
+                yield buffer[:size]
+                buffer = buffer[size:]
+        if buffer:
+            yield buffer
+
+    def _prune(self, index: str, record_prefix: str, stale: list[tuple[str, bytes]]) -> None:
+        """Remove index members whose record is missing or names another user.
+
+        A single server checks each record again inside the script. In Cluster mode the
+        record lives in another slot, so the check is repeated after ``timeout``: a write
+        still in flight by then has failed on its client, which never handed out its token.
+        """
+        if not stale:
+            return
+        if not self.cluster:
+            args: list[Any] = [record_prefix]
+            for member, seen in stale:
+                args.extend([member, seen])
+            self.call(lambda c: PRUNE_INDEX(c, [index], args))
+            return
+        time.sleep(self.timeout)
+        current = self._mget([record_prefix + member for member, _ in stale])
+        gone = [m for (m, seen), now in zip(stale, current, strict=True) if (now or b"") == seen]
+        if gone:
+            self.call(lambda c: c.srem(index, *gone))
+
+    # Tokens -------------------------------------------------------------------------------
+
+    def _pointers(self, token: AuthToken) -> list[str]:
+        keys = [self.keys.access(token.access_digest)]
+        if token.refresh_digest:
+            keys.append(self.keys.refresh(token.refresh_digest))
+        return keys
+
+    def _put_token(self, token: AuthToken, expected: bytes | None = None) -> int:
+        """Write a token (upsert, or compare-and-set against ``expected``).
+
+        Returns WRITTEN, CHANGED (the record no longer holds ``expected``) or GONE.
+        """
+        raw = codec.encode_token(token)
+        mode = "set" if expected is None else "cas"
+        if codec.remaining_ms(token.retain_until, utcnow()) <= 0:
+            # Already over: not written; whatever the id held is over too.
+            if expected is None:
+                self._remove_token_id(token.token_id)
+                return GONE
+            return self._delete_token_raw(token, expected)
+        index = self.keys.user_tokens(token.user_id)
+        record = self.keys.token(token.token_id)
+        pointers = self._pointers(token)
+
+        def write(c: Any) -> Any:
+            px = max(1, codec.remaining_ms(token.retain_until, utcnow()))
+            args = [raw, px, token.token_id, mode, expected or b""]
+            if not self.cluster:
+                return PUT_RECORD(c, [record, index, *pointers], args)
+            INDEX_ADD(c, [index], [token.token_id, px])
+            result = SET_RECORD(c, [record], args)
+            if int(result[0]) == WRITTEN:
+                for pointer in pointers:
+                    c.set(pointer, token.token_id, px=px)
+            return result
+
+        result = self.call(write)
+        status = int(result[0])
+        if status == WRITTEN and len(result) > 1 and result[1] != raw:
+            self._forget_old_links(codec.decode_token(result[1]), token)
+        return status
+
+    def _forget_old_links(self, old: AuthToken, new: AuthToken) -> None:
+        """After an upsert changed digests or owner, drop pointers/index entries of the old."""
+        stale = [p for p in self._pointers(old) if p not in self._pointers(new)]
+        for pointer in stale:
+            self.call(lambda c, p: DELETE_IF_EQUAL(c, [p], [old.token_id]), pointer)
+        if old.user_id != new.user_id:
+            self.call(lambda c: c.srem(self.keys.user_tokens(old.user_id), old.token_id))
+
+    def _delete_token_raw(self, token: AuthToken, expected: bytes) -> int:
+        record = self.keys.token(token.token_id)
+        index = self.keys.user_tokens(token.user_id)
+        pointers = self._pointers(token)
+
+        def delete(c: Any) -> int:
+            if not self.cluster:
+                return int(DELETE_RECORD(c, [record, index, *pointers], [expected, token.token_id]))
+            status = int(DELETE_IF_EQUAL(c, [record], [expected]))
+            if status != CHANGED:
+                # Record first, then pointers, index entry last; on a retry after a lost reply
+                # the record is already gone and the rest is finished off.
+                for pointer in pointers:
+                    DELETE_IF_EQUAL(c, [pointer], [token.token_id])
+                c.srem(index, token.token_id)
+            return status
+
+        return self.call(delete)
+
+    def _remove_token_id(self, token_id: str) -> bool:
+        for _ in range(MAX_CAS_ATTEMPTS):
+            raw = self._get(self.keys.token(token_id))
+            if raw is None:
+                return False
+            status = self._delete_token_raw(codec.decode_token(raw), raw)
+            if status != CHANGED:
+                return status == WRITTEN
+        raise self._contention("token", token_id)
+
+    @staticmethod
+    def _contention(kind: str, ident: str) -> StorageError:
+        return StorageError(
+            f"The {kind} {ident!r} kept changing under {MAX_CAS_ATTEMPTS} attempts to update it; "
+            "retry the operation."
+        )
+
+    def _live_token(self, raw: bytes | None, now: datetime) -> AuthToken | None:
+        if raw is None:
+            return None
+        token = codec.decode_token(raw)
+        return token if now < token.retain_until else None
+
+    def store_token(self, token: AuthToken) -> None:
+        self._put_token(token)
+
+    def get_token(self, token_id: str) -> AuthToken | None:
+        return self._live_token(self._get(self.keys.token(token_id)), utcnow())
+
+    def _via_pointer(self, pointer: str) -> bytes | None:
+        if not self.cluster:
+            prefix = self.keys.token_prefix
+            return self.call(lambda c: GET_VIA_POINTER(c, [pointer], [prefix]))
+
+        # Cluster: the pointer and the record hash to different slots, so this takes two GETs
+        # (no key layout could co-locate them: the digest is known only from the secret).
+        def two_gets(c: Any) -> bytes | None:
+            token_id = c.get(pointer)
+            return None if token_id is None else c.get(self.keys.token(_text(token_id)))
+
+        return self.call(two_gets)
+
+    def get_token_by_access(self, access_digest: str) -> AuthToken | None:
+        token = self._live_token(self._via_pointer(self.keys.access(access_digest)), utcnow())
+        # A pointer left behind by an upsert that changed digests must not match.
+        return token if token is not None and token.access_digest == access_digest else None
+
+    def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
+        token = self._live_token(self._via_pointer(self.keys.refresh(refresh_digest)), utcnow())
+        return token if token is not None and token.refresh_digest == refresh_digest else None
+
+    def update_token(self, token: AuthToken) -> bool:
+        for _ in range(MAX_CAS_ATTEMPTS):
+            raw = self._get(self.keys.token(token.token_id))
+            if self._live_token(raw, utcnow()) is None:
+                return False
+            assert raw is not None
+            status = self._put_token(token, expected=raw)
+            if status != CHANGED:
+                return status == WRITTEN
+        raise self._contention("token", token.token_id)
+
+    def _revoke(
+        self, raw: bytes, at: datetime, replaced_by: str | None, family_id: str | None
+    ) -> bool:
+        """Revoke the token held in ``raw`` unless someone else already did."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            token = self._live_token(raw, utcnow())
+            if token is None or token.revoked_at is not None:
+                return False
+            if family_id is not None and token.family_id != family_id:
+                return False
+            revoked = replace(token, revoked_at=at, replaced_by=replaced_by, updated_at=at)
+            status = self._put_token(revoked, expected=raw)
+            if status != CHANGED:
+                return status == WRITTEN
+            fresh = self._get(self.keys.token(token.token_id))
+            if fresh is None:
+                return False
+            raw = fresh
+        raise StorageError("A token kept changing while it was being revoked; retry.")
+
+    def revoke_token(self, token_id: str, *, at: datetime, replaced_by: str | None = None) -> bool:
+        raw = self._get(self.keys.token(token_id))
+        return raw is not None and self._revoke(raw, at, replaced_by, None)
+
+    def _user_records(
+        self,
+        index: str,
+        record_prefix: str,
+        user_id: str,
+        decode: Callable[[bytes], Any],
+        live: Callable[[Any, datetime], bool],
+        prune: bool,
+    ) -> list[tuple[bytes, Any]]:
+        """The (raw, record) pairs a user index lists, stale entries pruned."""
+        members = self._members(index)
+        raws = self._mget([record_prefix + m for m in members])
+        now = utcnow()
+        found: list[tuple[bytes, Any]] = []
+        stale: list[tuple[str, bytes]] = []
+        for member, raw in zip(members, raws, strict=True):
+            if raw is None:
+                stale.append((member, b""))
+                continue
+            record = decode(raw)
+            if record.user_id != user_id:
+                stale.append((member, raw))
+            elif live(record, now):
+                found.append((raw, record))
+        if prune and not self.cluster:
+            # Cluster prunes only in cleanup_expired_* (it has to wait; see _prune).
+            self._prune(index, record_prefix, stale)
+        found.sort(key=lambda pair: (pair[1].created_at, member_id(pair[1])))
+        return found
+
+    def _user_tokens(self, user_id: str) -> list[tuple[bytes, AuthToken]]:
+        return self._user_records(
+            self.keys.user_tokens(user_id),
+            self.keys.token_prefix,
+            user_id,
+            codec.decode_token,
+            lambda t, now: now < t.retain_until,
+            prune=True,
+        )
+
+    def revoke_user_tokens(
+        self, user_id: str, *, at: datetime, family_id: str | None = None
+    ) -> int:
+        return sum(
+            1
+            for raw, token in self._user_tokens(user_id)
+            if token.revoked_at is None and self._revoke(raw, at, token.replaced_by, family_id)
+        )
+
+    def delete_token(self, token_id: str) -> bool:
+        return self._remove_token_id(token_id)
+
+    def list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        return [token for _, token in self._user_tokens(user_id)]
+
+    def delete_user_tokens(self, user_id: str) -> int:
+        count = 0
+        for raw, token in self._user_tokens(user_id):
+            status = self._delete_token_raw(token, raw)
+            if status == CHANGED:
+                status = WRITTEN if self._remove_token_id(token.token_id) else GONE
+            count += status == WRITTEN
+        return count
+
+    # Sessions -----------------------------------------------------------------------------
+
+    def _session_px(self, session: SessionData, now: datetime) -> int | None:
+        """Remaining life in ms (<= 0: over), or None for a session that persists."""
+        if session.expires_at is not None:
+            return codec.remaining_ms(session.expires_at, now)
+        if self.default_ttl is None:
+            return None
+        return codec.ttl_ms(self.default_ttl)
+
+    def _put_session(self, session: SessionData, expected: bytes | None = None) -> int:
+        raw = codec.encode_session(session)
+        mode = "set" if expected is None else "cas"
+        px = self._session_px(session, utcnow())
+        if px is not None and px <= 0:
+            if expected is None:
+                self._remove_session_id(session.session_id)
+                return GONE
+            return self._delete_session_raw(session, expected)
+        index = self.keys.user_sessions(session.user_id)
+        record = self.keys.session(session.session_id)
+
+        def write(c: Any) -> Any:
+            ttl = self._session_px(session, utcnow())
+            px_arg = 0 if ttl is None else max(1, ttl)
+            args = [raw, px_arg, session.session_id, mode, expected or b""]
+            if not self.cluster:
+                return PUT_RECORD(c, [record, index], args)
+            INDEX_ADD(c, [index], [session.session_id, px_arg])
+            return SET_RECORD(c, [record], args)
+
+        result = self.call(write)
+        status = int(result[0])
+        if status == WRITTEN and len(result) > 1 and result[1] != raw:
+            old = codec.decode_session(result[1])
+            if old.user_id != session.user_id:
+                self.call(lambda c: c.srem(self.keys.user_sessions(old.user_id), old.session_id))
+        return status
+
+    def _delete_session_raw(self, session: SessionData, expected: bytes) -> int:
+        record = self.keys.session(session.session_id)
+        index = self.keys.user_sessions(session.user_id)
+
+        def delete(c: Any) -> int:
+            if not self.cluster:
+                return int(DELETE_RECORD(c, [record, index], [expected, session.session_id]))
+            status = int(DELETE_IF_EQUAL(c, [record], [expected]))
+            if status != CHANGED:
+                c.srem(index, session.session_id)
+            return status
+
+        return self.call(delete)
+
+    def _remove_session_id(self, session_id: str) -> bool:
+        for _ in range(MAX_CAS_ATTEMPTS):
+            raw = self._get(self.keys.session(session_id))
+            if raw is None:
+                return False
+            session = codec.decode_session(raw)
+            status = self._delete_session_raw(session, raw)
+            if status != CHANGED:
+                return status == WRITTEN and not session.is_expired()
+        raise self._contention("session", session_id)
+
+    def _live_session(self, raw: bytes | None, now: datetime) -> SessionData | None:
+        if raw is None:
+            return None
+        session = codec.decode_session(raw)
+        return None if session.is_expired(now) else session
+
+    def store_session(self, session: SessionData) -> None:
+        self._put_session(session)
+
+    def get_session(self, session_id: str) -> SessionData | None:
+        return self._live_session(self._get(self.keys.session(session_id)), utcnow())
+
+    def touch_session(
+        self, session_id: str, *, at: datetime, expires_at: datetime | None = None
+    ) -> bool:
+        for _ in range(MAX_CAS_ATTEMPTS):
+            raw = self._get(self.keys.session(session_id))
+            session = self._live_session(raw, utcnow())
+            if session is None:
+                return False
+            assert raw is not None
+            touched = replace(
+                session, last_accessed=at, expires_at=expires_at or session.expires_at
+            )
+            status = self._put_session(touched, expected=raw)
+            if status != CHANGED:
+                return status == WRITTEN
+        raise self._contention("session", session_id)
+
+    def delete_session(self, session_id: str) -> bool:
+        return self._remove_session_id(session_id)
+
+    def _user_sessions(self, user_id: str) -> list[tuple[bytes, SessionData]]:
+        return self._user_records(
+            self.keys.user_sessions(user_id),
+            self.keys.session_prefix,
+            user_id,
+            codec.decode_session,
+            lambda s, now: not s.is_expired(now),
+            prune=True,
+        )
+
+    def list_user_sessions(self, user_id: str) -> list[SessionData]:
+        return [session for _, session in self._user_sessions(user_id)]
+
+    def delete_user_sessions(self, user_id: str) -> int:
+        count = 0
+        for raw, session in self._user_sessions(user_id):
+            status = self._delete_session_raw(session, raw)
+            if status == CHANGED:
+                status = WRITTEN if self._remove_session_id(session.session_id) else GONE
+            count += status == WRITTEN
+        return count
+
+    def count_active_sessions(self) -> int:
+        # Expired sessions have no key any more (TTL), so counting keys is counting sessions.
+        return sum(len(keys) for keys in self._scan(self.keys.pattern("session")))
+
+    # Key-value ----------------------------------------------------------------------------
+
+    def kv_set(self, key: str, value: bytes, ttl: timedelta | None = None) -> None:
+        name = self.keys.kv(key)
+        if ttl is None:
+            self.call(lambda c: c.set(name, value))
+            return
+        px = codec.ttl_ms(ttl)
+        if px <= 0:
+            self.call(lambda c: c.delete(name))  # already over: not written, old value gone
+        else:
+            self.call(lambda c: c.set(name, value, px=px))
+
+    def kv_get(self, key: str) -> bytes | None:
+        return self._get(self.keys.kv(key))
+
+    def kv_delete(self, key: str) -> bool:
+        return bool(self.call(lambda c: c.delete(self.keys.kv(key))))
+
+    def kv_incr(self, key: str, ttl: timedelta | None = None) -> int:
+        # A window that is already over counts 1 and vanishes at once (px 1).
+        px = 0 if ttl is None else max(1, codec.ttl_ms(ttl))
+
+        def incr(c: Any) -> int | None:
+            try:
+                return int(KV_INCR(c, [self.keys.kv(key)], [px]))
+            except ResponseError as exc:
+                if "not an integer" in str(exc):
+                    return None
+                raise
+
+        # Not retried: had the increment been applied before a reply was lost, a retry would
+        # count one failure twice.
+        value = self.call(incr, idempotent=False)
+        if value is None:
+            raise InvalidInput(
+                f"kv_incr({key!r}): the stored value is not an integer; "
+                "delete the key or count under another one."
+            )
+        return value
+
+    # Audit log ----------------------------------------------------------------------------
+
+    def _append(self, event: AuditEvent) -> bool:
+        raw = codec.encode_event(event)
+        keys = [self.keys.audit_order, self.keys.audit_events, self.keys.audit_seq]
+        args = [event.event_id, _time_key(event.created_at), raw]
+        # Safe to retry: a second append of the same event id is refused by the script.
+        return int(self.call(lambda c: AUDIT_APPEND(c, keys, args))) == 1
+
+    def append_audit(self, event: AuditEvent) -> None:
+        self._append(event)
+
+    @staticmethod
+    def _bounds(since: datetime | None, until: datetime | None) -> tuple[str, str]:
+        low = "-" if since is None else f"[{_time_key(since)}:"
+        high = "+" if until is None else f"({_time_key(until)}:"
+        return low, high
+
+    def _events(self, members: list[bytes]) -> list[AuditEvent]:
+        if not members:
+            return []
+        ids = [_text(m)[redis_scripts.AUDIT_ID_OFFSET :] for m in members]
+        raws = self.call(lambda c: c.hmget(self.keys.audit_events, ids))
+        return [codec.decode_event(raw) for raw in raws if raw is not None]
+
+    def _walk_newest_first(self, low: str, high: str) -> Iterator[AuditEvent]:
+        order = self.keys.audit_order
+        while True:
+            members = self.call(
+                lambda c, high: c.zrevrangebylex(order, high, low, start=0, num=AUDIT_PAGE), high
+            )
+            yield from self._events(members)
+            if len(members) < AUDIT_PAGE:
+                return
+            high = "(" + _text(members[-1])
+
+    def query_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        outcome: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[AuditEvent]:
+        if limit == 0:
+            return []
+        low, high = self._bounds(since, until)
+        if user_id is None and action is None and outcome is None:
+            members = self.call(
+                lambda c: c.zrevrangebylex(
+                    self.keys.audit_order, high, low, start=offset, num=limit
+                )
+            )
+            return self._events(members)
+        found: list[AuditEvent] = []
+        skipped = 0
+        for event in self._walk_newest_first(low, high):
+            if not _matches(event, user_id, action, outcome):
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            found.append(event)
+            if len(found) == limit:
+                break
+        return found
+
+    def count_audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        outcome: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        low, high = self._bounds(since, until)
+        if user_id is None and action is None and outcome is None:
+            return int(self.call(lambda c: c.zlexcount(self.keys.audit_order, low, high)))
+        return sum(
+            1
+            for event in self._walk_newest_first(low, high)
+            if _matches(event, user_id, action, outcome)
+        )
+
+    def delete_audit_before(self, cutoff: datetime) -> int:
+        keys = [self.keys.audit_order, self.keys.audit_events]
+        bound = f"({_time_key(cutoff)}:"
+        total = 0
+        while True:  # in batches, so Redis is never blocked by one huge deletion
+            removed = int(self.call(lambda c: AUDIT_TRIM(c, keys, [bound, 1000])))
+            total += removed
+            if removed == 0:
+                return total
+
+    # Maintenance --------------------------------------------------------------------------
+
+    def _prune_indexes(self, kind: str, record_prefix: str, dry_run: bool) -> int:
+        """Prune stale members from every user index of ``kind``; return how many were stale."""
+        stale_total = 0
+        suffix = ":tokens" if kind == "user_tokens" else ":sessions"
+        user_prefix = self.keys.prefix + "user:"
+        for indexes in self._scan(self.keys.pattern(kind)):
+            for index in indexes:
+                user_id = index[len(user_prefix) : -len(suffix)]
+                members = self._members(index)
+                raws = self._mget([record_prefix + m for m in members])
+                stale: list[tuple[str, bytes]] = []
+                for member, raw in zip(members, raws, strict=True):
+                    if raw is None:
+                        stale.append((member, b""))
+                    elif _owner(raw) != user_id:
+                        stale.append((member, raw))
+                stale_total += len(stale)
+                if not dry_run:
+                    self._prune(index, record_prefix, stale)
+        return stale_total
+
+    def cleanup_expired_tokens(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+        # Records expire by TTL, so none is left to remove; what is left is index entries of
+        # tokens that expired, which are pruned here.
+        pruned = self._prune_indexes("user_tokens", self.keys.token_prefix, dry_run)
+        logger.debug("authfw cleanup: %d stale token index entries", pruned)
+        return 0
+
+    def cleanup_expired_sessions(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+        pruned = self._prune_indexes("user_sessions", self.keys.session_prefix, dry_run)
+        logger.debug("authfw cleanup: %d stale session index entries", pruned)
+        return 0
+
+    def cleanup_expired_kv(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+        return 0  # key-value entries expire by TTL
+
+    def statistics(self) -> StorageStatistics:
+        now = utcnow()
+        total = revoked = expired = 0
+        for keys in self._scan(self.keys.pattern("token")):
+            for raw in self._mget(keys):
+                token = self._live_token(raw, now)
+                if token is None:
+                    continue
+                total += 1
+                if token.revoked_at is not None:
+                    revoked += 1
+                elif token.is_expired(now):
+                    expired += 1
+        sessions = self.count_active_sessions()
+        memory = 0
+        for keys in self._scan(self.keys.pattern("all")):
+            for key in keys:
+                memory += int(self.call(lambda c, k: c.memory_usage(k), key) or 0)
+        return {
+            "backend": self.backend_name,
+            "total_tokens": total,
+            "active_tokens": total - revoked - expired,
+            "expired_tokens": expired,
+            "revoked_tokens": revoked,
+            "active_sessions": sessions,
+            "total_sessions": sessions,
+            "kv_entries": sum(len(keys) for keys in self._scan(self.keys.pattern("kv"))),
+            "audit_events": int(self.call(lambda c: c.zcard(self.keys.audit_order))),
+            "database_size_mb": None,
+            "memory_used_bytes": memory,
+        }
+
+    def flush(self) -> None:
+        # Only our prefix, by SCAN + UNLINK: the database may hold other applications' keys.
+        for keys in self._scan(self.keys.pattern("all"), count=500):
+            self.call(lambda c, keys: c.unlink(*keys), keys)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.call.close()
+
+    # Iteration and import -----------------------------------------------------------------
+
+    def iter_tokens(self, *, batch_size: int = 1000) -> Iterator[list[AuthToken]]:
+        for keys in self._chunks(self.keys.pattern("token"), batch_size):
+            now = utcnow()
+            batch = [t for t in (self._live_token(r, now) for r in self._mget(keys)) if t]
+            if batch:
+                yield batch
+
+    def iter_sessions(self, *, batch_size: int = 1000) -> Iterator[list[SessionData]]:
+        for keys in self._chunks(self.keys.pattern("session"), batch_size):
+            now = utcnow()
+            batch = [s for s in (self._live_session(r, now) for r in self._mget(keys)) if s]
+            if batch:
+                yield batch
+
+    def iter_kv(self, *, batch_size: int = 1000) -> Iterator[list[KVEntry]]:
+        for keys in self._chunks(self.keys.pattern("kv"), batch_size):
+
+            def read(c: Any, keys: list[str] = keys) -> list[Any]:
+                pipe = c.pipeline(transaction=False)
+                for key in keys:
+                    pipe.get(key)
+                    pipe.pttl(key)
+                return pipe.execute()
+
+            replies = self.call(read)
+            now = utcnow()
+            batch = []
+            for key, value, pttl in zip(keys, replies[::2], replies[1::2], strict=True):
+                if value is None:
+                    continue
+                expires_at = now + timedelta(milliseconds=pttl) if pttl > 0 else None
+                # Redis keeps no creation time: an entry read back is dated by the read.
+                batch.append(
+                    KVEntry(
+                        key=key[len(self.keys.kv_prefix) :],
+                        value=value,
+                        created_at=now,
+                        expires_at=expires_at,
+                    )
+                )
+            if batch:
+                yield batch
+
+    def iter_audit(self, *, batch_size: int = 1000) -> Iterator[list[AuditEvent]]:
+        low = "-"
+        order = self.keys.audit_order
+        while True:
+            members = self.call(
+                lambda c, low: c.zrangebylex(order, low, "+", start=0, num=batch_size), low
+            )
+            batch = self._events(members)
+            if batch:
+                yield batch
+            if len(members) < batch_size:
+                return
+            low = "(" + _text(members[-1])
+
+    def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
+        return sum(1 for token in tokens if self._put_token(token) == WRITTEN)
+
+    def import_sessions(self, sessions: Iterable[SessionData]) -> int:
+        return sum(1 for session in sessions if self._put_session(session) == WRITTEN)
+
+    def import_kv(self, entries: Iterable[KVEntry]) -> int:
+        count = 0
+        now = utcnow()
+        for entry in entries:
+            ttl = None if entry.expires_at is None else entry.expires_at - now
+            if ttl is not None and ttl <= timedelta(0):
+                self.kv_delete(entry.key)
+                continue
+            self.kv_set(entry.key, entry.value, ttl)
+            count += 1
+        return count
+
+    def import_audit(self, events: Iterable[AuditEvent]) -> int:
+        return sum(1 for event in events if self._append(event))
+
+
+def member_id(record: Any) -> str:
+    return str(getattr(record, "token_id", None) or getattr(record, "session_id", ""))
+
+
+def _owner(raw: bytes) -> str | None:
+    """The ``user_id`` of a stored token or session, without decoding dates."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value.get("user_id") if isinstance(value, dict) else None
+
+
+def _matches(
+    event: AuditEvent, user_id: str | None, action: str | None, outcome: bool | None
+) -> bool:
+    return (
+        (user_id is None or event.user_id == user_id)
+        and (action is None or event.action == action)
+        and (outcome is None or event.outcome == outcome)
+    )
