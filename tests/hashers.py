@@ -22,16 +22,20 @@ class CountingArgon2PasswordHasher(Argon2PasswordHasher):
 
     _lock = threading.Lock()
     calls = 0
+    #: Idents of the threads that computed hashes (async code must keep them off the loop).
+    threads: set[int] = set()
 
     @classmethod
     def _count(cls) -> None:
         with cls._lock:
             CountingArgon2PasswordHasher.calls += 1
+            CountingArgon2PasswordHasher.threads.add(threading.get_ident())
 
     @classmethod
     def reset(cls) -> int:
         with cls._lock:
             calls, CountingArgon2PasswordHasher.calls = CountingArgon2PasswordHasher.calls, 0
+            CountingArgon2PasswordHasher.threads = set()
         return calls
 
     def encode(self, password: str, salt: str) -> str:
