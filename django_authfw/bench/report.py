@@ -1,0 +1,186 @@
+"""The bench's output: a block per storage shaped like the guide's Performance sections, then
+the detailed rows, or the same figures as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+from .workload import OPERATIONS
+
+LABELS = {
+    "verify_valid": "verify valid token",
+    "verify_unknown": "verify unknown token",
+    "issue": "issue token",
+    "refresh": "refresh (rotate)",
+    "session_read": "session read",
+    "session_write": "session write",
+    "session_touch": "session touch",
+    "kv_get": "kv get",
+    "kv_set": "kv set",
+    "baseline": "raw client baseline",
+}
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures come from: CPU, cores, Python and the client library versions."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "django": _version("django"),
+        "redis_py": _version("redis"),
+        "hiredis": _version("hiredis"),
+        "psycopg": _version("psycopg"),
+        "django_authfw": _version("django-authfw"),
+    }
+
+
+def as_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _us(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.1f}" if value >= 10 else f"{value:,.2f}"
+
+
+def _ms(value_us: float) -> str:
+    return f"{value_us / 1000:.3f} ms"
+
+
+def _headline(result: dict[str, Any]) -> list[str]:
+    ops = result.get("operations") or {}
+    verify = ops.get("verify_valid")
+    issue = ops.get("issue")
+    lines = []
+    if verify:
+        line = f"  Token verification:  ~{_rate(verify['ops_per_sec'])} ops/sec"
+        baseline = result.get("baseline")
+        ratio = (result.get("ratios") or {}).get("verify_to_baseline")
+        if baseline and ratio is not None:
+            line += f"  ({ratio:.0%} of the raw client's {_rate(baseline['ops_per_sec'])} ops/sec)"
+        lines.append(line)
+    if issue:
+        kv_get, kv_set = ops.get("kv_get"), ops.get("kv_set")
+        line = f"  Storage operations:  ~{_rate(issue['ops_per_sec'])} ops/sec (token issue)"
+        if kv_get and kv_set:
+            line += (
+                f"; kv get ~{_rate(kv_get['ops_per_sec'])}, kv set ~{_rate(kv_set['ops_per_sec'])}"
+            )
+        lines.append(line)
+    if verify:
+        lines.append(
+            f"  Latency:             {_ms(verify['p50_us'])} p50, {_ms(verify['p99_us'])} p99 "
+            "(verification)"
+        )
+    memory = result.get("memory") or {}
+    if memory.get("bytes_per_token") is not None:
+        line = f"  Memory usage:        ~{memory['bytes_per_token']:,.0f} bytes per token"
+        if memory.get("memory_usage_bytes_per_token") is not None:
+            line += f" (MEMORY USAGE of its keys: {memory['memory_usage_bytes_per_token']:,.0f})"
+        lines.append(line)
+        lines.append(f"                       {memory['method']}")
+    return lines
+
+
+def _rows(result: dict[str, Any]) -> list[str]:
+    ops = dict(result.get("operations") or {})
+    if result.get("baseline"):
+        ops["baseline"] = result["baseline"]
+    header = ["operation", "ops/sec", "p50 µs", "p99 µs", "batch"]
+    rows = [header]
+    for name in [*OPERATIONS, "baseline"]:
+        figures = ops.get(name)
+        if not figures:
+            continue
+        rows.append(
+            [
+                LABELS[name],
+                _rate(figures["ops_per_sec"]),
+                _us(figures["p50_us"]),
+                _us(figures["p99_us"]),
+                str(figures["batch"]),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for number, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [
+            cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  " + "  ".join(cells))
+        if number == 0:
+            lines.append("  " + "  ".join("-" * width for width in widths))
+    baseline = result.get("baseline")
+    if baseline:
+        lines.append(f"  baseline: {baseline['name']}")
+    ratios = result.get("ratios") or {}
+    if ratios.get("unknown_to_valid_cost") is not None:
+        lines.append(
+            f"  unknown-token verify costs {ratios['unknown_to_valid_cost']:.2f}x a valid one"
+        )
+    return lines
+
+
+def as_table(report: dict[str, Any]) -> str:
+    """The human-readable report."""
+    info = report["machine"]
+    options = report["options"]
+    out = [
+        f"authfw_bench: {info['cores']} cores ({info['cpu']}), {info['implementation']} "
+        f"{info['python']}, Django {info['django']}, redis-py {info['redis_py']}, "
+        f"psycopg {info['psycopg']}",
+        f"{options['tokens']:,} stored tokens, {options['seconds']:g} s per operation, "
+        f"{options['processes']} process(es); latency per call, or per call averaged over "
+        "'batch' calls for sub-10 µs operations",
+    ]
+    for alias, result in report["storages"].items():
+        server = f" on {result['server']}" if result.get("server") else ""
+        processes = result.get("processes", 1)
+        out.append("")
+        out.append(
+            f"{alias}: {result['storage_class']}{server} "
+            f"({processes} process{'es' if processes != 1 else ''})"
+        )
+        out.extend(_headline(result))
+        out.append("")
+        out.extend(_rows(result))
+        for note in result.get("notes") or []:
+            out.append(f"  note: {note}")
+        cleanup = result.get("cleanup") or {}
+        out.append(
+            f"  cleaned up: {cleanup.get('tokens', 0):,} tokens, {cleanup.get('sessions', 0):,} "
+            f"sessions, {cleanup.get('kv', 0):,} key-value entries"
+        )
+    return "\n".join(out)

@@ -1,0 +1,158 @@
+"""Timing loops and percentiles.
+
+Every operation is timed with :func:`time.perf_counter_ns`. An operation that takes 10 µs or
+more is timed one call at a time, so p50 and p99 are true per-call latencies. A faster one
+(in-process backends) is timed in batches of ``k`` calls, with ``k`` chosen so a batch lasts
+about 10 µs: reading the clock costs about 50 ns, which would otherwise be a large share of a
+sub-microsecond call. Its percentiles are then those of the per-call mean of each batch (shown
+as ``batch k`` in the report): they hide jitter inside a batch, never the overall cost.
+
+Operations per second is the number of calls divided by the wall time of the timed loop, so it
+includes the loop's own overhead (one Python call per operation, see :func:`harness_overhead`).
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# A batch should last about this long, so one clock read is at most ~1% of it.
+TARGET_BATCH_NS = 10_000
+
+
+@dataclass
+class Measurement:
+    """What one timed loop gives: calls, wall time, rate and per-call latency samples.
+
+    ``samples`` holds nanoseconds per call (the mean over a batch when ``batch`` > 1).
+    Measurements of several processes are combined with :func:`merge`: their rates add up.
+    """
+
+    count: int
+    elapsed_ns: int
+    ops_per_sec: float
+    batch: int
+    samples: array[int] = field(repr=False)
+    processes: int = 1
+
+    def percentile_us(self, q: float) -> float:
+        """The ``q`` quantile (0..1) of the per-call latency, in microseconds."""
+        return percentile(sorted(self.samples), q) / 1000.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures the report shows and ``--json`` prints."""
+        ordered = sorted(self.samples)
+        return {
+            "ops_per_sec": round(self.ops_per_sec, 1),
+            "p50_us": round(percentile(ordered, 0.50) / 1000.0, 3),
+            "p99_us": round(percentile(ordered, 0.99) / 1000.0, 3),
+            "count": self.count,
+            "seconds": round(self.elapsed_ns / 1e9, 3),
+            "batch": self.batch,
+            "processes": self.processes,
+        }
+
+
+def percentile(ordered: list[int] | array[int], q: float) -> float:
+    """The ``q`` quantile of sorted samples (nearest rank); 0 when there are none."""
+    if not ordered:
+        return 0.0
+    rank = min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))
+    return float(ordered[rank])
+
+
+def _calibrate(op: Callable[[], object], seconds: float) -> float:
+    """Run ``op`` for ``seconds`` (warm-up: caches, connections, prepared statements).
+
+    Returns the mean nanoseconds per call.
+    """
+    clock = time.perf_counter_ns
+    start = clock()
+    deadline = start + int(seconds * 1e9)
+    calls = 0
+    now = start
+    while now < deadline or calls == 0:
+        op()
+        calls += 1
+        now = clock()
+    return (now - start) / calls
+
+
+def warmup_seconds(seconds: float) -> float:
+    """How long to warm up before a timed loop of ``seconds``: a tenth, 0.01 to 0.5 s."""
+    return min(0.5, max(0.01, seconds / 10))
+
+
+def measure(op: Callable[[], object], seconds: float, *, batch: int | None = None) -> Measurement:
+    """Warm up, then call ``op`` repeatedly for ``seconds`` and time it.
+
+    ``batch`` forces the number of calls per clock read; by default it is derived from the
+    warm-up so that a batch lasts about :data:`TARGET_BATCH_NS`.
+    """
+    mean_ns = _calibrate(op, warmup_seconds(seconds))
+    if batch is None:
+        batch = max(1, int(TARGET_BATCH_NS // max(mean_ns, 1.0)))
+    clock = time.perf_counter_ns
+    samples: array[int] = array("q")
+    append = samples.append
+    start = clock()
+    deadline = start + int(seconds * 1e9)
+    now = start
+    if batch == 1:
+        while now < deadline:
+            op()
+            then = clock()
+            append(then - now)
+            now = then
+        count = len(samples)
+    else:
+        rounds = range(batch)
+        while now < deadline:
+            for _ in rounds:
+                op()
+            then = clock()
+            append((then - now) // batch)
+            now = then
+        count = len(samples) * batch
+    elapsed = now - start
+    return Measurement(
+        count=count,
+        elapsed_ns=elapsed,
+        ops_per_sec=count * 1e9 / elapsed if elapsed > 0 else 0.0,
+        batch=batch,
+        samples=samples,
+    )
+
+
+def merge(parts: list[Measurement]) -> Measurement:
+    """Combine the same operation measured at the same time in several processes.
+
+    Rates add up (each process's calls over its own wall time); latency samples are pooled, so
+    the percentiles are over every call of every process.
+    """
+    if not parts:
+        raise ValueError("merge() needs at least one measurement")
+    samples: array[int] = array("q")
+    for part in parts:
+        samples.extend(part.samples)
+    return Measurement(
+        count=sum(part.count for part in parts),
+        elapsed_ns=max(part.elapsed_ns for part in parts),
+        ops_per_sec=sum(part.ops_per_sec for part in parts),
+        batch=max(part.batch for part in parts),
+        samples=samples,
+        processes=sum(part.processes for part in parts),
+    )
+
+
+def harness_overhead(seconds: float = 0.2) -> float:
+    """Nanoseconds per call the timed loop itself costs (calling a function that does nothing)."""
+
+    def noop() -> None:
+        return None
+
+    result = measure(noop, seconds)
+    return 1e9 / result.ops_per_sec if result.ops_per_sec else 0.0

@@ -1,0 +1,268 @@
+"""One bench run over one storage alias: fill, check, time, clean up.
+
+:func:`bench_storage` is what ``manage.py authfw_bench`` calls for each ``--storage``; it
+returns a plain dict (the command prints it as a table or as JSON).
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import connections, router
+
+from ..framework import AuthFramework
+from ..storage import AuthStorage, DatabaseStorage
+from ..tokens import digest
+from .baselines import BASELINE_NAMES, baseline_for, token_record_size
+from .memory import TRACED_SAMPLE, MemoryFigure, MemoryMeter, redis_key_usage
+from .probe import Backend, probe, server_version
+from .runner import Measurement, measure
+from .workers import Plan, run_workers
+from .workload import OPERATIONS, Workload, mint
+
+# Digests the PostgreSQL baseline cycles through (a sample of the stored tokens).
+BASELINE_DIGESTS = 10_000
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command's options."""
+
+    seconds: float
+    tokens: int
+    processes: int
+
+
+def new_run_id() -> str:
+    """A short random id naming everything one run writes."""
+    return secrets.token_hex(6)
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so a second Ctrl-C cannot cut a cleanup short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+class BenchUser:
+    """The user every record of a run belongs to.
+
+    A database storage keeps a foreign key to the user, so a real user row is created there
+    (no password, so nobody can log in as it) and deleted at the end. Other storages take any
+    id, so a made-up one that no real user has is used.
+    """
+
+    def __init__(self, backend: Backend, storage: AuthStorage, run_id: str) -> None:
+        self.username = f"authfw-bench-{run_id}"
+        self.db: str | None = None
+        self.pk: Any = None
+        if isinstance(storage, DatabaseStorage):
+            from ..models import Token
+
+            model = get_user_model()
+            self.db = storage.using or router.db_for_write(Token)
+            user = model(**{model.USERNAME_FIELD: self.username})
+            user.set_unusable_password()
+            user.save(using=self.db)
+            self.pk = user.pk
+            self.user_id = str(user.pk)
+        else:
+            self.user_id = self.username
+
+    def delete(self) -> None:
+        """Delete the user row (its tokens and sessions must already be gone).
+
+        A plain DELETE on purpose: deleting through the ORM would fire the receiver that ends
+        the user's access in every configured storage and audits it, writing a record the
+        bench would leave behind.
+        """
+        if self.pk is None or self.db is None:
+            return
+        model = get_user_model()
+        connection = connections[self.db]
+        quote = connection.ops.quote_name
+        pk_column = model._meta.pk.column
+        assert pk_column is not None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {quote(model._meta.db_table)} "  # noqa: S608 (quoted names)
+                f"WHERE {quote(pk_column)} = %s",
+                [self.pk],
+            )
+        self.pk = None
+
+
+def _fill(
+    workload: Workload, backend: Backend, count: int, progress: Callable[[int], None] | None
+) -> tuple[MemoryFigure, float]:
+    """Store ``count`` tokens, measuring memory around the fill (or its traced sample)."""
+    meter = MemoryMeter(backend)
+    kept = [workload.population.access, workload.population.refresh]
+    traced = min(count, TRACED_SAMPLE) if meter.traced else count
+    started = time.perf_counter()
+    meter.start(kept)
+    figure: MemoryFigure | None = None
+    for stored in workload.fill_tokens(count, progress=progress):
+        if figure is None and stored >= traced:
+            figure = meter.stop(stored, kept)
+    if figure is None:  # count == 0
+        figure = meter.stop(0, kept)
+    return figure, time.perf_counter() - started
+
+
+def _refresh_pools(refresh: list[str], processes: int) -> list[list[str]]:
+    # A refresh token can be rotated once: every process gets its own, disjoint tokens.
+    per = max(1, min(100, len(refresh) // processes))
+    return [refresh[i * per : (i + 1) * per] for i in range(processes)]
+
+
+def bench_storage(
+    alias: str,
+    storage: AuthStorage,
+    options: Options,
+    *,
+    log: Callable[[str], None],
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Fill ``storage`` with ``options.tokens`` tokens, time every operation, clean up."""
+    backend = probe(storage)
+    run_id = new_run_id()
+    result: dict[str, Any] = {
+        "alias": alias,
+        "storage_class": backend.storage_class,
+        "kind": backend.kind,
+        "server": server_version(backend),
+        "stored_tokens": options.tokens,
+        "seconds_per_operation": options.seconds,
+        "processes": options.processes,
+        "notes": [],
+    }
+    processes = options.processes
+    if processes > 1 and backend.kind == "in_process":
+        result["notes"].append(
+            "in-process storage: every process would have its own store, so it was timed in "
+            "one process"
+        )
+        processes = 1
+    result["processes"] = processes
+
+    with sigint_deferred():
+        user = BenchUser(backend, storage, run_id)
+    framework = AuthFramework(storage=storage)
+    workload = Workload(storage, run_id=run_id, user_id=user.user_id, verify=framework.verify_token)
+    try:
+        log(f"{alias}: storing {options.tokens:,} tokens")
+
+        def fill_progress(done: int) -> None:
+            if progress is not None:
+                progress(f"{alias}: storing", done, options.tokens)
+
+        memory, fill_seconds = _fill(workload, backend, options.tokens, fill_progress)
+        result["fill_seconds"] = round(fill_seconds, 2)
+        workload.fill_sessions_and_kv()
+        workload.check_semantics()
+        usage = redis_key_usage(backend, storage, workload.population.access)
+        if usage:
+            memory.detail = usage
+        result["memory"] = memory.as_dict()
+
+        baseline = _baseline_plan(backend, workload, run_id)
+        if processes == 1:
+            measured = _time_here(alias, workload, backend, options, baseline, log)
+        else:
+            log(f"{alias}: timing in {processes} processes")
+            plan = Plan(
+                alias=alias,
+                run_id=run_id,
+                user_id=user.user_id,
+                seconds=options.seconds,
+                operations=list(OPERATIONS),
+                population=workload.population,
+                refresh_pools=_refresh_pools(workload.population.refresh, processes),
+                baseline=baseline,
+            )
+            measured = run_workers(plan, processes)
+        result["operations"] = {
+            name: measured[name].as_dict() for name in OPERATIONS if name in measured
+        }
+        result["baseline"] = None
+        if "baseline" in measured:
+            result["baseline"] = {
+                "name": BASELINE_NAMES[backend.kind],
+                **measured["baseline"].as_dict(),
+            }
+        result["ratios"] = _ratios(measured)
+    finally:
+        with sigint_deferred():
+            log(f"{alias}: cleaning up")
+            result["cleanup"] = workload.cleanup()
+            user.delete()
+    return result
+
+
+def _baseline_plan(backend: Backend, workload: Workload, run_id: str) -> dict[str, Any] | None:
+    if not backend.networked:
+        return None
+    raws = workload.population.access[:BASELINE_DIGESTS]
+    plan: dict[str, Any] = {
+        "digests": [digest(raw) for raw in raws],
+        "value_size": token_record_size(mint(workload.user_id)[2]),
+    }
+    if baseline_for(backend, run_id=run_id, **plan) is None:
+        return None
+    return plan
+
+
+def _time_here(
+    alias: str,
+    workload: Workload,
+    backend: Backend,
+    options: Options,
+    baseline: dict[str, Any] | None,
+    log: Callable[[str], None],
+) -> dict[str, Measurement]:
+    measured: dict[str, Measurement] = {}
+    refresh_pool = _refresh_pools(workload.population.refresh, 1)[0]
+    for name, op in workload.operations(refresh_pool).items():
+        log(f"{alias}: timing {name}")
+        measured[name] = measure(op, options.seconds)
+    if baseline is not None:
+        context = baseline_for(backend, run_id=workload.run_id, **baseline)
+        if context is not None:
+            log(f"{alias}: timing the raw client baseline")
+            with context as op:
+                measured["baseline"] = measure(op, options.seconds)
+    return measured
+
+
+def _ratios(measured: dict[str, Measurement]) -> dict[str, float | None]:
+    """Verify rate over the baseline rate, and unknown-token over valid-token verify cost."""
+
+    def rate(name: str) -> float | None:
+        found = measured.get(name)
+        return found.ops_per_sec if found and found.ops_per_sec else None
+
+    valid, unknown, base = rate("verify_valid"), rate("verify_unknown"), rate("baseline")
+    return {
+        "verify_to_baseline": round(valid / base, 3) if valid and base else None,
+        # Cost is 1/rate: above 1 means an unknown token costs more than a valid one.
+        "unknown_to_valid_cost": round(valid / unknown, 3) if valid and unknown else None,
+    }
