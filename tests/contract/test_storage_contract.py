@@ -68,10 +68,9 @@ def test_access_expired_token_is_kept_until_refresh_expires(
 def test_token_past_retain_until_is_invisible(
     storage: AuthStorage, make_user: Callable[..., str]
 ) -> None:
+    user = make_user()  # before ``now``: hashing its password may take longer than SHORT
     now = utcnow()
-    token = AuthTokenFactory(
-        user_id=make_user(), expires_at=now + SHORT, refresh_expires_at=now + SHORT
-    )
+    token = AuthTokenFactory(user_id=user, expires_at=now + SHORT, refresh_expires_at=now + SHORT)
     storage.store_token(token)
     assert storage.get_token(token.token_id) == token
     wait_past()
