@@ -34,9 +34,16 @@ from ..records import (
 from ..tokens import check_id
 from . import database_convert as convert
 from .base import AuthStorage
+from .database_bulk import import_new_events, import_rows
 from .database_errors import MissingUsers, database_errors
 from .database_kv import incr_locked, incr_upsert, supports_upsert
-from .database_queries import delete_in_batches, iterate_by_pk, iterate_by_time, upsert
+from .database_queries import (
+    concrete_field,
+    delete_in_batches,
+    iterate_by_pk,
+    iterate_by_time,
+    upsert,
+)
 
 if TYPE_CHECKING:
     from ..models import AuditLog, Session, Token
@@ -260,9 +267,10 @@ class DatabaseStorage(AuthStorage):
         model = _session_model()
         fields = convert.session_fields(model, session)
         db = self._write_db(model)
-        update = [name for name in fields if name != "session_id"]
+        # Field names, not attnames, for bulk_create: "user", not "user_id".
+        update = [concrete_field(model, name).name for name in fields if name != "session_id"]
         with database_errors(db):
-            upsert(db, model, [model(**fields)], [_field_name(model, n) for n in update])
+            upsert(db, model, [model(**fields)], update)
 
     def get_session(self, session_id: str) -> SessionData | None:
         check_id(session_id, "session_id")
@@ -635,34 +643,6 @@ class DatabaseStorage(AuthStorage):
                 model.objects.using(db), convert.AUDIT_COLUMNS, convert.audit_from_row, batch_size
             )
 
-    def _check_users_exist(
-        self, model: type[Model], db: str, user_pks: set[Any], kind: str
-    ) -> None:
-        """Raise :class:`MissingUsers` if any of ``user_pks`` is not a user in database ``db``."""
-        field = model._meta.get_field("user")
-        user_model = field.related_model
-        target = field.target_field.attname  # type: ignore[union-attr]
-        assert isinstance(user_model, type)
-        found: set[Any] = set()
-        pks = list(user_pks)
-        step = 500  # keeps the IN list within every database's parameter limit
-        for start in range(0, len(pks), step):
-            chunk = pks[start : start + step]
-            found.update(
-                user_model._default_manager.using(db)
-                .filter(**{f"{target}__in": chunk})
-                .values_list(target, flat=True)
-            )
-        missing = sorted(str(pk) for pk in user_pks - found)
-        if missing:
-            shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
-            raise MissingUsers(
-                f"Cannot import {kind}: {len(missing)} user id(s) do not exist in database "
-                f"{db!r} ({shown}). Create or migrate those users first, or leave their "
-                f"{kind} out; nothing was imported.",
-                missing,
-            )
-
     def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
         """Upsert tokens by ``token_id`` in one transaction; return how many were written.
 
@@ -672,71 +652,34 @@ class DatabaseStorage(AuthStorage):
         """
         model = _token_model()
         rows = [convert.token_fields(model, token) for token in tokens]
-        update = (
-            [_field_name(model, name) for name in rows[0] if name != "token_id"] if rows else []
-        )
-        return self._import_owned(model, rows, update, "tokens")
+        db = self._write_db(model)
+        with database_errors(db):
+            return import_rows(db, model, rows, "tokens")
 
     def import_sessions(self, sessions: Iterable[SessionData]) -> int:
         """Upsert sessions by ``session_id``; missing users raise :class:`MissingUsers`, as
         for :meth:`import_tokens`."""
         model = _session_model()
         rows = [convert.session_fields(model, session) for session in sessions]
-        update = (
-            [_field_name(model, name) for name in rows[0] if name != "session_id"] if rows else []
-        )
-        return self._import_owned(model, rows, update, "sessions")
-
-    def _import_owned(
-        self, model: type[Model], rows: list[dict[str, Any]], update: list[str], kind: str
-    ) -> int:
-        if not rows:
-            return 0
         db = self._write_db(model)
-        with database_errors(db), transaction.atomic(using=db):
-            self._check_users_exist(model, db, {row["user_id"] for row in rows}, kind)
-            upsert(db, model, [model(**row) for row in rows], update)
-        return len(rows)
+        with database_errors(db):
+            return import_rows(db, model, rows, "sessions")
 
     def import_kv(self, entries: Iterable[KVEntry]) -> int:
         """Upsert key-value entries by ``key`` in one transaction; return how many."""
         model = _kv_model()
         rows = [convert.kv_fields(entry) for entry in entries]
-        if not rows:
-            return 0
         db = self._write_db(model)
-        with database_errors(db), transaction.atomic(using=db):
-            upsert(db, model, [model(**row) for row in rows], ["value", "created_at", "expires_at"])
-        return len(rows)
+        with database_errors(db):
+            return import_rows(db, model, rows, "key-value entries")
 
     def import_audit(self, events: Iterable[AuditEvent]) -> int:
         """Insert the events whose ``event_id`` is not stored yet; return how many."""
         model = _audit_model()
-        new: dict[str, dict[str, Any]] = {}
+        rows: dict[str, dict[str, Any]] = {}
         for event in events:
             fields = convert.audit_fields(event)
-            new.setdefault(fields["event_id"], fields)
-        if not new:
-            return 0
+            rows.setdefault(fields["event_id"], fields)  # the first of duplicate ids wins
         db = self._write_db(model)
-        manager = model.objects.using(db)
-        with database_errors(db), transaction.atomic(using=db):
-            ids = list(new)
-            for start in range(0, len(ids), 500):
-                known = (
-                    manager.filter(event_id__in=ids[start : start + 500])
-                    .order_by()
-                    .values_list("event_id", flat=True)
-                )
-                for event_id in known:
-                    del new[event_id]
-            # Oldest first, so ids grow with time as they do for appended events.
-            rows = sorted(new.values(), key=lambda row: row["created_at"])
-            # ignore_conflicts covers a concurrent import of the same events.
-            manager.bulk_create([model(**row) for row in rows], ignore_conflicts=True)
-        return len(rows)
-
-
-def _field_name(model: type[Model], name: str) -> str:
-    """Model field name for a field value key (``user_id`` -> ``user``), for bulk_create."""
-    return model._meta.get_field(name).name
+        with database_errors(db):
+            return import_new_events(db, model, rows)

@@ -25,6 +25,7 @@ from django.utils import timezone
 from ..exceptions import InvalidInput
 from ..records import AuditEvent, AuthToken, KVEntry, SessionData
 from ..tokens import MAX_ID_LENGTH, check_id
+from .database_queries import user_foreign_key
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 EVENT_ID_MAX_LENGTH = 64  # AuditLog.event_id; uuid4().hex (32) by default
@@ -198,10 +199,8 @@ def user_pk(model: type[models.Model], user_id: object) -> Any | None:
     user models with UUID or string keys work too.
     """
     check_id(user_id, "user_id")
-    field = model._meta.get_field("user")
-    assert isinstance(field, models.ForeignKey)  # the storage models define it so
     try:
-        return field.target_field.to_python(user_id)
+        return user_foreign_key(model).target_field.to_python(user_id)
     except (ValidationError, ValueError, TypeError):
         return None
 

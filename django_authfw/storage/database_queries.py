@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from django.db import connections, transaction
-from django.db.models import Field, Model, Q, QuerySet
+from django.db.models import Field, ForeignKey, Model, Q, QuerySet
 
 T = TypeVar("T")
 
@@ -21,6 +21,14 @@ def concrete_field(model: type[Model], name: str) -> Field[Any, Any]:
     field = model._meta.get_field(name)
     if not isinstance(field, Field):
         raise TypeError(f"{model.__name__}.{name} is not a concrete field")
+    return field
+
+
+def user_foreign_key(model: type[Model]) -> ForeignKey[Any, Any]:
+    """The ``user`` foreign key of a storage model (tokens, sessions)."""
+    field = model._meta.get_field("user")
+    if not isinstance(field, ForeignKey):
+        raise TypeError(f"{model.__name__}.user is not a foreign key")
     return field
 
 
