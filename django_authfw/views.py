@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
@@ -80,13 +79,18 @@ def session_json(session: SessionData) -> dict[str, Any]:
     }
 
 
-@method_decorator(csrf_exempt, name="dispatch")
 class Endpoint(View):
     """Base of the JSON endpoints: error mapping, JSON 405, the framework for ``storage``."""
 
     #: The ``AUTHFW["STORAGES"]`` alias the endpoint works on; set it in ``as_view(storage=...)``
     #: or in a subclass.
     storage: str = "default"
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        # On the view function, not on dispatch(): a subclass that overrides dispatch() would
+        # otherwise silently lose the exemption.
+        return csrf_exempt(super().as_view(**initkwargs))
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not hasattr(request, "auth"):

@@ -100,9 +100,25 @@ def storages_for(backend: str, settings: Any) -> dict[str, dict[str, Any]]:
     return {"default": default}
 
 
-@pytest.fixture
-def default_storage_backend(backend: str, settings: Any, db: None) -> Iterator[str]:
+# The backends the HTTP flow runs on: the ones a project configures by alias with no extra
+# servers. Cluster and Sentinel differ only below the storage contract, which the contract
+# suite covers on them.
+HTTP_BACKENDS = ("database", "memory", "locmem", "redis")
+
+
+def http_backends() -> list[str]:
+    """The selected backends (``AUTHFW_TEST_BACKENDS``) the HTTP flow runs on."""
+    from .backends import selected_backends
+
+    return [name for name in selected_backends() if name in HTTP_BACKENDS]
+
+
+@pytest.fixture(params=http_backends())
+def default_storage_backend(
+    request: pytest.FixtureRequest, settings: Any, db: None
+) -> Iterator[str]:
     """Point the ``default`` alias at each selected backend; flush it afterwards."""
+    backend: str = request.param
     settings.AUTHFW = {**settings.AUTHFW, "STORAGES": storages_for(backend, settings)}
     yield backend
     framework = AuthFramework()

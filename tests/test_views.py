@@ -181,10 +181,17 @@ def test_wrong_method_gets_json_405(client: Client, url: str, method: str, allow
     assert response["Allow"] == allowed
 
 
-def test_endpoints_are_csrf_exempt(fast_hashing: None, user_factory: Any) -> None:
+def test_endpoints_are_csrf_exempt(fast_hashing: None, user_factory: Any, login: Any) -> None:
     user_factory(username="fay")
     client = Client(enforce_csrf_checks=True)
     response = client.post(TOKEN, {"username": "fay", "password": PASSWORD})
+    assert response.status_code == 200
+    token = body(response)["access_token"]
+    for url in (REGISTER, TOKEN, REFRESH, REVOKE, INTROSPECT, LOGOUT_ALL):
+        assert client.post(url, **bearer(token)).status_code != 403, url
+    session = AuthFramework().create_session("fay")
+    token = login("fay").access_token
+    response = client.delete(f"{SESSIONS}{session.session_id}/", **bearer(token))
     assert response.status_code == 200
 
 
