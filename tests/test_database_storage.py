@@ -516,7 +516,9 @@ def test_statistics_name_the_vendor_and_size_the_tables() -> None:
     storage = DatabaseStorage()
     user_id = str(UserFactory().pk)
     storage.store_token(AuthTokenFactory(user_id=user_id))
-    storage.store_token(expired_token(user_id))  # awaiting cleanup: stored, not active
+    access_expired = AuthTokenFactory(user_id=user_id, expires_at=utcnow() - timedelta(seconds=1))
+    storage.store_token(access_expired)  # its refresh token still works: counted, expired
+    storage.store_token(expired_token(user_id))  # past retain_until: invisible, not counted
     storage.store_session(session(user_id, "gone", expires_at=utcnow() - timedelta(seconds=1)))
     stats = storage.statistics()
     assert stats["backend"] == f"database:{connection.vendor}"
@@ -529,3 +531,18 @@ def test_statistics_name_the_vendor_and_size_the_tables() -> None:
         assert stats["database_size_mb"] > 0
     else:
         assert stats["database_size_mb"] is None
+
+
+@pytest.mark.django_db
+def test_deleting_an_expired_record_reports_it_gone() -> None:
+    storage = DatabaseStorage()
+    user_id = str(UserFactory().pk)
+    past = utcnow() - timedelta(seconds=1)
+    token = expired_token(user_id)
+    storage.store_token(token)
+    storage.store_session(session(user_id, "old", expires_at=past))
+    storage.import_kv([KVEntry(key="old", value=b"x", expires_at=past)])
+    assert storage.delete_token(token.token_id) is False
+    assert storage.delete_session("old") is False
+    assert storage.kv_delete("old") is False
+    assert storage.cleanup_expired() == {"tokens": 1, "sessions": 1, "kv": 1}

@@ -129,47 +129,35 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             model.objects.using(db).create(**fields)
 
-    def get_token(self, token_id: str) -> AuthToken | None:
-        check_id(token_id, "token_id")
+    def _find_token(self, **lookup: str) -> AuthToken | None:
+        """The token matching one unique column, unless past ``retain_until``: one SELECT."""
         model = _token_model()
         db = self._read_db(model)
         now = convert.to_db(utcnow())
         with database_errors(db):
             rows = list(
                 model.objects.using(db)
-                .filter(token_id=token_id, retain_until__gt=now)
+                .filter(retain_until__gt=now, **lookup)
                 .values_list(*convert.TOKEN_COLUMNS)
             )
         return convert.token_from_row(rows[0]) if rows else None
 
+    def get_token(self, token_id: str) -> AuthToken | None:
+        return self._find_token(token_id=check_id(token_id, "token_id"))
+
     def get_token_by_access(self, access_digest: str) -> AuthToken | None:
-        """The hot path: one query on the unique ``access_token`` index, no write, no user."""
+        """The hot path: one SELECT on the unique ``access_token`` index; no write, no user.
+
+        A value that cannot be a digest gives None without a query.
+        """
         if not convert.is_digest(access_digest):
             return None
-        model = _token_model()
-        db = self._read_db(model)
-        now = convert.to_db(utcnow())
-        with database_errors(db):
-            rows = list(
-                model.objects.using(db)
-                .filter(access_token=access_digest, retain_until__gt=now)
-                .values_list(*convert.TOKEN_COLUMNS)
-            )
-        return convert.token_from_row(rows[0]) if rows else None
+        return self._find_token(access_token=access_digest)
 
     def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
         if not convert.is_digest(refresh_digest):
             return None
-        model = _token_model()
-        db = self._read_db(model)
-        now = convert.to_db(utcnow())
-        with database_errors(db):
-            rows = list(
-                model.objects.using(db)
-                .filter(refresh_token=refresh_digest, retain_until__gt=now)
-                .values_list(*convert.TOKEN_COLUMNS)
-            )
-        return convert.token_from_row(rows[0]) if rows else None
+        return self._find_token(refresh_token=refresh_digest)
 
     def update_token(self, token: AuthToken) -> bool:
         """Replace every field of a stored, unexpired token in one UPDATE."""
@@ -227,11 +215,15 @@ class DatabaseStorage(AuthStorage):
             )
 
     def delete_token(self, token_id: str) -> bool:
+        """One DELETE; a row already past ``retain_until`` counts as gone (cleanup removes it)."""
         check_id(token_id, "token_id")
         model = _token_model()
         db = self._write_db(model)
+        now = convert.to_db(utcnow())
         with database_errors(db):
-            deleted, _ = model.objects.using(db).filter(token_id=token_id).delete()
+            deleted, _ = (
+                model.objects.using(db).filter(token_id=token_id, retain_until__gt=now).delete()
+            )
         return deleted > 0
 
     def list_user_tokens(self, user_id: str) -> list[AuthToken]:
@@ -304,11 +296,17 @@ class DatabaseStorage(AuthStorage):
         return updated > 0
 
     def delete_session(self, session_id: str) -> bool:
+        """One DELETE; an expired session counts as gone (cleanup removes it)."""
         check_id(session_id, "session_id")
         model = _session_model()
         db = self._write_db(model)
+        now = convert.to_db(utcnow())
         with database_errors(db):
-            deleted, _ = model.objects.using(db).filter(session_id=session_id).delete()
+            deleted, _ = (
+                model.objects.using(db)
+                .filter(_not_past("expires_at", now), session_id=session_id)
+                .delete()
+            )
         return deleted > 0
 
     def list_user_sessions(self, user_id: str) -> list[SessionData]:
@@ -378,11 +376,15 @@ class DatabaseStorage(AuthStorage):
         return bytes(values[0]) if values else None
 
     def kv_delete(self, key: str) -> bool:
+        """One DELETE; an expired entry counts as gone (cleanup removes it)."""
         check_id(key, "key")
         model = _kv_model()
         db = self._write_db(model)
+        now = convert.to_db(utcnow())
         with database_errors(db):
-            deleted, _ = model.objects.using(db).filter(key=key).delete()
+            deleted, _ = (
+                model.objects.using(db).filter(_not_past("expires_at", now), key=key).delete()
+            )
         return deleted > 0
 
     def kv_incr(self, key: str, ttl: timedelta | None = None) -> int:
@@ -522,21 +524,25 @@ class DatabaseStorage(AuthStorage):
     def statistics(self) -> StorageStatistics:
         """Counts with one aggregate query per table, and the size of the tables.
 
-        ``total_tokens`` counts every stored row, so it equals ``active_tokens +
-        expired_tokens + revoked_tokens``: expired tokens are unrevoked ones whose access
-        token's lifetime is over (kept until ``retain_until`` for reuse detection, or awaiting
-        cleanup). ``total_sessions`` likewise includes expired sessions not yet cleaned up;
-        ``kv_entries`` counts unexpired entries. ``database_size_mb`` is the size of the four
-        tables with their indexes on PostgreSQL, None on other databases.
+        Tokens count until ``retain_until``, as :meth:`iter_tokens` yields them:
+        ``total_tokens = active_tokens + expired_tokens + revoked_tokens``, where expired
+        tokens are unrevoked ones whose access token's lifetime is over (kept for refresh and
+        reuse detection). ``total_sessions`` counts every stored session, expired ones not yet
+        cleaned up included; ``kv_entries`` counts unexpired entries. ``database_size_mb`` is
+        the size of the four tables with their indexes on PostgreSQL, None elsewhere.
         """
         now = convert.to_db(utcnow())
         token_model = _token_model()
         token_db = self._read_db(token_model)
         with database_errors(token_db):
-            tokens = token_model.objects.using(token_db).aggregate(
-                total=Count("pk"),
-                revoked=Count("pk", filter=Q(revoked_at__isnull=False)),
-                expired=Count("pk", filter=Q(revoked_at__isnull=True, expires_at__lte=now)),
+            tokens = (
+                token_model.objects.using(token_db)
+                .filter(retain_until__gt=now)
+                .aggregate(
+                    total=Count("pk"),
+                    revoked=Count("pk", filter=Q(revoked_at__isnull=False)),
+                    expired=Count("pk", filter=Q(revoked_at__isnull=True, expires_at__lte=now)),
+                )
             )
         session_model = _session_model()
         session_db = self._read_db(session_model)
