@@ -1,6 +1,7 @@
 """Memory (or disk) each stored token costs, measured around the fill of the store.
 
-* **Redis**: the server's ``used_memory`` (``INFO memory``) before and after storing the
+* **Redis**: the server's ``used_memory`` (``INFO memory``; summed over the primaries of a
+  Cluster) before and after storing the
   tokens, divided by their number. It counts everything a token brings: its record, both digest
   pointers, its user-index entry, the TTLs and the allocator's rounding. Another client writing
   to the same server meanwhile shows up in it, so the ``MEMORY USAGE`` of the keys of a sample
@@ -24,7 +25,7 @@ from django.db import connections
 
 from ..storage import AuthStorage
 from ..tokens import digest
-from .probe import Backend
+from .probe import Backend, redis_info
 
 TRACED_SAMPLE = 20_000
 
@@ -71,7 +72,7 @@ def _database_size(backend: Backend) -> int | None:
 
 
 def _redis_used_memory(backend: Backend) -> int:
-    return int(backend.redis.info("memory")["used_memory"])
+    return sum(int(info["used_memory"]) for info in redis_info(backend.redis, "memory"))
 
 
 class MemoryMeter:
@@ -165,13 +166,14 @@ def redis_key_usage(
 
     keys = Keyspace(backend.key_prefix)
     client = backend.redis
-    pipe = client.pipeline(transaction=False)
+    names = []
     for token in sample:
-        pipe.memory_usage(keys.token(token.token_id), samples=0)
-        pipe.memory_usage(keys.access(token.access_digest), samples=0)
+        names.append(keys.token(token.token_id))
+        names.append(keys.access(token.access_digest))
         if token.refresh_digest:
-            pipe.memory_usage(keys.refresh(token.refresh_digest), samples=0)
-    per_key = [int(size or 0) for size in pipe.execute()]
+            names.append(keys.refresh(token.refresh_digest))
+    # One call per key: a Cluster spreads them over its primaries.
+    per_key = [int(client.memory_usage(name, samples=0) or 0) for name in names]
     index_key = keys.user_tokens(sample[0].user_id)
     index = int(client.memory_usage(index_key, samples=0) or 0)
     members = int(client.scard(index_key) or 1)

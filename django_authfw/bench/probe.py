@@ -81,6 +81,18 @@ def probe(storage: AuthStorage) -> Backend:
     return Backend("other", name)
 
 
+def redis_info(client: Any, section: str) -> list[dict[str, Any]]:
+    """``INFO section`` of every primary: one server, or each primary of a Cluster."""
+    from redis.cluster import RedisCluster
+
+    if isinstance(client, RedisCluster):
+        replies = client.info(section, target_nodes=RedisCluster.PRIMARIES)
+        if all(isinstance(reply, dict) for reply in replies.values()):
+            return list(replies.values())
+        return [replies]
+    return [client.info(section)]
+
+
 def server_version(backend: Backend) -> str | None:
     """``"PostgreSQL 15.20"``, ``"SQLite 3.40.1"``, ``"Redis 7.0.15"``; None in-process."""
     if backend.kind == "database" and backend.db_alias:
@@ -94,6 +106,7 @@ def server_version(backend: Backend) -> str | None:
                 return f"SQLite {cursor.fetchone()[0]}"
         return connection.display_name
     if backend.kind == "redis":
-        info = backend.redis.info("server")
-        return f"Redis {info.get('redis_version', '?')}"
+        servers = redis_info(backend.redis, "server")
+        version = servers[0].get("redis_version", "?")
+        return f"Redis {version}" + (f" ({len(servers)} primaries)" if len(servers) > 1 else "")
     return None

@@ -13,6 +13,7 @@ includes the loop's own overhead (one Python call per operation, see :func:`harn
 
 from __future__ import annotations
 
+import math
 import time
 from array import array
 from collections.abc import Callable
@@ -60,7 +61,8 @@ def percentile(ordered: list[int] | array[int], q: float) -> float:
     """The ``q`` quantile of sorted samples (nearest rank); 0 when there are none."""
     if not ordered:
         return 0.0
-    rank = min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))
+    # The smallest sample with at least a fraction q of all samples at or below it.
+    rank = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
     return float(ordered[rank])
 
 

@@ -128,6 +128,16 @@ def _fill(
     return figure, time.perf_counter() - started
 
 
+def _process_local(backend: Backend) -> bool:
+    """Whether the store lives in this process's memory, out of reach of worker processes."""
+    if backend.kind == "in_process":
+        return True
+    if backend.kind == "database" and backend.db_alias is not None:
+        connection = connections[backend.db_alias]
+        return bool(getattr(connection, "is_in_memory_db", lambda: False)())
+    return False
+
+
 def _refresh_pools(refresh: list[str], processes: int) -> list[list[str]]:
     # A refresh token can be rotated once: every process gets its own, disjoint tokens.
     per = max(1, min(100, len(refresh) // processes))
@@ -156,10 +166,10 @@ def bench_storage(
         "notes": [],
     }
     processes = options.processes
-    if processes > 1 and backend.kind == "in_process":
+    if processes > 1 and _process_local(backend):
         result["notes"].append(
-            "in-process storage: every process would have its own store, so it was timed in "
-            "one process"
+            "in-process storage (or in-memory database): another process cannot see this "
+            "process's store, so it was timed in one process"
         )
         processes = 1
     result["processes"] = processes

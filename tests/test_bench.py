@@ -1,0 +1,246 @@
+"""``manage.py authfw_bench`` runs on every backend and leaves nothing behind.
+
+Tiny numbers (a few tokens, hundredths of a second per operation): these tests prove the
+instrument works, its output has the promised shape and its cleanup is complete. They never
+assert a figure; docs/performance.md has the measured ones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from django_authfw.bench.runner import Measurement, measure, merge, percentile
+from django_authfw.bench.suite import Options, bench_storage
+from django_authfw.bench.workload import OPERATIONS
+from django_authfw.storage import get_storage
+
+from .backends import REDIS_TEST_URL
+
+ALIAS = "bench"
+TINY = ["--seconds", "0.02", "--tokens", "30"]
+
+
+def _storage_config(backend: str, settings: Any) -> dict[str, Any]:
+    """An ``AUTHFW["STORAGES"]`` entry for ``backend``, with the caches it needs."""
+    if backend == "database":
+        return {"BACKEND": "django_authfw.storage.DatabaseStorage"}
+    if backend == "memory":
+        return {"BACKEND": "django_authfw.storage.InMemoryStorage"}
+    suffix = uuid.uuid4().hex[:8]
+    # A prefix of its own: the run never sees other data on the server.
+    prefix = f"authfw-test-bench:{suffix}:"
+    if backend in ("redis-cluster", "redis-sentinel"):
+        from .redis_servers import ensure_cluster, ensure_sentinel
+
+        options: dict[str, Any] = {"key_prefix": prefix, "timeout": 2}
+        if backend == "redis-cluster":
+            options.update(cluster_mode=True, cluster_urls=ensure_cluster().urls)
+        else:
+            group = ensure_sentinel()
+            options.update(
+                url="redis://127.0.0.1/0",
+                master_name=group.master_name,
+                sentinels=group.sentinel_urls,
+                sentinel_password=group.password,
+            )
+        return {"BACKEND": "django_authfw.storage.RedisStorage", "OPTIONS": options}
+    cache = f"authfw-test-bench-{suffix}"
+    if backend == "locmem":
+        location = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": cache}
+    else:
+        location = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_TEST_URL}
+    settings.CACHES = {**settings.CACHES, cache: location}
+    return {
+        "BACKEND": "django_authfw.storage.CacheStorage",
+        "OPTIONS": {"cache": cache, "key_prefix": prefix},
+    }
+
+
+@pytest.fixture
+def bench_alias(backend: str, settings: Any, transactional_db: None) -> Iterator[str]:
+    """A storage alias ``bench`` of the backend under test, flushed afterwards.
+
+    Transactional: the bench's worker processes and its psycopg baseline use connections of
+    their own, which must see the rows the test's connection wrote.
+    """
+    settings.AUTHFW = {"STORAGES": {ALIAS: _storage_config(backend, settings)}}
+    yield ALIAS
+    storage = get_storage(ALIAS)
+    storage.flush()
+
+
+def _counts(alias: str) -> tuple[int, int, int]:
+    stats = get_storage(alias).statistics()
+    return stats["total_tokens"], stats["total_sessions"], stats["kv_entries"]
+
+
+def _run(*args: str) -> dict[str, Any]:
+    out = io.StringIO()
+    call_command("authfw_bench", *args, "--json", stdout=out, stderr=io.StringIO())
+    return json.loads(out.getvalue())  # type: ignore[no-any-return]
+
+
+def _has_baseline(backend: str) -> bool:
+    # The Redis baseline is a single server's GET: Cluster and Sentinel clients have none.
+    return backend == "redis" or (backend == "database" and connection.vendor == "postgresql")
+
+
+def test_json_report_covers_every_operation_and_cleans_up(backend: str, bench_alias: str) -> None:
+    users_before = get_user_model().objects.count()
+    before = _counts(bench_alias)
+
+    report = _run("--storage", bench_alias, *TINY)
+
+    assert set(report) == {"machine", "options", "storages"}
+    assert report["options"] == {"seconds": 0.02, "tokens": 30, "processes": 1}
+    assert {"cpu", "cores", "python", "django", "redis_py", "psycopg"} <= set(report["machine"])
+    result = report["storages"][bench_alias]
+    assert result["stored_tokens"] == 30
+    assert result["processes"] == 1
+    assert list(result["operations"]) == list(OPERATIONS)
+    for figures in result["operations"].values():
+        assert set(figures) == {
+            "ops_per_sec",
+            "p50_us",
+            "p99_us",
+            "count",
+            "seconds",
+            "batch",
+            "processes",
+        }
+        assert figures["count"] > 0
+        assert figures["p50_us"] <= figures["p99_us"]
+
+    memory = result["memory"]
+    assert memory["tokens"] == 30
+    assert isinstance(memory["bytes_per_token"], float)
+    assert memory["method"]
+    if backend.startswith("redis"):
+        assert "memory_usage_bytes_per_token" in memory
+
+    if _has_baseline(backend):
+        assert result["baseline"]["count"] > 0
+        assert result["baseline"]["name"]
+        assert result["ratios"]["verify_to_baseline"] is not None
+    else:
+        assert result["baseline"] is None
+        assert result["ratios"]["verify_to_baseline"] is None
+    assert result["ratios"]["unknown_to_valid_cost"] is not None
+
+    # Everything written is gone: the population, every issued and rotated token (and the
+    # one the revocation check used), the sessions, the key-value entries, the bench's user.
+    assert result["cleanup"]["tokens"] >= 30 + 1
+    assert result["cleanup"]["sessions"] > 0
+    assert result["cleanup"]["kv"] > 0
+    assert _counts(bench_alias) == before
+    assert get_user_model().objects.count() == users_before
+
+
+def test_processes_add_up_workers(backend: str, bench_alias: str) -> None:
+    before = _counts(bench_alias)
+
+    report = _run("--storage", bench_alias, *TINY, "--processes", "2")
+
+    result = report["storages"][bench_alias]
+    if backend in ("memory", "locmem") or (backend == "database" and connection.vendor == "sqlite"):
+        # Another process cannot see this process's store: timed here, and said so.
+        assert result["processes"] == 1
+        assert any("in-process" in note for note in result["notes"])
+    else:
+        assert result["processes"] == 2
+        for figures in result["operations"].values():
+            assert figures["processes"] == 2
+            assert figures["count"] > 0
+        if _has_baseline(backend):
+            assert result["baseline"]["processes"] == 2
+    assert _counts(bench_alias) == before
+
+
+def test_table_is_shaped_like_the_guide(backend: str, bench_alias: str) -> None:
+    out = io.StringIO()
+    call_command("authfw_bench", "--storage", bench_alias, *TINY, stdout=out)
+    text = out.getvalue()
+    for heading in ("Token verification:", "Storage operations:", "Latency:", "Memory usage:"):
+        assert heading in text
+    assert "verify unknown token" in text
+    assert "cleaned up:" in text
+    assert ("raw client baseline" in text) is _has_baseline(backend)
+
+
+def test_interrupted_run_still_cleans_up(backend: str, bench_alias: str) -> None:
+    """Ctrl-C in the middle of the timing (after tokens were issued) leaves nothing behind."""
+    before = _counts(bench_alias)
+    storage = get_storage(bench_alias)
+
+    def log(message: str) -> None:
+        if message.endswith("timing session_read"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bench_storage(bench_alias, storage, Options(seconds=0.02, tokens=20, processes=1), log=log)
+
+    assert _counts(bench_alias) == before
+
+
+@pytest.mark.django_db
+def test_unknown_alias_is_a_command_error() -> None:
+    with pytest.raises(CommandError, match="Unknown storage alias 'nope'"):
+        call_command("authfw_bench", "--storage", "nope", *TINY, stdout=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--seconds", "0"), ("--seconds", "nan"), ("--tokens", "0"), ("--processes", "-1")],
+)
+def test_bad_numbers_are_refused(option: str, value: str) -> None:
+    with pytest.raises(CommandError, match=option.lstrip("-")):
+        call_command("authfw_bench", option, value, stdout=io.StringIO())
+
+
+# The timing harness -----------------------------------------------------------------------
+
+
+def test_percentile_is_nearest_rank() -> None:
+    ordered = list(range(1, 101))
+    assert percentile(ordered, 0.50) == 50
+    assert percentile(ordered, 0.99) == 99
+    assert percentile(ordered, 1.0) == 100
+    assert percentile([7], 0.99) == 7
+    assert percentile([], 0.5) == 0
+
+
+def test_fast_operations_are_timed_in_batches_slow_ones_singly() -> None:
+    fast = measure(lambda: None, 0.02)
+    assert fast.batch > 1
+    assert fast.count == len(fast.samples) * fast.batch
+
+    def slow() -> None:
+        total = 0
+        for number in range(20_000):
+            total += number
+
+    timed = measure(slow, 0.02)
+    assert timed.batch == 1
+    assert timed.count == len(timed.samples)
+
+
+def test_merged_rates_add_up_and_samples_pool() -> None:
+    from array import array
+
+    one = Measurement(10, 1_000_000, 10_000.0, 1, array("q", [100] * 10))
+    two = Measurement(20, 1_000_000, 20_000.0, 1, array("q", [300] * 20))
+    merged = merge([one, two])
+    assert merged.ops_per_sec == 30_000.0
+    assert merged.count == 30
+    assert merged.processes == 2
+    assert len(merged.samples) == 30
+    assert merged.as_dict()["p99_us"] == 0.3
