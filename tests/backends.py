@@ -14,11 +14,20 @@ from contextlib import contextmanager
 
 from django.db import connection
 
-from django_authfw.storage import AuthStorage, CacheStorage, DatabaseStorage, InMemoryStorage
+from django_authfw.storage import (
+    AuthStorage,
+    CacheStorage,
+    DatabaseStorage,
+    InMemoryStorage,
+    RedisStorage,
+)
 
 REDIS_TEST_URL = os.environ.get("AUTHFW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
-ALL_BACKENDS = ("database", "memory", "locmem", "redis")
+ALL_BACKENDS = ("database", "memory", "locmem", "redis", "redis-cluster", "redis-sentinel")
+# Backends whose servers the tests start themselves (tests/redis_servers.py); their tests are
+# marked ``slow``.
+SERVER_BACKENDS = ("redis-cluster", "redis-sentinel")
 
 
 def selected_backends() -> list[str]:
@@ -64,11 +73,42 @@ def _redis(settings: object) -> AuthStorage:
     return CacheStorage(cache=alias, key_prefix=f"authfw-test:{uuid.uuid4().hex[:12]}:")
 
 
+def _redis_cluster(settings: object) -> AuthStorage:
+    from .redis_servers import ensure_cluster
+
+    return RedisStorage(
+        cluster_mode=True,
+        cluster_urls=ensure_cluster().urls,
+        key_prefix=f"authfw-test:{uuid.uuid4().hex[:12]}:",
+        timeout=2,
+        retry_attempts=2,
+        retry_delay=0.05,
+    )
+
+
+def _redis_sentinel(settings: object) -> AuthStorage:
+    from .redis_servers import ensure_sentinel
+
+    group = ensure_sentinel()
+    return RedisStorage(
+        url="redis://127.0.0.1/0",  # db 0 of whichever server the Sentinels name primary
+        master_name=group.master_name,
+        sentinels=group.sentinel_urls,
+        sentinel_password=group.password,
+        key_prefix=f"authfw-test:{uuid.uuid4().hex[:12]}:",
+        timeout=2,
+        retry_attempts=2,
+        retry_delay=0.05,
+    )
+
+
 BUILDERS: dict[str, Callable[[object], AuthStorage]] = {
     "database": _database,
     "memory": _memory,
     "locmem": _locmem,
     "redis": _redis,
+    "redis-cluster": _redis_cluster,
+    "redis-sentinel": _redis_sentinel,
 }
 
 

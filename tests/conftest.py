@@ -6,14 +6,25 @@ import pytest
 
 from django_authfw.storage import AuthStorage
 
-from .backends import backend_id, built_storage, selected_backends
+from .backends import SERVER_BACKENDS, backend_id, built_storage, selected_backends
 from .factories import UserFactory
+from .redis_servers import (  # noqa: F401  (session fixtures: servers stop at the end)
+    _stop_redis_servers_at_session_end,
+    redis_cluster,
+    redis_sentinel,
+)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         names = selected_backends()
-        metafunc.parametrize("backend", names, ids=[backend_id(n) for n in names])
+        metafunc.parametrize(
+            "backend",
+            [
+                pytest.param(n, id=backend_id(n), marks=[pytest.mark.slow] * (n in SERVER_BACKENDS))
+                for n in names
+            ],
+        )
 
 
 def pytest_report_header() -> list[str]:

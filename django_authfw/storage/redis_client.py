@@ -139,9 +139,8 @@ def cluster_client(urls: Sequence[str], *, pool_size: int, timeout: float) -> Re
         ssl=first.ssl,
         max_connections=pool_size,
         connection_pool_class=functools.partial(redis.BlockingConnectionPool, timeout=timeout),
-        # One pass over the slots map on a MOVED/connection error, no more: RedisCaller owns
-        # the retry budget.
-        cluster_error_retry_attempts=1,
+        # No retries of its own (RedisCaller owns the budget); MOVED/ASK redirects are
+        # followed regardless.
         **_common(timeout),
     )
 
