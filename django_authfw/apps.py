@@ -10,4 +10,4 @@ class AuthfwConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401  (registers checks and receivers)
+        from . import cache_checks, checks, signals  # noqa: F401  (registers checks and receivers)
