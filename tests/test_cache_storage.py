@@ -1,0 +1,783 @@
+"""CacheStorage, InMemoryStorage and RedisStorage beyond the shared contract: the Redis key
+layout and TTLs as ``redis-cli`` sees them, the commands sent (no KEYS, one round trip to
+verify), concurrency, failures, the in-memory sweep thread and the cache system checks.
+
+Redis-facing tests run against real servers: the shared one at 127.0.0.1:6379 (db 15, a prefix
+of their own) and, where every command must be observed or the server must misbehave, a
+private ``redis-server`` started on a loopback port of the test range.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from asgiref.sync import async_to_sync
+from django.core.checks import Error, Warning
+from django.test import override_settings
+
+from django_authfw import cache_checks
+from django_authfw.exceptions import InvalidInput, StorageError, StorageUnavailable
+from django_authfw.records import AuditEvent, AuthToken, SessionData, replace, utcnow
+from django_authfw.storage import AuthStorage, CacheStorage, InMemoryStorage, RedisStorage
+
+from .backends import REDIS_TEST_URL
+from .factories import AuthTokenFactory
+from .redis_servers import CLUSTER_PORTS, HOST, ServerProcess, free_block, start_server
+
+TTL_SLACK_MS = 3000  # a loaded CI machine may take a while between write and PTTL
+
+
+def unique_prefix() -> str:
+    return f"authfw-test:{uuid.uuid4().hex[:12]}:"
+
+
+def make_session(user_id: str, **kwargs: Any) -> SessionData:
+    fields: dict[str, Any] = {
+        "session_id": f"s-{uuid.uuid4().hex[:10]}",
+        "user_id": user_id,
+        "data": {"theme": "dark"},
+        "expires_at": utcnow() + timedelta(hours=1),
+    }
+    fields.update(kwargs)
+    return SessionData(**fields)
+
+
+# Fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def raw_redis() -> Iterator[redis.Redis]:
+    """A plain redis-py client on the test database, as ``redis-cli -n 15`` would be."""
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_cache_storage(settings: Any) -> Iterator[CacheStorage]:
+    """CacheStorage on a django-redis alias (the shared server, db 15, own prefix)."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "authfw-layout": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_TEST_URL},
+    }
+    storage = CacheStorage(cache="authfw-layout", key_prefix=unique_prefix())
+    yield storage
+    storage.flush()
+    storage.close()
+
+
+@pytest.fixture
+def locmem_storage(settings: Any) -> Iterator[CacheStorage]:
+    alias = f"authfw-locmem-{uuid.uuid4().hex[:8]}"
+    settings.CACHES = {
+        **settings.CACHES,
+        alias: {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": alias},
+    }
+    storage = CacheStorage(cache=alias)
+    yield storage
+    storage.flush()
+    storage.close()
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A redis-server of this module alone, so that MONITOR sees only our commands."""
+    port = free_block(CLUSTER_PORTS, 1)[0]
+    server = start_server(
+        port, tmp_path_factory.mktemp("private-redis"), "--save", "", "--appendonly", "no"
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_storage(private_redis: ServerProcess) -> Iterator[RedisStorage]:
+    storage = RedisStorage(url=f"redis://{HOST}:{private_redis.port}/0", key_prefix=unique_prefix())
+    yield storage
+    storage.flush()
+    storage.close()
+
+
+class Monitor:
+    """Records every command a redis-server executes (``redis-cli monitor``)."""
+
+    def __init__(self, port: int, path: Path) -> None:
+        self.path = path
+        self._out = path.open("wb")
+        self.process = subprocess.Popen(
+            ["redis-cli", "-h", HOST, "-p", str(port), "monitor"], stdout=self._out
+        )
+        marker = redis.Redis(host=HOST, port=port, protocol=2)
+        deadline = time.monotonic() + 10
+        # MONITOR starts asynchronously: wait until it echoes a marker command.
+        while b"authfw-monitor-ready" not in path.read_bytes():
+            marker.echo("authfw-monitor-ready")
+            time.sleep(0.05)
+            assert time.monotonic() < deadline, "redis-cli monitor did not start"
+
+    def stop(self) -> list[list[str]]:
+        """Stop recording; return the commands, each as [source, NAME, args...]."""
+        time.sleep(0.2)  # let the last replies through
+        self.process.terminate()
+        self.process.wait(5)
+        self._out.close()
+        commands = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            if "[" not in line or "]" not in line:
+                continue
+            source = line[line.index("[") + 1 : line.index("]")].split()[-1]
+            words = [w.strip('"') for w in line[line.index("]") + 1 :].split('" "')]
+            words = [w.strip().strip('"') for w in words]
+            commands.append([source, words[0].upper(), *words[1:]])
+        # Leave out the marker's own connection.
+        marker = {c[0] for c in commands if c[1] == "ECHO" and "authfw-monitor-ready" in c}
+        return [c for c in commands if c[0] not in marker]
+
+
+# Key layout and TTLs --------------------------------------------------------------------------
+
+
+def test_token_keys_json_and_ttls(
+    redis_cache_storage: CacheStorage, raw_redis: redis.Redis
+) -> None:
+    storage = redis_cache_storage
+    prefix = storage.key_prefix
+    now = utcnow()
+    token = AuthTokenFactory(
+        user_id="42",
+        expires_at=now + timedelta(hours=1),
+        refresh_expires_at=now + timedelta(days=1),
+    )
+    storage.store_token(token)
+
+    stored = json.loads(raw_redis.get(f"{prefix}token:{token.token_id}"))
+    assert stored["token_id"] == token.token_id
+    assert stored["user_id"] == "42"
+    assert stored["access_digest"] == token.access_digest
+    assert stored["expires_at"] == token.expires_at.isoformat()
+    assert stored["revoked_at"] is None
+    assert raw_redis.get(f"{prefix}access:{token.access_digest}") == token.token_id.encode()
+    assert raw_redis.get(f"{prefix}refresh:{token.refresh_digest}") == token.token_id.encode()
+    assert raw_redis.smembers(f"{prefix}user:42:tokens") == {token.token_id.encode()}
+
+    # Every key of the token lives until retain_until (the refresh expiry), in ms.
+    life_ms = (token.retain_until - utcnow()).total_seconds() * 1000
+    for key in (
+        f"{prefix}token:{token.token_id}",
+        f"{prefix}access:{token.access_digest}",
+        f"{prefix}refresh:{token.refresh_digest}",
+        f"{prefix}user:42:tokens",
+    ):
+        assert abs(raw_redis.pttl(key) - life_ms) < TTL_SLACK_MS, key
+
+    # Nothing else was written, and nothing outside the prefix.
+    assert {k.decode() for k in raw_redis.scan_iter(match=f"{prefix}*")} == {
+        f"{prefix}token:{token.token_id}",
+        f"{prefix}access:{token.access_digest}",
+        f"{prefix}refresh:{token.refresh_digest}",
+        f"{prefix}user:42:tokens",
+    }
+
+
+def test_user_index_ttl_follows_the_longest_lived_token(
+    redis_cache_storage: CacheStorage, raw_redis: redis.Redis
+) -> None:
+    now = utcnow()
+    index = f"{redis_cache_storage.key_prefix}user:7:tokens"
+    long = AuthTokenFactory(user_id="7", refresh_expires_at=now + timedelta(days=2))
+    short = AuthTokenFactory(user_id="7", refresh_expires_at=now + timedelta(hours=2))
+    redis_cache_storage.store_token(long)
+    redis_cache_storage.store_token(short)  # must not shorten the index's life
+    assert abs(raw_redis.pttl(index) - 2 * 86400 * 1000) < TTL_SLACK_MS
+
+
+def test_session_and_kv_keys(redis_cache_storage: CacheStorage, raw_redis: redis.Redis) -> None:
+    prefix = redis_cache_storage.key_prefix
+    session = make_session("9", expires_at=utcnow() + timedelta(minutes=30))
+    redis_cache_storage.store_session(session)
+    assert json.loads(raw_redis.get(f"{prefix}session:{session.session_id}"))["data"] == {
+        "theme": "dark"
+    }
+    assert abs(raw_redis.pttl(f"{prefix}session:{session.session_id}") - 1800_000) < TTL_SLACK_MS
+    assert raw_redis.smembers(f"{prefix}user:9:sessions") == {session.session_id.encode()}
+
+    redis_cache_storage.kv_set("forever", b"\x00\xffbytes")
+    redis_cache_storage.kv_set("brief", b"x", ttl=timedelta(seconds=90))
+    assert raw_redis.get(f"{prefix}kv:forever") == b"\x00\xffbytes"  # raw bytes, no pickle
+    assert raw_redis.ttl(f"{prefix}kv:forever") == -1  # no TTL: it persists
+    assert abs(raw_redis.pttl(f"{prefix}kv:brief") - 90_000) < TTL_SLACK_MS
+    assert redis_cache_storage.kv_incr("fails", ttl=timedelta(minutes=15)) == 1
+    assert raw_redis.get(f"{prefix}kv:fails") == b"1"
+    assert abs(raw_redis.pttl(f"{prefix}kv:fails") - 900_000) < TTL_SLACK_MS
+
+
+def test_session_without_expiry_lives_default_ttl(
+    redis_cache_storage: CacheStorage, raw_redis: redis.Redis, settings: Any
+) -> None:
+    key = f"{redis_cache_storage.key_prefix}session:open"
+    redis_cache_storage.store_session(make_session("1", session_id="open", expires_at=None))
+    assert abs(raw_redis.pttl(key) - 3600_000) < TTL_SLACK_MS  # default_ttl, one hour
+    keep = CacheStorage(
+        cache=redis_cache_storage.cache_alias or "",
+        key_prefix=redis_cache_storage.key_prefix,
+        default_ttl=None,
+    )
+    keep.store_session(make_session("1", session_id="open", expires_at=None))
+    assert raw_redis.ttl(key) == -1
+    assert raw_redis.ttl(f"{redis_cache_storage.key_prefix}user:1:sessions") == -1
+
+
+def test_expired_records_are_not_written(
+    redis_cache_storage: CacheStorage, raw_redis: redis.Redis
+) -> None:
+    prefix = redis_cache_storage.key_prefix
+    past = utcnow() - timedelta(seconds=1)
+    token = AuthTokenFactory(user_id="5", expires_at=past, refresh_expires_at=past)
+    redis_cache_storage.store_token(token)
+    redis_cache_storage.store_session(make_session("5", expires_at=past))
+    redis_cache_storage.kv_set("gone", b"1", ttl=timedelta(0))
+    assert list(raw_redis.scan_iter(match=f"{prefix}*")) == []
+    # Setting an already-over TTL on an existing entry removes it.
+    redis_cache_storage.kv_set("k", b"1")
+    redis_cache_storage.kv_set("k", b"2", ttl=timedelta(seconds=-5))
+    assert raw_redis.exists(f"{prefix}kv:k") == 0
+
+
+def test_audit_keys_are_readable(redis_cache_storage: CacheStorage, raw_redis: redis.Redis) -> None:
+    prefix = redis_cache_storage.key_prefix
+    event = AuditEvent(action="login", outcome=True, user_id="3", ip_address="192.0.2.1")
+    redis_cache_storage.append_audit(event)
+    redis_cache_storage.append_audit(event)  # same event id: stored once
+    assert redis_cache_storage.count_audit() == 1
+    body = json.loads(raw_redis.hget(f"{prefix}audit:{{log}}:events", event.event_id))
+    assert body["action"] == "login" and body["ip_address"] == "192.0.2.1"
+    assert raw_redis.zcard(f"{prefix}audit:{{log}}:order") == 1
+    assert raw_redis.ttl(f"{prefix}audit:{{log}}:order") == -1  # the log is kept
+
+
+def test_upsert_with_new_digest_drops_the_old_pointer(
+    redis_cache_storage: CacheStorage, raw_redis: redis.Redis
+) -> None:
+    token = AuthTokenFactory(user_id="1")
+    redis_cache_storage.store_token(token)
+    moved = replace(token, access_digest="f" * 64, user_id="2")
+    assert redis_cache_storage.import_tokens([moved]) == 1
+    assert redis_cache_storage.get_token_by_access(token.access_digest) is None
+    assert redis_cache_storage.get_token_by_access("f" * 64) == moved
+    assert redis_cache_storage.list_user_tokens("1") == []
+    assert redis_cache_storage.list_user_tokens("2") == [moved]
+    prefix = redis_cache_storage.key_prefix
+    assert raw_redis.exists(f"{prefix}access:{token.access_digest}") == 0
+
+
+def test_stale_index_entries_are_pruned(
+    redis_cache_storage: CacheStorage, raw_redis: redis.Redis
+) -> None:
+    """What a crash between index and record writes (Cluster) would leave behind."""
+    prefix = redis_cache_storage.key_prefix
+    token = AuthTokenFactory(user_id="11")
+    redis_cache_storage.store_token(token)
+    raw_redis.sadd(f"{prefix}user:11:tokens", "never-written")
+    assert redis_cache_storage.list_user_tokens("11") == [token]
+    assert raw_redis.smembers(f"{prefix}user:11:tokens") == {token.token_id.encode()}
+    raw_redis.sadd(f"{prefix}user:11:tokens", "never-written-either")
+    assert redis_cache_storage.cleanup_expired_tokens(dry_run=True) == 0
+    assert raw_redis.scard(f"{prefix}user:11:tokens") == 2
+    assert redis_cache_storage.cleanup_expired_tokens() == 0  # records: expired natively
+    assert raw_redis.smembers(f"{prefix}user:11:tokens") == {token.token_id.encode()}
+
+
+def test_flush_leaves_other_keys_alone(
+    redis_cache_storage: CacheStorage, raw_redis: redis.Redis
+) -> None:
+    neighbour = f"authfw-test-neighbour:{uuid.uuid4().hex}"
+    raw_redis.set(neighbour, b"keep", ex=60)
+    try:
+        redis_cache_storage.store_token(AuthTokenFactory(user_id="1"))
+        redis_cache_storage.flush()
+        assert list(raw_redis.scan_iter(match=f"{redis_cache_storage.key_prefix}*")) == []
+        assert raw_redis.get(neighbour) == b"keep"
+    finally:
+        raw_redis.delete(neighbour)
+
+
+def test_prefix_with_glob_characters(settings: Any, raw_redis: redis.Redis) -> None:
+    """SCAN patterns escape the prefix, so flush() of 'a*' cannot touch 'ab...'."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "authfw-glob": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_TEST_URL},
+    }
+    base = unique_prefix()
+    star = CacheStorage(cache="authfw-glob", key_prefix=f"{base}*[x]:")
+    other = CacheStorage(cache="authfw-glob", key_prefix=f"{base}zz:")
+    try:
+        star.kv_set("a", b"1")
+        other.kv_set("a", b"2")
+        assert [e.key for b in star.iter_kv() for e in b] == ["a"]
+        star.flush()
+        assert other.kv_get("a") == b"2"
+    finally:
+        other.flush()
+
+
+# Commands on the wire -------------------------------------------------------------------------
+
+
+def exercise(storage: AuthStorage) -> AuthToken:
+    """Every kind of operation once, as a storage sees them in production."""
+    user = "77"
+    token = AuthTokenFactory(user_id=user)
+    storage.store_token(token)
+    storage.get_token_by_access(token.access_digest)
+    storage.list_user_tokens(user)
+    storage.revoke_token(token.token_id, at=utcnow())
+    storage.store_session(make_session(user))
+    storage.list_user_sessions(user)
+    storage.count_active_sessions()
+    storage.kv_set("k", b"v", ttl=timedelta(minutes=1))
+    storage.kv_incr("n", ttl=timedelta(minutes=1))
+    storage.append_audit(AuditEvent(action="login", outcome=True, user_id=user))
+    storage.query_audit(user_id=user)
+    storage.delete_audit_before(utcnow() - timedelta(days=1))
+    for iterate in (storage.iter_tokens, storage.iter_sessions, storage.iter_kv):
+        list(iterate())
+    storage.cleanup_expired()
+    storage.statistics()
+    storage.delete_user_tokens(user)
+    storage.flush()
+    return token
+
+
+def test_no_keys_or_flush_command_is_ever_sent(
+    private_storage: RedisStorage, private_redis: ServerProcess, tmp_path: Path
+) -> None:
+    monitor = Monitor(private_redis.port, tmp_path / "monitor.log")
+    exercise(private_storage)
+    commands = monitor.stop()
+    names = {c[1] for c in commands}
+    assert {"SCAN", "EVALSHA", "UNLINK"} <= names | {"EVAL"}  # it did run
+    assert not names & {"KEYS", "FLUSHDB", "FLUSHALL"}, names
+
+
+def test_verification_is_one_round_trip(
+    private_storage: RedisStorage, private_redis: ServerProcess, tmp_path: Path
+) -> None:
+    token = AuthTokenFactory(user_id="1")
+    private_storage.store_token(token)
+    private_storage.get_token_by_access(token.access_digest)  # script cached on the server
+    monitor = Monitor(private_redis.port, tmp_path / "monitor.log")
+    assert private_storage.get_token_by_access(token.access_digest) == token
+    commands = monitor.stop()
+    from_client = [c for c in commands if c[0] != "lua"]
+    assert [c[1] for c in from_client] == ["EVALSHA"], commands
+    assert [c[1] for c in commands if c[0] == "lua"] == ["GET", "GET"]
+
+
+def test_memory_verification_returns_copies(locmem_storage: CacheStorage) -> None:
+    token = AuthTokenFactory(user_id="1", permissions=["a"], metadata={"deep": {"x": 1}})
+    locmem_storage.store_token(token)
+    found = locmem_storage.get_token_by_access(token.access_digest)
+    assert found == token and found is not token
+    found.permissions.append("admin")  # type: ignore[union-attr]
+    found.metadata["deep"]["x"] = 2  # type: ignore[union-attr]
+    assert locmem_storage.get_token_by_access(token.access_digest) == token
+
+
+def test_locmem_aliases_share_one_keyspace_per_location(settings: Any) -> None:
+    location = f"shared-{uuid.uuid4().hex[:8]}"
+    settings.CACHES = {
+        **settings.CACHES,
+        "one": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": location},
+        "two": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": location},
+    }
+    first, second = CacheStorage(cache="one"), CacheStorage(cache="two")
+    other_prefix = CacheStorage(cache="one", key_prefix="other:")
+    first.kv_set("k", b"v")
+    assert second.kv_get("k") == b"v"
+    assert other_prefix.kv_get("k") is None
+    first.flush()
+
+
+# Concurrency ----------------------------------------------------------------------------------
+
+THREADS = 100
+USERS = 10
+
+
+@pytest.fixture(params=["redis", "locmem", "redis-pool-of-4"])
+def concurrent_storage(request: pytest.FixtureRequest, settings: Any) -> Iterator[CacheStorage]:
+    if request.param == "redis-pool-of-4":
+        # Fewer connections than threads: callers wait for a free one (BlockingConnectionPool).
+        storage: CacheStorage = RedisStorage(
+            url=REDIS_TEST_URL, pool_size=4, key_prefix=unique_prefix()
+        )
+    else:
+        storage = request.getfixturevalue(
+            "redis_cache_storage" if request.param == "redis" else "locmem_storage"
+        )
+    yield storage
+    storage.flush()
+    storage.close()
+
+
+def check_consistent(storage: CacheStorage, tokens: list[AuthToken]) -> None:
+    for token in tokens:
+        assert storage.get_token_by_access(token.access_digest) == token
+    for user in range(USERS):
+        expected = {t.token_id for t in tokens if t.user_id == f"u{user}"}
+        assert {t.token_id for t in storage.list_user_tokens(f"u{user}")} == expected
+
+
+def test_concurrent_store_and_list_threads(concurrent_storage: CacheStorage) -> None:
+    tokens = [AuthTokenFactory(user_id=f"u{i % USERS}") for i in range(THREADS)]
+    barrier = threading.Barrier(THREADS)
+
+    def work(token: AuthToken) -> None:
+        barrier.wait()
+        concurrent_storage.store_token(token)
+        listed = concurrent_storage.list_user_tokens(token.user_id)
+        assert token.token_id in {t.token_id for t in listed}
+        assert all(t.user_id == token.user_id for t in listed)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(work, tokens))
+    check_consistent(concurrent_storage, tokens)
+
+
+def test_concurrent_store_and_list_asyncio(concurrent_storage: CacheStorage) -> None:
+    tokens = [AuthTokenFactory(user_id=f"u{i % USERS}") for i in range(THREADS)]
+
+    async def work(token: AuthToken) -> None:
+        await concurrent_storage.astore_token(token)
+        listed = await concurrent_storage.alist_user_tokens(token.user_id)
+        assert token.token_id in {t.token_id for t in listed}
+
+    async def scenario() -> None:
+        await asyncio.gather(*(work(t) for t in tokens))
+
+    async_to_sync(scenario)()
+    check_consistent(concurrent_storage, tokens)
+
+
+def test_concurrent_revocations_have_one_winner(concurrent_storage: CacheStorage) -> None:
+    token = AuthTokenFactory(user_id="u1")
+    concurrent_storage.store_token(token)
+    barrier = threading.Barrier(20)
+
+    def revoke(i: int) -> bool:
+        barrier.wait()
+        return concurrent_storage.revoke_token(token.token_id, at=utcnow(), replaced_by=f"n{i}")
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(revoke, range(20)))
+    assert results.count(True) == 1
+    winner = results.index(True)
+    stored = concurrent_storage.get_token(token.token_id)
+    assert stored is not None and stored.replaced_by == f"n{winner}"
+
+
+def test_concurrent_kv_incr_counts_every_call(concurrent_storage: CacheStorage) -> None:
+    with ThreadPoolExecutor(50) as pool:
+        list(
+            pool.map(
+                lambda _: concurrent_storage.kv_incr("n", ttl=timedelta(minutes=1)), range(200)
+            )
+        )
+    assert concurrent_storage.kv_get("n") == b"200"
+
+
+def test_in_memory_async_twins_run_inline(locmem_storage: CacheStorage) -> None:
+    """No thread hop for the in-process engine: the twin runs on the event loop's thread."""
+    seen: list[int] = []
+    original = locmem_storage.engine.get_token
+
+    def spy(token_id: str) -> AuthToken | None:
+        seen.append(threading.get_ident())
+        return original(token_id)
+
+    locmem_storage.engine.get_token = spy  # type: ignore[method-assign]
+
+    async def scenario() -> int:
+        await locmem_storage.aget_token("x")
+        return threading.get_ident()
+
+    loop_thread = async_to_sync(scenario)()
+    assert seen == [loop_thread]
+
+
+# Failures -------------------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])  # closed again when the block ends
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers (a hung Redis)."""
+    server = socket.socket()
+    server.bind((HOST, 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1])
+    stop.set()
+    thread.join(2)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def assert_unavailable_within(budget: float, call: Callable[[], object]) -> None:
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable) as info:
+        call()
+    elapsed = time.monotonic() - started
+    assert elapsed < budget + 1.5, f"took {elapsed:.2f}s, budget {budget:.2f}s"
+    assert "password" not in str(info.value)
+
+
+def test_unreachable_redis_raises_storage_unavailable() -> None:
+    storage = RedisStorage(
+        url=f"redis://:secret@{HOST}:{closed_port()}/0",
+        timeout=0.5,
+        retry_attempts=2,
+        retry_delay=0.1,
+    )
+    digest = "a" * 64
+    assert_unavailable_within(storage.retry_budget, lambda: storage.get_token_by_access(digest))
+    assert_unavailable_within(
+        storage.retry_budget, lambda: storage.store_token(AuthTokenFactory(user_id="1"))
+    )
+    assert_unavailable_within(0.5, lambda: storage.kv_incr("n"))  # never retried
+    assert "secret" not in repr(storage)
+    storage.close()
+
+
+def test_hung_redis_times_out(silent_server: int) -> None:
+    storage = RedisStorage(
+        url=f"redis://{HOST}:{silent_server}/0", timeout=0.3, retry_attempts=1, retry_delay=0.1
+    )
+    assert storage.retry_budget == pytest.approx(0.7)
+    started = time.monotonic()
+    assert_unavailable_within(storage.retry_budget, lambda: storage.get_token("x"))
+    assert time.monotonic() - started >= 0.6  # it did wait for the reply, twice
+    assert_unavailable_within(
+        storage.retry_budget, lambda: async_to_sync(storage.aget_token_by_access)("a" * 64)
+    )
+    storage.close()
+
+
+def test_cache_alias_on_a_dead_server_fails_closed(settings: Any) -> None:
+    settings.CACHES = {
+        **settings.CACHES,
+        "authfw-dead": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://{HOST}:{closed_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        },
+    }
+    storage = CacheStorage(cache="authfw-dead", retry_attempts=1, retry_delay=0.05)
+    assert_unavailable_within(1.1, lambda: storage.get_token_by_access("a" * 64))
+
+
+# In-memory sweep thread -----------------------------------------------------------------------
+
+
+def test_sweep_thread_removes_expired_records_and_stops_on_close() -> None:
+    storage = InMemoryStorage(cleanup_interval=0.1)
+    sweeper = storage._sweeper
+    assert sweeper is not None and sweeper.is_alive() and sweeper.daemon
+    now = utcnow()
+    short = AuthTokenFactory(
+        user_id="1",
+        expires_at=now + timedelta(milliseconds=100),
+        refresh_expires_at=now + timedelta(milliseconds=100),
+    )
+    keep = AuthTokenFactory(user_id="1")
+    storage.store_token(short)
+    storage.store_token(keep)
+    storage.kv_set("brief", b"x", ttl=timedelta(milliseconds=100))
+    engine: Any = storage.engine
+    deadline = time.monotonic() + 5
+    while short.token_id in engine._tokens or "brief" in engine._kv:
+        assert time.monotonic() < deadline, "the sweep never ran"
+        time.sleep(0.05)
+    assert engine._user_tokens["1"] == {keep.token_id}
+    assert short.access_digest not in engine._by_access
+    started = time.monotonic()
+    storage.close()
+    assert not sweeper.is_alive()
+    assert time.monotonic() - started < 1  # woken by the event, not after a full interval
+
+
+def test_sweep_thread_ends_when_the_storage_is_dropped() -> None:
+    storage = InMemoryStorage(cleanup_interval=0.05)
+    sweeper = storage._sweeper
+    assert sweeper is not None
+    del storage
+    sweeper.join(5)
+    assert not sweeper.is_alive()
+
+
+def test_no_sweep_thread_when_disabled() -> None:
+    storage = InMemoryStorage(cleanup_interval=None, default_ttl=timedelta(minutes=5))
+    assert storage._sweeper is None
+    assert storage.default_ttl == timedelta(minutes=5)
+    storage.close()
+
+
+# Construction ---------------------------------------------------------------------------------
+
+
+def test_constructors_refuse_bad_options(settings: Any) -> None:
+    settings.CACHES = {
+        **settings.CACHES,
+        "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+        "files": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": "/tmp/authfw-test-files",
+        },
+    }
+    with pytest.raises(StorageError, match="not in CACHES"):
+        CacheStorage(cache="missing")
+    with pytest.raises(StorageError, match="DummyCache"):
+        CacheStorage(cache="dummy")
+    with pytest.raises(StorageError, match="FileBasedCache"):
+        CacheStorage(cache="files")
+    with pytest.raises(InvalidInput, match="key_prefix"):
+        CacheStorage(cache="default", key_prefix="")
+    with pytest.raises(TypeError, match="unknown OPTIONS: colour"):
+        CacheStorage(cache="default", colour="red")
+    with pytest.raises(InvalidInput, match="timeout"):
+        RedisStorage(timeout=-1)
+    with pytest.raises(InvalidInput, match="pool_size"):
+        RedisStorage(pool_size=0)
+    with pytest.raises(InvalidInput, match="scheme"):
+        RedisStorage(url="http://localhost")
+    with pytest.raises(InvalidInput, match="cluster_mode"):
+        RedisStorage(cluster_urls=["redis://127.0.0.1:7000"])
+    with pytest.raises(InvalidInput, match="sentinels"):
+        RedisStorage(master_name="mymaster")
+    with pytest.raises(InvalidInput, match="cleanup_interval"):
+        InMemoryStorage(cleanup_interval=0)
+
+
+def test_options_take_timedeltas() -> None:
+    storage = RedisStorage(timeout=timedelta(milliseconds=1500), retry_delay=timedelta(seconds=1))
+    assert storage.timeout == 1.5 and storage.retry_delay == 1.0
+    assert storage.retry_budget == pytest.approx(1.5 * 4 + 3)
+    storage.close()  # never connected: building a storage does not touch the server
+
+
+# System checks --------------------------------------------------------------------------------
+
+
+def run_cache_checks(deploy: bool = False) -> list[Any]:
+    messages = cache_checks.check_cache_storages()
+    if deploy:
+        messages += cache_checks.check_cache_storages_deploy()
+    return messages
+
+
+def storages_on(cache: str) -> dict[str, Any]:
+    return {
+        "STORAGES": {
+            "default": {"BACKEND": "django_authfw.storage.DatabaseStorage"},
+            "cache": {"BACKEND": "django_authfw.storage.CacheStorage", "OPTIONS": {"cache": cache}},
+        }
+    }
+
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+    "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "x"},
+    "redis": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_TEST_URL},
+    "db": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "t"},
+}
+
+
+@override_settings(CACHES=CACHES, AUTHFW=storages_on("dummy"))
+def test_check_dummy_cache_is_an_error() -> None:
+    [message] = run_cache_checks()
+    assert isinstance(message, Error) and message.id == "authfw.E020"
+
+
+@override_settings(CACHES=CACHES, AUTHFW=storages_on("db"))
+def test_check_unsupported_cache_is_an_error() -> None:
+    [message] = run_cache_checks()
+    assert message.id == "authfw.E021" and "DatabaseCache" in message.msg
+
+
+@override_settings(CACHES=CACHES, AUTHFW=storages_on("nowhere"))
+def test_check_missing_cache_alias_is_an_error() -> None:
+    assert [m.id for m in run_cache_checks()] == ["authfw.E021"]
+
+
+@override_settings(CACHES=CACHES, AUTHFW=storages_on("local"))
+def test_check_locmem_with_several_processes_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.delenv("GUNICORN_CMD_ARGS", raising=False)
+    assert run_cache_checks() == []  # one process, as far as can be seen
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--bind 0.0.0.0 --workers 4")
+    [message] = run_cache_checks()
+    assert isinstance(message, Warning) and message.id == "authfw.W020"
+    assert "gunicorn" in message.msg
+    monkeypatch.delenv("GUNICORN_CMD_ARGS")
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    assert [m.id for m in run_cache_checks(deploy=True)] == ["authfw.W020"]  # not twice
+
+
+@override_settings(CACHES=CACHES, AUTHFW=storages_on("local"))
+def test_check_deploy_warns_about_in_process_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.delenv("GUNICORN_CMD_ARGS", raising=False)
+    assert [m.id for m in run_cache_checks(deploy=True)] == ["authfw.W020"]
+
+
+@override_settings(
+    CACHES=CACHES,
+    AUTHFW={
+        "STORAGES": {
+            "mem": {"BACKEND": "django_authfw.storage.InMemoryStorage"},
+            "redis": {
+                "BACKEND": "django_authfw.storage.CacheStorage",
+                "OPTIONS": {"cache": "redis"},
+            },
+            "direct": {"BACKEND": "django_authfw.storage.RedisStorage"},
+        }
+    },
+)
+def test_check_redis_is_fine_and_in_memory_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "2")
+    messages = run_cache_checks()
+    assert [(m.id, m.obj) for m in messages] == [("authfw.W020", "AUTHFW['STORAGES']['mem']")]
