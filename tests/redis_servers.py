@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -58,10 +59,20 @@ def port_free(port: int) -> bool:
     return True
 
 
+class PortTaken(RuntimeError):
+    """Another process bound the port between the check and our server's start."""
+
+
 def free_block(ports: range, count: int, taken: set[int] | None = None) -> list[int]:
-    """The first ``count`` consecutive free ports in ``ports``."""
+    """``count`` consecutive free ports in ``ports``.
+
+    The search starts at an offset derived from the pid, so that test runs going on at the
+    same time (several developers share a machine) rarely race for the same block.
+    """
     taken = taken or set()
-    for start in range(ports.start, ports.stop - count + 1):
+    starts = list(range(ports.start, ports.stop - count + 1))
+    offset = os.getpid() % len(starts)
+    for start in starts[offset:] + starts[:offset]:
         block = list(range(start, start + count))
         if not taken.intersection(block) and all(port_free(p) for p in block):
             return block
@@ -141,8 +152,16 @@ def start_server(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     server = ServerProcess(port, process, directory)
+
+    def ours_is_up() -> bool:
+        if not server.alive:  # it could not bind: someone else took the port
+            raise PortTaken(f"port {port} was taken before redis-server could bind it")
+        # The server answering must be ours, not another run's that grabbed the port.
+        info = server.client(password=password).info("server")
+        return int(info["process_id"]) == process.pid
+
     try:
-        wait_until(lambda: server.client(password=password).ping(), f"redis-server on {port}")
+        wait_until(ours_is_up, f"redis-server on {port}")
     except BaseException:
         server.kill()
         raise
@@ -177,28 +196,47 @@ def _cluster_ok(client: redis.Redis) -> bool:
     return state in ("ok", b"ok")
 
 
+def _with_port_retries(make: Any) -> Any:
+    """Run ``make(taken)`` again on other ports when a port was grabbed meanwhile."""
+    taken: set[int] = set()
+    for _ in range(5):
+        try:
+            return make(taken)
+        except PortTaken as exc:
+            taken.add(int(str(exc).split()[1]))
+    return make(taken)
+
+
 @contextmanager
 def redis_cluster_nodes(base: Path, masters: int = 3) -> Iterator[ClusterInfo]:
     """A Redis Cluster of ``masters`` primaries (no replicas), created with redis-cli."""
-    ports = free_block(CLUSTER_PORTS, masters)
     with _servers() as started:
-        for port in ports:
-            started.append(
-                start_server(
-                    port,
-                    base / f"node-{port}",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
+
+        def start(taken: set[int]) -> list[int]:
+            for server in started:
+                server.stop()
+            started.clear()
+            ports = free_block(CLUSTER_PORTS, masters, taken)
+            for port in ports:
+                started.append(
+                    start_server(
+                        port,
+                        base / f"node-{port}",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "2000",
+                    )
                 )
-            )
+            return ports
+
+        ports = _with_port_retries(start)
         subprocess.run(
             [
                 shutil.which("redis-cli") or "redis-cli",
@@ -278,38 +316,49 @@ def _sentinel_config(
 @contextmanager
 def sentinel_group(base: Path, taken: set[int] | None = None) -> Iterator[SentinelInfo]:
     """A primary, one replica and three Sentinels watching them (quorum 2)."""
-    ports = free_block(SENTINEL_PORTS, 5, taken)
-    primary_port, replica_port, *sentinel_ports = ports
     # No 5 s wait before a full sync (the diskless default), so the replica is up at once.
     data_args = ("--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0")
     with _servers() as started:
-        primary = start_server(primary_port, base / "primary", *data_args)
-        started.append(primary)
-        replica = start_server(
-            replica_port, base / "replica", *data_args, "--replicaof", HOST, str(primary_port)
-        )
-        started.append(replica)
-        wait_until(
-            lambda: (
-                b"master_link_status:up" in replica.client().execute_command("INFO replication")
-            ),
-            "the replica to sync",
-        )
-        info = SentinelInfo(primary, replica)
-        for port in sentinel_ports:
-            directory = base / f"sentinel-{port}"
-            directory.mkdir(parents=True, exist_ok=True)
-            sentinel = start_server(
-                port,
-                directory,
-                "--sentinel",
-                config=_sentinel_config(
-                    port, primary_port, replica_port, sentinel_ports, directory
-                ),
-                password=SENTINEL_PASSWORD,
+
+        def start(more_taken: set[int]) -> SentinelInfo:
+            for server in started:
+                server.stop()
+            started.clear()
+            ports = free_block(SENTINEL_PORTS, 5, (taken or set()) | more_taken)
+            primary_port, replica_port, *sentinel_ports = ports
+            primary = start_server(primary_port, base / f"primary-{primary_port}", *data_args)
+            started.append(primary)
+            replica = start_server(
+                replica_port,
+                base / f"replica-{replica_port}",
+                *data_args,
+                "--replicaof",
+                HOST,
+                str(primary_port),
             )
-            started.append(sentinel)
-            info.sentinels.append(sentinel)
+            started.append(replica)
+            wait_until(
+                lambda: replica.client().info("replication")["master_link_status"] == "up",
+                "the replica to sync",
+            )
+            info = SentinelInfo(primary, replica)
+            for port in sentinel_ports:
+                directory = base / f"sentinel-{port}"
+                directory.mkdir(parents=True, exist_ok=True)
+                sentinel = start_server(
+                    port,
+                    directory,
+                    "--sentinel",
+                    config=_sentinel_config(
+                        port, primary_port, replica_port, sentinel_ports, directory
+                    ),
+                    password=SENTINEL_PASSWORD,
+                )
+                started.append(sentinel)
+                info.sentinels.append(sentinel)
+            return info
+
+        info = _with_port_retries(start)
 
         def settled() -> bool:
             for index in range(len(info.sentinels)):

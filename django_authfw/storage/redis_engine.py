@@ -139,26 +139,37 @@ class RedisEngine(CacheEngine):
         if buffer:
             yield buffer
 
-    def _prune(self, index: str, record_prefix: str, stale: list[tuple[str, bytes]]) -> None:
+    def _prune(self, stale: list[tuple[str, str, list[tuple[str, bytes]]]]) -> int:
         """Remove index members whose record is missing or names another user.
 
-        A single server checks each record again inside the script. In Cluster mode the
-        record lives in another slot, so the check is repeated after ``timeout``: a write
-        still in flight by then has failed on its client, which never handed out its token.
+        ``stale`` holds (index key, record key prefix, [(member, record value seen)]). A single
+        server checks each record again inside the script. In Cluster mode the record lives in
+        another slot, so the check is repeated once after ``timeout``: a write still in flight
+        by then has failed on its client, which never handed out its token. Returns how many
+        members were removed.
         """
+        stale = [item for item in stale if item[2]]
         if not stale:
-            return
+            return 0
+        removed = 0
         if not self.cluster:
-            args: list[Any] = [record_prefix]
-            for member, seen in stale:
-                args.extend([member, seen])
-            self.call(lambda c: PRUNE_INDEX(c, [index], args))
-            return
+            for index, record_prefix, members in stale:
+                args: list[Any] = [record_prefix]
+                for member, seen in members:
+                    args.extend([member, seen])
+                removed += int(self.call(lambda c, i, a: PRUNE_INDEX(c, [i], a), index, args))
+            return removed
         time.sleep(self.timeout)
-        current = self._mget([record_prefix + member for member, _ in stale])
-        gone = [m for (m, seen), now in zip(stale, current, strict=True) if (now or b"") == seen]
-        if gone:
-            self.call(lambda c: c.srem(index, *gone))
+        for index, record_prefix, members in stale:
+            current = self._mget([record_prefix + member for member, _ in members])
+            gone = [
+                member
+                for (member, seen), now in zip(members, current, strict=True)
+                if (now or b"") == seen
+            ]
+            if gone:
+                removed += int(self.call(lambda c, i, g: c.srem(i, *g), index, gone))
+        return removed
 
     # Tokens -------------------------------------------------------------------------------
 
@@ -342,7 +353,7 @@ class RedisEngine(CacheEngine):
                 found.append((raw, record))
         if prune and not self.cluster:
             # Cluster prunes only in cleanup_expired_* (it has to wait; see _prune).
-            self._prune(index, record_prefix, stale)
+            self._prune([(index, record_prefix, stale)])
         found.sort(key=lambda pair: (pair[1].created_at, member_id(pair[1])))
         return found
 
@@ -644,10 +655,10 @@ class RedisEngine(CacheEngine):
     # Maintenance --------------------------------------------------------------------------
 
     def _prune_indexes(self, kind: str, record_prefix: str, dry_run: bool) -> int:
-        """Prune stale members from every user index of ``kind``; return how many were stale."""
-        stale_total = 0
+        """Prune stale members from every user index of ``kind``; return how many (would)."""
         suffix = ":tokens" if kind == "user_tokens" else ":sessions"
         user_prefix = self.keys.prefix + "user:"
+        found: list[tuple[str, str, list[tuple[str, bytes]]]] = []
         for indexes in self._scan(self.keys.pattern(kind)):
             for index in indexes:
                 user_id = index[len(user_prefix) : -len(suffix)]
@@ -659,10 +670,10 @@ class RedisEngine(CacheEngine):
                         stale.append((member, b""))
                     elif _owner(raw) != user_id:
                         stale.append((member, raw))
-                stale_total += len(stale)
-                if not dry_run:
-                    self._prune(index, record_prefix, stale)
-        return stale_total
+                found.append((index, record_prefix, stale))
+        if dry_run:
+            return sum(len(stale) for _, _, stale in found)
+        return self._prune(found)
 
     def cleanup_expired_tokens(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
         # Records expire by TTL, so none is left to remove; what is left is index entries of

@@ -1,0 +1,178 @@
+"""Redis with Sentinel and Redis Cluster, for real: a failover that kills the primary, and the
+Cluster-only rules (ordered writes, delayed pruning, the audit hash tag).
+
+The contract suite runs on both deployments too (backends ``redis-sentinel`` and
+``redis-cluster``); these tests cover what it cannot see.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+
+from django_authfw.records import utcnow
+from django_authfw.storage import RedisStorage
+
+from .factories import AuthTokenFactory
+from .redis_servers import ClusterInfo, SentinelInfo, sentinel_group
+
+pytestmark = pytest.mark.slow
+
+
+def unique_prefix() -> str:
+    return f"authfw-test:{uuid.uuid4().hex[:12]}:"
+
+
+# Sentinel failover ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_sentinel_group(tmp_path: Path) -> Iterator[SentinelInfo]:
+    """A group of this test alone: the test kills its primary."""
+    with sentinel_group(tmp_path) as group:
+        yield group
+
+
+def test_failover_keeps_acknowledged_writes(own_sentinel_group: SentinelInfo) -> None:
+    group = own_sentinel_group
+    storage = RedisStorage(
+        url="redis://127.0.0.1/0",
+        master_name=group.master_name,
+        sentinels=group.sentinel_urls,
+        sentinel_password=group.password,
+        key_prefix=unique_prefix(),
+        timeout=0.5,
+        retry_attempts=12,
+        retry_delay=0.5,
+    )
+    tokens = [AuthTokenFactory(user_id="u1") for _ in range(20)]
+    for token in tokens:
+        storage.store_token(token)
+    storage.kv_set("config", b"kept")
+    assert storage.revoke_token(tokens[0].token_id, at=utcnow()) is True
+
+    # Acknowledged = on the replica. Replication is one ordered stream, so once the replica
+    # has acknowledged a write made after ours (WAIT 1 on that connection), it has ours too.
+    primary = group.primary.client()
+    primary.set("authfw-test:failover-marker", b"1")
+    assert primary.execute_command("WAIT", 1, 5000) >= 1
+    primary.close()
+
+    group.primary.kill()  # SIGKILL: a crash, nothing handed over
+    started = time.monotonic()
+    # One call rides out the failover inside its retry budget: it fails on the dead primary,
+    # asks the Sentinels again on each retry, and succeeds once a replica is promoted.
+    found = storage.get_token_by_access(tokens[1].access_digest)
+    recovered_after = time.monotonic() - started
+    assert found == tokens[1]
+    assert recovered_after < storage.retry_budget, (recovered_after, storage.retry_budget)
+    print(f"\nfailover: recovered after {recovered_after:.2f}s (budget {storage.retry_budget}s)")
+
+    assert group.current_primary_port() == group.replica.port
+    for token in tokens[1:]:
+        assert storage.get_token_by_access(token.access_digest) == token
+    revoked = storage.get_token(tokens[0].token_id)
+    assert revoked is not None and revoked.revoked_at is not None  # the revocation survived
+    assert storage.kv_get("config") == b"kept"
+    assert {t.token_id for t in storage.list_user_tokens("u1")} == {t.token_id for t in tokens}
+    # The new primary takes writes, atomically as before.
+    late = AuthTokenFactory(user_id="u1")
+    storage.store_token(late)
+    assert storage.revoke_token(late.token_id, at=utcnow()) is True
+    assert storage.revoke_token(late.token_id, at=utcnow()) is False
+    storage.flush()
+    storage.close()
+
+
+# Cluster ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster_storage(redis_cluster: ClusterInfo) -> Iterator[RedisStorage]:
+    storage = RedisStorage(
+        cluster_mode=True,
+        cluster_urls=redis_cluster.urls,
+        key_prefix=unique_prefix(),
+        timeout=1,
+        retry_attempts=1,
+        retry_delay=0.05,
+    )
+    yield storage
+    storage.flush()
+    storage.close()
+
+
+def cluster_client(info: ClusterInfo) -> redis.RedisCluster:
+    return redis.RedisCluster(host="127.0.0.1", port=info.nodes[0].port)
+
+
+def test_cluster_spreads_keys_and_keeps_audit_in_one_slot(
+    cluster_storage: RedisStorage, redis_cluster: ClusterInfo
+) -> None:
+    tokens = [AuthTokenFactory(user_id=f"u{i}") for i in range(30)]
+    for token in tokens:
+        cluster_storage.store_token(token)
+    raw = cluster_client(redis_cluster)
+    prefix = cluster_storage.key_prefix
+    slots = {raw.keyslot(f"{prefix}token:{t.token_id}") for t in tokens}
+    nodes = {raw.get_node_from_key(f"{prefix}token:{t.token_id}").name for t in tokens}
+    assert len(slots) > 1 and len(nodes) == 3  # records really live on every master
+    for token in tokens:  # pointer and record in different slots, found all the same
+        assert cluster_storage.get_token_by_access(token.access_digest) == token
+        assert cluster_storage.list_user_tokens(token.user_id) == [token]
+    audit_slots = {
+        raw.keyslot(f"{prefix}audit:{{log}}:{part}") for part in ("order", "events", "seq")
+    }
+    assert len(audit_slots) == 1  # the hash tag: appending stays one atomic script
+    raw.close()
+
+
+def test_cluster_prunes_stale_entries_but_not_a_write_in_flight(
+    cluster_storage: RedisStorage, redis_cluster: ClusterInfo
+) -> None:
+    """A crash between the index write and the record write leaves a stale entry; pruning
+    waits ``timeout`` and looks again, so a record written meanwhile keeps its entry."""
+    raw = cluster_client(redis_cluster)
+    prefix = cluster_storage.key_prefix
+    index = f"{prefix}user:u1:tokens"
+    live = AuthTokenFactory(user_id="u1")
+    cluster_storage.store_token(live)
+    raw.sadd(index, "crashed", "in-flight")
+    # Listing filters stale ids without pruning them (Cluster prunes only in cleanup).
+    assert cluster_storage.list_user_tokens("u1") == [live]
+
+    in_flight = AuthTokenFactory(user_id="u1", token_id="in-flight")
+    cleanup = threading.Thread(target=cluster_storage.cleanup_expired_tokens)
+    cleanup.start()
+    time.sleep(0.3)  # cleanup has seen both ids without a record and is waiting
+    cluster_storage.store_token(in_flight)  # ... when the delayed record arrives
+    cleanup.join(10)
+    assert {m.decode() for m in raw.smembers(index)} == {live.token_id, "in-flight"}
+    assert {t.token_id for t in cluster_storage.list_user_tokens("u1")} == {
+        live.token_id,
+        "in-flight",
+    }
+    raw.close()
+
+
+def test_cluster_index_ttl_and_kv(
+    cluster_storage: RedisStorage, redis_cluster: ClusterInfo
+) -> None:
+    raw = cluster_client(redis_cluster)
+    prefix = cluster_storage.key_prefix
+    token = AuthTokenFactory(user_id="u9", refresh_expires_at=utcnow() + timedelta(hours=3))
+    cluster_storage.store_token(token)
+    assert abs(raw.pttl(f"{prefix}user:u9:tokens") - 3 * 3600_000) < 3000
+    assert abs(raw.pttl(f"{prefix}access:{token.access_digest}") - 3 * 3600_000) < 3000
+    cluster_storage.kv_set("plain", b"1")
+    assert raw.ttl(f"{prefix}kv:plain") == -1
+    assert cluster_storage.kv_incr("n", ttl=timedelta(minutes=1)) == 1
+    assert cluster_storage.statistics()["memory_used_bytes"]
+    raw.close()
