@@ -229,6 +229,20 @@ def test_verification_is_one_select_without_the_user_table(
         assert storage.get_token_by_access("afw_at_not-a-digest") is None
 
 
+@pytest.mark.django_db(transaction=True)
+def test_verification_from_many_threads() -> None:
+    # Each thread compiles the lookup for its own connection (database_lookup's cache).
+    storage = DatabaseStorage()
+    tokens = [AuthTokenFactory(user_id=str(UserFactory().pk)) for _ in range(4)]
+    for token in tokens:
+        storage.store_token(token)
+
+    def verify(i: int) -> list[bool]:
+        return [storage.get_token_by_access(t.access_digest) == t for t in tokens * 5]
+
+    assert all(all(results) for results in run_in_threads(4, verify))
+
+
 @pytest.mark.django_db
 def test_cleanup_deletes_in_batches_of_primary_keys() -> None:
     user_id = str(UserFactory().pk)

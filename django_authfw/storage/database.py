@@ -37,6 +37,7 @@ from .base import AuthStorage
 from .database_bulk import import_new_events, import_rows
 from .database_errors import MissingUsers, database_errors
 from .database_kv import incr_locked, incr_upsert, supports_upsert
+from .database_lookup import find_unexpired
 from .database_queries import (
     concrete_field,
     delete_in_batches,
@@ -129,21 +130,19 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             model.objects.using(db).create(**fields)
 
-    def _find_token(self, **lookup: str) -> AuthToken | None:
-        """The token matching one unique column, unless past ``retain_until``: one SELECT."""
+    def _find_token(self, column: str, value: str) -> AuthToken | None:
+        """The token whose unique ``column`` is ``value``, unless past ``retain_until``.
+
+        One SELECT, its SQL compiled once per connection (see :mod:`.database_lookup`).
+        """
         model = _token_model()
         db = self._read_db(model)
-        now = convert.to_db(utcnow())
         with database_errors(db):
-            rows = list(
-                model.objects.using(db)
-                .filter(retain_until__gt=now, **lookup)
-                .values_list(*convert.TOKEN_COLUMNS)
-            )
-        return convert.token_from_row(rows[0]) if rows else None
+            row = find_unexpired(db, model, column, value, convert.TOKEN_COLUMNS, utcnow())
+        return None if row is None else convert.token_from_row(row)
 
     def get_token(self, token_id: str) -> AuthToken | None:
-        return self._find_token(token_id=check_id(token_id, "token_id"))
+        return self._find_token("token_id", check_id(token_id, "token_id"))
 
     def get_token_by_access(self, access_digest: str) -> AuthToken | None:
         """The hot path: one SELECT on the unique ``access_token`` index; no write, no user.
@@ -152,12 +151,12 @@ class DatabaseStorage(AuthStorage):
         """
         if not convert.is_digest(access_digest):
             return None
-        return self._find_token(access_token=access_digest)
+        return self._find_token("access_token", access_digest)
 
     def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
         if not convert.is_digest(refresh_digest):
             return None
-        return self._find_token(refresh_token=refresh_digest)
+        return self._find_token("refresh_token", refresh_digest)
 
     def update_token(self, token: AuthToken) -> bool:
         """Replace every field of a stored, unexpired token in one UPDATE."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -219,7 +220,7 @@ def require_user_pk(model: type[models.Model], user_id: object) -> Any:
 # Tokens ---------------------------------------------------------------------------------------
 
 
-def token_from_row(row: tuple[Any, ...]) -> AuthToken:
+def token_from_row(row: Sequence[Any]) -> AuthToken:
     (
         token_id,
         user_id,
