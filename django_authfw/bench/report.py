@@ -58,7 +58,16 @@ def machine() -> dict[str, Any]:
         "hiredis": _version("hiredis"),
         "psycopg": _version("psycopg"),
         "django_authfw": _version("django-authfw"),
+        # Other work on the machine skews every figure: the 1-minute load when the run began.
+        "load_average": _load(),
     }
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def as_json(report: dict[str, Any]) -> str:
@@ -160,7 +169,7 @@ def as_table(report: dict[str, Any]) -> str:
     out = [
         f"authfw_bench: {info['cores']} cores ({info['cpu']}), {info['implementation']} "
         f"{info['python']}, Django {info['django']}, redis-py {info['redis_py']}, "
-        f"psycopg {info['psycopg']}",
+        f"psycopg {info['psycopg']}; load average {info.get('load_average')}",
         f"{options['tokens']:,} stored tokens, {options['seconds']:g} s per operation, "
         f"{options['processes']} process(es); latency per call, or per call averaged over "
         "'batch' calls for sub-10 µs operations",
