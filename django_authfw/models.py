@@ -27,11 +27,15 @@ class Token(models.Model):
         db_index=False,  # indexed below under the guide's name
         related_name="authfw_tokens",
     )
+    # Unique through Meta.constraints rather than unique=True: on PostgreSQL a field-level
+    # unique CharField also gets a varchar_pattern_ops "_like" index, which LIKE queries would
+    # need and digest lookups never make; every insert would maintain it for nothing.
     access_token = models.CharField(
-        "access token digest", max_length=64, unique=True, help_text="SHA-256 hex digest."
+        "access token digest", max_length=64, help_text="SHA-256 hex digest."
     )
-    refresh_token = models.CharField(
-        "refresh token digest", max_length=64, unique=True, null=True, blank=True
+    # NULL when there is no refresh token: unique constraints allow many NULLs, not many "".
+    refresh_token = models.CharField(  # noqa: DJ001
+        "refresh token digest", max_length=64, null=True, blank=True
     )
     token_type = models.CharField(max_length=50, default="Bearer")
     family_id = models.CharField(max_length=255, blank=True)
@@ -57,6 +61,11 @@ class Token(models.Model):
             models.Index(fields=["expires_at"], name="idx_tokens_expires_at"),
             models.Index(fields=["retain_until"], name="idx_tokens_retain_until"),
             models.Index(fields=["family_id"], name="idx_tokens_family_id"),
+        ]
+        constraints = [
+            # The guide's idx_tokens_access_token, unique: the index of the verification path.
+            models.UniqueConstraint(fields=["access_token"], name="idx_tokens_access_token"),
+            models.UniqueConstraint(fields=["refresh_token"], name="idx_tokens_refresh_token"),
         ]
 
     def __str__(self) -> str:
@@ -116,7 +125,7 @@ class AuditLog(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     # Room for any id scheme an imported log uses (uuid4().hex is 32, a dashed UUID 36).
-    event_id = models.CharField(max_length=64, unique=True)
+    event_id = models.CharField(max_length=64)  # unique: see Meta.constraints
     # NULL for "no user" / "no resource", as the records' None (not the same as "").
     user_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     action = models.CharField(max_length=100)
@@ -136,6 +145,10 @@ class AuditLog(models.Model):
             # (created_at, id) orders the log and drives keyset pagination of iter_audit.
             models.Index(fields=["created_at", "id"], name="idx_audit_created_at"),
             models.Index(fields=["action", "created_at"], name="idx_audit_action"),
+        ]
+        constraints = [
+            # A constraint, not unique=True, for the reason given on Token.access_token.
+            models.UniqueConstraint(fields=["event_id"], name="idx_audit_event_id"),
         ]
 
     def __str__(self) -> str:

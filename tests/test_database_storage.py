@@ -67,9 +67,9 @@ def extra_database(alias: str, settings_dict: dict[str, Any]) -> Iterator[str]:
         yield alias
     finally:
         try:
-            connections[alias].close()
-            del connections[alias]
+            connections[alias].close()  # builds the wrapper if the test never used it
         finally:
+            del connections[alias]
             del connections.settings[alias]
 
 
@@ -206,6 +206,33 @@ def test_reads_and_writes_follow_their_own_router_method(settings: Any) -> None:
     assert storage.get_token_by_access(token.access_digest) is None  # db_for_read: the replica
     assert storage.kv_get("k") is None
     assert storage.revoke_token(token.token_id, at=utcnow()) is True  # a write again
+
+
+# Schema ----------------------------------------------------------------------------------------
+
+GUIDE_INDEXES = {
+    models.Token: {"idx_tokens_user_id", "idx_tokens_access_token", "idx_tokens_expires_at"},
+    models.Session: {"idx_sessions_user_id", "idx_sessions_expires_at"},
+    models.KVEntry: {"idx_kv_expires_at"},
+    models.AuditLog: {"idx_audit_user_id", "idx_audit_created_at"},
+}
+
+
+@pytest.mark.django_db
+def test_tables_carry_the_guide_indexes_and_no_pattern_indexes() -> None:
+    with connection.cursor() as cursor:
+        for model, names in GUIDE_INDEXES.items():
+            constraints = connection.introspection.get_constraints(cursor, model._meta.db_table)
+            assert names <= set(constraints), (model, sorted(constraints))
+            on_digest = [
+                name
+                for name, info in constraints.items()
+                if info["columns"] in (["access_token"], ["refresh_token"], ["event_id"])
+            ]
+            # One unique index per digest or event id: no varchar_pattern_ops "_like" twin.
+            assert all(not name.endswith("_like") for name in on_digest), on_digest
+        tokens = connection.introspection.get_constraints(cursor, models.Token._meta.db_table)
+    assert tokens["idx_tokens_access_token"]["unique"]
 
 
 # Query shapes ----------------------------------------------------------------------------------
