@@ -145,6 +145,10 @@ class AuditLog(models.Model):
             # (created_at, id) orders the log and drives keyset pagination of iter_audit.
             models.Index(fields=["created_at", "id"], name="idx_audit_created_at"),
             models.Index(fields=["action", "created_at"], name="idx_audit_action"),
+            # The admin's search (django_authfw.admin): an exact user id or address, newest
+            # first, stays an index range on millions of rows.
+            models.Index(fields=["user_id", "created_at"], name="idx_audit_user_created"),
+            models.Index(fields=["ip_address", "created_at"], name="idx_audit_ip_created"),
         ]
         constraints = [
             # A constraint, not unique=True, for the reason given on Token.access_token.
