@@ -6,7 +6,13 @@ import pytest
 
 from django_authfw.storage import AuthStorage
 
-from .backends import SERVER_BACKENDS, backend_id, built_storage, selected_backends
+from .backends import (
+    SERVER_BACKENDS,
+    backend_id,
+    built_storage,
+    runs_on_server_backends,
+    selected_backends,
+)
 from .factories import UserFactory
 from .redis_servers import (  # noqa: F401  (session fixtures: servers stop at the end)
     _stop_redis_servers_at_session_end,
@@ -17,7 +23,7 @@ from .redis_servers import (  # noqa: F401  (session fixtures: servers stop at t
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        names = selected_backends()
+        names = selected_backends(servers=runs_on_server_backends(metafunc.module.__name__))
         metafunc.parametrize(
             "backend",
             [
@@ -31,7 +37,8 @@ def pytest_report_header() -> list[str]:
     from django.db import connection
 
     return [
-        f"authfw: database vendor {connection.vendor}, backends {', '.join(selected_backends())}"
+        f"authfw: database vendor {connection.vendor}, backends "
+        f"{', '.join(selected_backends(servers=True))}"
     ]
 
 

@@ -11,13 +11,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import redis
 
-from django_authfw.records import utcnow
+from django_authfw.records import AuthToken, utcnow
 from django_authfw.storage import RedisStorage
 
 from .factories import AuthTokenFactory
@@ -176,3 +177,33 @@ def test_cluster_index_ttl_and_kv(
     assert cluster_storage.kv_incr("n", ttl=timedelta(minutes=1)) == 1
     assert cluster_storage.statistics()["memory_used_bytes"]
     raw.close()
+
+
+def test_sentinel_pool_queues_a_burst(redis_sentinel: SentinelInfo) -> None:
+    """100 threads on a pool of 4: callers wait for a connection instead of failing."""
+    storage = RedisStorage(
+        url="redis://127.0.0.1/0",
+        master_name=redis_sentinel.master_name,
+        sentinels=redis_sentinel.sentinel_urls,
+        sentinel_password=redis_sentinel.password,
+        key_prefix=unique_prefix(),
+        pool_size=4,
+        timeout=5,
+    )
+    tokens = [AuthTokenFactory(user_id=f"u{i % 10}") for i in range(100)]
+    barrier = threading.Barrier(len(tokens))
+
+    def work(token: AuthToken) -> None:
+        barrier.wait()
+        storage.store_token(token)
+        assert token.token_id in {t.token_id for t in storage.list_user_tokens(token.user_id)}
+
+    with ThreadPoolExecutor(len(tokens)) as pool:
+        list(pool.map(work, tokens))
+    for token in tokens:
+        assert storage.get_token_by_access(token.access_digest) == token
+    for user in range(10):
+        expected = {t.token_id for t in tokens if t.user_id == f"u{user}"}
+        assert {t.token_id for t in storage.list_user_tokens(f"u{user}")} == expected
+    storage.flush()
+    storage.close()

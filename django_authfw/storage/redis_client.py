@@ -36,7 +36,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ..exceptions import InvalidInput, StorageError, StorageUnavailable
 
@@ -145,6 +145,44 @@ def cluster_client(urls: Sequence[str], *, pool_size: int, timeout: float) -> Re
     )
 
 
+class BoundedSentinelPool(SentinelConnectionPool):
+    """A Sentinel pool that makes callers wait for a free connection (up to ``wait``).
+
+    redis-py's Sentinel pool raises "Too many connections" as soon as ``max_connections`` are
+    in use; under a burst that would turn into errors instead of a short queue, as the
+    blocking pool gives for a single server.
+    """
+
+    def __init__(self, service_name: str, sentinel_manager: Any, *, wait: float, **kwargs: Any):
+        super().__init__(service_name, sentinel_manager, **kwargs)
+        self._slots = threading.Semaphore(self.max_connections)
+        self._handed_out: set[int] = set()
+        self._slots_lock = threading.Lock()
+        self._wait = wait
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._slots.acquire(timeout=self._wait):
+            raise ConnectionError(f"No free connection in the pool within {self._wait}s")
+        try:
+            connection = super().get_connection(*args, **kwargs)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._slots_lock:
+            self._handed_out.add(id(connection))
+        return connection
+
+    def release(self, connection: Any) -> None:
+        try:
+            super().release(connection)
+        finally:
+            with self._slots_lock:
+                mine = id(connection) in self._handed_out
+                self._handed_out.discard(id(connection))
+            if mine:
+                self._slots.release()
+
+
 def sentinel_client(
     master_name: str,
     sentinels: Sequence[str],
@@ -169,6 +207,7 @@ def sentinel_client(
     )
     return manager.master_for(
         master_name,
+        connection_pool_class=functools.partial(BoundedSentinelPool, wait=timeout),
         db=data.db,
         username=data.username,
         password=data.password,
