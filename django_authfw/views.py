@@ -13,6 +13,9 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -138,6 +141,21 @@ def _check_grant_type(params: Mapping[str, Any], allowed: str) -> None:
         )
 
 
+def _validate_new_account(username: str, password: str) -> None:
+    """The checks Django's UserCreationForm makes: the username field's validators (length,
+    allowed characters) and the project's ``AUTH_PASSWORD_VALIDATORS``."""
+    model = get_user_model()
+    field = model._meta.get_field(model.USERNAME_FIELD)
+    try:
+        field.clean(username, None)
+    except ValidationError as exc:
+        raise bad_request("username: " + " ".join(exc.messages)) from None
+    try:
+        validate_password(password, user=model(**{model.USERNAME_FIELD: username}))
+    except ValidationError as exc:
+        raise bad_request("password: " + " ".join(exc.messages)) from None
+
+
 class RegisterView(Endpoint):
     """``POST register/`` with ``username`` and ``password``: create an account (201)."""
 
@@ -146,6 +164,7 @@ class RegisterView(Endpoint):
         username = string_param(params, "username")
         password = string_param(params, "password")
         assert username is not None and password is not None  # required above
+        _validate_new_account(username, password)
         try:
             user = self.framework.register_user(
                 username, password, request_info=self.request_info()

@@ -104,8 +104,9 @@ def test_register_taken_username(client: Client, user_factory: Any) -> None:
         ({"username": 5, "password": "a long passphrase"}, "string"),
         ({"username": ["eve"], "password": "a long passphrase"}, "string"),
         ({"username": "eve", "password": "p" * 1000}, "255"),
-        ({"username": "e" * 1000, "password": "a long passphrase"}, "255"),
-        ({"username": "ev\x00e", "password": "a long passphrase"}, "NUL"),
+        ({"username": "e" * 1000, "password": "a long passphrase"}, "at most 150"),
+        ({"username": "ev\x00e", "password": "a long passphrase"}, "username: Enter a valid"),
+        ({"username": "e v e", "password": "a long passphrase"}, "username: Enter a valid"),
     ],
 )
 def test_register_refuses_bad_parameters(
@@ -114,6 +115,33 @@ def test_register_refuses_bad_parameters(
     data = assert_error(post_json(client, REGISTER, payload), 400, "invalid_request")
     assert needle in data["error_description"]
     assert not AuditLog.objects.filter(action="register", outcome=True).exists()
+
+
+def test_register_applies_the_password_validators(client: Client, settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["tests.hashers.CountingArgon2PasswordHasher"]
+    settings.AUTH_PASSWORD_VALIDATORS = [
+        {
+            "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+            "OPTIONS": {"min_length": 12},
+        },
+        {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    ]
+    data = assert_error(
+        post_json(client, REGISTER, {"username": "fred", "password": "short"}),
+        400,
+        "invalid_request",
+    )
+    assert data["error_description"].startswith("password: This password is too short.")
+    data = assert_error(
+        post_json(client, REGISTER, {"username": "fredericks", "password": "fredericks1"}),
+        400,
+        "invalid_request",
+    )
+    assert "too similar to the username" in data["error_description"]
+    response = post_json(
+        client, REGISTER, {"username": "fred", "password": "long enough passphrase"}
+    )
+    assert response.status_code == 201
 
 
 # Bodies ---------------------------------------------------------------------------------------
