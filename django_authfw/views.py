@@ -16,6 +16,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.db.models import Field
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -146,6 +147,7 @@ def _validate_new_account(username: str, password: str) -> None:
     allowed characters) and the project's ``AUTH_PASSWORD_VALIDATORS``."""
     model = get_user_model()
     field = model._meta.get_field(model.USERNAME_FIELD)
+    assert isinstance(field, Field)  # USERNAME_FIELD names a concrete field
     try:
         field.clean(username, None)
     except ValidationError as exc:
