@@ -207,7 +207,7 @@ def keeps_kv_created_at(*backends: str) -> bool:
     Redis stores a key-value value as the raw bytes (readable with redis-cli) with a native
     TTL and no creation time, so an entry read back from it is dated by the read.
     """
-    return "redis" not in backends
+    return not any(name.startswith("redis") for name in backends)
 
 
 def assert_same_records(
@@ -258,6 +258,8 @@ def storage_config(name: str, settings: Any) -> dict[str, Any]:
     if name == "memory":
         return {"BACKEND": "django_authfw.storage.InMemoryStorage"}
     unique = uuid.uuid4().hex[:10]
+    if name in ("redis-cluster", "redis-sentinel"):
+        return {"BACKEND": "django_authfw.storage.RedisStorage", "OPTIONS": _server_options(name)}
     cache_alias = f"authfw-ops-{name}-{unique}"
     if name == "locmem":
         cache = {
@@ -272,6 +274,28 @@ def storage_config(name: str, settings: Any) -> dict[str, Any]:
     return {
         "BACKEND": "django_authfw.storage.CacheStorage",
         "OPTIONS": {"cache": cache_alias, "key_prefix": f"authfw-ops:{unique}:"},
+    }
+
+
+def _server_options(name: str) -> dict[str, Any]:
+    """RedisStorage OPTIONS for the servers tests/redis_servers.py starts (as backends.py)."""
+    from .redis_servers import ensure_cluster, ensure_sentinel
+
+    common = {
+        "key_prefix": f"authfw-ops:{uuid.uuid4().hex[:10]}:",
+        "timeout": 2,
+        "retry_attempts": 2,
+        "retry_delay": 0.05,
+    }
+    if name == "redis-cluster":
+        return {"cluster_mode": True, "cluster_urls": ensure_cluster().urls, **common}
+    group = ensure_sentinel()
+    return {
+        "url": "redis://127.0.0.1/0",
+        "master_name": group.master_name,
+        "sentinels": group.sentinel_urls,
+        "sentinel_password": group.password,
+        **common,
     }
 
 

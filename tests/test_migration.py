@@ -17,7 +17,7 @@ from django_authfw.records import AuthToken, KVEntry, SessionData, utcnow
 from django_authfw.storage import AuthStorage, InMemoryStorage
 
 from . import ops_support
-from .backends import backend_id, built_storage, selected_backends
+from .backends import SERVER_BACKENDS, backend_id, built_storage, selected_backends
 from .ops_support import (
     Delegating,
     Snapshot,
@@ -40,14 +40,30 @@ def migration_pairs() -> list[tuple[str, str]]:
     names = selected_backends()
     # Two DatabaseStorage instances share the same tables, so database -> database is not a
     # migration; every other ordered pair is, including two separate stores of one backend.
-    return [(a, b) for a in names for b in names if not (a == b == "database")]
+    pairs = [(a, b) for a in names for b in names if not (a == b == "database")]
+    # Redis Cluster and Sentinel (servers the tests start, so slow): moving to and from them
+    # and the database or a single Redis, the migrations a site makes.
+    servers = [n for n in selected_backends(servers=True) if n in SERVER_BACKENDS]
+    for server in servers:
+        for other in ("database", "redis"):
+            if other in names:
+                pairs += [(other, server), (server, other)]
+    return pairs
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "pair" in metafunc.fixturenames:
-        pairs = migration_pairs()
         metafunc.parametrize(
-            "pair", pairs, ids=[f"{backend_id(a)}->{backend_id(b)}" for a, b in pairs]
+            "pair",
+            [
+                pytest.param(
+                    (a, b),
+                    id=f"{backend_id(a)}->{backend_id(b)}",
+                    # Pairs with a backend whose servers the tests start are slow, as in conftest.
+                    marks=[pytest.mark.slow] * bool({a, b} & set(SERVER_BACKENDS)),
+                )
+                for a, b in migration_pairs()
+            ],
         )
 
 
