@@ -147,12 +147,16 @@ def _no_credentials(request: HttpRequest) -> None:
 
 
 def authenticate_request(
-    request: HttpRequest, framework: AuthFramework | None = None, realm: str | None = None
+    request: HttpRequest,
+    framework: AuthFramework | None = None,
+    realm: str | None = None,
+    *,
+    storage: str = "default",
 ) -> HttpResponse | None:
     """Authenticate ``request`` from its Bearer header; return an error response or None.
 
     None means the request goes on: authenticated (``request.auth`` set) or anonymous
-    (``request.auth`` None).
+    (``request.auth`` None). ``framework`` defaults to one on the ``storage`` alias.
     """
     try:
         raw = parse_bearer(request.META.get("HTTP_AUTHORIZATION"))
@@ -161,7 +165,8 @@ def authenticate_request(
     if raw is None:
         _no_credentials(request)
         return None
-    framework = framework or get_framework()
+    # Built only now: a request without a token never touches the storage configuration.
+    framework = framework or get_framework(storage)
     try:
         record = framework.verify_token(raw)
     except InvalidToken:
@@ -173,7 +178,11 @@ def authenticate_request(
 
 
 async def aauthenticate_request(
-    request: HttpRequest, framework: AuthFramework | None = None, realm: str | None = None
+    request: HttpRequest,
+    framework: AuthFramework | None = None,
+    realm: str | None = None,
+    *,
+    storage: str = "default",
 ) -> HttpResponse | None:
     """The async twin of :func:`authenticate_request`."""
     try:
@@ -183,7 +192,8 @@ async def aauthenticate_request(
     if raw is None:
         _no_credentials(request)
         return None
-    framework = framework or get_framework()
+    # Built only now: a request without a token never touches the storage configuration.
+    framework = framework or get_framework(storage)
     try:
         record = await framework.averify_token(raw)
     except InvalidToken:
@@ -221,13 +231,13 @@ class BearerTokenMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        refused = authenticate_request(request, get_framework(self.storage), self.realm)
+        refused = authenticate_request(request, realm=self.realm, storage=self.storage)
         if refused is not None:
             return refused
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        refused = await aauthenticate_request(request, get_framework(self.storage), self.realm)
+        refused = await aauthenticate_request(request, realm=self.realm, storage=self.storage)
         if refused is not None:
             return refused
         response: HttpResponse = await self.get_response(request)

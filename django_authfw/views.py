@@ -99,7 +99,7 @@ class Endpoint(View):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not hasattr(request, "auth"):
             # BearerTokenMiddleware is not installed: apply the same rules here.
-            refused = authenticate_request(request, self.framework)
+            refused = authenticate_request(request, storage=self.storage)
             if refused is not None:
                 return refused
         try:
@@ -272,7 +272,7 @@ class AuthenticatedEndpoint(Endpoint):
         method = (request.method or "").lower()
         if method != "options" and method in self._allowed_handler_names():
             if not hasattr(request, "auth"):
-                refused = authenticate_request(request, self.framework)
+                refused = authenticate_request(request, storage=self.storage)
                 if refused is not None:
                     return refused
             refused = bearer_refusal(request)

@@ -21,6 +21,7 @@ from django.urls import include, path
 from django_authfw import AuthFramework
 from django_authfw.bearer import MAX_HEADER_LENGTH, MalformedAuthorization, challenge, parse_bearer
 from django_authfw.decorators import bearer_required
+from django_authfw.exceptions import StorageError
 from django_authfw.middleware import BearerTokenMiddleware
 from django_authfw.models import Token
 from django_authfw.records import utcnow
@@ -471,3 +472,17 @@ def test_backend_turns_a_token_into_a_session(
     request.session.save()
     client.cookies["sessionid"] = request.session.session_key
     assert body(client.get("/t/whoami/")) == {"authenticated": True, "username": "gina"}
+
+
+def test_requests_without_a_token_never_touch_the_storage(client: Client, settings: Any) -> None:
+    # A storage that cannot even be built: pages without a Bearer token (the admin, the demo)
+    # keep working, and the failure shows only where a token needs verifying.
+    settings.AUTHFW = {
+        **settings.AUTHFW,
+        "STORAGES": {"default": {"BACKEND": "django_authfw.storage.NoSuchStorage"}},
+    }
+    assert client.get("/t/whoami/").status_code == 200
+    assert client.get("/t/protected/").status_code == 401
+    assert client.get("/t/open/", HTTP_AUTHORIZATION="Basic dXNlcjpwYXNz").status_code == 200
+    with pytest.raises(StorageError, match="cannot be imported"):
+        client.get("/t/open/", **bearer("afw_at_" + "G" * 43))

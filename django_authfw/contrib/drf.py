@@ -49,13 +49,12 @@ class BearerTokenAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, AuthToken] | None:
         django_request = request._request
         record = getattr(django_request, "auth", _MISSING)
-        framework = get_framework(self.storage)
         if record is _MISSING:  # the middleware is not installed
             record = self._verify(request)
         if record is None:
             return None
         assert isinstance(record, AuthToken)  # set by the middleware or _verify
-        user = _usable(framework.get_user(record))
+        user = _usable(get_framework(self.storage).get_user(record))
         if not user.is_authenticated:
             self._fail(request, INVALID_TOKEN, INVALID_TOKEN_DESCRIPTION)
         return user, record
