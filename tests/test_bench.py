@@ -101,7 +101,7 @@ def test_json_report_covers_every_operation_and_cleans_up(backend: str, bench_al
     report = _run("--storage", bench_alias, *TINY)
 
     assert set(report) == {"machine", "options", "storages"}
-    assert report["options"] == {"seconds": 0.02, "tokens": 30, "processes": 1}
+    assert report["options"] == {"seconds": 0.02, "tokens": 30, "processes": 1, "grow_to": None}
     assert {"cpu", "cores", "python", "django", "redis_py", "psycopg"} <= set(report["machine"])
     result = report["storages"][bench_alias]
     assert result["stored_tokens"] == 30
@@ -163,6 +163,28 @@ def test_processes_add_up_workers(backend: str, bench_alias: str) -> None:
         if _has_baseline(backend):
             assert result["baseline"]["processes"] == 2
     assert _counts(bench_alias) == before
+
+
+def test_grow_to_times_verification_again_on_the_larger_store(
+    backend: str, bench_alias: str
+) -> None:
+    before = _counts(bench_alias)
+
+    report = _run("--storage", bench_alias, *TINY, "--grow-to", "60")
+
+    growth = report["storages"][bench_alias]["growth"]
+    assert growth["tokens"] == 60
+    assert set(growth["operations"]) == {"verify_valid", "verify_unknown"}
+    assert growth["operations"]["verify_valid"]["count"] > 0
+    assert growth["verify_valid_cost_ratio"] is not None
+    assert report["storages"][bench_alias]["cleanup"]["tokens"] >= 60
+    assert _counts(bench_alias) == before
+
+
+@pytest.mark.django_db
+def test_grow_to_must_exceed_tokens() -> None:
+    with pytest.raises(CommandError, match="--grow-to"):
+        call_command("authfw_bench", *TINY, "--grow-to", "30", stdout=io.StringIO())
 
 
 def test_table_is_shaped_like_the_guide(backend: str, bench_alias: str) -> None:

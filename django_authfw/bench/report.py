@@ -154,6 +154,17 @@ def _rows(result: dict[str, Any]) -> list[str]:
     baseline = result.get("baseline")
     if baseline:
         lines.append(f"  baseline: {baseline['name']}")
+    growth = result.get("growth")
+    if growth:
+        for name in ("verify_valid", "verify_unknown"):
+            figures = growth["operations"][name]
+            ratio = growth.get(f"{name}_cost_ratio")
+            lines.append(
+                f"  {LABELS[name]} at {growth['tokens']:,} tokens: "
+                f"{_rate(figures['ops_per_sec'])} ops/sec, p50 {_us(figures['p50_us'])} µs, "
+                f"p99 {_us(figures['p99_us'])} µs"
+                + (f" (cost {ratio:.2f}x the cost at fewer tokens)" if ratio else "")
+            )
     ratios = result.get("ratios") or {}
     if ratios.get("unknown_to_valid_cost") is not None:
         lines.append(

@@ -39,6 +39,8 @@ class Options:
     seconds: float
     tokens: int
     processes: int
+    #: After the main timings, store more tokens up to this many and time verification again.
+    grow_to: int | None = None
 
 
 def new_run_id() -> str:
@@ -115,7 +117,7 @@ def _fill(
 ) -> tuple[MemoryFigure, float]:
     """Store ``count`` tokens, measuring memory around the fill (or its traced sample)."""
     meter = MemoryMeter(backend)
-    kept = [workload.population.access, workload.population.refresh]
+    kept = [workload.population.access]
     traced = min(count, TRACED_SAMPLE) if meter.traced else count
     started = time.perf_counter()
     meter.start(kept)
@@ -136,12 +138,6 @@ def _process_local(backend: Backend) -> bool:
         connection = connections[backend.db_alias]
         return bool(getattr(connection, "is_in_memory_db", lambda: False)())
     return False
-
-
-def _refresh_pools(refresh: list[str], processes: int) -> list[list[str]]:
-    # A refresh token can be rotated once: every process gets its own, disjoint tokens.
-    per = max(1, min(100, len(refresh) // processes))
-    return [refresh[i * per : (i + 1) * per] for i in range(processes)]
 
 
 def bench_storage(
@@ -187,7 +183,7 @@ def bench_storage(
 
         memory, fill_seconds = _fill(workload, backend, options.tokens, fill_progress)
         result["fill_seconds"] = round(fill_seconds, 2)
-        workload.fill_sessions_and_kv()
+        workload.fill_extras(processes)
         workload.check_semantics()
         usage = redis_key_usage(backend, storage, workload.population.access)
         if usage:
@@ -195,21 +191,9 @@ def bench_storage(
         result["memory"] = memory.as_dict()
 
         baseline = _baseline_plan(backend, workload, run_id)
-        if processes == 1:
-            measured = _time_here(alias, workload, backend, options, baseline, log)
-        else:
-            log(f"{alias}: timing in {processes} processes")
-            plan = Plan(
-                alias=alias,
-                run_id=run_id,
-                user_id=user.user_id,
-                seconds=options.seconds,
-                operations=list(OPERATIONS),
-                population=workload.population,
-                refresh_pools=_refresh_pools(workload.population.refresh, processes),
-                baseline=baseline,
-            )
-            measured = run_workers(plan, processes)
+        measured = _time(
+            alias, workload, backend, options, processes, list(OPERATIONS), baseline, log
+        )
         result["operations"] = {
             name: measured[name].as_dict() for name in OPERATIONS if name in measured
         }
@@ -220,6 +204,10 @@ def bench_storage(
                 **measured["baseline"].as_dict(),
             }
         result["ratios"] = _ratios(measured)
+        if options.grow_to is not None and options.grow_to > options.tokens:
+            result["growth"] = _grow(
+                alias, workload, backend, options, processes, measured, log, progress
+            )
     finally:
         with sigint_deferred():
             log(f"{alias}: cleaning up")
@@ -241,19 +229,34 @@ def _baseline_plan(backend: Backend, workload: Workload, run_id: str) -> dict[st
     return plan
 
 
-def _time_here(
+def _time(
     alias: str,
     workload: Workload,
     backend: Backend,
     options: Options,
+    processes: int,
+    names: list[str],
     baseline: dict[str, Any] | None,
     log: Callable[[str], None],
 ) -> dict[str, Measurement]:
+    """Time the operations ``names`` (and the baseline) here or in worker processes."""
+    if processes > 1:
+        log(f"{alias}: timing {', '.join(names)} in {processes} processes")
+        plan = Plan(
+            alias=alias,
+            run_id=workload.run_id,
+            user_id=workload.user_id,
+            seconds=options.seconds,
+            operations=names,
+            population=workload.population,
+            baseline=baseline,
+        )
+        return run_workers(plan, processes)
     measured: dict[str, Measurement] = {}
-    refresh_pool = _refresh_pools(workload.population.refresh, 1)[0]
-    for name, op in workload.operations(refresh_pool).items():
+    operations = workload.operations()
+    for name in names:
         log(f"{alias}: timing {name}")
-        measured[name] = measure(op, options.seconds)
+        measured[name] = measure(operations[name], options.seconds)
     if baseline is not None:
         context = baseline_for(backend, run_id=workload.run_id, **baseline)
         if context is not None:
@@ -261,6 +264,49 @@ def _time_here(
             with context as op:
                 measured["baseline"] = measure(op, options.seconds)
     return measured
+
+
+GROWTH_OPERATIONS = ["verify_valid", "verify_unknown"]
+
+
+def _grow(
+    alias: str,
+    workload: Workload,
+    backend: Backend,
+    options: Options,
+    processes: int,
+    before: dict[str, Measurement],
+    log: Callable[[str], None],
+    progress: Callable[[str, int, int], None] | None,
+) -> dict[str, Any]:
+    """Store tokens up to ``options.grow_to`` and time verification again.
+
+    Verification cycles through every stored token, so the larger store is also the larger
+    working set: this shows whether the cost stays flat as the store grows.
+    """
+    assert options.grow_to is not None
+    more = options.grow_to - options.tokens
+    log(f"{alias}: storing {more:,} more tokens")
+
+    def fill_progress(done: int) -> None:
+        if progress is not None:
+            progress(f"{alias}: growing", options.tokens + done, options.grow_to or 0)
+
+    started = time.perf_counter()
+    for _ in workload.fill_tokens(more, progress=fill_progress):
+        pass
+    fill_seconds = time.perf_counter() - started
+    after = _time(alias, workload, backend, options, processes, GROWTH_OPERATIONS, None, log)
+    growth: dict[str, Any] = {
+        "tokens": options.grow_to,
+        "fill_seconds": round(fill_seconds, 2),
+        "operations": {name: after[name].as_dict() for name in GROWTH_OPERATIONS},
+    }
+    for name in GROWTH_OPERATIONS:
+        small, large = before[name].ops_per_sec, after[name].ops_per_sec
+        # Cost is 1/rate: the cost at grow_to tokens over the cost at --tokens.
+        growth[f"{name}_cost_ratio"] = round(small / large, 3) if small and large else None
+    return growth
 
 
 def _ratios(measured: dict[str, Measurement]) -> dict[str, float | None]:

@@ -44,7 +44,6 @@ class Plan:
     seconds: float
     operations: list[str]
     population: Population
-    refresh_pools: list[list[str]]
     baseline: dict[str, Any] | None
 
 
@@ -72,7 +71,7 @@ def _worker(plan: Plan, index: int, barrier: Any, conn: Connection, spawned: boo
             storage, run_id=plan.run_id, user_id=plan.user_id, verify=framework.verify_token
         )
         workload.population = plan.population
-        operations = workload.operations(plan.refresh_pools[index])
+        operations = workload.operations(index)
         for name in plan.operations:
             barrier.wait()
             conn.send((name, measure(operations[name], plan.seconds)))

@@ -43,6 +43,9 @@ KV_VALUE_BYTES = 100
 # How many sessions and key-value entries each run keeps to read and write.
 SESSION_COUNT = 1000
 KV_COUNT = 1000
+# Token pairs each process rotates in turn for the refresh timing (kept apart from the
+# tokens that verification presents, which must stay valid).
+ROTATION_TOKENS = 20
 # Tokens per import_tokens call when filling the store.
 FILL_BATCH = 1000
 
@@ -93,11 +96,13 @@ class Population:
     """The raw secrets and ids of what was stored, which the operations present again.
 
     Kept in the bench process only. ``access`` is shuffled so that verification does not walk
-    the store in insertion order.
+    the store in insertion order. ``rotation`` holds, per process, the current refresh tokens
+    of the pairs that process rotates (a refresh token can be used once, so processes never
+    share one).
     """
 
     access: list[str] = field(default_factory=list)
-    refresh: list[str] = field(default_factory=list)
+    rotation: list[deque[str]] = field(default_factory=list)
     session_ids: list[str] = field(default_factory=list)
     kv_keys: list[str] = field(default_factory=list)
 
@@ -133,13 +138,12 @@ class Workload:
         A generator, so a caller can measure around any part of the fill.
         """
         stored = 0
-        access, refresh = self.population.access, self.population.refresh
+        access = self.population.access
         while stored < count:
             batch: list[AuthToken] = []
             for _ in range(min(FILL_BATCH, count - stored)):
-                raw_access, raw_refresh, record = mint(self.user_id)
+                raw_access, _raw_refresh, record = mint(self.user_id)
                 access.append(raw_access)
-                refresh.append(raw_refresh)
                 batch.append(record)
             self.storage.import_tokens(batch)
             stored += len(batch)
@@ -148,8 +152,16 @@ class Workload:
             yield stored
         random.shuffle(access)
 
-    def fill_sessions_and_kv(self) -> None:
-        """Store the sessions and key-value entries that the session and kv operations use."""
+    def fill_extras(self, processes: int = 1) -> None:
+        """Store what the other operations use: token pairs to rotate (for each of
+        ``processes``), sessions and key-value entries."""
+        for _ in range(processes):
+            pool: deque[str] = deque()
+            for _ in range(ROTATION_TOKENS):
+                _raw_access, raw_refresh, record = mint(self.user_id)
+                self.storage.store_token(record)
+                pool.append(raw_refresh)
+            self.population.rotation.append(pool)
         now = utcnow()
         ttl = conf.SESSION_TTL
         for _ in range(SESSION_COUNT):
@@ -205,19 +217,18 @@ class Workload:
 
     # The timed operations -------------------------------------------------------------------
 
-    def operations(self, refresh_pool: list[str]) -> dict[str, Callable[[], object]]:
-        """One zero-argument callable per name in :data:`OPERATIONS`.
+    def operations(self, process: int = 0) -> dict[str, Callable[[], object]]:
+        """One zero-argument callable per name in :data:`OPERATIONS`, for process ``process``.
 
-        ``refresh_pool`` is the refresh tokens this process may rotate (a refresh token can be
-        used once, so concurrent processes get disjoint pools); each refresh puts the new
-        refresh token back in the pool.
+        Refresh rotates the pairs of ``population.rotation[process]`` in turn: each refresh
+        takes a refresh token from the pool and puts the new one back.
         """
         storage = self.storage
         verify = self.verify
         user_id = self.user_id
         population = self.population
-        if not refresh_pool:
-            raise BenchError("No refresh token to rotate; store at least one with --tokens.")
+        if process >= len(population.rotation):
+            raise BenchError(f"No token pairs to rotate for process {process}.")
 
         next_access = itertools.cycle(population.access).__next__
         # Well-formed tokens that were never issued: the attack path (guessing, replaying).
@@ -225,7 +236,7 @@ class Workload:
         next_unknown = itertools.cycle(unknown).__next__
         next_session = itertools.cycle(population.session_ids).__next__
         next_key = itertools.cycle(population.kv_keys).__next__
-        pool = deque(refresh_pool)
+        pool = population.rotation[process]
         session_ttl = conf.SESSION_TTL
         kv_value = b"w" * KV_VALUE_BYTES
 

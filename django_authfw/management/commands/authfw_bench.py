@@ -66,6 +66,15 @@ class Command(BaseCommand):
             "all of them.",
         )
         parser.add_argument(
+            "--grow-to",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="Afterwards, store more tokens up to N and time verification again, to see "
+            "whether its cost stays flat as the store grows (e.g. --tokens 10000 "
+            "--grow-to 1000000).",
+        )
+        parser.add_argument(
             "--processes",
             type=positive_int,
             default=1,
@@ -87,6 +96,7 @@ class Command(BaseCommand):
         seconds: float,
         tokens: int,
         processes: int,
+        grow_to: int | None,
         as_json: bool,
         **options: Any,
     ) -> None:
@@ -98,11 +108,21 @@ class Command(BaseCommand):
             if verbosity >= 2:
                 status.write(message)
 
+        if grow_to is not None and grow_to <= tokens:
+            raise CommandError(
+                f"--grow-to ({grow_to:,}) must be larger than --tokens ({tokens:,}): it is the "
+                "size the store grows to for the second verification timing."
+            )
         aliases = selected_aliases(storages)
-        settings = Options(seconds=seconds, tokens=tokens, processes=processes)
+        settings = Options(seconds=seconds, tokens=tokens, processes=processes, grow_to=grow_to)
         report: dict[str, Any] = {
             "machine": render.machine(),
-            "options": {"seconds": seconds, "tokens": tokens, "processes": processes},
+            "options": {
+                "seconds": seconds,
+                "tokens": tokens,
+                "processes": processes,
+                "grow_to": grow_to,
+            },
             "storages": {},
         }
         bar = ProgressBar(status, enabled=verbosity >= 1 and status.isatty())
