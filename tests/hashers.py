@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from django.contrib.auth.hashers import Argon2PasswordHasher
+from django.contrib.auth.hashers import Argon2PasswordHasher, PBKDF2PasswordHasher
 
 COUNTING_HASHER = "tests.hashers.CountingArgon2PasswordHasher"
 
@@ -45,3 +45,12 @@ class CountingArgon2PasswordHasher(Argon2PasswordHasher):
     def verify(self, password: str, encoded: str) -> bool:
         self._count()
         return super().verify(password, encoded)
+
+
+class FastPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """PBKDF2 with few iterations: an "outdated" hasher for hash-upgrade tests."""
+
+    iterations = 1000
+
+
+FAST_PBKDF2_HASHER = "tests.hashers.FastPBKDF2PasswordHasher"

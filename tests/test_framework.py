@@ -32,6 +32,7 @@ from .framework_support import (  # noqa: F401  (fixtures are used by name)
     db_audit_fixture,
     grant_perms,
 )
+from .hashers import FAST_PBKDF2_HASHER
 
 User = get_user_model()
 
@@ -149,10 +150,7 @@ def test_failed_login(auth: AuthFramework, storage: AuthStorage, case: str) -> N
 def test_login_upgrades_an_outdated_hash_without_revoking(
     auth: AuthFramework, storage: AuthStorage, settings: Any
 ) -> None:
-    settings.PASSWORD_HASHERS = [
-        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-        *settings.PASSWORD_HASHERS,
-    ]
+    settings.PASSWORD_HASHERS = [FAST_PBKDF2_HASHER, *settings.PASSWORD_HASHERS]
     auth.register_user("alice", PASSWORD)
     first = auth.authenticate("alice", PASSWORD)
     settings.PASSWORD_HASHERS = settings.PASSWORD_HASHERS[1:]  # Argon2 preferred again

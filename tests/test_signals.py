@@ -1,0 +1,237 @@
+"""Deleting or deactivating a user, or changing their password, ends their tokens and sessions
+in every configured storage alias; a storage that is down stops the change."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from django_authfw import AuthFramework
+from django_authfw.exceptions import InvalidToken, StorageUnavailable, TokenRevoked
+from django_authfw.storage import DatabaseStorage, get_storage
+from django_authfw.tokens import IssuedToken
+
+from .backends import REDIS_TEST_URL, selected_backends
+from .framework_support import (  # noqa: F401  (fixtures are used by name)
+    PASSWORD,
+    counting_hasher_fixture,
+    db_audit_fixture,
+)
+from .hashers import FAST_PBKDF2_HASHER
+
+User = get_user_model()
+
+
+def storages_config(prefix: str) -> dict[str, dict[str, Any]]:
+    """One alias per selected backend; the database one is "default"."""
+    configs = {
+        "database": ("default", "DatabaseStorage", {}),
+        "memory": ("memory", "InMemoryStorage", {"cleanup_interval": None}),
+        "locmem": ("locmem", "CacheStorage", {"cache": "sig-locmem", "key_prefix": f"{prefix}:"}),
+        "redis": ("redis", "CacheStorage", {"cache": "sig-redis", "key_prefix": f"{prefix}:"}),
+    }
+    return {
+        alias: {"BACKEND": f"django_authfw.storage.{cls}", "OPTIONS": options}
+        for alias, cls, options in (configs[name] for name in selected_backends())
+    }
+
+
+@pytest.fixture
+def aliases(settings: Any, db: None) -> Iterator[list[str]]:
+    prefix = f"authfw-test:{uuid.uuid4().hex[:12]}"
+    settings.CACHES = {
+        **settings.CACHES,
+        "sig-locmem": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": prefix,
+        },
+        "sig-redis": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_TEST_URL},
+    }
+    storages = storages_config(prefix)
+    settings.AUTHFW = {**settings.AUTHFW, "STORAGES": storages}
+    yield list(storages)
+    for alias in storages:
+        get_storage(alias).flush()
+
+
+@pytest.fixture
+def dead_alias(settings: Any, aliases: list[str]) -> str:
+    """An extra alias whose Redis is not there (a closed loopback port)."""
+    settings.AUTHFW = {
+        **settings.AUTHFW,
+        "STORAGES": {
+            **settings.AUTHFW["STORAGES"],
+            "down": {
+                "BACKEND": "django_authfw.storage.RedisStorage",
+                "OPTIONS": {
+                    "url": "redis://127.0.0.1:1/0",
+                    "timeout": 0.2,
+                    "retry_attempts": 1,
+                    "retry_delay": 0.01,
+                },
+            },
+        },
+    }
+    return "down"
+
+
+def log_in_everywhere(aliases: list[str], user: Any) -> dict[str, tuple[IssuedToken, str]]:
+    """A token and a session for ``user`` in every alias."""
+    grants = {}
+    for alias in aliases:
+        auth = AuthFramework(storage=alias)
+        grants[alias] = (
+            auth.authenticate(user.get_username(), PASSWORD),
+            auth.create_session(user).session_id,
+        )
+    return grants
+
+
+def assert_access_ended(grants: dict[str, tuple[IssuedToken, str]], *, deleted: bool) -> None:
+    for alias, (issued, session_id) in grants.items():
+        auth = AuthFramework(storage=alias)
+        with pytest.raises(InvalidToken) as caught:
+            auth.verify_token(issued.access_token)
+        if not deleted:
+            assert isinstance(caught.value, TokenRevoked), alias
+        assert auth.get_session(session_id) is None, alias
+        if deleted:
+            assert auth.storage.list_user_tokens(issued.user_id) == [], alias
+
+
+def assert_access_kept(grants: dict[str, tuple[IssuedToken, str]]) -> None:
+    for alias, (issued, session_id) in grants.items():
+        auth = AuthFramework(storage=alias)
+        assert auth.verify_token(issued.access_token), alias
+        assert auth.get_session(session_id) is not None, alias
+
+
+@pytest.fixture
+def alice(aliases: list[str]) -> Any:
+    return AuthFramework(storage=aliases[0]).register_user("alice", PASSWORD)
+
+
+def test_deactivation_ends_access_everywhere(
+    aliases: list[str], alice: Any, db_audit: DatabaseStorage
+) -> None:
+    bob = AuthFramework(storage=aliases[0]).register_user("bob", PASSWORD)
+    grants = log_in_everywhere(aliases, alice)
+    bobs = log_in_everywhere(aliases, bob)
+    alice.is_active = False
+    alice.save()
+    assert_access_ended(grants, deleted=False)
+    assert_access_kept(bobs)
+    [event] = db_audit.query_audit(action="user_deactivated")
+    assert event.user_id == str(alice.pk) and event.outcome is True
+    assert event.metadata == {
+        "reason": "deactivated",
+        "password_changed": False,
+        "tokens": len(aliases),
+        "sessions": len(aliases),
+    }
+    alice.is_active = True
+    alice.save()  # reactivation ends nothing and records nothing
+    assert db_audit.count_audit(action="user_deactivated") == 1
+
+
+@pytest.mark.parametrize("how", ["save", "update_fields", "asave"])
+def test_password_change_ends_access_everywhere(
+    aliases: list[str], alice: Any, db_audit: DatabaseStorage, how: str
+) -> None:
+    grants = log_in_everywhere(aliases, alice)
+    alice.set_password("a brand new passphrase")
+    if how == "save":
+        alice.save()
+    elif how == "update_fields":
+        alice.save(update_fields=["password"])
+    else:
+        async_to_sync(alice.asave)()
+    assert_access_ended(grants, deleted=False)
+    [event] = db_audit.query_audit(action="password_change")
+    assert event.metadata["tokens"] == len(aliases)
+    assert event.metadata["password_changed"] is True
+
+
+def test_other_saves_keep_access(aliases: list[str], alice: Any, db_audit: DatabaseStorage) -> None:
+    grants = log_in_everywhere(aliases, alice)
+    alice.email = "alice@example.org"
+    alice.save()
+    alice.save(update_fields=["last_login"])
+    alice.first_name = "Alice"
+    alice.save()
+    assert_access_kept(grants)
+    assert db_audit.count_audit(action="password_change") == 0
+    assert db_audit.count_audit(action="user_deactivated") == 0
+
+
+def test_hash_upgrade_is_not_a_password_change(
+    aliases: list[str], settings: Any, db_audit: DatabaseStorage
+) -> None:
+    settings.PASSWORD_HASHERS = [FAST_PBKDF2_HASHER, *settings.PASSWORD_HASHERS]
+    user = AuthFramework(storage=aliases[0]).register_user("alice", PASSWORD)
+    grants = log_in_everywhere(aliases, user)
+    settings.PASSWORD_HASHERS = settings.PASSWORD_HASHERS[1:]
+    assert user.check_password(PASSWORD)  # Django's own upgrade path saves a new hash
+    assert User.objects.get(pk=user.pk).password.startswith("argon2$")
+    assert_access_kept(grants)
+    assert db_audit.count_audit(action="password_change") == 0
+
+
+def test_registration_is_not_a_password_change(
+    aliases: list[str], db_audit: DatabaseStorage
+) -> None:
+    auth = AuthFramework(storage=aliases[0])
+    auth.register_user("alice", PASSWORD)
+    async_to_sync(auth.aregister_user)("bob", PASSWORD)  # creates, then saves the hash
+    assert db_audit.count_audit(action="password_change") == 0
+    assert User.objects.get(username="bob").check_password(PASSWORD)
+
+
+@pytest.mark.parametrize("how", ["instance", "queryset", "adelete"])
+def test_deletion_deletes_tokens_and_sessions_everywhere(
+    aliases: list[str], alice: Any, db_audit: DatabaseStorage, how: str
+) -> None:
+    grants = log_in_everywhere(aliases, alice)
+    user_id = str(alice.pk)
+    if how == "instance":
+        alice.delete()
+    elif how == "queryset":
+        User.objects.filter(pk=alice.pk).delete()
+    else:
+        async_to_sync(alice.adelete)()
+    assert_access_ended(grants, deleted=True)
+    [event] = db_audit.query_audit(action="user_deactivated")
+    assert event.user_id == user_id and event.metadata["reason"] == "deleted"
+    assert event.metadata["tokens"] == len(aliases)
+
+
+def test_a_storage_that_is_down_stops_deactivation(
+    aliases: list[str], dead_alias: str, alice: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    grants = log_in_everywhere(aliases, alice)
+    alice.is_active = False
+    with pytest.raises(StorageUnavailable, match=f"'{dead_alias}'.*refused"):
+        alice.save()
+    assert User.objects.get(pk=alice.pk).is_active is True  # the save did not happen
+    # The reachable storages were ended anyway: failing closed.
+    assert_access_ended(grants, deleted=False)
+    assert any(r.levelno == logging.ERROR and dead_alias in r.getMessage() for r in caplog.records)
+
+
+def test_a_storage_that_is_down_stops_deletion(
+    aliases: list[str], dead_alias: str, alice: Any
+) -> None:
+    with pytest.raises(StorageUnavailable), transaction.atomic():
+        alice.delete()
+    assert User.objects.filter(pk=alice.pk).exists()
+    alice.set_password("new password here")
+    with pytest.raises(StorageUnavailable):
+        alice.save()
+    assert User.objects.get(pk=alice.pk).check_password(PASSWORD)
