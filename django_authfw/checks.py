@@ -33,7 +33,8 @@ from django.utils.module_loading import import_string
 from .conf import DEFAULTS
 
 APP_LABEL = "django_authfw"
-#: Run only these checks with `manage.py check --tag authfw`.
+#: `manage.py check --tag authfw` runs the settings checks; E003 is a database check and runs
+#: with `check --database ALIAS` (and `--tag database`), as Django's own database checks do.
 TAG = "authfw"
 ARGON2 = "django.contrib.auth.hashers.Argon2PasswordHasher"
 MIGRATION_MODES = ("auto", "strict")
@@ -87,6 +88,34 @@ def check_settings_keys(
     ]
 
 
+def _rejected_options(cls: type, options: Mapping[str, Any]) -> str:
+    """Why ``cls(**options)`` would be refused for its argument names, or "" (no instance).
+
+    django_authfw's storages pass ``**options`` up to ``AuthStorage.__init__``, which refuses
+    any left over; so for them the accepted names are the named parameters along the MRO. A
+    storage from elsewhere is judged by its own signature only.
+    """
+    from .storage import AuthStorage
+
+    chain = [k for k in cls.__mro__ if "__init__" in vars(k) and k is not object]
+    if all(k.__module__.startswith("django_authfw.") for k in chain) and AuthStorage in chain:
+        accepted = {
+            name
+            for k in chain
+            for name, param in inspect.signature(vars(k)["__init__"]).parameters.items()
+            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and name != "self"
+        }
+        unknown = sorted(set(options) - accepted)
+        return f"unknown option(s) {', '.join(map(repr, unknown))}" if unknown else ""
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError as exc:
+        return str(exc)
+    except ValueError:  # no introspectable signature: left to construction time
+        pass
+    return ""
+
+
 def _storage_errors(alias: object, config: object) -> list[Any]:
     where = f"AUTHFW['STORAGES'][{alias!r}]"
 
@@ -138,17 +167,14 @@ def _storage_errors(alias: object, config: object) -> list[Any]:
                 "Pass the backend's keyword arguments as a dict, e.g. {'cache': 'authfw'}.",
             )
         ]
-    try:
-        inspect.signature(cls).bind(**options)
-    except TypeError as exc:
+    rejected = _rejected_options(cls, options)
+    if rejected:
         return [
             error(
-                f"{where}['OPTIONS'] are not accepted by {cls.__name__}: {exc}.",
+                f"{where}['OPTIONS'] are not accepted by {cls.__name__}: {rejected}.",
                 f"Use only the keyword arguments {cls.__name__}() takes; see docs/settings.md.",
             )
         ]
-    except ValueError:  # no introspectable signature: leave it to construction time
-        pass
     unknown = sorted(set(config) - {"BACKEND", "OPTIONS"})
     if unknown:
         return [
@@ -338,7 +364,7 @@ def _unapplied(alias: str) -> list[str]:
     )
 
 
-@checks.register(TAG, checks.Tags.database)
+@checks.register(checks.Tags.database)
 def check_migrations_applied(
     app_configs: Sequence[AppConfig] | None = None,
     databases: Sequence[str] | None = None,

@@ -1,0 +1,257 @@
+"""System checks authfw.E001-E005, W001, W002."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
+
+from django_authfw.conf import DEFAULTS
+
+ARGON2 = "django.contrib.auth.hashers.Argon2PasswordHasher"
+PBKDF2 = "django.contrib.auth.hashers.PBKDF2PasswordHasher"
+
+
+def authfw_messages(databases: list[str] | None = None) -> list[checks.CheckMessage]:
+    """What `check --tag authfw` reports, plus the database checks for ``databases``."""
+    tags = ["authfw"] if databases is None else ["authfw", checks.Tags.database]
+    messages = checks.run_checks(tags=tags, databases=databases)
+    return [m for m in messages if m.id.startswith("authfw.")]
+
+
+def ids(messages: list[checks.CheckMessage]) -> list[str]:
+    return sorted(m.id for m in messages)
+
+
+@pytest.fixture
+def authfw(settings: Any) -> Any:
+    """Set AUTHFW keys on top of the project's settings: ``authfw(KEY=value)``."""
+
+    def apply(**values: Any) -> None:
+        settings.AUTHFW = {**settings.AUTHFW, **values}
+
+    return apply
+
+
+def test_the_project_settings_pass(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = [ARGON2, PBKDF2]
+    assert authfw_messages() == []
+
+
+def test_every_message_has_an_id_and_a_hint(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = [PBKDF2]
+    settings.AUTHFW = {
+        "STORAGES": {"main": {"BACKEND": "no.such.Backend"}},
+        "ACCESS_TOKEN_TTL": "1h",
+        "MIGRATION_MODE": "lazy",
+        "TYPO": 1,
+    }
+    messages = authfw_messages()
+    assert ids(messages) == [
+        "authfw.E001",
+        "authfw.E002",
+        "authfw.E004",
+        "authfw.E005",
+        "authfw.W001",
+        "authfw.W002",
+    ]
+    for message in messages:
+        assert message.hint and message.msg and message.obj
+
+
+def test_e001_unknown_keys(authfw: Any) -> None:
+    authfw(ACCES_TOKEN_TTL=timedelta(hours=1), EXTRA=True)
+    messages = authfw_messages()
+    assert ids(messages) == ["authfw.E001", "authfw.E001"]
+    assert "'ACCES_TOKEN_TTL'" in messages[0].msg or "'ACCES_TOKEN_TTL'" in messages[1].msg
+    for key in DEFAULTS:
+        assert key in messages[0].hint
+
+
+@pytest.mark.django_db(databases="__all__")  # Django's model checks look at every database
+def test_e001_through_the_check_command(authfw: Any) -> None:
+    authfw(NOT_A_SETTING=1)
+    with pytest.raises(SystemCheckError, match=r"authfw\.E001"):
+        call_command("check")
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        ({"OPTIONS": {}}, "no 'BACKEND'"),
+        ({"BACKEND": "django_authfw.storage.NoSuchStorage"}, "cannot be imported"),
+        ({"BACKEND": "not_a_module_at_all.Storage"}, "cannot be imported"),
+        ({"BACKEND": "django_authfw.records.AuthToken"}, "not a subclass of AuthStorage"),
+        (
+            {"BACKEND": "django_authfw.storage.DatabaseStorage", "OPTIONS": ["using"]},
+            "must be a dict",
+        ),
+        (
+            {"BACKEND": "django_authfw.storage.DatabaseStorage", "OPTIONS": {"usin": "x"}},
+            "unknown option(s) 'usin'",
+        ),
+        (
+            {"BACKEND": "django_authfw.storage.CacheStorage", "OPTIONS": {"prefix": "a:"}},
+            "unknown option(s) 'prefix'",
+        ),
+        ({"BACKEND": "django_authfw.storage.DatabaseStorage", "OPTION": {}}, "unknown keys"),
+        ("django_authfw.storage.DatabaseStorage", "must be a dict"),
+    ],
+)
+def test_e002_bad_storage_entries(authfw: Any, config: Any, fragment: str) -> None:
+    authfw(STORAGES={"default": config})
+    [message] = authfw_messages()
+    assert message.id == "authfw.E002" and fragment in message.msg
+    assert message.hint
+
+
+def test_e002_accepts_real_options(authfw: Any) -> None:
+    authfw(
+        STORAGES={
+            "default": {"BACKEND": "django_authfw.storage.DatabaseStorage"},
+            "db2": {"BACKEND": "django_authfw.storage.DatabaseStorage", "OPTIONS": {"using": "x"}},
+            "cache": {
+                "BACKEND": "django_authfw.storage.CacheStorage",
+                "OPTIONS": {"cache": "authfw", "key_prefix": "a:", "default_ttl": 60},
+            },
+            "mem": {"BACKEND": "django_authfw.storage.InMemoryStorage", "OPTIONS": None},
+        }
+    )
+    assert authfw_messages() == []
+
+
+def test_e002_unknown_alias_for_audit_or_lockout(authfw: Any) -> None:
+    authfw(AUDIT_STORAGE="audit", LOCKOUT_STORAGE="default")
+    [message] = authfw_messages()
+    assert message.id == "authfw.E002" and "AUDIT_STORAGE" in message.msg
+    assert "'default'" in message.hint
+
+
+def test_e002_empty_storages(authfw: Any) -> None:
+    authfw(STORAGES={})
+    assert ids(authfw_messages()) == ["authfw.E002"]
+
+
+def test_w002_no_default_alias(authfw: Any) -> None:
+    authfw(STORAGES={"main": {"BACKEND": "django_authfw.storage.DatabaseStorage"}})
+    [message] = authfw_messages()
+    assert message.id == "authfw.W002" and isinstance(message, checks.Warning)
+
+
+@pytest.mark.parametrize(
+    ("hashers", "warned"),
+    [
+        ([ARGON2, PBKDF2], False),
+        (["tests.hashers.CountingArgon2PasswordHasher"], False),  # a subclass counts
+        ([PBKDF2, ARGON2], True),
+        (["django.contrib.auth.hashers.ScryptPasswordHasher"], True),
+        ([], True),
+    ],
+)
+def test_w001_argon2_first(settings: Any, hashers: list[str], warned: bool) -> None:
+    settings.PASSWORD_HASHERS = hashers
+    messages = authfw_messages()
+    assert ids(messages) == (["authfw.W001"] if warned else [])
+    if warned:
+        assert ARGON2 in (messages[0].hint or "")
+
+
+def test_e004_migration_mode(authfw: Any) -> None:
+    authfw(MIGRATION_MODE="lazy")
+    [message] = authfw_messages()
+    assert message.id == "authfw.E004" and "'lazy'" in message.msg
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ACCESS_TOKEN_TTL", "1h"),
+        ("REFRESH_TOKEN_TTL", timedelta(0)),
+        ("SESSION_TTL", -5),
+        ("LOCKOUT_WINDOW", True),
+        ("CLEANUP_INTERVAL", None),
+        ("LOCKOUT_THRESHOLD", -1),
+        ("LOCKOUT_THRESHOLD", 2.5),
+        ("LOCKOUT_THRESHOLD", True),
+        ("ENABLE_AUDIT_LOG", "yes"),
+        ("ROTATE_REFRESH_TOKENS", 1),
+        ("TABLE_PREFIX", "auth-"),
+        ("TABLE_PREFIX", 7),
+        ("AUDIT_STORAGE", 5),
+    ],
+)
+def test_e005_bad_values(authfw: Any, key: str, value: Any) -> None:
+    authfw(**{key: value})
+    [message] = authfw_messages()
+    assert message.id == "authfw.E005" and key in message.msg
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ACCESS_TOKEN_TTL", timedelta(minutes=5)),
+        ("SESSION_TTL", 3600),
+        ("LOCKOUT_WINDOW", 90.5),
+        ("LOCKOUT_THRESHOLD", 0),
+        ("ENABLE_AUDIT_LOG", False),
+        ("TABLE_PREFIX", "myapp_auth_"),
+        ("AUDIT_STORAGE", None),
+    ],
+)
+def test_e005_accepts_good_values(authfw: Any, key: str, value: Any) -> None:
+    authfw(**{key: value})
+    assert authfw_messages() == []
+
+
+def test_e005_authfw_not_a_dict(settings: Any) -> None:
+    settings.AUTHFW = [("ACCESS_TOKEN_TTL", 60)]
+    assert ids(authfw_messages()) == ["authfw.E005"]
+
+
+# E003: strict migration mode --------------------------------------------------------------------
+
+
+def forget_migration() -> str:
+    """Make the test database look as if the latest django_authfw migration were unapplied."""
+    graph = MigrationLoader(connection).graph
+    [(_, name)] = graph.leaf_nodes("django_authfw")
+    MigrationRecorder.Migration.objects.filter(app="django_authfw", name=name).delete()
+    return name
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_e003_not_run_without_database_or_in_auto_mode(authfw: Any) -> None:
+    forget_migration()
+    authfw(MIGRATION_MODE="auto")
+    assert authfw_messages(databases=["default"]) == []
+    authfw(MIGRATION_MODE="strict")
+    call_command("check")  # database checks run only with --database
+
+
+def test_e003_strict_with_everything_applied(authfw: Any, db: None) -> None:
+    authfw(MIGRATION_MODE="strict")
+    assert authfw_messages(databases=["default"]) == []
+
+
+def test_e003_strict_with_unapplied_migrations(authfw: Any, db: None) -> None:
+    authfw(MIGRATION_MODE="strict")
+    name = forget_migration()
+    [message] = authfw_messages(databases=["default"])
+    assert message.id == "authfw.E003" and name in message.msg
+    assert message.hint == "Run `python manage.py migrate django_authfw --database default`."
+    with pytest.raises(SystemCheckError, match=r"authfw\.E003"):
+        call_command("check", "--database", "default")
+
+
+def test_e003_stands_aside_for_migrate(authfw: Any, db: None) -> None:
+    """`migrate` runs the database checks first; failing there would block the cure."""
+    authfw(MIGRATION_MODE="strict")
+    forget_migration()
+    call_command("migrate", "django_authfw", plan=True, skip_checks=False, verbosity=0)
