@@ -181,6 +181,16 @@ def test_grow_to_times_verification_again_on_the_larger_store(
     assert _counts(bench_alias) == before
 
 
+def test_profile_maps_the_verify_path(backend: str, bench_alias: str) -> None:
+    report = _run("--storage", bench_alias, *TINY, "--profile")
+
+    profile = report["storages"][bench_alias]["profile"]
+    assert profile["calls"] > 0
+    assert "token format check + SHA-256" in profile["layers"]
+    assert sum(layer["share"] for layer in profile["layers"].values()) == pytest.approx(1, abs=0.02)
+    assert profile["top_functions"]
+
+
 @pytest.mark.django_db
 def test_grow_to_must_exceed_tokens() -> None:
     with pytest.raises(CommandError, match="--grow-to"):

@@ -11,6 +11,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from .profiling import format_profile
 from .workload import OPERATIONS
 
 LABELS = {
@@ -196,6 +197,8 @@ def as_table(report: dict[str, Any]) -> str:
         out.extend(_headline(result))
         out.append("")
         out.extend(_rows(result))
+        if result.get("profile"):
+            out.extend(format_profile(result["profile"]))
         for note in result.get("notes") or []:
             out.append(f"  note: {note}")
         cleanup = result.get("cleanup") or {}

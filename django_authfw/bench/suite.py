@@ -24,6 +24,7 @@ from ..tokens import digest
 from .baselines import BASELINE_NAMES, baseline_for, token_record_size
 from .memory import TRACED_SAMPLE, MemoryFigure, MemoryMeter, redis_key_usage
 from .probe import Backend, probe, server_version
+from .profiling import profile_operation
 from .runner import Measurement, measure
 from .workers import Plan, run_workers
 from .workload import OPERATIONS, Workload, mint
@@ -41,6 +42,8 @@ class Options:
     processes: int
     #: After the main timings, store more tokens up to this many and time verification again.
     grow_to: int | None = None
+    #: Also run the valid-token verification under cProfile (see :mod:`.profiling`).
+    profile: bool = False
 
 
 def new_run_id() -> str:
@@ -204,6 +207,11 @@ def bench_storage(
                 **measured["baseline"].as_dict(),
             }
         result["ratios"] = _ratios(measured)
+        if options.profile:
+            log(f"{alias}: profiling verify_valid")
+            result["profile"] = profile_operation(
+                workload.operations()["verify_valid"], options.seconds
+            )
         if options.grow_to is not None and options.grow_to > options.tokens:
             result["growth"] = _grow(
                 alias, workload, backend, options, processes, measured, log, progress

@@ -83,6 +83,13 @@ class Command(BaseCommand):
             "add up. In-process storages are always timed in one process.",
         )
         parser.add_argument(
+            "--profile",
+            action="store_true",
+            help="Also run the valid-token verification under cProfile for --seconds and show "
+            "where its time goes (token checks, framework, storage, decoding, client library, "
+            "waiting for the server).",
+        )
+        parser.add_argument(
             "--json",
             action="store_true",
             dest="as_json",
@@ -97,6 +104,7 @@ class Command(BaseCommand):
         tokens: int,
         processes: int,
         grow_to: int | None,
+        profile: bool,
         as_json: bool,
         **options: Any,
     ) -> None:
@@ -114,7 +122,9 @@ class Command(BaseCommand):
                 "size the store grows to for the second verification timing."
             )
         aliases = selected_aliases(storages)
-        settings = Options(seconds=seconds, tokens=tokens, processes=processes, grow_to=grow_to)
+        settings = Options(
+            seconds=seconds, tokens=tokens, processes=processes, grow_to=grow_to, profile=profile
+        )
         report: dict[str, Any] = {
             "machine": render.machine(),
             "options": {
