@@ -105,6 +105,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     paginator = EstimatedCountPaginator
     show_full_result_count = False
+    # Facet counts are one COUNT per filter choice over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -314,6 +316,7 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     paginator = EstimatedCountPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     list_per_page = 100
     date_hierarchy = "created_at"
     list_display = ("created_at", "action", "outcome_label", "who", "ip_address", "resource")

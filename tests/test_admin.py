@@ -347,6 +347,11 @@ def test_changelist_never_counts_the_whole_table(
         assert len(counts) == 1
         assert "about" not in response.content.decode().split('class="authfw-count"')[1][:40]
     assert cl.full_result_count is None  # show_full_result_count = False: no second count
+    # No facet counts (one COUNT per filter choice), even when asked for.
+    with CaptureQueriesContext(connection) as queries:
+        response = superuser_client.get(AUDIT + "?_facets=1")
+    assert "Show counts" not in response.content.decode()
+    assert not [q for q in queries.captured_queries if "FILTER (WHERE" in q["sql"]]
 
 
 def test_paginator_counts_plain_lists_exactly() -> None:

@@ -51,7 +51,21 @@
     box.appendChild(pre);
   }
 
+  function busy(on) {
+    // One request at a time: a click while a login is still hashing would race it.
+    for (const button of document.querySelectorAll("button")) button.disabled = on;
+  }
+
   async function send(step, method, url, payload, withToken) {
+    busy(true);
+    try {
+      return await exchange(step, method, url, payload, withToken);
+    } finally {
+      busy(false);
+    }
+  }
+
+  async function exchange(step, method, url, payload, withToken) {
     const headers = { Accept: "application/json" };
     if (payload !== undefined) headers["Content-Type"] = "application/json";
     if (withToken && tokens.access) headers.Authorization = "Bearer " + tokens.access;
