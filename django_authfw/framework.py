@@ -57,6 +57,8 @@ from .users import (
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
 
+__all__ = ["BAD_CREDENTIALS", "AuthFramework", "RequestInfo", "end_user_access"]
+
 logger = logging.getLogger("django_authfw")
 
 # One message for every failed login, so a caller cannot tell which accounts exist.
@@ -931,9 +933,6 @@ class AuthFramework(SessionAPI):
         if username is None and ip_address is None:
             raise InvalidInput("reset_lockout needs a username, an ip_address, or both.")
         return await self._lockout.areset(*self._lockout_subjects(username, ip_address))
-
-
-__all__ = ["BAD_CREDENTIALS", "AuthFramework", "RequestInfo", "end_user_access"]
 
 
 def end_user_access(

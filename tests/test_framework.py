@@ -628,6 +628,25 @@ def test_default_audit_target_is_the_database_table(
     assert [e.action for e in db_audit.query_audit()] == ["login", "register"]
 
 
+def test_audit_storage_setting(
+    storage: AuthStorage, settings: Any, db_audit: DatabaseStorage
+) -> None:
+    settings.AUTHFW = {
+        **settings.AUTHFW,
+        "STORAGES": {
+            **settings.AUTHFW["STORAGES"],
+            "audit": {"BACKEND": "django_authfw.storage.InMemoryStorage"},
+        },
+        "AUDIT_STORAGE": "audit",
+    }
+    from django_authfw.storage import get_storage
+
+    auth = AuthFramework(storage=storage)
+    auth.register_user("alice", PASSWORD)
+    assert [e.action for e in get_storage("audit").query_audit()] == ["register"]
+    assert db_audit.count_audit() == 0
+
+
 def test_audit_can_be_turned_off(auth: AuthFramework, storage: AuthStorage, settings: Any) -> None:
     settings.AUTHFW = {**settings.AUTHFW, "ENABLE_AUDIT_LOG": False}
     auth.register_user("alice", PASSWORD)
