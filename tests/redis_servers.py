@@ -122,6 +122,16 @@ class ServerProcess:
                 self.kill()
 
 
+def _die_with_us() -> list[str]:
+    """A prefix that makes the server get SIGTERM if this test process dies (killed, timed
+    out) without stopping it. The kernel ties it to the forking thread, so only from the main
+    thread; the session fixture and atexit stop servers in every other case."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "TERM"]
+
+
 def start_server(
     port: int,
     directory: Path,
@@ -130,7 +140,7 @@ def start_server(
     password: str | None = None,
 ) -> ServerProcess:
     directory.mkdir(parents=True, exist_ok=True)
-    command = [redis_server_binary()]
+    command = [*_die_with_us(), redis_server_binary()]
     if config is not None:
         conf = directory / "redis.conf"
         conf.write_text(config)
