@@ -386,6 +386,26 @@ def test_verification_is_one_round_trip(
     assert [c[1] for c in commands if c[0] == "lua"] == ["GET", "GET"]
 
 
+def test_django_builtin_redis_cache_alias(settings: Any, raw_redis: redis.Redis) -> None:
+    """Django's own RedisCache works too: writes go to its first (primary) server."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "builtin": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": [REDIS_TEST_URL, REDIS_TEST_URL],
+        },
+    }
+    storage = CacheStorage(cache="builtin", key_prefix=unique_prefix())
+    try:
+        token = AuthTokenFactory(user_id="1")
+        storage.store_token(token)
+        assert storage.native_expiry is True
+        assert storage.get_token_by_access(token.access_digest) == token
+        assert raw_redis.exists(f"{storage.key_prefix}token:{token.token_id}") == 1
+    finally:
+        storage.flush()
+
+
 def test_memory_verification_returns_copies(locmem_storage: CacheStorage) -> None:
     token = AuthTokenFactory(user_id="1", permissions=["a"], metadata={"deep": {"x": 1}})
     locmem_storage.store_token(token)

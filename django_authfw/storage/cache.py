@@ -467,6 +467,8 @@ class InMemoryStorage(CacheStorage):
     ``default_ttl`` is as for :class:`CacheStorage`.
     """
 
+    native_expiry = False  # expired records stay until the sweep or cleanup removes them
+
     def __init__(
         self,
         *,
@@ -542,6 +544,8 @@ class RedisStorage(CacheStorage):
     ``timeout * (retry_attempts + 1) + retry_delay * retry_attempts``; only idempotent calls are
     retried.
     """
+
+    native_expiry = True  # Redis TTLs remove expired records; cleanup only prunes indexes
 
     def __init__(
         self,
