@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import StorageError
+from ...records import CleanupCounts
 from ...storage import AuthStorage
 from ..progress import add_batch_size, open_storage, plural, selected_aliases, storage_failure
 
@@ -60,7 +61,7 @@ class Command(BaseCommand):
                 self.stderr.write(str(failure))
             raise failures[-1]
 
-    def _line(self, alias: str, storage: AuthStorage, counts: Any, dry_run: bool) -> str:
+    def _line(self, alias: str, storage: AuthStorage, counts: CleanupCounts, dry_run: bool) -> str:
         if not any(counts.values()):
             note = (
                 " (its backend expires records by itself)"
