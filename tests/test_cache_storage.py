@@ -629,6 +629,28 @@ def test_cache_alias_on_a_dead_server_fails_closed(settings: Any) -> None:
     assert_unavailable_within(1.1, lambda: storage.get_token_by_access("a" * 64))
 
 
+def test_replica_acks_without_replicas_fails_writes_closed(private_redis: ServerProcess) -> None:
+    """A write that cannot reach the required replicas is reported failed, never done."""
+    storage = RedisStorage(
+        url=f"redis://{HOST}:{private_redis.port}/0",
+        key_prefix=unique_prefix(),
+        replica_acks=1,
+        replica_ack_timeout=0.1,
+        timeout=1,
+        retry_attempts=1,
+        retry_delay=0,
+    )
+    token = AuthTokenFactory(user_id="1")
+    with pytest.raises(StorageUnavailable, match="0 of 1 replicas"):
+        storage.store_token(token)
+    with pytest.raises(StorageUnavailable):
+        storage.kv_incr("n")
+    assert storage.get_token("missing") is None  # reads need no replica
+    storage.close()
+    with pytest.raises(InvalidInput, match="cluster_mode"):
+        RedisStorage(cluster_mode=True, replica_acks=1)
+
+
 # In-memory sweep thread -----------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from django_authfw.exceptions import StorageUnavailable
 from django_authfw.records import AuthToken, utcnow
 from django_authfw.storage import RedisStorage
 
@@ -41,35 +42,38 @@ def own_sentinel_group(tmp_path: Path) -> Iterator[SentinelInfo]:
         yield group
 
 
+def sentinel_storage(group: SentinelInfo, **options: object) -> RedisStorage:
+    settings: dict[str, object] = {
+        "url": "redis://127.0.0.1/0",
+        "master_name": group.master_name,
+        "sentinels": group.sentinel_urls,
+        "sentinel_password": group.password,
+        "key_prefix": "authfw-test:failover:",
+        "timeout": 0.5,
+        "retry_attempts": 12,
+        "retry_delay": 0.5,
+    }
+    settings.update(options)
+    return RedisStorage(**settings)  # type: ignore[arg-type]
+
+
 def test_failover_keeps_acknowledged_writes(own_sentinel_group: SentinelInfo) -> None:
     group = own_sentinel_group
-    storage = RedisStorage(
-        url="redis://127.0.0.1/0",
-        master_name=group.master_name,
-        sentinels=group.sentinel_urls,
-        sentinel_password=group.password,
-        key_prefix=unique_prefix(),
-        timeout=0.5,
-        retry_attempts=12,
-        retry_delay=0.5,
-    )
+    # replica_acks=1: a write is acknowledged only after WAIT 1 on the connection that made
+    # it returned 1, i.e. the replica has it (replication is one ordered stream).
+    storage = sentinel_storage(group, replica_acks=1, replica_ack_timeout=2)
     tokens = [AuthTokenFactory(user_id="u1") for _ in range(20)]
     for token in tokens:
         storage.store_token(token)
     storage.kv_set("config", b"kept")
     assert storage.revoke_token(tokens[0].token_id, at=utcnow()) is True
-
-    # Acknowledged = on the replica. Replication is one ordered stream, so once the replica
-    # has acknowledged a write made after ours (WAIT 1 on that connection), it has ours too.
-    primary = group.primary.client()
-    primary.set("authfw-test:failover-marker", b"1")
-    assert primary.execute_command("WAIT", 1, 5000) >= 1
-    primary.close()
+    waits = group.primary.client().info("commandstats")["cmdstat_wait"]["calls"]
+    assert waits >= 22  # every write above waited for the replica
 
     group.primary.kill()  # SIGKILL: a crash, nothing handed over
     started = time.monotonic()
     # One call rides out the failover inside its retry budget: it fails on the dead primary,
-    # asks the Sentinels again on each retry, and succeeds once a replica is promoted.
+    # asks the Sentinels again on each retry, and succeeds once the replica is promoted.
     found = storage.get_token_by_access(tokens[1].access_digest)
     recovered_after = time.monotonic() - started
     assert found == tokens[1]
@@ -83,12 +87,20 @@ def test_failover_keeps_acknowledged_writes(own_sentinel_group: SentinelInfo) ->
     assert revoked is not None and revoked.revoked_at is not None  # the revocation survived
     assert storage.kv_get("config") == b"kept"
     assert {t.token_id for t in storage.list_user_tokens("u1")} == {t.token_id for t in tokens}
-    # The new primary takes writes, atomically as before.
+
+    # The new primary has no replica left: a write that must reach one fails closed ...
+    strict = sentinel_storage(group, replica_acks=1, replica_ack_timeout=0.2, retry_attempts=1)
     late = AuthTokenFactory(user_id="u1")
-    storage.store_token(late)
-    assert storage.revoke_token(late.token_id, at=utcnow()) is True
-    assert storage.revoke_token(late.token_id, at=utcnow()) is False
-    storage.flush()
+    with pytest.raises(StorageUnavailable, match="1 replicas"):
+        strict.store_token(late)
+    strict.close()
+    # ... while a storage without replica_acks writes, atomically as before.
+    relaxed = sentinel_storage(group)
+    relaxed.store_token(late)
+    assert relaxed.revoke_token(late.token_id, at=utcnow()) is True
+    assert relaxed.revoke_token(late.token_id, at=utcnow()) is False
+    relaxed.flush()
+    relaxed.close()
     storage.close()
 
 

@@ -541,8 +541,13 @@ class RedisStorage(CacheStorage):
 
     ``timeout`` (seconds or ``timedelta``) bounds connecting, each reply and the wait for one
     of the ``pool_size`` connections. A call fails with ``StorageUnavailable`` after at most
-    ``timeout * (retry_attempts + 1) + retry_delay * retry_attempts``; only idempotent calls are
-    retried.
+    ``timeout * (retry_attempts + 1) + retry_delay * retry_attempts`` (plus
+    ``replica_ack_timeout`` per attempt for writes); only idempotent calls are retried.
+
+    ``replica_acks`` (default 0): a write succeeds only once that many replicas acknowledged it
+    (``WAIT`` on the writing connection, up to ``replica_ack_timeout`` seconds); otherwise it
+    fails with ``StorageUnavailable``, so a revocation reported done survives a failover to
+    one of those replicas. Not available with ``cluster_mode``.
     """
 
     native_expiry = True  # Redis TTLs remove expired records; cleanup only prunes indexes
@@ -562,6 +567,8 @@ class RedisStorage(CacheStorage):
         master_name: str | None = None,
         sentinels: list[str] | None = None,
         sentinel_password: str | None = None,
+        replica_acks: int = 0,
+        replica_ack_timeout: float | timedelta = 1,
         **options: Any,
     ) -> None:
         AuthStorage.__init__(self, **options)
@@ -582,6 +589,13 @@ class RedisStorage(CacheStorage):
             raise InvalidInput("cluster_urls is given but cluster_mode is False; set both.")
         if master_name is not None and cluster_mode:
             raise InvalidInput("Use either Sentinel (master_name) or cluster_mode, not both.")
+        acks = valid.non_negative_int(replica_acks, "replica_acks")
+        ack_wait = seconds(replica_ack_timeout, "replica_ack_timeout")
+        if acks and cluster_mode:
+            raise InvalidInput(
+                "replica_acks is not supported with cluster_mode (WAIT is per node); use "
+                "Sentinel or a single primary with replicas."
+            )
         redis_client.parse_url(url)  # fail now on a malformed URL, not at first use
 
         connect: Callable[[], Any]
@@ -628,6 +642,7 @@ class RedisStorage(CacheStorage):
         self.retry_delay = delay
         self.cluster_mode = cluster_mode
         self.master_name = master_name
+        self.replica_acks = acks
         self._attach(
             RedisEngine(
                 redis_client.RedisCaller(
@@ -635,6 +650,8 @@ class RedisStorage(CacheStorage):
                     description=description,
                     retry_attempts=attempts,
                     retry_delay=delay,
+                    replica_acks=acks,
+                    replica_ack_timeout=ack_wait or 0.001,
                 ),
                 key_prefix=self.key_prefix,
                 default_ttl=self.default_ttl,
@@ -646,7 +663,7 @@ class RedisStorage(CacheStorage):
 
     @property
     def retry_budget(self) -> float:
-        """The longest a failing call can take before it raises ``StorageUnavailable``."""
+        """The longest a failing read can take before it raises ``StorageUnavailable``."""
         return self.timeout * (self.retry_attempts + 1) + self.retry_delay * self.retry_attempts
 
     def __repr__(self) -> str:

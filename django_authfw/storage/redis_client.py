@@ -55,6 +55,10 @@ TRANSIENT: tuple[type[Exception], ...] = (
 )
 
 
+class NotReplicated(ConnectionError):
+    """A write reached the primary but not ``replica_acks`` replicas in time (retried)."""
+
+
 def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
@@ -262,6 +266,8 @@ class RedisCaller:
         description: str,
         retry_attempts: int,
         retry_delay: float,
+        replica_acks: int = 0,
+        replica_ack_timeout: float = 1.0,
     ) -> None:
         # The client is made on first use: a Cluster client talks to the servers as soon as
         # it is built, and building a storage (at startup) must not need Redis to be up.
@@ -271,6 +277,8 @@ class RedisCaller:
         self.description = description
         self.retry_attempts = retry_attempts
         self.retry_delay = retry_delay
+        self.replica_acks = replica_acks
+        self.replica_ack_timeout = replica_ack_timeout
 
     @property
     def client(self) -> Any:
@@ -281,11 +289,19 @@ class RedisCaller:
                     self._client = self._connect()
         return self._client
 
-    def __call__(self, operation: Callable[..., T], *args: Any, idempotent: bool = True) -> T:
+    def __call__(
+        self,
+        operation: Callable[..., T],
+        *args: Any,
+        idempotent: bool = True,
+        write: bool = False,
+    ) -> T:
         """Run ``operation(client, *args)``.
 
         Only idempotent operations are retried: a write whose reply was lost may have been
         applied, and repeating one that is not idempotent (an increment) would apply it twice.
+        With ``replica_acks``, a ``write`` counts as done only once that many replicas have it
+        (``WAIT`` on the connection that wrote).
         """
         attempts = self.retry_attempts + 1 if idempotent else 1
         last: Exception | None = None
@@ -293,6 +309,8 @@ class RedisCaller:
             if attempt:
                 time.sleep(self.retry_delay)
             try:
+                if write and self.replica_acks:
+                    return self._replicated(operation, args)
                 return operation(self.client, *args)
             except TRANSIENT as exc:
                 last = exc
@@ -305,6 +323,28 @@ class RedisCaller:
             f"({attempts} attempt{'s' if attempts > 1 else ''}): {last}. "
             "Check that the server is up, or raise timeout/retry_attempts."
         ) from last
+
+    def _replicated(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:
+        # WAIT counts the writes of its own connection, so the operation runs on one pinned
+        # connection and WAIT follows on it.
+        pinned = redis.Redis(
+            connection_pool=self.client.connection_pool, single_connection_client=True
+        )
+        try:
+            result = operation(pinned, *args)
+            acked = int(
+                pinned.execute_command(
+                    "WAIT", self.replica_acks, max(1, int(self.replica_ack_timeout * 1000))
+                )
+            )
+        finally:
+            pinned.close()
+        if acked < self.replica_acks:
+            raise NotReplicated(
+                f"the write reached the primary but {acked} of {self.replica_acks} replicas "
+                f"within {self.replica_ack_timeout}s"
+            )
+        return result
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -157,7 +157,9 @@ class RedisEngine(CacheEngine):
                 args: list[Any] = [record_prefix]
                 for member, seen in members:
                     args.extend([member, seen])
-                removed += int(self.call(lambda c, i, a: PRUNE_INDEX(c, [i], a), index, args))
+                removed += int(
+                    self.call(lambda c, i, a: PRUNE_INDEX(c, [i], a), index, args, write=True)
+                )
             return removed
         time.sleep(self.timeout)
         for index, record_prefix, members in stale:
@@ -168,7 +170,7 @@ class RedisEngine(CacheEngine):
                 if (now or b"") == seen
             ]
             if gone:
-                removed += int(self.call(lambda c, i, g: c.srem(i, *g), index, gone))
+                removed += int(self.call(lambda c, i, g: c.srem(i, *g), index, gone, write=True))
         return removed
 
     # Tokens -------------------------------------------------------------------------------
@@ -208,7 +210,7 @@ class RedisEngine(CacheEngine):
                     c.set(pointer, token.token_id, px=px)
             return result
 
-        result = self.call(write)
+        result = self.call(write, write=True)
         status = int(result[0])
         if status == WRITTEN and len(result) > 1 and result[1] != raw:
             self._forget_old_links(codec.decode_token(result[1]), token)
@@ -218,9 +220,11 @@ class RedisEngine(CacheEngine):
         """After an upsert changed digests or owner, drop pointers/index entries of the old."""
         stale = [p for p in self._pointers(old) if p not in self._pointers(new)]
         for pointer in stale:
-            self.call(lambda c, p: DELETE_IF_EQUAL(c, [p], [old.token_id]), pointer)
+            self.call(lambda c, p: DELETE_IF_EQUAL(c, [p], [old.token_id]), pointer, write=True)
         if old.user_id != new.user_id:
-            self.call(lambda c: c.srem(self.keys.user_tokens(old.user_id), old.token_id))
+            self.call(
+                lambda c: c.srem(self.keys.user_tokens(old.user_id), old.token_id), write=True
+            )
 
     def _delete_token_raw(self, token: AuthToken, expected: bytes) -> int:
         record = self.keys.token(token.token_id)
@@ -239,7 +243,7 @@ class RedisEngine(CacheEngine):
                 c.srem(index, token.token_id)
             return status
 
-        return self.call(delete)
+        return self.call(delete, write=True)
 
     def _remove_token_id(self, token_id: str) -> bool:
         for _ in range(MAX_CAS_ATTEMPTS):
@@ -422,12 +426,15 @@ class RedisEngine(CacheEngine):
             INDEX_ADD(c, [index], [session.session_id, px_arg])
             return SET_RECORD(c, [record], args)
 
-        result = self.call(write)
+        result = self.call(write, write=True)
         status = int(result[0])
         if status == WRITTEN and len(result) > 1 and result[1] != raw:
             old = codec.decode_session(result[1])
             if old.user_id != session.user_id:
-                self.call(lambda c: c.srem(self.keys.user_sessions(old.user_id), old.session_id))
+                self.call(
+                    lambda c: c.srem(self.keys.user_sessions(old.user_id), old.session_id),
+                    write=True,
+                )
         return status
 
     def _delete_session_raw(self, session: SessionData, expected: bytes) -> int:
@@ -442,7 +449,7 @@ class RedisEngine(CacheEngine):
                 c.srem(index, session.session_id)
             return status
 
-        return self.call(delete)
+        return self.call(delete, write=True)
 
     def _remove_session_id(self, session_id: str) -> bool:
         for _ in range(MAX_CAS_ATTEMPTS):
@@ -518,19 +525,21 @@ class RedisEngine(CacheEngine):
     def kv_set(self, key: str, value: bytes, ttl: timedelta | None = None) -> None:
         name = self.keys.kv(key)
         if ttl is None:
-            self.call(lambda c: c.set(name, value))
+            self.call(lambda c: c.set(name, value), write=True)
             return
         px = codec.ttl_ms(ttl)
         if px <= 0:
-            self.call(lambda c: c.delete(name))  # already over: not written, old value gone
+            self.call(
+                lambda c: c.delete(name), write=True
+            )  # already over: not written, old value gone
         else:
-            self.call(lambda c: c.set(name, value, px=px))
+            self.call(lambda c: c.set(name, value, px=px), write=True)
 
     def kv_get(self, key: str) -> bytes | None:
         return self._get(self.keys.kv(key))
 
     def kv_delete(self, key: str) -> bool:
-        return bool(self.call(lambda c: c.delete(self.keys.kv(key))))
+        return bool(self.call(lambda c: c.delete(self.keys.kv(key)), write=True))
 
     def kv_incr(self, key: str, ttl: timedelta | None = None) -> int:
         # A window that is already over counts 1 and vanishes at once (px 1).
@@ -546,7 +555,7 @@ class RedisEngine(CacheEngine):
 
         # Not retried: had the increment been applied before a reply was lost, a retry would
         # count one failure twice.
-        value = self.call(incr, idempotent=False)
+        value = self.call(incr, idempotent=False, write=True)
         if value is None:
             raise InvalidInput(
                 f"kv_incr({key!r}): the stored value is not an integer; "
@@ -561,7 +570,7 @@ class RedisEngine(CacheEngine):
         keys = [self.keys.audit_order, self.keys.audit_events, self.keys.audit_seq]
         args = [event.event_id, _time_key(event.created_at), raw]
         # Safe to retry: a second append of the same event id is refused by the script.
-        return int(self.call(lambda c: AUDIT_APPEND(c, keys, args))) == 1
+        return int(self.call(lambda c: AUDIT_APPEND(c, keys, args), write=True)) == 1
 
     def append_audit(self, event: AuditEvent) -> None:
         self._append(event)
@@ -647,7 +656,7 @@ class RedisEngine(CacheEngine):
         bound = f"({_time_key(cutoff)}:"
         total = 0
         while True:  # in batches, so Redis is never blocked by one huge deletion
-            removed = int(self.call(lambda c: AUDIT_TRIM(c, keys, [bound, 1000])))
+            removed = int(self.call(lambda c: AUDIT_TRIM(c, keys, [bound, 1000]), write=True))
             total += removed
             if removed == 0:
                 return total
@@ -733,7 +742,7 @@ class RedisEngine(CacheEngine):
     def flush(self) -> None:
         # Only our prefix, by SCAN + UNLINK: the database may hold other applications' keys.
         for keys in self._scan(self.keys.pattern("all"), count=500):
-            self.call(lambda c, keys: c.unlink(*keys), keys)
+            self.call(lambda c, keys: c.unlink(*keys), keys, write=True)
 
     def close(self) -> None:
         if self._owns_client:
