@@ -119,6 +119,8 @@ def _headline(result: dict[str, Any]) -> list[str]:
         line = f"  Memory usage:        ~{memory['bytes_per_token']:,.0f} bytes per token"
         if memory.get("memory_usage_bytes_per_token") is not None:
             line += f" (MEMORY USAGE of its keys: {memory['memory_usage_bytes_per_token']:,.0f})"
+        if memory.get("table_bytes_per_row") is not None:
+            line += f" (whole table over its rows: {memory['table_bytes_per_row']:,.0f})"
         lines.append(line)
         lines.append(f"                       {memory['method']}")
     return lines
