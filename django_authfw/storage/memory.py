@@ -30,8 +30,20 @@ T = TypeVar("T")
 
 
 def _copy_token(token: AuthToken) -> AuthToken:
-    return replace(
-        token,
+    # Built directly rather than with dataclasses.replace: this runs on every verification.
+    return AuthToken(
+        token_id=token.token_id,
+        user_id=token.user_id,
+        access_digest=token.access_digest,
+        expires_at=token.expires_at,
+        refresh_digest=token.refresh_digest,
+        refresh_expires_at=token.refresh_expires_at,
+        token_type=token.token_type,
+        family_id=token.family_id,
+        created_at=token.created_at,
+        updated_at=token.updated_at,
+        revoked_at=token.revoked_at,
+        replaced_by=token.replaced_by,
         permissions=list(token.permissions),
         roles=list(token.roles),
         metadata=codec.clone_json(token.metadata),
