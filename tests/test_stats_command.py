@@ -11,7 +11,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from django_authfw.exceptions import StorageUnavailable
 from django_authfw.records import StorageStatistics
+from django_authfw.storage import InMemoryStorage
 
 from . import ops_support
 from .ops_support import populate
@@ -82,3 +84,16 @@ def test_unknown_alias(aliases: Any) -> None:
     aliases(main="memory")
     with pytest.raises(CommandError, match="Unknown storage alias 'x'"):
         call_command("authfw_stats", "--storage", "x")
+
+
+class DownStorage(InMemoryStorage):
+    """A storage whose service is unreachable."""
+
+    def statistics(self) -> StorageStatistics:
+        raise StorageUnavailable("connection refused")
+
+
+def test_storage_down(aliases: Any) -> None:
+    aliases(main="memory", down={"BACKEND": "tests.test_stats_command.DownStorage"})
+    with pytest.raises(CommandError, match=r"Storage 'down' is unavailable.*Check that"):
+        call_command("authfw_stats", "--json", stdout=io.StringIO())
