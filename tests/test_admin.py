@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
@@ -39,6 +40,12 @@ def superuser_client(client: Client, user_factory: Any) -> Client:
     return client
 
 
+def obj_url(changelist: str, pk: object, view: str) -> str:
+    # quote() as the admin's own links do: an id with "_" followed by two hex digits would
+    # otherwise be unquoted to another id.
+    return f"{changelist}{quote(str(pk))}/{view}/"
+
+
 def staff_client(user_factory: Any, *codenames: str) -> Client:
     user = user_factory(is_staff=True)
     user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
@@ -61,7 +68,7 @@ def test_token_pages_show_digest_prefix_only(
 ) -> None:
     issued = login(user_factory(username="alice"))
     token = Token.objects.get(pk=issued.token_id)
-    for url in (TOKENS, f"{TOKENS}{token.pk}/change/"):
+    for url in (TOKENS, obj_url(TOKENS, token.pk, "change")):
         page = superuser_client.get(url).content.decode()
         assert token.access_token[:12] in page
         assert token.access_token not in page
@@ -69,7 +76,7 @@ def test_token_pages_show_digest_prefix_only(
         assert issued.access_token not in page
         assert issued.refresh_token not in page
         assert "alice" in page
-    change = superuser_client.get(f"{TOKENS}{token.pk}/change/").content.decode()
+    change = superuser_client.get(obj_url(TOKENS, token.pk, "change")).content.decode()
     assert 'name="_save"' not in change  # read-only
 
 
@@ -78,8 +85,10 @@ def test_no_add_change_or_delete_of_tokens(
 ) -> None:
     issued = login(user_factory())
     assert superuser_client.get(f"{TOKENS}add/").status_code == 403
-    assert superuser_client.get(f"{TOKENS}{issued.token_id}/delete/").status_code == 403
-    response = superuser_client.post(f"{TOKENS}{issued.token_id}/change/", {"token_type": "x"})
+    assert superuser_client.get(obj_url(TOKENS, issued.token_id, "delete")).status_code == 403
+    response = superuser_client.post(
+        obj_url(TOKENS, issued.token_id, "change"), {"token_type": "x"}
+    )
     assert response.status_code == 403
     assert Token.objects.get(pk=issued.token_id).token_type == "Bearer"
 
@@ -140,13 +149,13 @@ def test_session_end_action(superuser_client: Client, user_factory: Any) -> None
     kept = framework.create_session(user)
     page = superuser_client.get(SESSIONS).content.decode()
     assert ended.session_id in page and "sally" in page
-    detail = superuser_client.get(f"{SESSIONS}{ended.session_id}/change/").content.decode()
+    detail = superuser_client.get(obj_url(SESSIONS, ended.session_id, "change")).content.decode()
     assert "&lt;b&gt;x&lt;/b&gt;" in detail and "<b>x</b>" not in detail
     response = action(superuser_client, SESSIONS, "end_sessions", [ended.session_id])
     assert "Ended 1 session(s)." in response.content.decode()
     assert not Session.objects.filter(pk=ended.session_id).exists()
     assert Session.objects.filter(pk=kept.session_id).exists()
-    assert superuser_client.get(f"{SESSIONS}{kept.session_id}/delete/").status_code == 403
+    assert superuser_client.get(obj_url(SESSIONS, kept.session_id, "delete")).status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -179,7 +188,7 @@ def test_kv_page_escapes_values(superuser_client: Client) -> None:
     assert "<script>alert(1)</script>" not in page
     assert "00 01 02" in page
     assert "25600" in page  # the size column
-    detail = superuser_client.get(f"{KV}xss/change/").content.decode()
+    detail = superuser_client.get(obj_url(KV, "xss", "change")).content.decode()
     assert "<script>alert(1)</script>" not in detail
     assert superuser_client.get(f"{KV}add/").status_code == 403
 
@@ -194,11 +203,14 @@ def test_audit_log_is_read_only_for_superusers(superuser_client: Client) -> None
     assert (
         superuser_client.post(f"{AUDIT}add/", {"action": "x", "outcome": "on"}).status_code == 403
     )
-    assert superuser_client.get(f"{AUDIT}{event.pk}/delete/").status_code == 403
-    assert superuser_client.post(f"{AUDIT}{event.pk}/delete/", {"post": "yes"}).status_code == 403
-    response = superuser_client.post(f"{AUDIT}{event.pk}/change/", {"action": "changed"})
+    assert superuser_client.get(obj_url(AUDIT, event.pk, "delete")).status_code == 403
+    assert (
+        superuser_client.post(obj_url(AUDIT, event.pk, "delete"), {"post": "yes"}).status_code
+        == 403
+    )
+    response = superuser_client.post(obj_url(AUDIT, event.pk, "change"), {"action": "changed"})
     assert response.status_code == 403
-    detail = superuser_client.get(f"{AUDIT}{event.pk}/change/")
+    detail = superuser_client.get(obj_url(AUDIT, event.pk, "change"))
     assert detail.status_code == 200
     assert 'name="_save"' not in detail.content.decode()
     page = superuser_client.get(AUDIT).content.decode()
@@ -357,3 +369,20 @@ def test_changelist_never_counts_the_whole_table(
 
 def test_paginator_counts_plain_lists_exactly() -> None:
     assert EstimatedCountPaginator(list(range(7)), 2).count == 7
+
+
+def test_ids_with_underscores_open_the_right_page(
+    superuser_client: Client, user_factory: Any
+) -> None:
+    # Ids are url-safe base64: "_41" must not be unquoted to "A" on the way back.
+    from django_authfw.storage import DatabaseStorage
+
+    from .factories import AuthTokenFactory
+
+    token = AuthTokenFactory(token_id="tok_41_5F", user_id=str(user_factory().pk))
+    DatabaseStorage().store_token(token)
+    page = superuser_client.get(TOKENS).content.decode()
+    assert f'href="{obj_url(TOKENS, "tok_41_5F", "change")}"' in page
+    detail = superuser_client.get(obj_url(TOKENS, "tok_41_5F", "change"))
+    assert detail.status_code == 200
+    assert token.access_digest[:12] in detail.content.decode()
