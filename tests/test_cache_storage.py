@@ -823,3 +823,24 @@ def test_check_redis_is_fine_and_in_memory_warns(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("WEB_CONCURRENCY", "2")
     messages = run_cache_checks()
     assert [(m.id, m.obj) for m in messages] == [("authfw.W020", "AUTHFW['STORAGES']['mem']")]
+
+
+def test_locmem_keyspace_outlives_its_storage(settings: Any) -> None:
+    """Like LocMemCache, the data belongs to the location, not to one storage object: a
+    storage built per request (and dropped) must find what an earlier one stored."""
+    import gc
+
+    location = f"outlive-{uuid.uuid4().hex[:8]}"
+    settings.CACHES = {
+        **settings.CACHES,
+        "outlive": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": location,
+        },
+    }
+    token = AuthTokenFactory(user_id="1")
+    CacheStorage(cache="outlive").store_token(token)
+    gc.collect()
+    again = CacheStorage(cache="outlive")
+    assert again.get_token_by_access(token.access_digest) == token
+    again.flush()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -591,9 +590,10 @@ class MemoryEngine(CacheEngine):
             return sum(1 for event in events if self._append(event))
 
 
-# One keyspace per (cache location, key prefix) in this process, like LocMemCache's own
-# registry; weak, so a keyspace nobody refers to any more is freed.
-_shared: weakref.WeakValueDictionary[tuple[str, str], MemoryEngine] = weakref.WeakValueDictionary()
+# One keyspace per (cache location, key prefix) for the life of the process, like
+# LocMemCache's own registry: a CacheStorage built again (per request, after a settings
+# change) finds the tokens the previous one stored.
+_shared: dict[tuple[str, str], MemoryEngine] = {}
 _shared_lock = threading.Lock()
 
 
