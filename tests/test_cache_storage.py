@@ -361,6 +361,7 @@ def exercise(storage: AuthStorage) -> AuthToken:
     return token
 
 
+@pytest.mark.slow  # starts a redis-server of its own
 def test_no_keys_or_flush_command_is_ever_sent(
     private_storage: RedisStorage, private_redis: ServerProcess, tmp_path: Path
 ) -> None:
@@ -372,6 +373,7 @@ def test_no_keys_or_flush_command_is_ever_sent(
     assert not names & {"KEYS", "FLUSHDB", "FLUSHALL"}, names
 
 
+@pytest.mark.slow  # starts a redis-server of its own
 def test_verification_is_one_round_trip(
     private_storage: RedisStorage, private_redis: ServerProcess, tmp_path: Path
 ) -> None:
@@ -629,6 +631,7 @@ def test_cache_alias_on_a_dead_server_fails_closed(settings: Any) -> None:
     assert_unavailable_within(1.1, lambda: storage.get_token_by_access("a" * 64))
 
 
+@pytest.mark.slow  # starts a redis-server of its own
 def test_replica_acks_without_replicas_fails_writes_closed(private_redis: ServerProcess) -> None:
     """A write that cannot reach the required replicas is reported failed, never done."""
     storage = RedisStorage(
