@@ -116,6 +116,7 @@ def test_json_report_covers_every_operation_and_cleans_up(backend: str, bench_al
             "seconds",
             "batch",
             "processes",
+            "cpu_us_per_call",
         }
         assert figures["count"] > 0
         assert figures["p50_us"] <= figures["p99_us"]
@@ -177,6 +178,7 @@ def test_grow_to_times_verification_again_on_the_larger_store(
     assert set(growth["operations"]) == {"verify_valid", "verify_unknown"}
     assert growth["operations"]["verify_valid"]["count"] > 0
     assert growth["verify_valid_cost_ratio"] is not None
+    assert growth["verify_valid_p50_ratio"] is not None
     assert report["storages"][bench_alias]["cleanup"]["tokens"] >= 60
     assert _counts(bench_alias) == before
 

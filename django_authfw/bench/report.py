@@ -130,7 +130,7 @@ def _rows(result: dict[str, Any]) -> list[str]:
     ops = dict(result.get("operations") or {})
     if result.get("baseline"):
         ops["baseline"] = result["baseline"]
-    header = ["operation", "ops/sec", "p50 µs", "p99 µs", "batch"]
+    header = ["operation", "ops/sec", "p50 µs", "p99 µs", "cpu µs", "batch"]
     rows = [header]
     for name in [*OPERATIONS, "baseline"]:
         figures = ops.get(name)
@@ -142,6 +142,7 @@ def _rows(result: dict[str, Any]) -> list[str]:
                 _rate(figures["ops_per_sec"]),
                 _us(figures["p50_us"]),
                 _us(figures["p99_us"]),
+                _us(figures.get("cpu_us_per_call")),
                 str(figures["batch"]),
             ]
         )
@@ -161,12 +162,20 @@ def _rows(result: dict[str, Any]) -> list[str]:
     if growth:
         for name in ("verify_valid", "verify_unknown"):
             figures = growth["operations"][name]
-            ratio = growth.get(f"{name}_cost_ratio")
+            shown = [
+                f"{label} {growth[key]:.2f}x"
+                for label, key in (
+                    ("rate", f"{name}_cost_ratio"),
+                    ("p50", f"{name}_p50_ratio"),
+                    ("cpu", f"{name}_cpu_ratio"),
+                )
+                if growth.get(key)
+            ]
             lines.append(
                 f"  {LABELS[name]} at {growth['tokens']:,} tokens: "
                 f"{_rate(figures['ops_per_sec'])} ops/sec, p50 {_us(figures['p50_us'])} µs, "
                 f"p99 {_us(figures['p99_us'])} µs"
-                + (f" (cost {ratio:.2f}x the cost at fewer tokens)" if ratio else "")
+                + (f"; cost vs fewer tokens: {', '.join(shown)}" if shown else "")
             )
     ratios = result.get("ratios") or {}
     if ratios.get("unknown_to_valid_cost") is not None:

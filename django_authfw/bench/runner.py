@@ -9,6 +9,10 @@ as ``batch k`` in the report): they hide jitter inside a batch, never the overal
 
 Operations per second is the number of calls divided by the wall time of the timed loop, so it
 includes the loop's own overhead (one Python call per operation, see :func:`harness_overhead`).
+
+The CPU time of the timing thread over the loop is recorded too (``cpu_us_per_call``): on a
+machine shared with other work, wall time counts the moments another process had the core,
+CPU time does not, so it is the steadier measure of what a call costs this process.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class Measurement:
     batch: int
     samples: array[int] = field(repr=False)
     processes: int = 1
+    #: CPU time of the timing thread(s) over the loop, in nanoseconds.
+    cpu_ns: int = 0
 
     def percentile_us(self, q: float) -> float:
         """The ``q`` quantile (0..1) of the per-call latency, in microseconds."""
@@ -54,6 +60,7 @@ class Measurement:
             "seconds": round(self.elapsed_ns / 1e9, 3),
             "batch": self.batch,
             "processes": self.processes,
+            "cpu_us_per_call": round(self.cpu_ns / self.count / 1000.0, 3) if self.count else None,
         }
 
 
@@ -100,6 +107,7 @@ def measure(op: Callable[[], object], seconds: float, *, batch: int | None = Non
     clock = time.perf_counter_ns
     samples: array[int] = array("q")
     append = samples.append
+    cpu_start = time.thread_time_ns()
     start = clock()
     deadline = start + int(seconds * 1e9)
     now = start
@@ -119,6 +127,7 @@ def measure(op: Callable[[], object], seconds: float, *, batch: int | None = Non
             append((then - now) // batch)
             now = then
         count = len(samples) * batch
+    cpu = time.thread_time_ns() - cpu_start
     elapsed = now - start
     return Measurement(
         count=count,
@@ -126,6 +135,7 @@ def measure(op: Callable[[], object], seconds: float, *, batch: int | None = Non
         ops_per_sec=count * 1e9 / elapsed if elapsed > 0 else 0.0,
         batch=batch,
         samples=samples,
+        cpu_ns=cpu,
     )
 
 
@@ -147,6 +157,7 @@ def merge(parts: list[Measurement]) -> Measurement:
         batch=max(part.batch for part in parts),
         samples=samples,
         processes=sum(part.processes for part in parts),
+        cpu_ns=sum(part.cpu_ns for part in parts),
     )
 
 

@@ -311,10 +311,20 @@ def _grow(
         "operations": {name: after[name].as_dict() for name in GROWTH_OPERATIONS},
     }
     for name in GROWTH_OPERATIONS:
-        small, large = before[name].ops_per_sec, after[name].ops_per_sec
-        # Cost is 1/rate: the cost at grow_to tokens over the cost at --tokens.
-        growth[f"{name}_cost_ratio"] = round(small / large, 3) if small and large else None
+        small, large = before[name], after[name]
+        # Cost is 1/rate: the cost at grow_to tokens over the cost at --tokens; also in CPU
+        # time per call and in median latency, which other work on the machine skews less.
+        growth[f"{name}_cost_ratio"] = _quotient(small.ops_per_sec, large.ops_per_sec)
+        growth[f"{name}_cpu_ratio"] = _quotient(
+            large.cpu_ns / large.count if large.count else 0.0,
+            small.cpu_ns / small.count if small.count else 0.0,
+        )
+        growth[f"{name}_p50_ratio"] = _quotient(large.percentile_us(0.5), small.percentile_us(0.5))
     return growth
+
+
+def _quotient(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 3) if numerator and denominator else None
 
 
 def _ratios(measured: dict[str, Measurement]) -> dict[str, float | None]:
