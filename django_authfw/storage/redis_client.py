@@ -213,6 +213,7 @@ def sentinel_client(
         master_name,
         connection_pool_class=functools.partial(BoundedSentinelPool, wait=timeout),
         db=data.db,
+        ssl=data.ssl,
         username=data.username,
         password=data.password,
         max_connections=pool_size,
