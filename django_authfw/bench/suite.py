@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections, router
 
@@ -164,6 +165,11 @@ def bench_storage(
         "processes": options.processes,
         "notes": [],
     }
+    if backend.kind == "database" and settings.DEBUG:
+        result["notes"].append(
+            "DEBUG=True: Django records every SQL query, which slows every database operation; "
+            "run with DEBUG=False for production figures"
+        )
     processes = options.processes
     if processes > 1 and _process_local(backend):
         result["notes"].append(
