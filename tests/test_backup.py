@@ -444,3 +444,31 @@ def test_kv_entry_round_trip_keeps_bytes_and_none(tmp_path: Path) -> None:
 
     entry = KVEntry(key="k", value=b"\x00\xff", expires_at=None)
     assert decode_record("kv", json.loads(json.dumps(encode_record("kv", entry)))) == entry
+
+
+def test_restore_dry_run_checks_and_writes_nothing(
+    aliases: Any, make_user: Callable[..., str], tmp_path: Path
+) -> None:
+    storages = aliases(main="memory", empty="locmem")
+    data = populate(storages["main"], make_user)
+    path = tmp_path / "b.gz"
+    storages["main"].create_backup(path)
+
+    out = io.StringIO()
+    call_command("authfw_restore", str(path), "--storage", "empty", "--dry-run", stdout=out)
+    assert f"{len(data.tokens)} in the file" in out.getvalue()
+    assert "would be restored into the empty storage 'empty'" in out.getvalue()
+    assert is_empty(storages["empty"])
+
+    with pytest.raises(CommandError, match="--merge"):
+        call_command("authfw_restore", str(path), "--storage", "main", "--dry-run")
+    out = io.StringIO()
+    call_command(
+        "authfw_restore", str(path), "--storage", "main", "--replace", "--dry-run", stdout=out
+    )
+    assert "after deleting every record" in out.getvalue()
+    assert len(snapshot(storages["main"]).tokens) == len(data.tokens)  # nothing deleted
+
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(CommandError, match="Nothing was restored"):
+        call_command("authfw_restore", str(path), "--storage", "empty", "--dry-run")

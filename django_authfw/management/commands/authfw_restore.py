@@ -7,9 +7,17 @@ from typing import Any
 
 from django.core.management import BaseCommand, CommandError, CommandParser
 
-from ...backup import BackupError, IfNotEmpty, TargetNotEmpty, restore_backup
+from ...backup import (
+    BackupError,
+    BackupInfo,
+    IfNotEmpty,
+    TargetNotEmpty,
+    read_backup,
+    restore_backup,
+)
 from ...exceptions import StorageError
-from ...transfer import BY_NAME
+from ...storage import AuthStorage
+from ...transfer import BY_NAME, storage_is_empty
 from ..progress import ProgressBar, add_batch_size, open_storage, storage_failure
 
 
@@ -39,6 +47,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Delete every record of the storage first (after the file has been checked).",
         )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Check the file completely and whether the storage would take it; restore "
+            "nothing.",
+        )
         add_batch_size(parser)
 
     def handle(
@@ -49,11 +63,15 @@ class Command(BaseCommand):
         merge: bool,
         replace: bool,
         batch_size: int,
+        dry_run: bool,
         **options: Any,
     ) -> None:
         target = open_storage(storage)
         bar = ProgressBar(self.stdout, enabled=self.stdout.isatty())
         mode: IfNotEmpty = "merge" if merge else "replace" if replace else "error"
+        if dry_run:
+            self._dry_run(target, file, storage, mode)
+            return
         try:
             with bar:
                 report = restore_backup(
@@ -68,10 +86,7 @@ class Command(BaseCommand):
         except BackupError as exc:
             raise CommandError(f"{exc} Nothing was restored.") from exc
         except TargetNotEmpty as exc:
-            raise CommandError(
-                f"{exc} Pass --merge to upsert the backup's records into it, or --replace to "
-                "delete everything it holds first. Nothing was restored."
-            ) from exc
+            raise _not_empty(exc) from exc
         except StorageError as exc:
             raise CommandError(
                 f"{storage_failure(storage, exc)} The restore may have stopped part-way; once "
@@ -79,12 +94,7 @@ class Command(BaseCommand):
                 "to finish it (records are upserted, nothing is duplicated)."
             ) from exc
 
-        info = report.info
-        written_at = info.created_at.strftime("%Y-%m-%d %H:%M:%S %Z")
-        self.stdout.write(
-            f"Checked {file}: format version {info.version}, written {written_at} from "
-            f"{info.source_alias or '-'} ({info.source_backend})."
-        )
+        self._describe(report.info, file)
         if report.flushed:
             self.stdout.write(f"Deleted every record of {storage!r} first (--replace).")
         for name, in_file in report.in_file.items():
@@ -98,3 +108,45 @@ class Command(BaseCommand):
             if already:
                 parts.append(f"{already:,} already present")
             self.stdout.write(f"  {BY_NAME[name].label + ':':<19} {', '.join(parts)}")
+
+    def _describe(self, info: BackupInfo, file: str) -> None:
+        written_at = info.created_at.strftime("%Y-%m-%d %H:%M:%S %Z")
+        self.stdout.write(
+            f"Checked {file}: format version {info.version}, written {written_at} from "
+            f"{info.source_alias or '-'} ({info.source_backend})."
+        )
+
+    def _dry_run(self, target: AuthStorage, file: str, storage: str, mode: IfNotEmpty) -> None:
+        try:
+            info = read_backup(Path(file))
+        except BackupError as exc:
+            raise CommandError(f"{exc} Nothing was restored.") from exc
+        self._describe(info, file)
+        for name, count in info.counts.items():
+            self.stdout.write(f"  {BY_NAME[name].label + ':':<19} {count:,} in the file")
+        try:
+            empty = storage_is_empty(target)
+        except StorageError as exc:
+            raise storage_failure(storage, exc) from exc
+        if not empty and mode == "error":
+            raise _not_empty(
+                TargetNotEmpty(
+                    f"The storage {storage!r} already holds records; choose whether "
+                    "to merge the backup into them or to replace them."
+                )
+            )
+        how = {
+            "error": f"into the empty storage {storage!r}",
+            "merge": f"by merging it into {storage!r}",
+            "replace": f"into {storage!r} after deleting every record it holds",
+        }[mode]
+        self.stdout.write(
+            f"The file is sound and would be restored {how}. Nothing was restored (--dry-run)."
+        )
+
+
+def _not_empty(exc: TargetNotEmpty) -> CommandError:
+    return CommandError(
+        f"{exc} Pass --merge to upsert the backup's records into it, or --replace to delete "
+        "everything it holds first. Nothing was restored."
+    )
