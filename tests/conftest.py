@@ -14,6 +14,7 @@ from .backends import (
     selected_backends,
 )
 from .factories import UserFactory
+from .hashers import COUNTING_HASHER
 from .redis_servers import (  # noqa: F401  (session fixtures: servers stop at the end)
     _stop_redis_servers_at_session_end,
     redis_cluster,
@@ -40,6 +41,18 @@ def pytest_report_header() -> list[str]:
         f"authfw: database vendor {connection.vendor}, backends "
         f"{', '.join(selected_backends(servers=True))}"
     ]
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2(settings: object) -> None:
+    """Real Argon2 with a small work factor for every test; the default costs ~100 MiB a hash.
+
+    Tests about hashing policy set PASSWORD_HASHERS themselves (Django's own Argon2 included).
+    """
+    settings.PASSWORD_HASHERS = [
+        COUNTING_HASHER,
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    ]  # type: ignore[attr-defined]
 
 
 @pytest.fixture

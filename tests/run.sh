@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: lint and types; pytest on PostgreSQL with every storage backend
-# (database, in-memory, locmem, Redis, Redis Cluster, Redis Sentinel); the database tests again
-# on SQLite; and the SQLite and in-process tests on the previous Django LTS (5.2, Python 3.11).
-# Extra arguments go to the first pytest run.
+# The whole test suite: lint and types; every test on PostgreSQL with every storage backend
+# (database, in-memory, locmem, Redis, Redis Cluster, Redis Sentinel); then the tests that
+# depend on the database vendor or the Django version again on SQLite, and on the previous
+# Django LTS (5.2, Python 3.11). Extra arguments go to the first pytest run.
 source "$(dirname "$0")/../testproject/bootstrap.sh"
 
 echo "== ruff and mypy"
@@ -14,11 +14,17 @@ echo "== pytest on PostgreSQL, every backend"
 DATABASE_URL="${AUTHFW_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" \
     pytest "$@"
 
+# Storage, framework, HTTP and admin behaviour; the operations and bench suites go through the
+# same storage contract and ran above.
+VENDOR_TESTS=(tests/contract tests/test_database_storage.py tests/test_framework.py
+    tests/test_signals.py tests/test_checks.py tests/test_views.py tests/test_admin.py)
+
 echo "== pytest on SQLite, database backend"
 DATABASE_URL="sqlite://" AUTHFW_TEST_BACKENDS=database \
-    pytest -m "not browser and not slow" tests
+    pytest -m "not browser and not slow" "${VENDOR_TESTS[@]}"
 
 echo "== pytest on Django 5.2 LTS, SQLite and in-process backends"
 make_venv .venv-lts 3.11 "django>=5.2,<5.3"
 DATABASE_URL="sqlite://" AUTHFW_TEST_BACKENDS=database,memory \
-    .venv-lts/bin/python -m pytest -q -p no:cacheprovider -m "not browser and not slow" tests
+    .venv-lts/bin/python -m pytest -q -p no:cacheprovider -m "not browser and not slow" \
+    "${VENDOR_TESTS[@]}"
