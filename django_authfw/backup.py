@@ -684,6 +684,7 @@ __all__ = [
     "VERSION",
     "BackupError",
     "BackupInfo",
+    "IfNotEmpty",
     "RestoreReport",
     "TargetNotEmpty",
     "decode_record",
