@@ -14,10 +14,11 @@ echo "== pytest on PostgreSQL, every backend"
 DATABASE_URL="${AUTHFW_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" \
     pytest "$@"
 
-# Storage, framework, HTTP and admin behaviour; the operations and bench suites go through the
-# same storage contract and ran above.
+# Storage, framework, HTTP, admin and operations (migration to and from SQLite, restores into
+# it); the concurrency, live-server, browser and bench suites ran above.
 VENDOR_TESTS=(tests/contract tests/test_database_storage.py tests/test_framework.py
-    tests/test_signals.py tests/test_checks.py tests/test_views.py tests/test_admin.py)
+    tests/test_signals.py tests/test_checks.py tests/test_views.py tests/test_admin.py
+    tests/test_migration.py tests/test_backup.py tests/test_cleanup_command.py)
 
 echo "== pytest on SQLite, database backend"
 DATABASE_URL="sqlite://" AUTHFW_TEST_BACKENDS=database \
