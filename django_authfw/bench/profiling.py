@@ -19,9 +19,21 @@ from typing import Any
 # (layer, substrings of the file name or function name that put a function in it), first
 # match wins. Built-in functions have the file name "~".
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # Sending wakes the server, and on a machine with few cores the kernel often runs it at once
+    # on the sender's core: the profiler then charges the server's work to the send call.
     (
-        "wait for the server (socket I/O, poll)",
-        ("sendall", "recv_into", "'recv", "select", "poll", "connection.py:'wait'", "wait_c"),
+        "send to and wait for the server (socket I/O, poll)",
+        (
+            "sendall",
+            "recv_into",
+            "'recv",
+            "select",
+            "poll",
+            "connection.py:'wait'",
+            "wait_c",
+            "'_execute_send'",
+            "'_send_query_prepared'",
+        ),
     ),
     ("token format check + SHA-256", ("django_authfw/tokens.py", "_hashlib", "issuperset")),
     ("framework checks", ("django_authfw/framework.py", "compare_digest", "records.py")),
