@@ -6,6 +6,7 @@
 * :mod:`.memory`: memory per stored token for each kind of store;
 * :mod:`.probe`: what kind of store is behind a storage;
 * :mod:`.workers`: ``--processes N``;
+* :mod:`.profiling`: ``--profile``, where the time of a verification goes;
 * :mod:`.suite`: one run over one storage alias;
 * :mod:`.report`: the table and the JSON.
 
