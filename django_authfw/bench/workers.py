@@ -152,9 +152,12 @@ def run_workers(plan: Plan, processes: int) -> dict[str, Measurement]:
 
 def _receive(recv: Connection, seconds: float) -> tuple[str, Any]:
     # A worker answers within its timing window plus the warm-up; a dead one never does.
-    if not recv.poll(seconds * 2 + START_TIMEOUT):
-        raise WorkerError("a worker process stopped answering")
-    name, value = recv.recv()
+    try:
+        if not recv.poll(seconds * 2 + START_TIMEOUT):
+            raise WorkerError("a worker process stopped answering")
+        name, value = recv.recv()
+    except (EOFError, OSError) as exc:  # the worker died without a word (killed, crashed)
+        raise WorkerError(f"a worker process ended unexpectedly ({exc!r})") from None
     if name == "error":
         raise WorkerError(f"a worker process failed:\n{value}")
     return name, value
