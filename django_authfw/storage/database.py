@@ -487,7 +487,12 @@ class DatabaseStorage(AuthStorage):
 
     # Maintenance ----------------------------------------------------------------------------
 
-    def _cleanup(self, queryset: QuerySet[Any], db: str, batch_size: int, dry_run: bool) -> int:
+    def _cleanup(self, model: type[Any], expiry_field: str, batch_size: int, dry_run: bool) -> int:
+        """Delete rows whose ``expiry_field`` has passed, ``batch_size`` keys per transaction."""
+        batch_size = self._check_batch_size(batch_size)
+        db = self._write_db(model)
+        now = convert.to_db(utcnow())
+        queryset = model.objects.using(db).filter(**{f"{expiry_field}__lte": now})
         with database_errors(db):
             if dry_run:
                 return queryset.count()
@@ -495,30 +500,15 @@ class DatabaseStorage(AuthStorage):
 
     def cleanup_expired_tokens(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
         """Delete tokens past ``retain_until``, ``batch_size`` primary keys per transaction."""
-        batch_size = self._check_batch_size(batch_size)
-        model = _token_model()
-        db = self._write_db(model)
-        now = convert.to_db(utcnow())
-        queryset = model.objects.using(db).filter(retain_until__lte=now)
-        return self._cleanup(queryset, db, batch_size, dry_run)
+        return self._cleanup(_token_model(), "retain_until", batch_size, dry_run)
 
     def cleanup_expired_sessions(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
         """Delete expired sessions, ``batch_size`` primary keys per transaction."""
-        batch_size = self._check_batch_size(batch_size)
-        model = _session_model()
-        db = self._write_db(model)
-        now = convert.to_db(utcnow())
-        queryset = model.objects.using(db).filter(expires_at__lte=now)
-        return self._cleanup(queryset, db, batch_size, dry_run)
+        return self._cleanup(_session_model(), "expires_at", batch_size, dry_run)
 
     def cleanup_expired_kv(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
         """Delete expired key-value entries, ``batch_size`` primary keys per transaction."""
-        batch_size = self._check_batch_size(batch_size)
-        model = _kv_model()
-        db = self._write_db(model)
-        now = convert.to_db(utcnow())
-        queryset = model.objects.using(db).filter(expires_at__lte=now)
-        return self._cleanup(queryset, db, batch_size, dry_run)
+        return self._cleanup(_kv_model(), "expires_at", batch_size, dry_run)
 
     def statistics(self) -> StorageStatistics:
         """Counts with one aggregate query per table, and the size of the tables.
