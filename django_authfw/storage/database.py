@@ -241,8 +241,8 @@ class DatabaseStorage(AuthStorage):
             )
         return [convert.token_from_row(row) for row in rows]
 
-    def delete_user_tokens(self, user_id: str) -> int:
-        model = _token_model()
+    def _delete_for_user(self, model: type[Any], user_id: str) -> int:
+        """Delete every row of ``model`` that belongs to the user; return how many."""
         user_pk = convert.user_pk(model, user_id)
         if user_pk is None:
             return 0
@@ -250,6 +250,9 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             deleted, _ = model.objects.using(db).filter(user_id=user_pk).delete()
         return deleted
+
+    def delete_user_tokens(self, user_id: str) -> int:
+        return self._delete_for_user(_token_model(), user_id)
 
     # Sessions -------------------------------------------------------------------------------
 
@@ -325,14 +328,7 @@ class DatabaseStorage(AuthStorage):
         return [convert.session_from_row(row) for row in rows]
 
     def delete_user_sessions(self, user_id: str) -> int:
-        model = _session_model()
-        user_pk = convert.user_pk(model, user_id)
-        if user_pk is None:
-            return 0
-        db = self._write_db(model)
-        with database_errors(db):
-            deleted, _ = model.objects.using(db).filter(user_id=user_pk).delete()
-        return deleted
+        return self._delete_for_user(_session_model(), user_id)
 
     def count_active_sessions(self) -> int:
         model = _session_model()
