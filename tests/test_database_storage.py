@@ -32,6 +32,10 @@ needs_postgresql = pytest.mark.skipif(
     not ON_POSTGRESQL,
     reason="PostgreSQL behaviour (row locks across connections); the PostgreSQL run covers it",
 )
+needs_psycopg = pytest.mark.skipif(
+    not ON_POSTGRESQL,
+    reason="the verification lookup's psycopg cursor; the PostgreSQL run covers it",
+)
 
 
 def second_db_user() -> str:
@@ -587,3 +591,80 @@ def test_deleting_an_expired_record_reports_it_gone() -> None:
     assert storage.delete_session("old") is False
     assert storage.kv_delete("old") is False
     assert storage.cleanup_expired() == {"tokens": 1, "sessions": 1, "kv": 1}
+
+
+# The verification lookup's own cursor (database_lookup) -----------------------------------------
+
+
+def prepared_statements(alias: str) -> list[str]:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+@needs_psycopg
+def test_lookups_prepare_only_where_the_alias_asks_for_it(
+    django_db_setup: None, django_db_blocker: Any
+) -> None:
+    """Server-side prepares follow the alias's ``prepare_threshold`` (off by default)."""
+    own = dict(connections["default"].settings_dict)
+    prepared = {**own, "OPTIONS": {**own.get("OPTIONS", {}), "prepare_threshold": 1}}
+    with (
+        extra_database("authfw_plain", own) as plain,
+        extra_database("authfw_prepared", prepared) as with_prepares,
+        django_db_blocker.unblock(),
+    ):
+        user = get_user_model().objects.using(plain).create(username="authfw-prepare-test")
+        try:
+            token = AuthTokenFactory(user_id=str(user.pk))
+            DatabaseStorage(using=plain).store_token(token)
+            for alias in (plain, with_prepares):
+                storage = DatabaseStorage(using=alias)
+                for _ in range(3):
+                    assert storage.get_token_by_access(token.access_digest) == token
+                    assert storage.get_token_by_access("e" * 64) is None
+            table = models.Token._meta.db_table
+            assert not [s for s in prepared_statements(plain) if table in s]
+            assert [s for s in prepared_statements(with_prepares) if table in s]
+        finally:
+            DatabaseStorage(using=plain).delete_user_tokens(str(user.pk))
+            user.delete()
+
+
+@pytest.mark.django_db
+def test_query_watchers_see_the_verification_lookup() -> None:
+    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    storage = DatabaseStorage()
+    storage.store_token(token)
+    seen: list[str] = []
+
+    def watch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(watch):
+        assert storage.get_token_by_access(token.access_digest) == token
+    assert len(seen) == 1 and models.Token._meta.db_table in seen[0]
+    seen.clear()
+    assert storage.get_token_by_access(token.access_digest) == token  # unwatched again
+    assert seen == []
+
+
+@needs_psycopg
+def test_connection_lost_during_verification_raises_storage_unavailable(
+    django_db_setup: None, django_db_blocker: Any
+) -> None:
+    own = dict(connections["default"].settings_dict)
+    with extra_database("authfw_victim", own) as alias, django_db_blocker.unblock():
+        storage = DatabaseStorage(using=alias)
+        assert storage.get_token_by_access("d" * 64) is None
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        with pytest.raises(StorageUnavailable):
+            storage.get_token_by_access("d" * 64)
+        # Django closes the broken connection at the end of the request; then it works again.
+        connections[alias].close_if_unusable_or_obsolete()
+        assert storage.get_token_by_access("d" * 64) is None
