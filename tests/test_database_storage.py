@@ -14,14 +14,16 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_authfw import models
 from django_authfw.exceptions import InvalidInput, StorageError, StorageUnavailable
 from django_authfw.records import AuditEvent, KVEntry, SessionData, utcnow
 from django_authfw.storage import DatabaseStorage
+from django_authfw.storage import database_convert as convert
 from django_authfw.storage.database_errors import MissingUsers
+from django_authfw.storage.database_insert import insert_row
 from django_authfw.storage.database_kv import incr_locked, incr_upsert
 
 from .factories import AuthTokenFactory, UserFactory
@@ -623,9 +625,11 @@ def test_lookups_prepare_only_where_the_alias_asks_for_it(
                 for _ in range(3):
                     assert storage.get_token_by_access(token.access_digest) == token
                     assert storage.get_token_by_access("e" * 64) is None
+                    storage.store_token(AuthTokenFactory(user_id=str(user.pk)))
             table = models.Token._meta.db_table
             assert not [s for s in prepared_statements(plain) if table in s]
-            assert [s for s in prepared_statements(with_prepares) if table in s]
+            kept = [s.split()[0].upper() for s in prepared_statements(with_prepares) if table in s]
+            assert sorted(kept) == ["INSERT", "SELECT"]
         finally:
             DatabaseStorage(using=plain).delete_user_tokens(str(user.pk))
             user.delete()
@@ -648,6 +652,40 @@ def test_query_watchers_see_the_verification_lookup() -> None:
     seen.clear()
     assert storage.get_token_by_access(token.access_digest) == token  # unwatched again
     assert seen == []
+
+
+@pytest.mark.django_db
+def test_query_watchers_see_the_token_insert() -> None:
+    storage = DatabaseStorage()
+    user_id = str(UserFactory().pk)
+    with CaptureQueriesContext(connection) as captured:
+        storage.store_token(AuthTokenFactory(user_id=user_id))
+    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["INSERT"]
+    assert len(storage.list_user_tokens(user_id)) == 1
+
+
+@pytest.mark.django_db
+def test_a_failed_insert_marks_the_atomic_block_for_rollback() -> None:
+    storage = DatabaseStorage()
+    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    storage.store_token(token)
+    with transaction.atomic():
+        with pytest.raises(StorageError):
+            storage.store_token(token)  # the same token_id again
+        assert connection.needs_rollback  # as Model.save() leaves it: the block rolls back
+    assert storage.get_token(token.token_id) == token  # the connection is usable again
+
+
+@pytest.mark.django_db
+def test_insert_row_falls_back_to_create_for_partial_values() -> None:
+    """Values that leave a field to its default go through Model.objects.create()."""
+    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    values = convert.token_fields(models.Token, token)
+    del values["created_at"]
+    insert_row("default", models.Token, values)
+    row = models.Token.objects.get(token_id=token.token_id)
+    assert row.access_token == token.access_digest
+    assert abs(row.created_at - utcnow()) < timedelta(minutes=1)  # the field's default
 
 
 @needs_psycopg

@@ -36,6 +36,7 @@ from . import database_convert as convert
 from .base import AuthStorage
 from .database_bulk import import_new_events, import_rows
 from .database_errors import MissingUsers, database_errors
+from .database_insert import insert_row
 from .database_kv import incr_locked, incr_upsert, supports_upsert
 from .database_lookup import find_unexpired
 from .database_queries import (
@@ -128,7 +129,7 @@ class DatabaseStorage(AuthStorage):
         fields = convert.token_fields(model, token)
         db = self._write_db(model)
         with database_errors(db):
-            model.objects.using(db).create(**fields)
+            insert_row(db, model, fields)
 
     def _find_token(self, column: str, value: str) -> AuthToken | None:
         """The token whose unique ``column`` is ``value``, unless past ``retain_until``.

@@ -8,16 +8,7 @@ by a given column; later calls execute the cached statement and apply the cached
 The cache is per thread and per connection object, because Django's connections are, and the
 converters belong to the connection they were made for.
 
-On PostgreSQL with psycopg 3, the statement runs on a psycopg cursor of its own that binds the
-parameters on the server. Django's cursor binds them on the client: it renders the whole
-statement as text for every call, which cost more client CPU than the round trip here. A
-server-binding cursor sends the SQL and the two values apart, and the server can keep the
-statement prepared when the alias asks for it (``OPTIONS["prepare_threshold"]``; Django leaves
-it off for the sake of connection poolers, and so does this module). Everything Django's cursor
-does around a query is kept: health checks, connecting, the thread-sharing and broken-transaction
-checks, and its error wrapping. When something watches the queries (``DEBUG``, a test's
-``CaptureQueriesContext``, an ``execute_wrapper``) the lookup goes through Django's cursor, so
-that it sees them.
+On PostgreSQL the statement runs on a server-binding cursor (see :mod:`.database_cursor`).
 """
 
 from __future__ import annotations
@@ -33,6 +24,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model, Q
 from django.db.models.sql.compiler import SQLCompiler
 
+from . import database_cursor
 from .database_convert import to_db
 
 # The value stands in for the looked-up value while compiling; never sent to the database.
@@ -71,49 +63,8 @@ def _compile(
         sql=sql,
         compiler=compiler,
         converters=compiler.get_converters(selected),
-        server_binding=connection.vendor == "postgresql" and _is_psycopg3(),
+        server_binding=database_cursor.supported(connection),
     )
-
-
-def _is_psycopg3() -> bool:
-    from django.db.backends.postgresql.psycopg_any import is_psycopg3
-
-    return bool(is_psycopg3)
-
-
-def _server_binding_cursor(connection: BaseDatabaseWrapper) -> Any:
-    """This thread's psycopg cursor on the connection's current psycopg connection."""
-    raw = connection.connection
-    timezone = connection.timezone
-    cached = getattr(_local, "cursor", None)
-    if cached is not None:
-        cursor, cursor_timezone = cached
-        if cursor.connection is raw and cursor_timezone is timezone and not cursor.closed:
-            return cursor
-    import psycopg
-    from django.db.backends.postgresql.psycopg_any import register_tzloader
-    from psycopg.pq import Format
-
-    cursor = psycopg.Cursor(raw)
-    # As Django's create_cursor does: timestamps load in the connection's current time zone
-    # (a settings change after connecting moves it away from the adapters' own).
-    loader = raw.adapters.get_loader(raw.adapters.types["timestamptz"].oid, Format.TEXT)
-    if timezone != loader.timezone:
-        register_tzloader(timezone, cursor)
-    _local.cursor = (cursor, timezone)
-    return cursor
-
-
-def _fetch_server_bound(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> Any:
-    # What Django's connection.cursor() and CursorWrapper.execute() check, in their order.
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    connection.validate_no_broken_transaction()
-    with connection.wrap_database_errors:
-        cursor = _server_binding_cursor(connection)
-        cursor.execute(sql, params)
-        return cursor.fetchone()
 
 
 def find_unexpired(
@@ -135,12 +86,8 @@ def find_unexpired(
     if statement is None or statement.connection is not connection:
         statement = cache[key] = _compile(alias, model, column, columns, now)
     params = [value, connection.ops.adapt_datetimefield_value(to_db(now))]
-    if (
-        statement.server_binding
-        and not connection.queries_logged
-        and not connection.execute_wrappers
-    ):
-        row = _fetch_server_bound(connection, statement.sql, params)
+    if statement.server_binding and database_cursor.usable(connection):
+        row = database_cursor.execute(connection, statement.sql, params, fetch=True)
         rows = [] if row is None else [row]
     else:
         with connection.cursor() as cursor:

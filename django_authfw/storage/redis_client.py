@@ -462,3 +462,7 @@ class RedisCaller:
         if client is not None:
             with contextlib.suppress(RedisError):  # closing a dead server's client must not fail
                 client.close()
+                # A client given its pool does not close the pool's connections itself.
+                pool = getattr(client, "connection_pool", None)
+                if pool is not None:
+                    pool.disconnect()
