@@ -31,7 +31,7 @@ from django.test import override_settings
 from django_authfw import cache_checks
 from django_authfw.exceptions import InvalidInput, StorageError, StorageUnavailable
 from django_authfw.records import AuditEvent, AuthToken, SessionData, replace, utcnow
-from django_authfw.storage import AuthStorage, CacheStorage, InMemoryStorage, RedisStorage
+from django_authfw.storage import AuthStorage, CacheStorage, InMemoryStorage, RedisStorage, codec
 
 from .backends import REDIS_TEST_URL
 from .factories import AuthTokenFactory
@@ -168,7 +168,13 @@ def test_token_keys_json_and_ttls(
     assert stored["user_id"] == "42"
     assert stored["access_digest"] == token.access_digest
     assert stored["expires_at"] == token.expires_at.isoformat()
-    assert stored["revoked_at"] is None
+    # Fields at their default value are left out (the reader restores them).
+    assert "revoked_at" not in stored and "replaced_by" not in stored
+    storage.revoke_token(token.token_id, at=now, replaced_by="next")
+    stored = json.loads(raw_redis.get(f"{prefix}token:{token.token_id}"))
+    assert stored["revoked_at"] == now.isoformat() and stored["replaced_by"] == "next"
+    token = replace(token, revoked_at=now, replaced_by="next", updated_at=now)
+    assert storage.get_token(token.token_id) == token
     assert raw_redis.get(f"{prefix}access:{token.access_digest}") == token.token_id.encode()
     assert raw_redis.get(f"{prefix}refresh:{token.refresh_digest}") == token.token_id.encode()
     assert raw_redis.smembers(f"{prefix}user:42:tokens") == {token.token_id.encode()}
@@ -190,6 +196,39 @@ def test_token_keys_json_and_ttls(
         f"{prefix}refresh:{token.refresh_digest}",
         f"{prefix}user:42:tokens",
     }
+
+
+def test_token_json_leaves_out_defaults_and_reads_both_forms() -> None:
+    now = utcnow()
+    plain = AuthTokenFactory(user_id="7", permissions=[], roles=[], metadata={})
+    full = replace(
+        plain,
+        token_type="DPoP",
+        revoked_at=now,
+        replaced_by="t2",
+        permissions=["read"],
+        roles=["admin"],
+        metadata={"ip": "127.0.0.1"},
+    )
+    short = json.loads(codec.encode_token(plain))
+    assert not {"token_type", "revoked_at", "replaced_by", "permissions", "roles"} & set(short)
+    assert codec.decode_token(codec.encode_token(plain)) == plain
+    assert codec.decode_token(codec.encode_token(full)) == full
+    encoded = codec.encode_token(full)
+    assert codec.encode_token(codec.decode_token(encoded)) == encoded  # byte-stable, for CAS
+    # A record written with every field spelled out (nulls and all) reads the same.
+    spelled = {
+        **short,
+        "token_type": "Bearer",
+        "revoked_at": None,
+        "replaced_by": None,
+        "permissions": [],
+        "roles": [],
+        "metadata": {},
+    }
+    assert codec.decode_token(json.dumps(spelled)) == plain
+    with pytest.raises(StorageError, match="access_digest"):
+        codec.decode_token(json.dumps({k: v for k, v in short.items() if k != "access_digest"}))
 
 
 def test_user_index_ttl_follows_the_longest_lived_token(

@@ -96,48 +96,69 @@ def _loads(raw: bytes | str, what: str) -> dict[str, Any]:
     return value
 
 
+# Token fields left out of the JSON while they hold these values, which a reader restores: most
+# tokens are never revoked or rotated and carry no permissions, so their records shrink by a
+# fifth (about 190 bytes of Redis memory per token).
+_TOKEN_DEFAULTS: dict[str, Any] = {
+    "refresh_digest": None,
+    "refresh_expires_at": None,
+    "token_type": "Bearer",
+    "family_id": "",
+    "revoked_at": None,
+    "replaced_by": None,
+    "permissions": [],
+    "roles": [],
+    "metadata": {},
+}
+
+
 def encode_token(token: AuthToken) -> bytes:
-    return dumps(
-        {
-            "token_id": token.token_id,
-            "user_id": token.user_id,
-            "access_digest": token.access_digest,
-            "refresh_digest": token.refresh_digest,
-            "token_type": token.token_type,
-            "family_id": token.family_id,
-            "expires_at": _dt(token.expires_at),
-            "refresh_expires_at": _dt(token.refresh_expires_at),
-            "created_at": _dt(token.created_at),
-            "updated_at": _dt(token.updated_at),
-            "revoked_at": _dt(token.revoked_at),
-            "replaced_by": token.replaced_by,
-            "permissions": token.permissions,
-            "roles": token.roles,
-            "metadata": token.metadata,
-        },
-        "a token's permissions, roles and metadata",
-    )
+    """The token as JSON; fields that hold their default value are left out."""
+    fields: dict[str, Any] = {
+        "token_id": token.token_id,
+        "user_id": token.user_id,
+        "access_digest": token.access_digest,
+        "refresh_digest": token.refresh_digest,
+        "token_type": token.token_type,
+        "family_id": token.family_id,
+        "expires_at": _dt(token.expires_at),
+        "refresh_expires_at": _dt(token.refresh_expires_at),
+        "created_at": _dt(token.created_at),
+        "updated_at": _dt(token.updated_at),
+        "revoked_at": _dt(token.revoked_at),
+        "replaced_by": token.replaced_by,
+        "permissions": token.permissions,
+        "roles": token.roles,
+        "metadata": token.metadata,
+    }
+    payload = {
+        name: value
+        for name, value in fields.items()
+        if name not in _TOKEN_DEFAULTS or value != _TOKEN_DEFAULTS[name]
+    }
+    return dumps(payload, "a token's permissions, roles and metadata")
 
 
 def decode_token(raw: bytes | str) -> AuthToken:
     data = _loads(raw, "token")
+    get = data.get
     try:
         return AuthToken(
             token_id=data["token_id"],
             user_id=data["user_id"],
             access_digest=data["access_digest"],
-            refresh_digest=data["refresh_digest"],
-            token_type=data["token_type"],
-            family_id=data["family_id"],
+            refresh_digest=get("refresh_digest"),
+            token_type=get("token_type", "Bearer"),
+            family_id=get("family_id", ""),
             expires_at=datetime.fromisoformat(data["expires_at"]),
-            refresh_expires_at=_parse_dt(data["refresh_expires_at"]),
+            refresh_expires_at=_parse_dt(get("refresh_expires_at")),
             created_at=datetime.fromisoformat(data["created_at"]),
             updated_at=datetime.fromisoformat(data["updated_at"]),
-            revoked_at=_parse_dt(data["revoked_at"]),
-            replaced_by=data["replaced_by"],
-            permissions=data["permissions"],
-            roles=data["roles"],
-            metadata=data["metadata"],
+            revoked_at=_parse_dt(get("revoked_at")),
+            replaced_by=get("replaced_by"),
+            permissions=get("permissions", []),
+            roles=get("roles", []),
+            metadata=get("metadata", {}),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise StorageError(f"A stored token lacks or garbles field {exc}; restore it.") from exc
