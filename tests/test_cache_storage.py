@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +167,13 @@ def test_token_keys_json_and_ttls(
     assert stored["token_id"] == token.token_id
     assert stored["user_id"] == "42"
     assert stored["access_digest"] == token.access_digest
-    assert stored["expires_at"] == token.expires_at.isoformat()
+    assert datetime.fromisoformat(stored["expires_at"]) == token.expires_at
+    assert stored["expires_at"].endswith("Z")  # UTC, written the short way
     # Fields at their default value are left out (the reader restores them).
     assert "revoked_at" not in stored and "replaced_by" not in stored
     storage.revoke_token(token.token_id, at=now, replaced_by="next")
     stored = json.loads(raw_redis.get(f"{prefix}token:{token.token_id}"))
-    assert stored["revoked_at"] == now.isoformat() and stored["replaced_by"] == "next"
+    assert datetime.fromisoformat(stored["revoked_at"]) == now and stored["replaced_by"] == "next"
     token = replace(token, revoked_at=now, replaced_by="next", updated_at=now)
     assert storage.get_token(token.token_id) == token
     assert raw_redis.get(f"{prefix}access:{token.access_digest}") == token.token_id.encode()
@@ -210,8 +211,10 @@ def test_token_json_leaves_out_defaults_and_reads_both_forms() -> None:
         roles=["admin"],
         metadata={"ip": "127.0.0.1"},
     )
+    plain = replace(plain, updated_at=plain.created_at)
     short = json.loads(codec.encode_token(plain))
-    assert not {"token_type", "revoked_at", "replaced_by", "permissions", "roles"} & set(short)
+    left_out = {"token_type", "revoked_at", "replaced_by", "permissions", "roles", "updated_at"}
+    assert not left_out & set(short)
     assert codec.decode_token(codec.encode_token(plain)) == plain
     assert codec.decode_token(codec.encode_token(full)) == full
     encoded = codec.encode_token(full)
@@ -220,6 +223,7 @@ def test_token_json_leaves_out_defaults_and_reads_both_forms() -> None:
     spelled = {
         **short,
         "token_type": "Bearer",
+        "updated_at": plain.created_at.isoformat(),
         "revoked_at": None,
         "replaced_by": None,
         "permissions": [],

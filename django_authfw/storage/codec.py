@@ -67,7 +67,11 @@ def ttl_delta(ttl: object) -> timedelta | None:
 
 
 def _dt(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    if value is None:
+        return None
+    text = value.isoformat()
+    # ISO 8601's "Z" for UTC: 5 bytes less per timestamp; fromisoformat reads it back as UTC.
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def _parse_dt(value: Any) -> datetime | None:
@@ -96,9 +100,9 @@ def _loads(raw: bytes | str, what: str) -> dict[str, Any]:
     return value
 
 
-# Token fields left out of the JSON while they hold these values, which a reader restores: most
-# tokens are never revoked or rotated and carry no permissions, so their records shrink by a
-# fifth (about 190 bytes of Redis memory per token).
+# Token fields left out of the JSON while they hold these values, which a reader restores (and
+# ``updated_at`` while it equals ``created_at``): most tokens are never revoked, rotated or
+# updated and carry no permissions, so their records shrink by a quarter.
 _TOKEN_DEFAULTS: dict[str, Any] = {
     "refresh_digest": None,
     "refresh_expires_at": None,
@@ -136,6 +140,8 @@ def encode_token(token: AuthToken) -> bytes:
         for name, value in fields.items()
         if name not in _TOKEN_DEFAULTS or value != _TOKEN_DEFAULTS[name]
     }
+    if token.updated_at == token.created_at:  # never changed since it was issued
+        del payload["updated_at"]
     return dumps(payload, "a token's permissions, roles and metadata")
 
 
@@ -143,6 +149,7 @@ def decode_token(raw: bytes | str) -> AuthToken:
     data = _loads(raw, "token")
     get = data.get
     try:
+        created_at = datetime.fromisoformat(data["created_at"])
         return AuthToken(
             token_id=data["token_id"],
             user_id=data["user_id"],
@@ -152,8 +159,8 @@ def decode_token(raw: bytes | str) -> AuthToken:
             family_id=get("family_id", ""),
             expires_at=datetime.fromisoformat(data["expires_at"]),
             refresh_expires_at=_parse_dt(get("refresh_expires_at")),
-            created_at=datetime.fromisoformat(data["created_at"]),
-            updated_at=datetime.fromisoformat(data["updated_at"]),
+            created_at=created_at,
+            updated_at=_parse_dt(get("updated_at")) or created_at,
             revoked_at=_parse_dt(get("revoked_at")),
             replaced_by=get("replaced_by"),
             permissions=get("permissions", []),
