@@ -619,19 +619,34 @@ def test_lookups_prepare_only_where_the_alias_asks_for_it(
         user = get_user_model().objects.using(plain).create(username="authfw-prepare-test")
         try:
             token = AuthTokenFactory(user_id=str(user.pk))
-            DatabaseStorage(using=plain).store_token(token)
+            kept_session = session(str(user.pk), "authfw-prepare-test")
+            writer = DatabaseStorage(using=plain)
+            writer.store_token(token)
+            writer.store_session(kept_session)
+            writer.kv_set("authfw-prepare-test", b"v")
             for alias in (plain, with_prepares):
                 storage = DatabaseStorage(using=alias)
                 for _ in range(3):
                     assert storage.get_token_by_access(token.access_digest) == token
                     assert storage.get_token_by_access("e" * 64) is None
                     storage.store_token(AuthTokenFactory(user_id=str(user.pk)))
-            table = models.Token._meta.db_table
-            assert not [s for s in prepared_statements(plain) if table in s]
-            kept = [s.split()[0].upper() for s in prepared_statements(with_prepares) if table in s]
-            assert sorted(kept) == ["INSERT", "SELECT"]
+                    assert storage.get_session(kept_session.session_id) == kept_session
+                    assert storage.kv_get("authfw-prepare-test") == b"v"
+
+            def kept(alias: str, model: Any) -> list[str]:
+                table = model._meta.db_table
+                statements = [s for s in prepared_statements(alias) if table in s]
+                return sorted(s.split()[0].upper() for s in statements)
+
+            for model in (models.Token, models.Session, models.KVEntry):
+                assert kept(plain, model) == []
+            assert kept(with_prepares, models.Token) == ["INSERT", "SELECT"]
+            assert kept(with_prepares, models.Session) == ["SELECT"]
+            assert kept(with_prepares, models.KVEntry) == ["SELECT"]
         finally:
-            DatabaseStorage(using=plain).delete_user_tokens(str(user.pk))
+            writer.kv_delete("authfw-prepare-test")
+            writer.delete_user_sessions(str(user.pk))
+            writer.delete_user_tokens(str(user.pk))
             user.delete()
 
 

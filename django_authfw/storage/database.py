@@ -38,7 +38,7 @@ from .database_bulk import import_new_events, import_rows
 from .database_errors import MissingUsers, database_errors
 from .database_insert import insert_row
 from .database_kv import incr_locked, incr_upsert, supports_upsert
-from .database_lookup import find_unexpired
+from .database_lookup import Expiry, find_unexpired
 from .database_queries import (
     concrete_field,
     delete_in_batches,
@@ -78,6 +78,10 @@ def _audit_model() -> type[AuditLog]:
     from ..models import AuditLog
 
     return AuditLog
+
+
+# Sessions and key-value entries end at expires_at; NULL there means they never expire.
+_EXPIRES = Expiry("expires_at", nullable=True)
 
 
 def _not_past(field: str, now: datetime) -> Q:
@@ -271,14 +275,11 @@ class DatabaseStorage(AuthStorage):
         check_id(session_id, "session_id")
         model = _session_model()
         db = self._read_db(model)
-        now = convert.to_db(utcnow())
         with database_errors(db):
-            rows = list(
-                model.objects.using(db)
-                .filter(_not_past("expires_at", now), session_id=session_id)
-                .values_list(*convert.SESSION_COLUMNS)
+            row = find_unexpired(
+                db, model, "session_id", session_id, convert.SESSION_COLUMNS, utcnow(), _EXPIRES
             )
-        return convert.session_from_row(rows[0]) if rows else None
+        return None if row is None else convert.session_from_row(row)
 
     def touch_session(
         self, session_id: str, *, at: datetime, expires_at: datetime | None = None
@@ -362,14 +363,9 @@ class DatabaseStorage(AuthStorage):
         check_id(key, "key")
         model = _kv_model()
         db = self._read_db(model)
-        now = convert.to_db(utcnow())
         with database_errors(db):
-            values = list(
-                model.objects.using(db)
-                .filter(_not_past("expires_at", now), key=key)
-                .values_list("value", flat=True)
-            )
-        return bytes(values[0]) if values else None
+            row = find_unexpired(db, model, "key", key, ("value",), utcnow(), _EXPIRES)
+        return None if row is None else bytes(row[0])
 
     def kv_delete(self, key: str) -> bool:
         """One DELETE; an expired entry counts as gone (cleanup removes it)."""

@@ -286,7 +286,7 @@ def token_fields(model: type[models.Model], token: AuthToken) -> dict[str, Any]:
 # Sessions -------------------------------------------------------------------------------------
 
 
-def session_from_row(row: tuple[Any, ...]) -> SessionData:
+def session_from_row(row: Sequence[Any]) -> SessionData:
     session_id, user_id, data, created_at, last_accessed, expires_at, ip, user_agent = row
     return SessionData(
         session_id=session_id,

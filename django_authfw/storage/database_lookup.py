@@ -1,4 +1,5 @@
-"""The token lookups of the verification hot path, compiled once per database connection.
+"""Lookups of one unexpired row by a unique column, compiled once per database connection:
+the token verification hot path, and session and key-value reads.
 
 Building and compiling a QuerySet costs about ten times more than running the indexed SELECT
 it produces. The ORM still writes the SQL (quoting, vendor syntax) and supplies the converters
@@ -43,13 +44,34 @@ class _Statement:
 _local = threading.local()
 
 
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """The column that ends a row's life, and whether NULL there means "never"."""
+
+    column: str
+    nullable: bool = False
+
+    def alive(self, now: datetime) -> Q:
+        after = Q(**{f"{self.column}__gt": to_db(now)})
+        return Q(**{f"{self.column}__isnull": True}) | after if self.nullable else after
+
+
+RETAINED = Expiry("retain_until")  # tokens: kept until the later of their two expiries
+
+
 def _compile(
-    alias: str, model: type[Model], column: str, columns: Sequence[str], now: datetime
+    alias: str,
+    model: type[Model],
+    column: str,
+    columns: Sequence[str],
+    expiry: Expiry,
+    now: datetime,
 ) -> _Statement:
-    # Q objects in this order fix the parameter order: the looked-up value, then "now".
+    # Q objects in this order fix the parameter order: the looked-up value, then "now" (an
+    # IS NULL test takes no parameter).
     queryset = (
         model._default_manager.db_manager(alias)
-        .filter(Q(**{column: _PLACEHOLDER}), Q(retain_until__gt=to_db(now)))
+        .filter(Q(**{column: _PLACEHOLDER}), expiry.alive(now))
         .values_list(*columns)
     )
     compiler = queryset.query.get_compiler(using=alias)
@@ -74,17 +96,17 @@ def find_unexpired(
     value: str,
     columns: Sequence[str],
     now: datetime,
+    expiry: Expiry = RETAINED,
 ) -> Sequence[Any] | None:
-    """Return ``columns`` of the row whose unique ``column`` is ``value`` and whose
-    ``retain_until`` is after ``now``, or None: one SELECT on ``column``'s index."""
-    cache: dict[tuple[str, str, str, tuple[str, ...]], _Statement] = _local.__dict__.setdefault(
-        "statements", {}
-    )
-    key = (alias, model._meta.label, column, tuple(columns))
+    """Return ``columns`` of the row whose unique ``column`` is ``value`` and whose ``expiry``
+    is after ``now`` (or NULL, where that means "never"), or None: one SELECT on
+    ``column``'s index."""
+    cache: dict[tuple[Any, ...], _Statement] = _local.__dict__.setdefault("statements", {})
+    key = (alias, model._meta.label, column, tuple(columns), expiry)
     connection = connections[alias]
     statement = cache.get(key)
     if statement is None or statement.connection is not connection:
-        statement = cache[key] = _compile(alias, model, column, columns, now)
+        statement = cache[key] = _compile(alias, model, column, columns, expiry, now)
     params = [value, connection.ops.adapt_datetimefield_value(to_db(now))]
     if statement.server_binding and database_cursor.usable(connection):
         row = database_cursor.execute(connection, statement.sql, params, fetch=True)
