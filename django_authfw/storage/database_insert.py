@@ -7,9 +7,9 @@ set of columns, and each call only converts the values (``Field.get_db_prep_save
 what ``save()`` sends) and runs it on :mod:`.database_cursor`'s cursor.
 
 Like ``bulk_create``, this sends no ``pre_save``/``post_save`` signals: the storage's models are
-its own, and django_authfw announces issued tokens with its own signals. Everywhere else (other
-databases, a model whose fields the values do not all name, queries being watched) it is
-``create()``.
+its own, and the audit log records every login and refresh that issues a token. Everywhere
+else (other databases, a model whose fields the values do not all name, queries being watched)
+it is ``create()``.
 """
 
 from __future__ import annotations
