@@ -430,6 +430,10 @@ def test_times_round_trip_without_use_tz(settings: Any) -> None:
     storage.store_token(token)
     assert storage.get_token_by_access(token.access_digest) == token
     assert storage.list_user_tokens(token.user_id) == [token]
+    at = utcnow()
+    assert storage.revoke_token(token.token_id, at=at)
+    revoked = storage.get_token(token.token_id)
+    assert revoked is not None and revoked.revoked_at == at and revoked.updated_at == at
 
 
 # Concurrency (PostgreSQL) ----------------------------------------------------------------------
@@ -629,7 +633,10 @@ def test_lookups_prepare_only_where_the_alias_asks_for_it(
                 for _ in range(3):
                     assert storage.get_token_by_access(token.access_digest) == token
                     assert storage.get_token_by_access("e" * 64) is None
-                    storage.store_token(AuthTokenFactory(user_id=str(user.pk)))
+                    spare = AuthTokenFactory(user_id=str(user.pk))
+                    storage.store_token(spare)
+                    assert storage.revoke_token(spare.token_id, at=utcnow())
+                    assert not storage.revoke_token(spare.token_id, at=utcnow())
                     assert storage.get_session(kept_session.session_id) == kept_session
                     assert storage.kv_get("authfw-prepare-test") == b"v"
 
@@ -640,7 +647,7 @@ def test_lookups_prepare_only_where_the_alias_asks_for_it(
 
             for model in (models.Token, models.Session, models.KVEntry):
                 assert kept(plain, model) == []
-            assert kept(with_prepares, models.Token) == ["INSERT", "SELECT"]
+            assert kept(with_prepares, models.Token) == ["INSERT", "SELECT", "UPDATE"]
             assert kept(with_prepares, models.Session) == ["SELECT"]
             assert kept(with_prepares, models.KVEntry) == ["SELECT"]
         finally:
@@ -670,13 +677,16 @@ def test_query_watchers_see_the_verification_lookup() -> None:
 
 
 @pytest.mark.django_db
-def test_query_watchers_see_the_token_insert() -> None:
+def test_query_watchers_see_the_token_insert_and_revocation() -> None:
     storage = DatabaseStorage()
     user_id = str(UserFactory().pk)
+    token = AuthTokenFactory(user_id=user_id)
     with CaptureQueriesContext(connection) as captured:
-        storage.store_token(AuthTokenFactory(user_id=user_id))
-    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["INSERT"]
-    assert len(storage.list_user_tokens(user_id)) == 1
+        storage.store_token(token)
+        assert storage.revoke_token(token.token_id, at=utcnow(), replaced_by="next")
+    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["INSERT", "UPDATE"]
+    [stored] = storage.list_user_tokens(user_id)
+    assert stored.revoked_at is not None and stored.replaced_by == "next"
 
 
 @pytest.mark.django_db

@@ -46,6 +46,7 @@ from .database_queries import (
     iterate_by_time,
     upsert,
 )
+from .database_revoke import revoke_row
 
 if TYPE_CHECKING:
     from ..models import AuditLog, Session, Token
@@ -186,12 +187,9 @@ class DatabaseStorage(AuthStorage):
             check_id(replaced_by, "replaced_by")
         model = _token_model()
         db = self._write_db(model)
-        now = convert.to_db(utcnow())
         with database_errors(db):
-            updated = (
-                model.objects.using(db)
-                .filter(token_id=token_id, revoked_at__isnull=True, retain_until__gt=now)
-                .update(revoked_at=revoked_at, replaced_by=replaced_by, updated_at=revoked_at)
+            updated = revoke_row(
+                db, model, token_id, at=revoked_at, replaced_by=replaced_by, now=utcnow()
             )
         return updated == 1
 

@@ -63,7 +63,8 @@ def _cursor(connection: BaseDatabaseWrapper) -> Any:
 
 
 def execute(connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, fetch: bool) -> Any:
-    """Run ``sql`` with ``params``; return the first row (or None) if ``fetch``."""
+    """Run ``sql`` with ``params``; return the first row (or None) if ``fetch``, else the
+    number of rows the statement changed."""
     # What Django's connection.cursor() and CursorWrapper.execute() check, in their order.
     connection.close_if_health_check_failed()
     connection.ensure_connection()
@@ -72,4 +73,4 @@ def execute(connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, fet
     with connection.wrap_database_errors:
         cursor = _cursor(connection)
         cursor.execute(sql, params)
-        return cursor.fetchone() if fetch else None
+        return cursor.fetchone() if fetch else cursor.rowcount
