@@ -2,8 +2,9 @@
 
 Django's PostgreSQL cursor binds parameters on the client: for every call it renders the whole
 statement as text, which costs more client CPU than the round trip to a local server. The
-statements of the hot paths (the verification lookup, the insert of a new token) run instead
-on a psycopg cursor that sends the SQL and the values apart, so the server can also keep the
+statements of the hot paths (the verification lookup, the insert of a new token, the
+revocation of one token, session and key-value reads) run instead on a psycopg cursor that
+sends the SQL and the values apart, so the server can also keep the
 statement prepared when the alias asks for it (``OPTIONS["prepare_threshold"]``; Django leaves
 it off for the sake of connection poolers, and so does this module).
 

@@ -278,7 +278,7 @@ class ClientShelf:
     """
 
     def __init__(self, client: redis.Redis) -> None:
-        self._client = client
+        self.pooled = client  # the client that takes a pooled connection per command
         self._idle: list[redis.Redis] = []
         self._limit = max(0, min(client.connection_pool.max_connections // 2, 64))
         self._count = 0
@@ -301,7 +301,7 @@ class ClientShelf:
             self._count += 1
         try:
             return redis.Redis(
-                connection_pool=self._client.connection_pool, single_connection_client=True
+                connection_pool=self.pooled.connection_pool, single_connection_client=True
             )
         except BaseException:
             self._forget()
@@ -423,7 +423,7 @@ class RedisCaller:
         # fails the first command sent on it, and only an idempotent call may be retried.
         lent = shelf.borrow()
         if lent is None:
-            return operation(shelf._client, *args)
+            return operation(shelf.pooled, *args)
         try:
             result = operation(lent, *args)
         except BaseException:
