@@ -85,11 +85,6 @@ def _audit_model() -> type[AuditLog]:
 _EXPIRES = Expiry("expires_at", nullable=True)
 
 
-def _not_past(field: str, now: datetime) -> Q:
-    """Rows whose nullable expiry ``field`` is unset or still in the future."""
-    return Q(**{f"{field}__isnull": True}) | Q(**{f"{field}__gt": now})
-
-
 class DatabaseStorage(AuthStorage):
     """Tokens, sessions, key-value entries and the audit log in the ``django_authfw`` tables.
 
@@ -292,7 +287,7 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             updated = (
                 model.objects.using(db)
-                .filter(_not_past("expires_at", now), session_id=session_id)
+                .filter(_EXPIRES.alive(now), session_id=session_id)
                 .update(**changes)
             )
         return updated > 0
@@ -305,9 +300,7 @@ class DatabaseStorage(AuthStorage):
         now = convert.to_db(utcnow())
         with database_errors(db):
             deleted, _ = (
-                model.objects.using(db)
-                .filter(_not_past("expires_at", now), session_id=session_id)
-                .delete()
+                model.objects.using(db).filter(_EXPIRES.alive(now), session_id=session_id).delete()
             )
         return deleted > 0
 
@@ -321,7 +314,7 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             rows = list(
                 model.objects.using(db)
-                .filter(_not_past("expires_at", now), user_id=user_pk)
+                .filter(_EXPIRES.alive(now), user_id=user_pk)
                 .order_by("created_at", "session_id")
                 .values_list(*convert.SESSION_COLUMNS)
             )
@@ -335,7 +328,7 @@ class DatabaseStorage(AuthStorage):
         db = self._read_db(model)
         now = convert.to_db(utcnow())
         with database_errors(db):
-            return model.objects.using(db).filter(_not_past("expires_at", now)).count()
+            return model.objects.using(db).filter(_EXPIRES.alive(now)).count()
 
     # Key-value ------------------------------------------------------------------------------
 
@@ -372,9 +365,7 @@ class DatabaseStorage(AuthStorage):
         db = self._write_db(model)
         now = convert.to_db(utcnow())
         with database_errors(db):
-            deleted, _ = (
-                model.objects.using(db).filter(_not_past("expires_at", now), key=key).delete()
-            )
+            deleted, _ = model.objects.using(db).filter(_EXPIRES.alive(now), key=key).delete()
         return deleted > 0
 
     def kv_incr(self, key: str, ttl: timedelta | None = None) -> int:
@@ -528,12 +519,12 @@ class DatabaseStorage(AuthStorage):
         session_db = self._read_db(session_model)
         with database_errors(session_db):
             sessions = session_model.objects.using(session_db).aggregate(
-                total=Count("pk"), active=Count("pk", filter=_not_past("expires_at", now))
+                total=Count("pk"), active=Count("pk", filter=_EXPIRES.alive(now))
             )
         kv_model = _kv_model()
         kv_db = self._read_db(kv_model)
         with database_errors(kv_db):
-            kv_entries = kv_model.objects.using(kv_db).filter(_not_past("expires_at", now)).count()
+            kv_entries = kv_model.objects.using(kv_db).filter(_EXPIRES.alive(now)).count()
         audit_model = _audit_model()
         audit_db = self._read_db(audit_model)
         with database_errors(audit_db):
@@ -603,7 +594,7 @@ class DatabaseStorage(AuthStorage):
         model = _session_model()
         db = self._read_db(model)
         now = convert.to_db(utcnow())
-        queryset = model.objects.using(db).filter(_not_past("expires_at", now))
+        queryset = model.objects.using(db).filter(_EXPIRES.alive(now))
         with database_errors(db):
             yield from iterate_by_pk(
                 queryset, convert.SESSION_COLUMNS, convert.session_from_row, batch_size
@@ -615,7 +606,7 @@ class DatabaseStorage(AuthStorage):
         model = _kv_model()
         db = self._read_db(model)
         now = convert.to_db(utcnow())
-        queryset = model.objects.using(db).filter(_not_past("expires_at", now))
+        queryset = model.objects.using(db).filter(_EXPIRES.alive(now))
         with database_errors(db):
             yield from iterate_by_pk(queryset, convert.KV_COLUMNS, convert.kv_from_row, batch_size)
 

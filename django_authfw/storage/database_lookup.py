@@ -52,7 +52,8 @@ class Expiry:
     nullable: bool = False
 
     def alive(self, now: datetime) -> Q:
-        after = Q(**{f"{self.column}__gt": to_db(now)})
+        """Rows still alive at ``now``, a time already in the ORM's form (``to_db``)."""
+        after = Q(**{f"{self.column}__gt": now})
         return Q(**{f"{self.column}__isnull": True}) | after if self.nullable else after
 
 
@@ -71,7 +72,7 @@ def _compile(
     # IS NULL test takes no parameter).
     queryset = (
         model._default_manager.db_manager(alias)
-        .filter(Q(**{column: _PLACEHOLDER}), expiry.alive(now))
+        .filter(Q(**{column: _PLACEHOLDER}), expiry.alive(to_db(now)))
         .values_list(*columns)
     )
     compiler = queryset.query.get_compiler(using=alias)
