@@ -34,7 +34,12 @@ from .exceptions import (
     UserExists,
 )
 from .lockout import Lockout
-from .passwords import acheck_user_password, ahash_password, check_user_password
+from .passwords import (
+    acheck_user_password,
+    ahash_password,
+    check_user_password,
+    save_first_hash,
+)
 from .records import AuthToken, replace, utcnow
 from .request_info import EMPTY, RequestInfo
 from .session_api import SessionAPI
@@ -313,8 +318,7 @@ class AuthFramework(SessionAPI):
                 except (TypeError, ValueError) as exc:
                     raise InvalidInput(f"The user could not be created: {exc}") from None
                 if encoded is not None:
-                    user.password = encoded
-                    user.save(update_fields=["password"])
+                    save_first_hash(user, encoded)
                 self._audit.write(
                     make_event(actions.REGISTER, True, user_id=user_id_of(user), request_info=info)
                 )

@@ -11,6 +11,7 @@ Argon2 run never blocks the event loop, and so that several hashes run in parall
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
@@ -31,12 +32,42 @@ def _verify(password: str, encoded: str | None) -> tuple[bool, bool]:
     return bool(correct), bool(must_update)
 
 
-def _save_rehash(user: AbstractBaseUser, encoded: str) -> None:
+# Set only while _save_rehash saves: (id(user), the hash the password was verified against, the
+# new hash). The signal receivers read it to tell this save from a change of password.
+_REHASHING: ContextVar[tuple[int, str, str] | None] = ContextVar("authfw_rehashing", default=None)
+
+
+def _save_rehash(user: AbstractBaseUser, verified: str, encoded: str) -> None:
     user.password = encoded
-    # As in AbstractBaseUser.check_password's setter: an upgraded hash is not a password
-    # change (the signal receivers recognise this exact save and keep the user's tokens).
+    # As in AbstractBaseUser.check_password's setter: no raw password is kept on the instance,
+    # so Django's password_changed() hooks do not run for an upgrade.
     user._password = None  # type: ignore[attr-defined]
-    user.save(update_fields=["password"])
+    marker = _REHASHING.set((id(user), verified, encoded))
+    try:
+        user.save(update_fields=["password"])
+    finally:
+        _REHASHING.reset(marker)
+
+
+def save_first_hash(user: AbstractBaseUser, encoded: str) -> None:
+    """Give a user created without a password (in this transaction) its first hash.
+
+    Registration hashes outside the transaction, creates the user with no usable password,
+    then saves the hash here: marked like an upgrade, so it is not audited as a change.
+    """
+    _save_rehash(user, user.password, encoded)
+
+
+def rehash_in_progress(user: AbstractBaseUser) -> str | None:
+    """The hash that was verified, if ``user`` is being saved by this module's hash upgrade.
+
+    The new hash was made from a password that matched that hash, so the save is a rehash of
+    the same password, not a change; the receiver still compares it with the stored hash.
+    """
+    marker = _REHASHING.get()
+    if marker is None or marker[0] != id(user) or marker[2] != user.password:
+        return None
+    return marker[1]
 
 
 @sensitive_variables("password")
@@ -46,9 +77,10 @@ def check_user_password(user: AbstractBaseUser | None, password: str) -> bool:
     A correct password stored with an outdated hasher or work factor is re-hashed and saved,
     as Django's ``check_password`` does.
     """
-    correct, must_update = _verify(password, user.password if user is not None else None)
-    if user is not None and correct and must_update:
-        _save_rehash(user, make_password(password))
+    encoded = user.password if user is not None else None
+    correct, must_update = _verify(password, encoded)
+    if user is not None and encoded is not None and correct and must_update:
+        _save_rehash(user, encoded, make_password(password))
     return correct
 
 
@@ -57,9 +89,9 @@ async def acheck_user_password(user: AbstractBaseUser | None, password: str) -> 
     """Async twin of :func:`check_user_password`; hashing runs off the event loop."""
     encoded = user.password if user is not None else None
     correct, must_update = await sync_to_async(_verify, thread_sensitive=False)(password, encoded)
-    if user is not None and correct and must_update:
+    if user is not None and encoded is not None and correct and must_update:
         new_hash = await sync_to_async(make_password, thread_sensitive=False)(password)
-        await sync_to_async(_save_rehash)(user, new_hash)
+        await sync_to_async(_save_rehash)(user, encoded, new_hash)
     return correct
 
 

@@ -5,16 +5,23 @@ They run *before* the database write on purpose: if a storage is down, the recei
 :class:`~django_authfw.exceptions.StorageUnavailable` and the save or delete does not happen,
 rather than leaving a deleted or deactivated user with live tokens.
 
-What counts as a password change: the stored hash differs from the one in the database, except
-for the save Django's own ``check_password`` makes when it upgrades a hash to the current hasher
-(``save(update_fields=["password"])`` with no raw password set), which is not a change of
-password. Like Django's own signals, ``QuerySet.update()`` bypasses these receivers: deactivate
-users through ``save()`` (the admin does), or call ``AuthFramework.revoke_user_tokens`` and
-``end_user_sessions`` yourself after a bulk update.
+What counts as a password change: any save whose hash differs from the one in the database
+(``set_password``, ``set_unusable_password``, a hash assigned directly, with or without
+``update_fields``), except a hash upgrade: the save that re-hashes the *same* password after it
+was verified against the stored hash, made by this app's login or by Django's synchronous
+``AbstractBaseUser.check_password``. An upgrade is recognised only by where the save comes from
+(see :func:`_verified_hash`) and only when the verified hash is the stored one; anything else,
+including the upgrade of Django's async ``acheck_password`` (whose save runs in another thread
+and cannot be traced to it), ends the user's tokens: failing closed costs one login.
+
+Like Django's own signals, ``QuerySet.update()`` bypasses these receivers: deactivate users or
+change passwords through ``save()`` (the admin does), or call
+``AuthFramework.revoke_user_tokens`` and ``end_user_sessions`` yourself after a bulk update.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +29,11 @@ from django.conf import settings
 from django.db.models.signals import pre_delete, pre_save
 
 from . import audit as actions
+from .passwords import rehash_in_progress
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.db.models import Model
 
@@ -36,14 +46,56 @@ def _concrete(model: type[Model], name: str) -> bool:
     return bool(getattr(field, "concrete", False))
 
 
-def _is_hash_upgrade(instance: AbstractBaseUser, update_fields: Iterable[str] | None) -> bool:
-    # AbstractBaseUser.check_password's setter: set_password, then _password = None (a hash
-    # upgrade is "not a password change"), then save(update_fields=["password"]).
-    return (
-        update_fields is not None
-        and set(update_fields) == {"password"}
-        and getattr(instance, "_password", None) is None
-    )
+# Django's synchronous hash-upgrade path: AbstractBaseUser.check_password defines ``setter``,
+# which hashers.check_password(password, encoded, setter) calls once the password matched
+# ``encoded``; the setter then saves with update_fields=["password"].
+_DJANGO_SETTER = (
+    "django.contrib.auth.base_user",
+    "AbstractBaseUser.check_password.<locals>.setter",
+)
+_DJANGO_CHECK = ("django.contrib.auth.hashers", "check_password")
+_MAX_FRAMES = 40
+
+
+def _is(frame: FrameType, where: tuple[str, str]) -> bool:
+    return (frame.f_globals.get("__name__"), frame.f_code.co_qualname) == where
+
+
+def _verified_hash(instance: AbstractBaseUser) -> str | None:
+    """The hash the new one was verified against, if this save is a known hash upgrade.
+
+    Our own login marks its upgrade save (``passwords.rehash_in_progress``). Django's leaves no
+    mark, so the stack is read: the save must run inside Django's ``setter`` for this very
+    instance, called by ``hashers.check_password``, whose ``encoded`` is the verified hash. Any
+    other shape (another Django version, a wrapper) returns None: a change, which fails closed.
+    """
+    ours = rehash_in_progress(instance)
+    if ours is not None:
+        return ours
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            return None
+        if _is(frame, _DJANGO_SETTER) and frame.f_locals.get("self") is instance:
+            caller = frame.f_back
+            if caller is None or not _is(caller, _DJANGO_CHECK):
+                return None
+            encoded = caller.f_locals.get("encoded")
+            return encoded if isinstance(encoded, str) else None
+        frame = frame.f_back
+    return None
+
+
+def _is_hash_upgrade(
+    instance: AbstractBaseUser, stored: str, update_fields: Iterable[str] | None
+) -> bool:
+    """Whether this save only re-hashes the password already stored (not a change)."""
+    if update_fields is None or set(update_fields) != {"password"}:
+        return False
+    verified = _verified_hash(instance)
+    # The new hash came from a password that matched ``verified``; it is the same password
+    # only if ``verified`` is what the database holds (not a hash assigned just before).
+    return verified is not None and verified == stored
 
 
 def user_pre_save(
@@ -69,7 +121,7 @@ def user_pre_save(
     password_changed = (
         "password" in stored
         and stored["password"] != instance.password
-        and not _is_hash_upgrade(instance, update_fields)
+        and not _is_hash_upgrade(instance, stored["password"], update_fields)
     )
     if not (deactivated or password_changed):
         return

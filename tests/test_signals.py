@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
 from django_authfw import AuthFramework
@@ -182,6 +183,100 @@ def test_hash_upgrade_is_not_a_password_change(
     assert User.objects.get(pk=user.pk).password.startswith("argon2$")
     assert_access_kept(grants)
     assert db_audit.count_audit(action="password_change") == 0
+
+
+def _assign_hash(user: Any) -> None:
+    user.password = make_password("a password the attacker knows")
+
+
+def _assign_outdated_hash(user: Any) -> None:
+    # Looks exactly like an upgrade's input: a hash of the outdated hasher.
+    user.password = make_password("a password the attacker knows", hasher="pbkdf2_sha256")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_assign_hash, _assign_outdated_hash, lambda user: user.set_unusable_password()],
+    ids=["assigned-hash", "assigned-outdated-hash", "set_unusable_password"],
+)
+@pytest.mark.parametrize("update_fields", [["password"], None], ids=["update_fields", "save"])
+def test_every_way_of_changing_the_hash_ends_access(
+    aliases: list[str],
+    alice: Any,
+    db_audit: DatabaseStorage,
+    change: Any,
+    update_fields: list[str] | None,
+) -> None:
+    grants = log_in_everywhere(aliases, alice)
+    change(alice)
+    alice.save(update_fields=update_fields)
+    assert_access_ended(grants, deleted=False)
+    [event] = db_audit.query_audit(action="password_change")
+    assert event.metadata["password_changed"] is True
+
+
+@pytest.mark.parametrize("how", ["authenticate", "aauthenticate"])
+def test_our_login_upgrading_the_hash_keeps_access(
+    aliases: list[str], settings: Any, db_audit: DatabaseStorage, how: str
+) -> None:
+    settings.PASSWORD_HASHERS = [FAST_PBKDF2_HASHER, *settings.PASSWORD_HASHERS]
+    user = AuthFramework(storage=aliases[0]).register_user("alice", PASSWORD)
+    grants = log_in_everywhere(aliases, user)
+    settings.PASSWORD_HASHERS = settings.PASSWORD_HASHERS[1:]
+    auth = AuthFramework(storage=aliases[0])
+    if how == "authenticate":
+        auth.authenticate("alice", PASSWORD)
+    else:
+        async_to_sync(auth.aauthenticate)("alice", PASSWORD)
+    assert User.objects.get(pk=user.pk).password.startswith("argon2$")
+    assert_access_kept(grants)
+    assert db_audit.count_audit(action="password_change") == 0
+
+
+def test_an_upgrade_of_a_hash_assigned_before_it_ends_access(
+    aliases: list[str], alice: Any, settings: Any, db_audit: DatabaseStorage
+) -> None:
+    """The upgrade path re-hashes whatever hash the instance holds, so a new password assigned
+    in memory and then checked (and upgraded) is still a change of the stored password."""
+    grants = log_in_everywhere(aliases, alice)
+    alice.password = make_password("someone else's password", hasher="pbkdf2_sha256")
+    assert alice.check_password("someone else's password")  # upgrades, update_fields=["password"]
+    assert User.objects.get(pk=alice.pk).password.startswith("argon2$")
+    assert_access_ended(grants, deleted=False)
+    assert db_audit.count_audit(action="password_change") == 1
+
+
+def test_django_async_upgrade_fails_closed(
+    aliases: list[str], settings: Any, db_audit: DatabaseStorage
+) -> None:
+    """Django's acheck_password saves in another thread, out of sight: treated as a change."""
+    settings.PASSWORD_HASHERS = [FAST_PBKDF2_HASHER, *settings.PASSWORD_HASHERS]
+    user = AuthFramework(storage=aliases[0]).register_user("alice", PASSWORD)
+    grants = log_in_everywhere(aliases, user)
+    settings.PASSWORD_HASHERS = settings.PASSWORD_HASHERS[1:]
+    assert async_to_sync(user.acheck_password)(PASSWORD)
+    assert User.objects.get(pk=user.pk).password.startswith("argon2$")
+    assert_access_ended(grants, deleted=False)
+    assert db_audit.count_audit(action="password_change") == 1
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"password1": "A new admin-set passphrase", "password2": "A new admin-set passphrase"},
+        {"usable_password": "false", "unset-password": "1"},
+    ],
+    ids=["new-password", "unusable"],
+)
+def test_admin_password_form_ends_access(
+    aliases: list[str], alice: Any, client: Any, db_audit: DatabaseStorage, form: dict[str, str]
+) -> None:
+    grants = log_in_everywhere(aliases, alice)
+    client.force_login(User.objects.create_superuser("root", "root@example.org", "x" * 20))
+    response = client.post(f"/admin/auth/user/{alice.pk}/password/", form)
+    assert response.headers["Location"] == f"/admin/auth/user/{alice.pk}/change/"
+    assert_access_ended(grants, deleted=False)
+    assert db_audit.count_audit(action="password_change") == 1
 
 
 def test_registration_is_not_a_password_change(
