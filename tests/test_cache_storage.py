@@ -32,10 +32,19 @@ from django_authfw import cache_checks
 from django_authfw.exceptions import InvalidInput, StorageError, StorageUnavailable
 from django_authfw.records import AuditEvent, AuthToken, SessionData, replace, utcnow
 from django_authfw.storage import AuthStorage, CacheStorage, InMemoryStorage, RedisStorage, codec
+from django_authfw.storage.redis_client import CredentialsRefused
 
 from .backends import REDIS_TEST_URL
 from .factories import AuthTokenFactory
-from .redis_servers import CLUSTER_PORTS, HOST, ServerProcess, free_block, start_server
+from .redis_servers import (
+    CLUSTER_PORTS,
+    HOST,
+    ServerProcess,
+    connections_received,
+    free_block,
+    private_server,
+    start_server,
+)
 
 TTL_SLACK_MS = 3000  # a loaded CI machine may take a while between write and PTTL
 
@@ -695,6 +704,84 @@ def test_replica_acks_without_replicas_fails_writes_closed(private_redis: Server
     storage.close()
     with pytest.raises(InvalidInput, match="cluster_mode"):
         RedisStorage(cluster_mode=True, replica_acks=1)
+
+
+# Refused credentials --------------------------------------------------------------------------
+
+PASSWORD = "right-password-for-tests"
+
+
+@pytest.fixture(scope="module")
+def password_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A redis-server of this module with ``requirepass``."""
+    server = private_server(tmp_path_factory.mktemp("password-redis"), password=PASSWORD)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def password_admin(password_redis: ServerProcess) -> Iterator[redis.Redis]:
+    client = password_redis.client(password=PASSWORD)
+    connections_received(client)  # connects now, so later readings count only others
+    yield client
+    client.close()
+
+
+def assert_refused_at_once(admin: redis.Redis, call: Callable[[], object]) -> CredentialsRefused:
+    """``call`` fails with CredentialsRefused after one connection: no retry was made."""
+    before = connections_received(admin)
+    with pytest.raises(CredentialsRefused) as info:
+        call()
+    assert connections_received(admin) - before == 1
+    assert isinstance(info.value, StorageUnavailable)  # still a 503 JSON reply over HTTP
+    assert "refused the credentials" in str(info.value)
+    assert "unreachable" not in str(info.value)
+    return info.value
+
+
+@pytest.mark.slow  # starts a redis-server of its own
+@pytest.mark.parametrize("credentials", [":wrong-password@", "", "nobody:wrong-password@"])
+def test_a_refused_password_fails_at_once(
+    credentials: str, password_redis: ServerProcess, password_admin: redis.Redis
+) -> None:
+    """WRONGPASS (bad password, bad user) and NOAUTH (none given) are not retried."""
+    storage = RedisStorage(
+        url=f"redis://{credentials}{HOST}:{password_redis.port}/0",
+        retry_attempts=5,
+        retry_delay=0.01,
+    )
+    for call in (
+        lambda: storage.get_token_by_access("a" * 64),  # on a kept connection (the shelf)
+        lambda: storage.store_token(AuthTokenFactory(user_id="1")),
+        lambda: storage.kv_incr("n"),
+    ):
+        error = assert_refused_at_once(password_admin, call)
+        assert "wrong-password" not in str(error) and "wrong-password" not in repr(storage)
+    storage.close()
+    right = RedisStorage(url=f"redis://:{PASSWORD}@{HOST}:{password_redis.port}/0")
+    assert right.get_token("x") is None  # the same server with the right password works
+    right.close()
+
+
+@pytest.mark.slow  # starts a redis-server of its own
+def test_a_cache_alias_with_a_refused_password_fails_at_once(
+    settings: Any, password_redis: ServerProcess, password_admin: redis.Redis
+) -> None:
+    settings.CACHES = {
+        **settings.CACHES,
+        "authfw-wrong-password": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://{HOST}:{password_redis.port}/0",
+            "OPTIONS": {"PASSWORD": "wrong-password"},
+        },
+    }
+    storage = CacheStorage(cache="authfw-wrong-password", retry_attempts=5, retry_delay=0.01)
+    assert_refused_at_once(password_admin, lambda: storage.get_token_by_access("a" * 64))
+    assert_refused_at_once(password_admin, lambda: storage.append_audit(make_event()))
+
+
+def make_event() -> AuditEvent:
+    return AuditEvent(action="login", outcome=True)
 
 
 # In-memory sweep thread -----------------------------------------------------------------------
