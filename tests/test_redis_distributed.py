@@ -21,9 +21,10 @@ import redis
 from django_authfw.exceptions import StorageUnavailable
 from django_authfw.records import AuthToken, utcnow
 from django_authfw.storage import RedisStorage
+from django_authfw.storage.redis_client import CredentialsRefused
 
 from .factories import AuthTokenFactory
-from .redis_servers import ClusterInfo, SentinelInfo, sentinel_group
+from .redis_servers import ClusterInfo, SentinelInfo, connections_received, sentinel_group
 
 pytestmark = pytest.mark.slow
 
@@ -102,6 +103,56 @@ def test_failover_keeps_acknowledged_writes(own_sentinel_group: SentinelInfo) ->
     relaxed.flush()
     relaxed.close()
     storage.close()
+
+
+# Refused credentials ------------------------------------------------------------------------------
+
+
+def test_a_refused_sentinel_password_fails_at_once(redis_sentinel: SentinelInfo) -> None:
+    """Wrong ``sentinel_password``: every Sentinel answers WRONGPASS, redis-py reports
+    "No master found" (a ConnectionError); that is not retried, and says why."""
+    admins = [redis_sentinel.sentinel_client(i) for i in range(len(redis_sentinel.sentinels))]
+    storage = sentinel_storage(
+        redis_sentinel,
+        sentinel_password="wrong-password",
+        key_prefix=unique_prefix(),
+        retry_attempts=5,
+        retry_delay=0.01,
+    )
+    before = [connections_received(admin) for admin in admins]
+    with pytest.raises(CredentialsRefused, match="the Sentinels refused the credentials") as info:
+        storage.get_token_by_access("a" * 64)
+    after = [connections_received(admin) for admin in admins]
+    # One attempt: each Sentinel was asked once (six attempts would be six connections each).
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1] * len(admins)
+    assert isinstance(info.value, StorageUnavailable)
+    assert "sentinel_password" in str(info.value)
+    assert "wrong-password" not in str(info.value)
+    storage.close()
+    for admin in admins:
+        admin.close()
+
+
+def test_a_refused_data_node_password_behind_sentinel_fails_at_once(
+    redis_sentinel: SentinelInfo,
+) -> None:
+    """The Sentinels accept their password, the primary refuses the data password (it has
+    none, so AUTH is refused): not retried either."""
+    primary = redis_sentinel.primary.client()
+    connections_received(primary)
+    storage = sentinel_storage(
+        redis_sentinel,
+        url="redis://:wrong-password@127.0.0.1/0",
+        key_prefix=unique_prefix(),
+        retry_attempts=5,
+        retry_delay=0.01,
+    )
+    before = connections_received(primary)
+    with pytest.raises(CredentialsRefused, match="the server refused the credentials"):
+        storage.store_token(AuthTokenFactory(user_id="u1"))
+    assert connections_received(primary) - before == 1
+    storage.close()
+    primary.close()
 
 
 # Cluster ----------------------------------------------------------------------------------------

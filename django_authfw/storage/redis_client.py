@@ -86,8 +86,9 @@ _REFUSED: tuple[type[Exception], ...] = (
 # authenticated, before it even reads the command.
 _REFUSED_REPLIES = ("WRONGPASS", "NOAUTH", "Protocol error: unauthenticated")
 # Sentinel.discover_master() keeps only the repr() of each Sentinel's error in the text of
-# the MasterNotFoundError it raises (no __cause__), e.g. "... - AuthenticationError('...')".
-_REFUSED_REPRS = tuple(f"{cls.__name__}(" for cls in _REFUSED)
+# the MasterNotFoundError it raises (no __cause__): "<client> - auth:AuthenticationError" in
+# redis-py 8, "<client> - AuthenticationError('...')" before. The class name is in both.
+_REFUSED_NAMES = tuple(cls.__name__ for cls in _REFUSED)
 
 
 def credentials_refused(exc: BaseException) -> bool:
@@ -101,7 +102,7 @@ def credentials_refused(exc: BaseException) -> bool:
         text = str(current)
         if isinstance(current, ResponseError) and text.startswith(_REFUSED_REPLIES):
             return True
-        if isinstance(current, MasterNotFoundError) and any(r in text for r in _REFUSED_REPRS):
+        if isinstance(current, MasterNotFoundError) and any(n in text for n in _REFUSED_NAMES):
             return True
         current = current.__cause__ or (
             None if current.__suppress_context__ else current.__context__
@@ -112,11 +113,15 @@ def credentials_refused(exc: BaseException) -> bool:
 def _refused(description: str, exc: BaseException) -> CredentialsRefused:
     if isinstance(exc, MasterNotFoundError):
         whose, fix = "the Sentinels", "sentinel_password (the Sentinels' requirepass)"
+        # Its text repeats every Sentinel client's repr; the first clause says enough.
+        detail = str(exc).split(" : ", 1)[0]
     else:
         whose, fix = "the server", "the password (and username) in the URL or cache OPTIONS"
+        detail = str(exc)
     return CredentialsRefused(
         f"Redis at {description}: {whose} refused the credentials (wrong or missing password "
-        f"or username): {exc}. Check {fix}; this is a configuration error and is not retried."
+        f"or username): {detail}. Check {fix}; this is a configuration error and is not "
+        "retried."
     )
 
 
