@@ -573,6 +573,71 @@ def test_concurrent_kv_incr_counts_every_call(concurrent_storage: CacheStorage) 
     assert concurrent_storage.kv_get("n") == b"200"
 
 
+def burst_alias(settings: Any, **options: Any) -> tuple[str, str]:
+    """A django-redis alias of its own pool: django-redis keeps one pool per LOCATION for the
+    whole process, so the client name makes the LOCATION (and the pool) unique."""
+    name = f"authfw-burst-{uuid.uuid4().hex[:8]}"
+    settings.CACHES = {
+        **settings.CACHES,
+        name: {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"{REDIS_TEST_URL}?client_name={name}",
+            "OPTIONS": options,
+        },
+    }
+    return name, name
+
+
+def burst(storage: CacheStorage, threads: int = THREADS) -> list[str]:
+    """``threads`` callers released at once, each doing what a login and a few requests do;
+    returns the errors they met."""
+    tokens = [AuthTokenFactory(user_id=f"u{i % USERS}") for i in range(threads)]
+    barrier = threading.Barrier(threads)
+    errors: list[str] = []
+
+    def work(index: int) -> None:
+        token = tokens[index]
+        barrier.wait()
+        try:
+            storage.store_token(token)  # a script call on a pooled connection
+            for _ in range(3):  # on a kept connection (ClientShelf) while one is free
+                assert storage.get_token_by_access(token.access_digest) == token
+            assert token.token_id in {t.token_id for t in storage.list_user_tokens(token.user_id)}
+            storage.kv_incr("burst")  # never on a kept connection
+            if index % 10 == 0:
+                # A pipeline inside a call: a kept connection plus one of the pool at once.
+                list(storage.iter_kv(batch_size=10))
+        except Exception as exc:  # counted, not raised: the test reports them all
+            errors.append(repr(exc))
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, range(threads)))
+    return errors
+
+
+def test_a_blocking_django_redis_pool_queues_a_burst(
+    settings: Any, raw_redis: redis.Redis
+) -> None:
+    """100 threads on a django-redis pool of 10 connections, configured as docs/backends.md
+    says (BlockingConnectionPool): every caller waits its turn, none fails, the pool's limit
+    holds, and the kept connections (at most half the pool) never starve the rest."""
+    alias, client_name = burst_alias(
+        settings,
+        CONNECTION_POOL_CLASS="redis.BlockingConnectionPool",
+        CONNECTION_POOL_KWARGS={"max_connections": 10, "timeout": 20},
+    )
+    storage = CacheStorage(cache=alias, key_prefix=unique_prefix(), retry_attempts=0)
+    pool = storage.engine.call.client.connection_pool  # type: ignore[attr-defined]
+    assert isinstance(pool, redis.BlockingConnectionPool) and pool.max_connections == 10
+    assert burst(storage) == []
+    assert storage.kv_get("burst") == str(THREADS).encode()
+    ours = [c for c in raw_redis.client_list() if c["name"] == client_name]
+    assert 0 < len(ours) <= 10
+    storage.flush()
+    storage.close()
+    pool.disconnect()
+
+
 def test_in_memory_async_twins_run_inline(locmem_storage: CacheStorage) -> None:
     """No thread hop for the in-process engine: the twin runs on the event loop's thread."""
     seen: list[int] = []
@@ -899,6 +964,72 @@ CACHES = {
     "redis": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_TEST_URL},
     "db": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "t"},
 }
+
+
+def pool_caches(**entries: dict[str, Any]) -> dict[str, Any]:
+    return {"default": CACHES["default"], **entries}
+
+
+def django_redis(location: str = REDIS_TEST_URL, **options: Any) -> dict[str, Any]:
+    return {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": location, "OPTIONS": options}
+
+
+def builtin_redis(location: str = REDIS_TEST_URL, **options: Any) -> dict[str, Any]:
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": location,
+        "OPTIONS": options,
+    }
+
+
+NON_BLOCKING = {
+    "django-redis kwargs": django_redis(CONNECTION_POOL_KWARGS={"max_connections": 10}),
+    "django-redis url": django_redis(f"{REDIS_TEST_URL}?max_connections=10"),
+    "django-redis sentinel": django_redis(
+        "redis://authfw/0",
+        CLIENT_CLASS="django_redis.client.SentinelClient",
+        SENTINELS=[("127.0.0.1", 26379)],
+        CONNECTION_POOL_KWARGS={"max_connections": 10},
+    ),
+    "builtin": builtin_redis(max_connections=10),
+}
+WAITING = {
+    "django-redis blocking": django_redis(
+        CONNECTION_POOL_CLASS="redis.BlockingConnectionPool",
+        CONNECTION_POOL_KWARGS={"max_connections": 10, "timeout": 5},
+    ),
+    "django-redis no limit": django_redis(),
+    "django-redis sentinel bounded": django_redis(
+        "redis://authfw/0",
+        CLIENT_CLASS="django_redis.client.SentinelClient",
+        SENTINELS=[("127.0.0.1", 26379)],
+        CONNECTION_POOL_CLASS="django_authfw.storage.redis_client.BoundedSentinelPool",
+        CONNECTION_POOL_KWARGS={"max_connections": 10, "wait": 5},
+    ),
+    "builtin blocking": builtin_redis(
+        pool_class="redis.BlockingConnectionPool", max_connections=10, timeout=5
+    ),
+}
+
+
+@pytest.mark.parametrize("name", NON_BLOCKING)
+def test_check_a_pool_that_does_not_wait_warns(name: str) -> None:
+    """A pool with max_connections that raises instead of waiting: authfw.W021, with the fix."""
+    with override_settings(CACHES=pool_caches(burst=NON_BLOCKING[name]), AUTHFW=storages_on("burst")):
+        [message] = run_cache_checks()
+    assert isinstance(message, Warning) and message.id == "authfw.W021"
+    assert "10 connections" in message.msg and "Too many connections" in message.msg
+    expected = {
+        "django-redis sentinel": "BoundedSentinelPool",
+        "builtin": "OPTIONS['pool_class'] = 'redis.BlockingConnectionPool'",
+    }.get(name, "CONNECTION_POOL_CLASS'] = 'redis.BlockingConnectionPool'")
+    assert expected in message.hint
+
+
+@pytest.mark.parametrize("name", WAITING)
+def test_check_a_pool_that_waits_is_fine(name: str) -> None:
+    with override_settings(CACHES=pool_caches(burst=WAITING[name]), AUTHFW=storages_on("burst")):
+        assert run_cache_checks() == []
 
 
 @override_settings(CACHES=CACHES, AUTHFW=storages_on("dummy"))

@@ -216,14 +216,19 @@ def cluster_client(urls: Sequence[str], *, pool_size: int, timeout: float) -> Re
 
 
 class BoundedSentinelPool(SentinelConnectionPool):
-    """A Sentinel pool that makes callers wait for a free connection (up to ``wait``).
+    """A Sentinel pool that makes callers wait for a free connection (up to ``wait`` seconds).
 
     redis-py's Sentinel pool raises "Too many connections" as soon as ``max_connections`` are
     in use; under a burst that would turn into errors instead of a short queue, as the
-    blocking pool gives for a single server.
+    blocking pool gives for a single server. RedisStorage uses it with ``wait=timeout``; a
+    django-redis Sentinel alias can name it in ``CONNECTION_POOL_CLASS`` (``wait`` and
+    ``max_connections`` in ``CONNECTION_POOL_KWARGS``; ``wait`` defaults to 20 s, as
+    ``BlockingConnectionPool``'s ``timeout`` does).
     """
 
-    def __init__(self, service_name: str, sentinel_manager: Any, *, wait: float, **kwargs: Any):
+    def __init__(
+        self, service_name: str, sentinel_manager: Any, *, wait: float = 20.0, **kwargs: Any
+    ):
         super().__init__(service_name, sentinel_manager, **kwargs)
         self._slots = threading.Semaphore(self.max_connections)
         self._handed_out: set[int] = set()
