@@ -14,16 +14,18 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from django_authfw.exceptions import StorageUnavailable
 from django_authfw.records import AuthToken, utcnow
-from django_authfw.storage import RedisStorage
-from django_authfw.storage.redis_client import CredentialsRefused
+from django_authfw.storage import CacheStorage, RedisStorage
+from django_authfw.storage.redis_client import BoundedSentinelPool, CredentialsRefused
 
 from .factories import AuthTokenFactory
+from .test_cache_storage import burst
 from .redis_servers import ClusterInfo, SentinelInfo, connections_received, sentinel_group
 
 pytestmark = pytest.mark.slow
@@ -103,6 +105,37 @@ def test_failover_keeps_acknowledged_writes(own_sentinel_group: SentinelInfo) ->
     relaxed.flush()
     relaxed.close()
     storage.close()
+
+
+def test_django_redis_sentinel_alias_with_bounded_pool_queues_a_burst(
+    redis_sentinel: SentinelInfo, settings: Any
+) -> None:
+    """The fix authfw.W021 names for a django-redis Sentinel alias: 100 threads on a
+    BoundedSentinelPool of 10 give zero errors."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "authfw-sentinel-burst": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            # django-redis keeps one pool per LOCATION for the process: a name of this test's.
+            "LOCATION": f"redis://{redis_sentinel.master_name}/0?client_name=authfw-sentinel-burst",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+                "SENTINELS": [("127.0.0.1", s.port) for s in redis_sentinel.sentinels],
+                "SENTINEL_KWARGS": {"password": redis_sentinel.password},
+                "CONNECTION_POOL_CLASS": "django_authfw.storage.redis_client.BoundedSentinelPool",
+                "CONNECTION_POOL_KWARGS": {"max_connections": 10, "wait": 20},
+            },
+        },
+    }
+    storage = CacheStorage(cache="authfw-sentinel-burst", key_prefix=unique_prefix())
+    pool = storage.engine.call.client.connection_pool  # type: ignore[attr-defined]
+    assert isinstance(pool, BoundedSentinelPool) and pool.max_connections == 10
+    assert burst(storage) == []
+    assert storage.kv_get("burst") == b"100"
+    storage.flush()
+    storage.close()
+    pool.disconnect()
 
 
 # Refused credentials ------------------------------------------------------------------------------
