@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from urllib.parse import parse_qs, urlsplit
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from django.apps import AppConfig
 from django.conf import settings

@@ -615,9 +615,7 @@ def burst(storage: CacheStorage, threads: int = THREADS) -> list[str]:
     return errors
 
 
-def test_a_blocking_django_redis_pool_queues_a_burst(
-    settings: Any, raw_redis: redis.Redis
-) -> None:
+def test_a_blocking_django_redis_pool_queues_a_burst(settings: Any, raw_redis: redis.Redis) -> None:
     """100 threads on a django-redis pool of 10 connections, configured as docs/backends.md
     says (BlockingConnectionPool): every caller waits its turn, none fails, the pool's limit
     holds, and the kept connections (at most half the pool) never starve the rest."""
@@ -1015,7 +1013,9 @@ WAITING = {
 @pytest.mark.parametrize("name", NON_BLOCKING)
 def test_check_a_pool_that_does_not_wait_warns(name: str) -> None:
     """A pool with max_connections that raises instead of waiting: authfw.W021, with the fix."""
-    with override_settings(CACHES=pool_caches(burst=NON_BLOCKING[name]), AUTHFW=storages_on("burst")):
+    with override_settings(
+        CACHES=pool_caches(burst=NON_BLOCKING[name]), AUTHFW=storages_on("burst")
+    ):
         [message] = run_cache_checks()
     assert isinstance(message, Warning) and message.id == "authfw.W021"
     assert "10 connections" in message.msg and "Too many connections" in message.msg

@@ -145,7 +145,9 @@ def test_at_most_half_the_pool_is_kept(server: ServerProcess, admin: redis.Redis
 
 
 @pytest.mark.parametrize("pool_size", [2, 3, 10])
-def test_kept_connections_never_starve_a_blocking_pool(server: ServerProcess, pool_size: int) -> None:
+def test_kept_connections_never_starve_a_blocking_pool(
+    server: ServerProcess, pool_size: int
+) -> None:
     """The shelf keeps up to half the pool for good, and a call on a kept connection may take a
     second one of the pool for a pipeline. With the pool blocking, that must never deadlock:
     at most half the connections are held by callers that wait for another, so the other half

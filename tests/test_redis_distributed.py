@@ -25,8 +25,8 @@ from django_authfw.storage import CacheStorage, RedisStorage
 from django_authfw.storage.redis_client import BoundedSentinelPool, CredentialsRefused
 
 from .factories import AuthTokenFactory
-from .test_cache_storage import burst
 from .redis_servers import ClusterInfo, SentinelInfo, connections_received, sentinel_group
+from .test_cache_storage import burst
 
 pytestmark = pytest.mark.slow
 
