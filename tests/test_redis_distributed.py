@@ -7,6 +7,7 @@ The contract suite runs on both deployments too (backends ``redis-sentinel`` and
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -208,6 +209,45 @@ def cluster_storage(redis_cluster: ClusterInfo) -> Iterator[RedisStorage]:
 
 def cluster_client(info: ClusterInfo) -> redis.RedisCluster:
     return redis.RedisCluster(host="127.0.0.1", port=info.nodes[0].port)
+
+
+def test_cluster_refused_password_and_unreachable_seeds(redis_cluster: ClusterInfo) -> None:
+    """redis-py raises RedisClusterException (not a RedisError) when no seed node can be used;
+    it used to escape raw. A refused password now fails at once (one connection per seed
+    node), unreachable seeds are retried and end as StorageUnavailable."""
+    admins = [node.client() for node in redis_cluster.nodes]
+    for admin in admins:
+        connections_received(admin)
+    refused = RedisStorage(
+        cluster_mode=True,
+        cluster_urls=[
+            u.replace("redis://", "redis://:wrong-password@") for u in redis_cluster.urls
+        ],
+        retry_attempts=5,
+        retry_delay=0.01,
+    )
+    before = sum(connections_received(admin) for admin in admins)
+    with pytest.raises(CredentialsRefused, match="refused the credentials") as info:
+        refused.get_token("x")
+    assert sum(connections_received(admin) for admin in admins) - before <= len(admins)
+    assert "wrong-password" not in str(info.value)
+    refused.close()
+    for admin in admins:
+        admin.close()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the block ends
+    unreachable = RedisStorage(
+        cluster_mode=True,
+        cluster_urls=[f"redis://127.0.0.1:{port}"],
+        timeout=0.5,
+        retry_attempts=1,
+        retry_delay=0.01,
+    )
+    with pytest.raises(StorageUnavailable, match=r"unreachable or too slow \(2 attempts\)"):
+        unreachable.get_token("x")
+    unreachable.close()
 
 
 def test_cluster_spreads_keys_and_keeps_audit_in_one_slot(

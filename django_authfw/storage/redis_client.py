@@ -35,8 +35,10 @@ from redis.exceptions import (
     ClusterError,
     ConnectionError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
     TimeoutError,
     TryAgainError,
 )
@@ -482,6 +484,16 @@ class RedisCaller:
                 if credentials_refused(exc):
                     raise _refused(self.description, exc) from exc
                 raise StorageError(f"Redis at {self.description} refused a command: {exc}") from exc
+            except RedisClusterException as exc:
+                # Not a RedisError: what a Cluster client raises when no seed node could be
+                # used (the node's error is its __cause__) or a slot has no node yet.
+                if credentials_refused(exc):
+                    raise _refused(self.description, exc) from exc
+                if not isinstance(exc, SlotNotCoveredError) and not isinstance(
+                    exc.__cause__, TRANSIENT
+                ):
+                    raise StorageError(f"Redis at {self.description} failed: {exc}") from exc
+                last = exc
             except RedisError as exc:
                 raise StorageError(f"Redis at {self.description} failed: {exc}") from exc
         raise StorageUnavailable(
