@@ -4,6 +4,9 @@
 =================  ==========================================================================
 ``authfw.E020``    a ``CacheStorage`` on a ``DummyCache`` alias (it stores nothing)
 ``authfw.E021``    a ``CacheStorage`` on a cache alias that is missing or not Redis/LocMem
+``authfw.W021``    a ``CacheStorage`` on a Redis alias whose pool has a ``max_connections`` but
+                   does not wait for a free connection: a burst fails with "Too many
+                   connections" instead of queueing
 ``authfw.W020``    an in-process storage (``InMemoryStorage``, ``CacheStorage`` on LocMemCache)
                    in a setup that runs several processes: each process sees only its own tokens
 =================  ==========================================================================
@@ -21,6 +24,7 @@ import shlex
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from django.apps import AppConfig
 from django.conf import settings
@@ -32,10 +36,9 @@ TAG = "authfw"
 
 _DUMMY = "django.core.cache.backends.dummy.DummyCache"
 _LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
-_REDIS_BACKENDS = (
-    "django_redis.cache.RedisCache",
-    "django.core.cache.backends.redis.RedisCache",
-)
+_DJANGO_REDIS = "django_redis.cache.RedisCache"
+_DJANGO_BUILTIN_REDIS = "django.core.cache.backends.redis.RedisCache"
+_REDIS_BACKENDS = (_DJANGO_REDIS, _DJANGO_BUILTIN_REDIS)
 
 
 def _storages() -> Iterator[tuple[str, type, Mapping[str, Any]]]:
@@ -138,6 +141,88 @@ def _cache_messages() -> list[CheckMessage]:
     return messages
 
 
+def _locations(entry: Mapping[str, Any]) -> list[str]:
+    location = entry.get("LOCATION", "")
+    if isinstance(location, str):
+        return [part.strip() for part in location.split(",") if part.strip()]
+    if isinstance(location, Sequence):
+        return [str(part) for part in location]
+    return []
+
+
+def _non_blocking_pool(entry: Mapping[str, Any]) -> tuple[str, int, str] | None:
+    """(pool class path, max_connections, the fix) when the alias's pool has a size limit it
+    enforces by raising, not by waiting; None when it waits or has no limit set."""
+    import redis
+
+    from .storage.redis_client import BoundedSentinelPool
+
+    options = entry.get("OPTIONS") or {}
+    if not isinstance(options, Mapping):
+        return None
+    if entry.get("BACKEND") == _DJANGO_REDIS:
+        kwargs = options.get("CONNECTION_POOL_KWARGS") or {}
+        sentinel = "SENTINELS" in options
+        default = "redis.sentinel.SentinelConnectionPool" if sentinel else "redis.ConnectionPool"
+        path = options.get("CONNECTION_POOL_CLASS", default)
+        fix = (
+            "OPTIONS['CONNECTION_POOL_CLASS'] = "
+            "'django_authfw.storage.redis_client.BoundedSentinelPool' and a 'wait' (seconds) "
+            "in CONNECTION_POOL_KWARGS"
+            if sentinel
+            else "OPTIONS['CONNECTION_POOL_CLASS'] = 'redis.BlockingConnectionPool' and a "
+            "'timeout' (seconds to wait) in OPTIONS['CONNECTION_POOL_KWARGS']"
+        )
+    else:
+        kwargs = options
+        path = options.get("pool_class", "redis.ConnectionPool")
+        fix = "OPTIONS['pool_class'] = 'redis.BlockingConnectionPool' and OPTIONS['timeout']"
+    limit = kwargs.get("max_connections") if isinstance(kwargs, Mapping) else None
+    for url in _locations(entry):  # redis://host/0?max_connections=10 sets it too
+        limit = parse_qs(urlsplit(url).query).get("max_connections", [limit])[0]
+    try:
+        cls = import_string(path) if isinstance(path, str) else path
+    except ImportError:
+        return None  # the cache itself reports it when first used
+    if not isinstance(cls, type) or issubclass(cls, redis.BlockingConnectionPool):
+        return None
+    if issubclass(cls, BoundedSentinelPool) or limit is None:
+        return None
+    return f"{cls.__module__}.{cls.__qualname__}", int(limit), fix
+
+
+def _pool_warnings() -> list[CheckMessage]:
+    from .storage import CacheStorage, InMemoryStorage, RedisStorage
+
+    messages: list[CheckMessage] = []
+    for alias, cls, options in _storages():
+        if not issubclass(cls, CacheStorage) or issubclass(cls, InMemoryStorage | RedisStorage):
+            continue
+        cache = str(options.get("cache", "authfw"))
+        entry = (getattr(settings, "CACHES", {}) or {}).get(cache)
+        if not isinstance(entry, Mapping) or entry.get("BACKEND") not in _REDIS_BACKENDS:
+            continue
+        try:
+            found = _non_blocking_pool(entry)
+        except (TypeError, ValueError):
+            continue  # a malformed max_connections: redis-py refuses it when first used
+        if found is None:
+            continue
+        pool, limit, fix = found
+        where = f"AUTHFW['STORAGES'][{alias!r}]"
+        messages.append(
+            checks.Warning(
+                f"{where} uses cache {cache!r}, whose connection pool ({pool}) allows "
+                f"{limit} connections and refuses a call beyond them with 'Too many "
+                "connections' instead of waiting for a free one: a burst of logins fails.",
+                hint=f"Set {fix}; see 'Connection pools' in docs/backends.md.",
+                obj=where,
+                id="authfw.W021",
+            )
+        )
+    return messages
+
+
 def _in_process_warnings(reason: str) -> list[CheckMessage]:
     return [
         checks.Warning(
@@ -161,8 +246,9 @@ def check_cache_storages(
     databases: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> list[CheckMessage]:
-    """authfw.E020/E021 for unusable cache aliases; authfw.W020 when several processes serve."""
-    messages = _cache_messages()
+    """authfw.E020/E021 for unusable cache aliases; authfw.W021 for a pool that does not wait;
+    authfw.W020 when several processes serve."""
+    messages = _cache_messages() + _pool_warnings()
     reason = several_processes()
     if reason is not None:
         messages.extend(_in_process_warnings(reason))

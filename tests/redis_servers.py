@@ -178,6 +178,41 @@ def start_server(
     return server
 
 
+def private_server(base: Path, *args: str, password: str | None = None) -> ServerProcess:
+    """One redis-server of a test's own (no persistence) on a free port of the Cluster range.
+
+    With ``password`` it runs with ``requirepass`` (the tests of refused credentials). The
+    caller stops it by pid (``ServerProcess.stop``).
+    """
+    auth = ("--requirepass", password) if password is not None else ()
+
+    def start(taken: set[int]) -> ServerProcess:
+        port = free_block(CLUSTER_PORTS, 1, taken)[0]
+        return start_server(
+            port,
+            base / f"server-{port}",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *auth,
+            *args,
+            password=password,
+        )
+
+    server: ServerProcess = _with_port_retries(start)
+    return server
+
+
+def connections_received(client: redis.Redis) -> int:
+    """How many connections the server of ``client`` accepted since it started.
+
+    Counts connection attempts without timing them: ``client`` keeps its own one connection,
+    so after the first call the difference between two readings is what others opened.
+    """
+    return int(client.info("stats")["total_connections_received"])
+
+
 @contextmanager
 def _servers() -> Iterator[list[ServerProcess]]:
     started: list[ServerProcess] = []

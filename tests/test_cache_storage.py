@@ -32,10 +32,19 @@ from django_authfw import cache_checks
 from django_authfw.exceptions import InvalidInput, StorageError, StorageUnavailable
 from django_authfw.records import AuditEvent, AuthToken, SessionData, replace, utcnow
 from django_authfw.storage import AuthStorage, CacheStorage, InMemoryStorage, RedisStorage, codec
+from django_authfw.storage.redis_client import CredentialsRefused
 
 from .backends import REDIS_TEST_URL
 from .factories import AuthTokenFactory
-from .redis_servers import CLUSTER_PORTS, HOST, ServerProcess, free_block, start_server
+from .redis_servers import (
+    CLUSTER_PORTS,
+    HOST,
+    ServerProcess,
+    connections_received,
+    free_block,
+    private_server,
+    start_server,
+)
 
 TTL_SLACK_MS = 3000  # a loaded CI machine may take a while between write and PTTL
 
@@ -564,6 +573,69 @@ def test_concurrent_kv_incr_counts_every_call(concurrent_storage: CacheStorage) 
     assert concurrent_storage.kv_get("n") == b"200"
 
 
+def burst_alias(settings: Any, **options: Any) -> tuple[str, str]:
+    """A django-redis alias of its own pool: django-redis keeps one pool per LOCATION for the
+    whole process, so the client name makes the LOCATION (and the pool) unique."""
+    name = f"authfw-burst-{uuid.uuid4().hex[:8]}"
+    settings.CACHES = {
+        **settings.CACHES,
+        name: {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"{REDIS_TEST_URL}?client_name={name}",
+            "OPTIONS": options,
+        },
+    }
+    return name, name
+
+
+def burst(storage: CacheStorage, threads: int = THREADS) -> list[str]:
+    """``threads`` callers released at once, each doing what a login and a few requests do;
+    returns the errors they met."""
+    tokens = [AuthTokenFactory(user_id=f"u{i % USERS}") for i in range(threads)]
+    barrier = threading.Barrier(threads)
+    errors: list[str] = []
+
+    def work(index: int) -> None:
+        token = tokens[index]
+        barrier.wait()
+        try:
+            storage.store_token(token)  # a script call on a pooled connection
+            for _ in range(3):  # on a kept connection (ClientShelf) while one is free
+                assert storage.get_token_by_access(token.access_digest) == token
+            assert token.token_id in {t.token_id for t in storage.list_user_tokens(token.user_id)}
+            storage.kv_incr("burst")  # never on a kept connection
+            if index % 10 == 0:
+                # A pipeline inside a call: a kept connection plus one of the pool at once.
+                list(storage.iter_kv(batch_size=10))
+        except Exception as exc:  # counted, not raised: the test reports them all
+            errors.append(repr(exc))
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, range(threads)))
+    return errors
+
+
+def test_a_blocking_django_redis_pool_queues_a_burst(settings: Any, raw_redis: redis.Redis) -> None:
+    """100 threads on a django-redis pool of 10 connections, configured as docs/backends.md
+    says (BlockingConnectionPool): every caller waits its turn, none fails, the pool's limit
+    holds, and the kept connections (at most half the pool) never starve the rest."""
+    alias, client_name = burst_alias(
+        settings,
+        CONNECTION_POOL_CLASS="redis.BlockingConnectionPool",
+        CONNECTION_POOL_KWARGS={"max_connections": 10, "timeout": 20},
+    )
+    storage = CacheStorage(cache=alias, key_prefix=unique_prefix(), retry_attempts=0)
+    pool = storage.engine.call.client.connection_pool  # type: ignore[attr-defined]
+    assert isinstance(pool, redis.BlockingConnectionPool) and pool.max_connections == 10
+    assert burst(storage) == []
+    assert storage.kv_get("burst") == str(THREADS).encode()
+    ours = [c for c in raw_redis.client_list() if c["name"] == client_name]
+    assert 0 < len(ours) <= 10
+    storage.flush()
+    storage.close()
+    pool.disconnect()
+
+
 def test_in_memory_async_twins_run_inline(locmem_storage: CacheStorage) -> None:
     """No thread hop for the in-process engine: the twin runs on the event loop's thread."""
     seen: list[int] = []
@@ -697,6 +769,84 @@ def test_replica_acks_without_replicas_fails_writes_closed(private_redis: Server
         RedisStorage(cluster_mode=True, replica_acks=1)
 
 
+# Refused credentials --------------------------------------------------------------------------
+
+PASSWORD = "right-password-for-tests"
+
+
+@pytest.fixture(scope="module")
+def password_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A redis-server of this module with ``requirepass``."""
+    server = private_server(tmp_path_factory.mktemp("password-redis"), password=PASSWORD)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def password_admin(password_redis: ServerProcess) -> Iterator[redis.Redis]:
+    client = password_redis.client(password=PASSWORD)
+    connections_received(client)  # connects now, so later readings count only others
+    yield client
+    client.close()
+
+
+def assert_refused_at_once(admin: redis.Redis, call: Callable[[], object]) -> CredentialsRefused:
+    """``call`` fails with CredentialsRefused after one connection: no retry was made."""
+    before = connections_received(admin)
+    with pytest.raises(CredentialsRefused) as info:
+        call()
+    assert connections_received(admin) - before == 1
+    assert isinstance(info.value, StorageUnavailable)  # still a 503 JSON reply over HTTP
+    assert "refused the credentials" in str(info.value)
+    assert "unreachable" not in str(info.value)
+    return info.value
+
+
+@pytest.mark.slow  # starts a redis-server of its own
+@pytest.mark.parametrize("credentials", [":wrong-password@", "", "nobody:wrong-password@"])
+def test_a_refused_password_fails_at_once(
+    credentials: str, password_redis: ServerProcess, password_admin: redis.Redis
+) -> None:
+    """WRONGPASS (bad password, bad user) and NOAUTH (none given) are not retried."""
+    storage = RedisStorage(
+        url=f"redis://{credentials}{HOST}:{password_redis.port}/0",
+        retry_attempts=5,
+        retry_delay=0.01,
+    )
+    for call in (
+        lambda: storage.get_token_by_access("a" * 64),  # on a kept connection (the shelf)
+        lambda: storage.store_token(AuthTokenFactory(user_id="1")),
+        lambda: storage.kv_incr("n"),
+    ):
+        error = assert_refused_at_once(password_admin, call)
+        assert "wrong-password" not in str(error) and "wrong-password" not in repr(storage)
+    storage.close()
+    right = RedisStorage(url=f"redis://:{PASSWORD}@{HOST}:{password_redis.port}/0")
+    assert right.get_token("x") is None  # the same server with the right password works
+    right.close()
+
+
+@pytest.mark.slow  # starts a redis-server of its own
+def test_a_cache_alias_with_a_refused_password_fails_at_once(
+    settings: Any, password_redis: ServerProcess, password_admin: redis.Redis
+) -> None:
+    settings.CACHES = {
+        **settings.CACHES,
+        "authfw-wrong-password": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://{HOST}:{password_redis.port}/0",
+            "OPTIONS": {"PASSWORD": "wrong-password"},
+        },
+    }
+    storage = CacheStorage(cache="authfw-wrong-password", retry_attempts=5, retry_delay=0.01)
+    assert_refused_at_once(password_admin, lambda: storage.get_token_by_access("a" * 64))
+    assert_refused_at_once(password_admin, lambda: storage.append_audit(make_event()))
+
+
+def make_event() -> AuditEvent:
+    return AuditEvent(action="login", outcome=True)
+
+
 # In-memory sweep thread -----------------------------------------------------------------------
 
 
@@ -812,6 +962,74 @@ CACHES = {
     "redis": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_TEST_URL},
     "db": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "t"},
 }
+
+
+def pool_caches(**entries: dict[str, Any]) -> dict[str, Any]:
+    return {"default": CACHES["default"], **entries}
+
+
+def django_redis(location: str = REDIS_TEST_URL, **options: Any) -> dict[str, Any]:
+    return {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": location, "OPTIONS": options}
+
+
+def builtin_redis(location: str = REDIS_TEST_URL, **options: Any) -> dict[str, Any]:
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": location,
+        "OPTIONS": options,
+    }
+
+
+NON_BLOCKING = {
+    "django-redis kwargs": django_redis(CONNECTION_POOL_KWARGS={"max_connections": 10}),
+    "django-redis url": django_redis(f"{REDIS_TEST_URL}?max_connections=10"),
+    "django-redis sentinel": django_redis(
+        "redis://authfw/0",
+        CLIENT_CLASS="django_redis.client.SentinelClient",
+        SENTINELS=[("127.0.0.1", 26379)],
+        CONNECTION_POOL_KWARGS={"max_connections": 10},
+    ),
+    "builtin": builtin_redis(max_connections=10),
+}
+WAITING = {
+    "django-redis blocking": django_redis(
+        CONNECTION_POOL_CLASS="redis.BlockingConnectionPool",
+        CONNECTION_POOL_KWARGS={"max_connections": 10, "timeout": 5},
+    ),
+    "django-redis no limit": django_redis(),
+    "django-redis sentinel bounded": django_redis(
+        "redis://authfw/0",
+        CLIENT_CLASS="django_redis.client.SentinelClient",
+        SENTINELS=[("127.0.0.1", 26379)],
+        CONNECTION_POOL_CLASS="django_authfw.storage.redis_client.BoundedSentinelPool",
+        CONNECTION_POOL_KWARGS={"max_connections": 10, "wait": 5},
+    ),
+    "builtin blocking": builtin_redis(
+        pool_class="redis.BlockingConnectionPool", max_connections=10, timeout=5
+    ),
+}
+
+
+@pytest.mark.parametrize("name", NON_BLOCKING)
+def test_check_a_pool_that_does_not_wait_warns(name: str) -> None:
+    """A pool with max_connections that raises instead of waiting: authfw.W021, with the fix."""
+    with override_settings(
+        CACHES=pool_caches(burst=NON_BLOCKING[name]), AUTHFW=storages_on("burst")
+    ):
+        [message] = run_cache_checks()
+    assert isinstance(message, Warning) and message.id == "authfw.W021"
+    assert "10 connections" in message.msg and "Too many connections" in message.msg
+    expected = {
+        "django-redis sentinel": "BoundedSentinelPool",
+        "builtin": "OPTIONS['pool_class'] = 'redis.BlockingConnectionPool'",
+    }.get(name, "CONNECTION_POOL_CLASS'] = 'redis.BlockingConnectionPool'")
+    assert expected in message.hint
+
+
+@pytest.mark.parametrize("name", WAITING)
+def test_check_a_pool_that_waits_is_fine(name: str) -> None:
+    with override_settings(CACHES=pool_caches(burst=WAITING[name]), AUTHFW=storages_on("burst")):
+        assert run_cache_checks() == []
 
 
 @override_settings(CACHES=CACHES, AUTHFW=storages_on("dummy"))

@@ -7,6 +7,7 @@ The contract suite runs on both deployments too (backends ``redis-sentinel`` and
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -14,16 +15,19 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from django_authfw.exceptions import StorageUnavailable
 from django_authfw.records import AuthToken, utcnow
-from django_authfw.storage import RedisStorage
+from django_authfw.storage import CacheStorage, RedisStorage
+from django_authfw.storage.redis_client import BoundedSentinelPool, CredentialsRefused
 
 from .factories import AuthTokenFactory
-from .redis_servers import ClusterInfo, SentinelInfo, sentinel_group
+from .redis_servers import ClusterInfo, SentinelInfo, connections_received, sentinel_group
+from .test_cache_storage import burst
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +108,87 @@ def test_failover_keeps_acknowledged_writes(own_sentinel_group: SentinelInfo) ->
     storage.close()
 
 
+def test_django_redis_sentinel_alias_with_bounded_pool_queues_a_burst(
+    redis_sentinel: SentinelInfo, settings: Any
+) -> None:
+    """The fix authfw.W021 names for a django-redis Sentinel alias: 100 threads on a
+    BoundedSentinelPool of 10 give zero errors."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "authfw-sentinel-burst": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            # django-redis keeps one pool per LOCATION for the process: a name of this test's.
+            "LOCATION": f"redis://{redis_sentinel.master_name}/0?client_name=authfw-sentinel-burst",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+                "SENTINELS": [("127.0.0.1", s.port) for s in redis_sentinel.sentinels],
+                "SENTINEL_KWARGS": {"password": redis_sentinel.password},
+                "CONNECTION_POOL_CLASS": "django_authfw.storage.redis_client.BoundedSentinelPool",
+                "CONNECTION_POOL_KWARGS": {"max_connections": 10, "wait": 20},
+            },
+        },
+    }
+    storage = CacheStorage(cache="authfw-sentinel-burst", key_prefix=unique_prefix())
+    pool = storage.engine.call.client.connection_pool  # type: ignore[attr-defined]
+    assert isinstance(pool, BoundedSentinelPool) and pool.max_connections == 10
+    assert burst(storage) == []
+    assert storage.kv_get("burst") == b"100"
+    storage.flush()
+    storage.close()
+    pool.disconnect()
+
+
+# Refused credentials ------------------------------------------------------------------------------
+
+
+def test_a_refused_sentinel_password_fails_at_once(redis_sentinel: SentinelInfo) -> None:
+    """Wrong ``sentinel_password``: every Sentinel answers WRONGPASS, redis-py reports
+    "No master found" (a ConnectionError); that is not retried, and says why."""
+    admins = [redis_sentinel.sentinel_client(i) for i in range(len(redis_sentinel.sentinels))]
+    storage = sentinel_storage(
+        redis_sentinel,
+        sentinel_password="wrong-password",
+        key_prefix=unique_prefix(),
+        retry_attempts=5,
+        retry_delay=0.01,
+    )
+    before = [connections_received(admin) for admin in admins]
+    with pytest.raises(CredentialsRefused, match="the Sentinels refused the credentials") as info:
+        storage.get_token_by_access("a" * 64)
+    after = [connections_received(admin) for admin in admins]
+    # One attempt: each Sentinel was asked once (six attempts would be six connections each).
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1] * len(admins)
+    assert isinstance(info.value, StorageUnavailable)
+    assert "sentinel_password" in str(info.value)
+    assert "wrong-password" not in str(info.value)
+    storage.close()
+    for admin in admins:
+        admin.close()
+
+
+def test_a_refused_data_node_password_behind_sentinel_fails_at_once(
+    redis_sentinel: SentinelInfo,
+) -> None:
+    """The Sentinels accept their password, the primary refuses the data password (it has
+    none, so AUTH is refused): not retried either."""
+    primary = redis_sentinel.primary.client()
+    connections_received(primary)
+    storage = sentinel_storage(
+        redis_sentinel,
+        url="redis://:wrong-password@127.0.0.1/0",
+        key_prefix=unique_prefix(),
+        retry_attempts=5,
+        retry_delay=0.01,
+    )
+    before = connections_received(primary)
+    with pytest.raises(CredentialsRefused, match="the server refused the credentials"):
+        storage.store_token(AuthTokenFactory(user_id="u1"))
+    assert connections_received(primary) - before == 1
+    storage.close()
+    primary.close()
+
+
 # Cluster ----------------------------------------------------------------------------------------
 
 
@@ -124,6 +209,45 @@ def cluster_storage(redis_cluster: ClusterInfo) -> Iterator[RedisStorage]:
 
 def cluster_client(info: ClusterInfo) -> redis.RedisCluster:
     return redis.RedisCluster(host="127.0.0.1", port=info.nodes[0].port)
+
+
+def test_cluster_refused_password_and_unreachable_seeds(redis_cluster: ClusterInfo) -> None:
+    """redis-py raises RedisClusterException (not a RedisError) when no seed node can be used;
+    it used to escape raw. A refused password now fails at once (one connection per seed
+    node), unreachable seeds are retried and end as StorageUnavailable."""
+    admins = [node.client() for node in redis_cluster.nodes]
+    for admin in admins:
+        connections_received(admin)
+    refused = RedisStorage(
+        cluster_mode=True,
+        cluster_urls=[
+            u.replace("redis://", "redis://:wrong-password@") for u in redis_cluster.urls
+        ],
+        retry_attempts=5,
+        retry_delay=0.01,
+    )
+    before = sum(connections_received(admin) for admin in admins)
+    with pytest.raises(CredentialsRefused, match="refused the credentials") as info:
+        refused.get_token("x")
+    assert sum(connections_received(admin) for admin in admins) - before <= len(admins)
+    assert "wrong-password" not in str(info.value)
+    refused.close()
+    for admin in admins:
+        admin.close()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the block ends
+    unreachable = RedisStorage(
+        cluster_mode=True,
+        cluster_urls=[f"redis://127.0.0.1:{port}"],
+        timeout=0.5,
+        retry_attempts=1,
+        retry_delay=0.01,
+    )
+    with pytest.raises(StorageUnavailable, match=r"unreachable or too slow \(2 attempts\)"):
+        unreachable.get_token("x")
+    unreachable.close()
 
 
 def test_cluster_spreads_keys_and_keeps_audit_in_one_slot(

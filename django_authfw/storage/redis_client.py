@@ -8,7 +8,8 @@ Three shapes, chosen by :class:`~django_authfw.storage.RedisStorage`'s options:
 
 redis-py's own retries are switched off (its default backs off exponentially for tens of
 seconds); :class:`RedisCaller` retries instead, within a budget the caller can compute:
-``timeout * (retry_attempts + 1) + retry_delay * retry_attempts``.
+``timeout * (retry_attempts + 1) + retry_delay * retry_attempts``. A refused password is not
+retried at all (:class:`CredentialsRefused`): no retry can fix it.
 """
 
 from __future__ import annotations
@@ -27,17 +28,22 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    AuthorizationError,
     ClusterDownError,
     ClusterError,
     ConnectionError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
     TimeoutError,
     TryAgainError,
 )
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from ..exceptions import InvalidInput, StorageError, StorageUnavailable
 
@@ -58,6 +64,67 @@ TRANSIENT: tuple[type[Exception], ...] = (
 
 class NotReplicated(ConnectionError):
     """A write reached the primary but not ``replica_acks`` replicas in time (retried)."""
+
+
+class CredentialsRefused(StorageUnavailable):
+    """Redis or a Sentinel refused the configured username or password.
+
+    A configuration error, not a transient one: raised at the first refusal, never retried.
+    It is a :class:`StorageUnavailable` so that the HTTP layer still answers 503 JSON (the
+    storage is unusable until an operator fixes the password), not an HTML 500.
+    """
+
+
+# redis-py raises these when the server refuses AUTH/HELLO (WRONGPASS, "invalid password",
+# AUTH sent to a server without a password), or a command before AUTH (NOAUTH). The first
+# and last are ConnectionError subclasses, so they must be told apart before TRANSIENT is.
+_REFUSED: tuple[type[Exception], ...] = (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    AuthorizationError,
+)
+# Replies that mean the same if a parser left them as a plain ResponseError; the last is how
+# Redis 7 refuses a long command (a script call, a token write) from a client that has not
+# authenticated, before it even reads the command.
+_REFUSED_REPLIES = ("WRONGPASS", "NOAUTH", "Protocol error: unauthenticated")
+# Sentinel.discover_master() keeps only the repr() of each Sentinel's error in the text of
+# the MasterNotFoundError it raises (no __cause__): "<client> - auth:AuthenticationError" in
+# redis-py 8, "<client> - AuthenticationError('...')" before. The class name is in both.
+_REFUSED_NAMES = tuple(cls.__name__ for cls in _REFUSED)
+
+
+def credentials_refused(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it wraps, says the server refused our credentials."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _REFUSED):
+            return True
+        text = str(current)
+        if isinstance(current, ResponseError) and text.startswith(_REFUSED_REPLIES):
+            return True
+        if isinstance(current, MasterNotFoundError) and any(n in text for n in _REFUSED_NAMES):
+            return True
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return False
+
+
+def _refused(description: str, exc: BaseException) -> CredentialsRefused:
+    if isinstance(exc, MasterNotFoundError):
+        whose, fix = "the Sentinels", "sentinel_password (the Sentinels' requirepass)"
+        # Its text repeats every Sentinel client's repr; the first clause says enough.
+        detail = str(exc).split(" : ", 1)[0]
+    else:
+        whose, fix = "the server", "the password (and username) in the URL or cache OPTIONS"
+        detail = str(exc)
+    return CredentialsRefused(
+        f"Redis at {description}: {whose} refused the credentials (wrong or missing password "
+        f"or username): {detail}. Check {fix}; this is a configuration error and is not "
+        "retried."
+    )
 
 
 def _no_retry() -> Retry:
@@ -151,14 +218,19 @@ def cluster_client(urls: Sequence[str], *, pool_size: int, timeout: float) -> Re
 
 
 class BoundedSentinelPool(SentinelConnectionPool):
-    """A Sentinel pool that makes callers wait for a free connection (up to ``wait``).
+    """A Sentinel pool that makes callers wait for a free connection (up to ``wait`` seconds).
 
     redis-py's Sentinel pool raises "Too many connections" as soon as ``max_connections`` are
     in use; under a burst that would turn into errors instead of a short queue, as the
-    blocking pool gives for a single server.
+    blocking pool gives for a single server. RedisStorage uses it with ``wait=timeout``; a
+    django-redis Sentinel alias can name it in ``CONNECTION_POOL_CLASS`` (``wait`` and
+    ``max_connections`` in ``CONNECTION_POOL_KWARGS``; ``wait`` defaults to 20 s, as
+    ``BlockingConnectionPool``'s ``timeout`` does).
     """
 
-    def __init__(self, service_name: str, sentinel_manager: Any, *, wait: float, **kwargs: Any):
+    def __init__(
+        self, service_name: str, sentinel_manager: Any, *, wait: float = 20.0, **kwargs: Any
+    ):
         super().__init__(service_name, sentinel_manager, **kwargs)
         self._slots = threading.Semaphore(self.max_connections)
         self._handed_out: set[int] = set()
@@ -341,7 +413,8 @@ class RedisCaller:
 
     Every redis-py error leaves as a :class:`StorageError`: :class:`StorageUnavailable` for
     unreachable/slow/failing-over servers once the retries are spent, so no failure is ever
-    taken for an empty answer (token verification fails closed).
+    taken for an empty answer (token verification fails closed); :class:`CredentialsRefused`
+    at once, with no retry, when the server or the Sentinels refuse the password.
     """
 
     def __init__(
@@ -404,9 +477,23 @@ class RedisCaller:
                     return self._on_shelf_client(self._shelf, operation, args)
                 return operation(client, *args)
             except TRANSIENT as exc:
+                if credentials_refused(exc):
+                    raise _refused(self.description, exc) from exc
                 last = exc
             except ResponseError as exc:
+                if credentials_refused(exc):
+                    raise _refused(self.description, exc) from exc
                 raise StorageError(f"Redis at {self.description} refused a command: {exc}") from exc
+            except RedisClusterException as exc:
+                # Not a RedisError: what a Cluster client raises when no seed node could be
+                # used (the node's error is its __cause__) or a slot has no node yet.
+                if credentials_refused(exc):
+                    raise _refused(self.description, exc) from exc
+                if not isinstance(exc, SlotNotCoveredError) and not isinstance(
+                    exc.__cause__, TRANSIENT
+                ):
+                    raise StorageError(f"Redis at {self.description} failed: {exc}") from exc
+                last = exc
             except RedisError as exc:
                 raise StorageError(f"Redis at {self.description} failed: {exc}") from exc
         raise StorageUnavailable(
