@@ -53,3 +53,12 @@ class StorageError(AuthError):
 
 class StorageUnavailable(StorageError):
     """The storage backend cannot be reached (connection refused, timeout, failover)."""
+
+
+class CredentialsRefused(StorageUnavailable):
+    """A storage (Redis or a Sentinel) refused the configured username or password.
+
+    A configuration error, not a transient one: raised at the first refusal, never retried.
+    It is a :class:`StorageUnavailable` so that the HTTP layer still answers 503 JSON (the
+    storage is unusable until an operator fixes the password), not an HTML 500.
+    """

@@ -29,10 +29,14 @@ from django.core.checks import Error, Warning
 from django.test import override_settings
 
 from django_authfw import cache_checks
-from django_authfw.exceptions import InvalidInput, StorageError, StorageUnavailable
+from django_authfw.exceptions import (
+    CredentialsRefused,
+    InvalidInput,
+    StorageError,
+    StorageUnavailable,
+)
 from django_authfw.records import AuditEvent, AuthToken, SessionData, replace, utcnow
 from django_authfw.storage import AuthStorage, CacheStorage, InMemoryStorage, RedisStorage, codec
-from django_authfw.storage.redis_client import CredentialsRefused
 
 from .backends import REDIS_TEST_URL
 from .factories import AuthTokenFactory

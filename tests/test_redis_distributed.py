@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import redis
 
-from django_authfw.exceptions import StorageUnavailable
+from django_authfw.exceptions import CredentialsRefused, StorageUnavailable
 from django_authfw.records import AuthToken, utcnow
 from django_authfw.storage import CacheStorage, RedisStorage
-from django_authfw.storage.redis_client import BoundedSentinelPool, CredentialsRefused
+from django_authfw.storage.redis_client import BoundedSentinelPool
 
 from .factories import AuthTokenFactory
 from .redis_servers import ClusterInfo, SentinelInfo, connections_received, sentinel_group

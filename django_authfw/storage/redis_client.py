@@ -45,7 +45,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-from ..exceptions import InvalidInput, StorageError, StorageUnavailable
+from ..exceptions import CredentialsRefused, InvalidInput, StorageError, StorageUnavailable
 
 T = TypeVar("T")
 
@@ -64,15 +64,6 @@ TRANSIENT: tuple[type[Exception], ...] = (
 
 class NotReplicated(ConnectionError):
     """A write reached the primary but not ``replica_acks`` replicas in time (retried)."""
-
-
-class CredentialsRefused(StorageUnavailable):
-    """Redis or a Sentinel refused the configured username or password.
-
-    A configuration error, not a transient one: raised at the first refusal, never retried.
-    It is a :class:`StorageUnavailable` so that the HTTP layer still answers 503 JSON (the
-    storage is unusable until an operator fixes the password), not an HTML 500.
-    """
 
 
 # redis-py raises these when the server refuses AUTH/HELLO (WRONGPASS, "invalid password",
