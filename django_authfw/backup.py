@@ -638,9 +638,9 @@ def _verify_signature(
             matched = label
     if matched is None:
         raise BackupError(
-            f"{name} has a signature that does not match: it was not written by this project "
-            "(SECRET_KEY or any of SECRET_KEY_FALLBACKS), or it was altered after it was "
-            "written. A backup is restored only into a project holding the key that signed it."
+            f"{name} is refused: its signature does not match. It was not written with this "
+            "project's SECRET_KEY (nor any of SECRET_KEY_FALLBACKS), or it was altered after it "
+            "was written. A backup restores only into a project holding the key that signed it."
         )
     return matched
 
