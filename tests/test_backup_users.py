@@ -102,12 +102,6 @@ def all_of(storage: AuthStorage) -> tuple[dict[str, Any], dict[str, Any], dict[s
 
 def check_restored(storage: AuthStorage, stored: Stored, now: dict[str, str]) -> None:
     tokens, sessions, audit = all_of(storage)
-    # alice's records follow her username to her new id; bob's are as they were.
-    assert tokens[stored.tokens["alice"].token_id].user_id == now["alice"]
-    assert sessions[stored.sessions["alice"].session_id].user_id == now["alice"]
-    assert audit[stored.audit["alice"].event_id].user_id == now["alice"]
-    assert tokens[stored.tokens["bob"].token_id] == stored.tokens["bob"]
-    assert sessions[stored.sessions["bob"].session_id] == stored.sessions["bob"]
     # Nothing of carol's goes to mallory, who holds her old id; nothing of dave's comes back.
     for name in ("carol", "dave"):
         assert stored.tokens[name].token_id not in tokens, name
@@ -115,6 +109,12 @@ def check_restored(storage: AuthStorage, stored: Stored, now: dict[str, str]) ->
         event = audit[stored.audit[name].event_id]  # history is kept, without a user
         assert event.user_id is None
         assert event.metadata["backup_user"] == {"user_id": stored.ids[name], "username": name}
+    # alice's records follow her username to her new id; bob's are as they were.
+    assert tokens[stored.tokens["alice"].token_id].user_id == now["alice"]
+    assert sessions[stored.sessions["alice"].session_id].user_id == now["alice"]
+    assert audit[stored.audit["alice"].event_id].user_id == now["alice"]
+    assert tokens[stored.tokens["bob"].token_id] == stored.tokens["bob"]
+    assert sessions[stored.sessions["bob"].session_id] == stored.sessions["bob"]
     assert {t.user_id for t in tokens.values()} == {now["alice"], now["bob"]}
     assert {s.user_id for s in sessions.values()} == {now["alice"], now["bob"]}
     assert now["mallory"] not in {e.user_id for e in audit.values()}
@@ -145,8 +145,8 @@ def test_restore_maps_users_by_username(storage: AuthStorage, db: None, tmp_path
     storage.flush()  # what deleting users wrote (audit events): the target starts empty
 
     report = restore_backup(storage, path)
-    check_report(report, stored, now)
     check_restored(storage, stored, now)
+    check_report(report, stored, now)
 
 
 def test_restore_command_maps_users_and_says_so(backend: str, aliases: Any, tmp_path: Path) -> None:
@@ -219,6 +219,8 @@ def test_sqlite_and_postgresql_databases(aliases: Any, tmp_path: Path) -> None:
     out = io.StringIO()
     call_command("authfw_restore", str(path), "--storage", "second", stdout=out)
     tokens, sessions, audit = all_of(second)
+    # Not carol's token to mallory, who has carol's id in the second database.
+    assert stored.tokens["carol"].token_id not in tokens
     assert tokens[stored.tokens["alice"].token_id].user_id == now["alice"]
     assert tokens[stored.tokens["bob"].token_id].user_id == now["bob"]
     assert sessions[stored.sessions["bob"].session_id].user_id == now["bob"]
