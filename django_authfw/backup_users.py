@@ -75,25 +75,36 @@ def _as_pks(user_ids: Iterable[str]) -> list[Any]:
     return pks
 
 
+# Below every database's limit of parameters per query (SQLite before 3.32: 999).
+CHUNK = 500
+
+
+def _chunks(values: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
 def usernames_by_id(db: str, user_ids: Iterable[str]) -> dict[str, str]:
-    """``{str(pk): username}`` for the users of ``user_ids`` that exist in ``db`` (one query)."""
-    pks = _as_pks(set(user_ids))
-    if not pks:
-        return {}
-    with database_errors(db):
-        rows = _manager(db).filter(pk__in=pks).values_list("pk", username_field())
-        return {str(pk): str(name) for pk, name in rows}
+    """``{str(pk): username}`` for the users of ``user_ids`` that exist in ``db`` (one query
+    per :data:`CHUNK` ids)."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(_as_pks(set(user_ids))):
+        with database_errors(db):
+            rows = _manager(db).filter(pk__in=chunk).values_list("pk", username_field())
+            found.update((str(pk), str(name)) for pk, name in rows)
+    return found
 
 
 def ids_by_username(db: str, usernames: Iterable[str]) -> dict[str, str]:
-    """``{username: str(pk)}`` for the ``usernames`` that exist in ``db`` (one query)."""
-    names = list(set(usernames))
-    if not names:
-        return {}
+    """``{username: str(pk)}`` for the ``usernames`` that exist in ``db`` (one query per
+    :data:`CHUNK` names)."""
     field = username_field()
-    with database_errors(db):
-        rows = _manager(db).filter(**{f"{field}__in": names}).values_list(field, "pk")
-        return {str(name): str(pk) for name, pk in rows}
+    found: dict[str, str] = {}
+    for chunk in _chunks(list(set(usernames))):
+        with database_errors(db):
+            rows = _manager(db).filter(**{f"{field}__in": chunk}).values_list(field, "pk")
+            found.update((str(name), str(pk)) for name, pk in rows)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +121,8 @@ class Mapping:
 class UserMap:
     """Maps ``(user_id, username)`` pairs of a backup to users of the target database.
 
-    :meth:`resolve` looks up a whole batch in at most two queries; nothing is cached across
-    batches, so memory does not grow with the number of users in a backup.
+    :meth:`resolve` looks up a whole batch in at most two queries per :data:`CHUNK` users;
+    nothing is cached across batches, so memory does not grow with the number of users.
     """
 
     def __init__(self, db: str) -> None:

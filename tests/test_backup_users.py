@@ -26,7 +26,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from django_authfw.backup import RestoreReport, restore_backup
+from django_authfw.backup import BackupError, RestoreReport, restore_backup
 from django_authfw.records import AuditEvent, AuthToken, SessionData
 from django_authfw.storage import AuthStorage, DatabaseStorage
 
@@ -227,3 +227,34 @@ def test_sqlite_and_postgresql_databases(aliases: Any, tmp_path: Path) -> None:
     assert {t.user_id for t in tokens.values()} == {now["alice"], now["bob"]}
     assert now["mallory"] not in {e.user_id for e in audit.values()}
     assert "here is 'mallory'; not given to them" in out.getvalue()
+
+
+def test_many_users_in_one_batch(storage: AuthStorage, db: None, tmp_path: Path) -> None:
+    # More users in one batch than one query takes (backup_users.CHUNK): every one is found.
+    model = get_user_model()
+    users = model._default_manager.bulk_create(
+        [model(username=f"bulk-{i}", password="!") for i in range(1200)]
+    )
+    ids = [str(user.pk) for user in model._default_manager.filter(username__startswith="bulk-")]
+    assert len(ids) == len(users)
+    storage.import_tokens([AuthTokenFactory(user_id=user_id) for user_id in ids])
+    path = tmp_path / "many.gz"
+    storage.create_backup(path)
+    storage.flush()
+    report = restore_backup(storage, path, batch_size=1200)
+    assert report.written["tokens"] == 1200
+    assert report.user_changes == [] and report.remapped["tokens"] == 0
+
+
+def test_another_username_field_is_refused(
+    storage: AuthStorage, db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_records(storage, {"alice": create_user("alice")})
+    path = tmp_path / "b.gz"
+    storage.create_backup(path)
+    storage.flush()
+    # As if the project had since swapped to a user model that logs in by email.
+    monkeypatch.setattr("django_authfw.backup.username_field", lambda: "email")
+    with pytest.raises(BackupError, match=r"names users by 'username' .* by 'email'"):
+        restore_backup(storage, path)
+    assert is_empty(storage)
