@@ -833,7 +833,7 @@ def restore_backup(
         # Both passes read the same open file: a file renamed over ``path`` in between cannot
         # swap unchecked content into the import pass.
         info = _scan(stream, str(path), allow_unsigned)
-        _check_user_model(info, str(path))
+        check_user_model(info, str(path))
         if if_not_empty == "error" and not storage_is_empty(storage):
             raise TargetNotEmpty(
                 f"The storage {storage_label(storage)!r} already holds records; choose "
@@ -850,7 +850,9 @@ def restore_backup(
     return report
 
 
-def _check_user_model(info: BackupInfo, name: str) -> None:
+def check_user_model(info: BackupInfo, name: str) -> None:
+    """Raise :class:`BackupError` if the backup names users by another field than this
+    project's ``USERNAME_FIELD`` (its users could not be matched)."""
     here = username_field()
     if info.username_field is not None and info.username_field != here:
         raise BackupError(
@@ -986,6 +988,7 @@ __all__ = [
     "RestoreReport",
     "TargetNotEmpty",
     "UserChange",
+    "check_user_model",
     "decode_record",
     "encode_record",
     "iter_backup",

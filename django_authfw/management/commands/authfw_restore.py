@@ -14,6 +14,7 @@ from ...backup import (
     RestoreReport,
     TargetNotEmpty,
     UserChange,
+    check_user_model,
     read_backup,
     restore_backup,
 )
@@ -163,6 +164,7 @@ class Command(BaseCommand):
     ) -> None:
         try:
             info = read_backup(Path(file), allow_unsigned=allow_unsigned)
+            check_user_model(info, file)
         except BackupError as exc:
             raise CommandError(f"{exc} Nothing was restored.") from exc
         self._describe(info, file)
