@@ -1,20 +1,28 @@
-"""Backup files: every record of a storage in one versioned, compressed, checksummed file.
+"""Backup files: every record of a storage in one versioned, compressed, signed file.
 
-The format (version 1) is documented in ``docs/operations.md``. In short: a gzip-compressed
+The format (version 2) is documented in ``docs/operations.md``. In short: a gzip-compressed
 UTF-8 text of JSON lines,
 
-* line 1, the header: ``{"format": "django-authfw-backup", "version": 1, "created_at": ...,
-  "source_backend": ..., "source_alias": ..., "generator": ...}``;
-* one line per record: ``{"kind": "token" | "session" | "kv" | "audit", "record": {...}}``,
-  every field of the record present, datetimes as ISO 8601 with offset, bytes as base64;
-* the last line, the trailer: ``{"kind": "end", "counts": {...}, "sha256": ...}``, the
-  SHA-256 of every byte before the trailer line (header and records, uncompressed).
+* line 1, the header: ``{"format": "django-authfw-backup", "version": 2, "created_at": ...,
+  "source_backend": ..., "source_alias": ..., "generator": ..., "user_model": ...,
+  "username_field": ...}``;
+* one line per record: ``{"kind": "token" | "session" | "kv" | "audit", "username": ...,
+  "record": {...}}``, every field of the record present, datetimes as ISO 8601 with offset,
+  bytes as base64; ``username`` (the user's ``USERNAME_FIELD`` value, on every line but
+  key-value ones) lets a restore find the user in another database;
+* the last line, the trailer: ``{"kind": "end", "counts": {...}, "sha256": ..., "hmac": ...}``:
+  the SHA-256 of every byte before the trailer line (header and records, uncompressed), which
+  tells accidental damage apart, and an HMAC-SHA256 with a key derived from ``SECRET_KEY``
+  over the same bytes followed by the canonical end line (the counts), which authenticates
+  the file: without the key nobody can write or alter a file that a restore accepts.
 
 Records hold token digests only, as the storages do, so a backup never contains a usable
-token. :func:`restore_backup` reads the whole file and checks every line, the counts and the
-digest before it writes anything: a corrupt, truncated or foreign file restores nothing.
-Everything goes through the :class:`~django_authfw.storage.AuthStorage` contract, so a backup of
-one backend restores into any other.
+token. :func:`restore_backup` reads the whole file and checks every line, the counts, the
+checksum and the signature (with ``SECRET_KEY``, then each of ``SECRET_KEY_FALLBACKS``)
+before it writes anything: a corrupt, truncated, unsigned, forged or foreign file restores
+nothing. Everything goes through the :class:`~django_authfw.storage.AuthStorage` contract, so
+a backup of one backend restores into any other; users are matched by natural key
+(:mod:`django_authfw.backup_users`).
 """
 
 from __future__ import annotations
@@ -24,22 +32,36 @@ import binascii
 import contextlib
 import gzip
 import hashlib
+import hmac
 import json
 import os
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from django.conf import settings
+from django.utils.crypto import salted_hmac
+
+from .backup_users import (
+    Mapping,
+    UserMap,
+    user_database,
+    user_model_label,
+    username_field,
+    usernames_by_id,
+)
 from .exceptions import InvalidInput
 from .records import AuditEvent, AuthToken, KVEntry, SessionData, utcnow
 from .storage.base import AuthStorage
 from .transfer import (
+    AUDIT,
     BY_LINE_KIND,
     KINDS,
+    TOKENS,
     RecordKind,
     storage_is_empty,
     storage_label,
@@ -47,7 +69,18 @@ from .transfer import (
 )
 
 FORMAT = "django-authfw-backup"
-VERSION = 1
+VERSION = 2
+UNSIGNED_VERSION = 1
+"""Version 1 files (written before backups were signed) carry no signature and no usernames:
+refused unless the caller opts in with ``allow_unsigned=True`` (``--unsafe-allow-unsigned``)."""
+
+SIGNATURE_SALT = "django_authfw.backup.signature"
+"""The ``key_salt`` of Django's ``salted_hmac``: the signing key is
+``SHA-256(SIGNATURE_SALT + SECRET_KEY)``, used for nothing else (a signature made for
+sessions, password resets or ``django.core.signing`` is never a valid backup signature)."""
+
+USER_LINE_KINDS = frozenset({"token", "session", "audit"})
+"""Record kinds whose lines carry ``username`` (their records name a user)."""
 
 COUNT_KEYS = tuple(kind.name for kind in KINDS)
 """Keys of the counts: tokens, sessions, kv, audit (records are written in this order)."""
@@ -282,6 +315,25 @@ def _backend_name(storage: AuthStorage) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _mac(secret: str | bytes) -> hmac.HMAC:
+    """A fresh HMAC-SHA256 keyed from ``secret`` and :data:`SIGNATURE_SALT`, fed line by line."""
+    return salted_hmac(SIGNATURE_SALT, b"", secret=secret, algorithm="sha256")
+
+
+def _verification_keys() -> list[tuple[str, str | bytes]]:
+    """``SECRET_KEY`` first, then each of ``SECRET_KEY_FALLBACKS``, named for reports."""
+    keys: list[tuple[str, str | bytes]] = [("SECRET_KEY", settings.SECRET_KEY)]
+    fallbacks = getattr(settings, "SECRET_KEY_FALLBACKS", None) or []
+    keys += [(f"SECRET_KEY_FALLBACKS[{i}]", key) for i, key in enumerate(fallbacks)]
+    return keys
+
+
+def _end_line(counts: dict[str, int]) -> bytes:
+    # What the signature covers after the header and records: the number of records of each
+    # kind, so that neither dropping lines nor announcing other counts goes unnoticed.
+    return _dumps({"kind": "end", "counts": counts})
+
+
 def write_backup(
     storage: AuthStorage,
     path: str | Path,
@@ -289,13 +341,16 @@ def write_backup(
     batch_size: int = 1000,
     on_progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, int]:
-    """Write every record of ``storage`` to a backup file at ``path``; return counts per kind.
+    """Write every record of ``storage`` to a signed backup file at ``path``; return counts.
 
-    The file is written to a temporary file next to ``path`` with mode 0600 and renamed over
-    ``path`` only once complete, so a crash or a full disk never leaves a half backup under
-    the final name. Records are read with the storage's batched iterators while traffic may
-    continue: the backup is consistent per record, not a point-in-time snapshot.
-    ``on_progress(kind, records_written_of_that_kind)`` is called after every batch.
+    The file is signed with ``SECRET_KEY`` (see :data:`SIGNATURE_SALT`), and every token,
+    session and audit event line carries its user's ``USERNAME_FIELD`` value, read from the
+    storage's user database in one query per batch. The file is written to a temporary file
+    next to ``path`` with mode 0600 and renamed over ``path`` only once complete, so a crash or
+    a full disk never leaves a half backup under the final name. Records are read with the
+    storage's batched iterators while traffic may continue: the backup is consistent per
+    record, not a point-in-time snapshot. ``on_progress(kind, records_written_of_that_kind)``
+    is called after every batch.
     """
     if batch_size < 1:
         raise InvalidInput("batch_size must be at least 1.")
@@ -308,6 +363,8 @@ def write_backup(
 
     counts = dict.fromkeys(COUNT_KEYS, 0)
     digest = hashlib.sha256()
+    signature = _mac(settings.SECRET_KEY)
+    users_db = user_database(storage)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, 0o600)  # holds digests and session data: owner only
@@ -318,6 +375,7 @@ def write_backup(
 
             def emit(line: bytes) -> None:
                 digest.update(line)
+                signature.update(line)
                 out.write(line)
 
             from . import __version__
@@ -331,21 +389,39 @@ def write_backup(
                         "source_backend": _backend_name(storage),
                         "source_alias": storage.alias,
                         "generator": f"django-authfw {__version__}",
+                        "user_model": user_model_label(),
+                        "username_field": username_field(),
                     }
                 )
             )
             for kind in KINDS:
+                named = kind.line_kind in USER_LINE_KINDS
                 for batch in kind.iterate(storage, batch_size):
+                    names = (
+                        usernames_by_id(
+                            users_db, (r.user_id for r in batch if r.user_id is not None)
+                        )
+                        if named
+                        else {}
+                    )
                     for record in batch:
-                        line = {
-                            "kind": kind.line_kind,
-                            "record": encode_record(kind.line_kind, record),
-                        }
+                        line: dict[str, Any] = {"kind": kind.line_kind}
+                        if named:
+                            user_id = record.user_id
+                            line["username"] = None if user_id is None else names.get(user_id)
+                        line["record"] = encode_record(kind.line_kind, record)
                         emit(_dumps(line))
                     counts[kind.name] += len(batch)
                     if on_progress is not None:
                         on_progress(kind.name, counts[kind.name])
-            out.write(_dumps({"kind": "end", "counts": counts, "sha256": digest.hexdigest()}))
+            signature.update(_end_line(counts))
+            trailer = {
+                "kind": "end",
+                "counts": counts,
+                "sha256": digest.hexdigest(),
+                "hmac": signature.hexdigest(),
+            }
+            out.write(_dumps(trailer))
             out.flush()
             raw.flush()
             os.fsync(raw.fileno())
@@ -386,10 +462,21 @@ class BackupInfo:
     source_alias: str | None
     generator: str
     counts: dict[str, int]
+    user_model: str | None = None
+    """``app_label.model`` of the user model of the source (None in a version 1 file)."""
+    username_field: str | None = None
+    """The source user model's ``USERNAME_FIELD`` (None in a version 1 file)."""
+    signed_with: str | None = None
+    """Which key the signature matched: ``"SECRET_KEY"`` or ``"SECRET_KEY_FALLBACKS[i]"``;
+    None for an unsigned version 1 file read with ``allow_unsigned=True``."""
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def signed(self) -> bool:
+        return self.signed_with is not None
 
 
 def _read_lines(stream: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
@@ -433,7 +520,17 @@ def _parse_json(line: bytes, number: int, name: str) -> Any:
         ) from None
 
 
-def _check_header(obj: Any, name: str) -> dict[str, Any]:
+def _unsigned(name: str) -> BackupError:
+    return BackupError(
+        f"{name} is an unsigned backup (format version {UNSIGNED_VERSION}, written before "
+        "django-authfw signed its backups): nothing proves who wrote it or that it was not "
+        "altered, and it does not name users in a way another database can match. Take a new "
+        "backup. Only if you are sure this file is genuine and you restore it into the "
+        "database it was taken from, pass --unsafe-allow-unsigned (allow_unsigned=True)."
+    )
+
+
+def _check_header(obj: Any, name: str, allow_unsigned: bool) -> dict[str, Any]:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise BackupError(
             f"{name} is not a django-authfw backup (its header does not name the "
@@ -447,29 +544,33 @@ def _check_header(obj: Any, name: str) -> dict[str, Any]:
             f"{name} uses backup format version {version}, newer than this django-authfw reads "
             f"(version {VERSION}). Upgrade django-authfw to restore it."
         )
+    if version == UNSIGNED_VERSION and not allow_unsigned:
+        raise _unsigned(name)
     try:
-        created_at = _dec_datetime(obj.get("created_at"))
-        source_backend = _dec_str(obj.get("source_backend"))
-        source_alias = _dec_opt_str(obj.get("source_alias"))
-        generator = _dec_str(obj.get("generator", ""))
+        header: dict[str, Any] = {
+            "version": version,
+            "created_at": _dec_datetime(obj.get("created_at")),
+            "source_backend": _dec_str(obj.get("source_backend")),
+            "source_alias": _dec_opt_str(obj.get("source_alias")),
+            "generator": _dec_str(obj.get("generator", "")),
+        }
+        if version >= 2:
+            header["user_model"] = _dec_str(obj.get("user_model"))
+            header["username_field"] = _dec_str(obj.get("username_field"))
     except BackupError as exc:
         raise BackupError(f"{name}: the header is invalid ({exc}); the file is corrupt.") from None
-    return {
-        "version": version,
-        "created_at": created_at,
-        "source_backend": source_backend,
-        "source_alias": source_alias,
-        "generator": generator,
-    }
+    return header
 
 
-def _scan(stream: IO[bytes], name: str) -> BackupInfo:
-    """Read the whole file once, checking every line, the counts and the checksum.
+def _scan(stream: IO[bytes], name: str, allow_unsigned: bool = False) -> BackupInfo:
+    """Read the whole file once, checking every line, the counts, checksum and signature.
 
-    Raises :class:`BackupError` on anything wrong; the checksum and counts are only known to
-    be right at the end, which is why a restore scans the whole file before writing.
+    Raises :class:`BackupError` on anything wrong; the checksum, counts and signature are only
+    known to be right at the end, which is why a restore scans the whole file before writing.
     """
     digest = hashlib.sha256()
+    # One HMAC per key that may have signed the file (key rotation); a handful at most.
+    macs: list[tuple[str, hmac.HMAC]] = []
     counts = dict.fromkeys(COUNT_KEYS, 0)
     header: dict[str, Any] | None = None
     trailer: dict[str, Any] | None = None
@@ -479,21 +580,24 @@ def _scan(stream: IO[bytes], name: str) -> BackupInfo:
             raise BackupError(f"{name}: data after the end marker (line {number}); corrupt file.")
         obj = _parse_json(line, number, name)
         if header is None:
-            header = _check_header(obj, name)
-            digest.update(line)
-            continue
-        if isinstance(obj, dict) and obj.get("kind") == "end":
+            header = _check_header(obj, name, allow_unsigned)
+            if header["version"] >= 2:
+                macs = [(label, _mac(key)) for label, key in _verification_keys()]
+        elif isinstance(obj, dict) and obj.get("kind") == "end":
             trailer = obj
             continue
-        kind, _record = _record_line(obj, number, name)
-        order = KINDS.index(kind)
-        if order < position:
-            raise BackupError(
-                f"{name}: line {number}: a {kind.line_kind} record out of order; corrupt file."
-            )
-        position = order
+        else:
+            kind, _record, _username = _record_line(obj, number, name, header["version"])
+            order = KINDS.index(kind)
+            if order < position:
+                raise BackupError(
+                    f"{name}: line {number}: a {kind.line_kind} record out of order; corrupt file."
+                )
+            position = order
+            counts[kind.name] += 1
         digest.update(line)
-        counts[kind.name] += 1
+        for _label, mac in macs:
+            mac.update(line)
     if header is None:
         raise BackupError(f"{name} is empty; it is not a django-authfw backup.")
     if trailer is None:
@@ -511,35 +615,77 @@ def _scan(stream: IO[bytes], name: str) -> BackupInfo:
             f"{name} is corrupt: its end marker announces {trailer.get('counts')!r} records "
             f"but it holds {counts!r}."
         )
-    return BackupInfo(path=Path(name), counts=counts, **header)
+    signed_with = _verify_signature(trailer, macs, counts, name) if macs else None
+    return BackupInfo(path=Path(name), counts=counts, signed_with=signed_with, **header)
 
 
-def _record_line(obj: Any, number: int, name: str) -> tuple[RecordKind, Any]:
-    if not isinstance(obj, dict) or set(obj) != {"kind", "record"}:
+def _verify_signature(
+    trailer: dict[str, Any], macs: list[tuple[str, hmac.HMAC]], counts: dict[str, int], name: str
+) -> str:
+    """The name of the key whose HMAC matches the trailer's; BackupError if none does."""
+    claimed = trailer.get("hmac")
+    if not isinstance(claimed, str) or not claimed:
+        raise BackupError(
+            f"{name} is not signed (its end marker has no signature). A backup written by "
+            "authfw_backup is always signed: this file was made or altered by something else."
+        )
+    end = _end_line(counts)
+    matched = None
+    for label, mac in macs:
+        mac.update(end)
+        # Every key is tried, each in constant time, whatever matches first.
+        if hmac.compare_digest(mac.hexdigest(), claimed) and matched is None:
+            matched = label
+    if matched is None:
+        raise BackupError(
+            f"{name} is refused: its signature does not match. It was not written with this "
+            "project's SECRET_KEY (nor any of SECRET_KEY_FALLBACKS), or it was altered after it "
+            "was written. A backup restores only into a project holding the key that signed it."
+        )
+    return matched
+
+
+def _record_line(
+    obj: Any, number: int, name: str, version: int
+) -> tuple[RecordKind, Any, str | None]:
+    """The kind, record and username (None when the line names no user) of one record line."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("kind"), str):
         raise BackupError(
             f"{name}: line {number} is not a record line ({{'kind', 'record'}}); corrupt file."
         )
-    kind = BY_LINE_KIND.get(obj["kind"]) if isinstance(obj["kind"], str) else None
+    kind = BY_LINE_KIND.get(obj["kind"])
     if kind is None:
         raise BackupError(f"{name}: line {number} has unknown record kind {obj['kind']!r}.")
+    named = version >= 2 and kind.line_kind in USER_LINE_KINDS
+    expected = {"kind", "record", "username"} if named else {"kind", "record"}
+    if set(obj) != expected:
+        raise BackupError(
+            f"{name}: line {number} is not a {kind.line_kind} record line "
+            f"({sorted(expected)}); corrupt file."
+        )
     try:
-        return kind, decode_record(kind.line_kind, obj["record"])
+        record = decode_record(kind.line_kind, obj["record"])
+        username = _dec_opt_str(obj["username"]) if named else None
     except BackupError as exc:
         raise BackupError(f"{name}: line {number}: {exc}.") from None
+    if named and record.user_id is None and username is not None:
+        raise BackupError(f"{name}: line {number}: a username without a user_id; corrupt file.")
+    return kind, record, username
 
 
-def _records(stream: IO[bytes], name: str) -> Iterator[tuple[RecordKind, Any]]:
+def _records(
+    stream: IO[bytes], name: str, allow_unsigned: bool
+) -> Iterator[tuple[RecordKind, Any, str | None]]:
     """Yield every record of a file :func:`_scan` accepted (checks again as it decodes)."""
-    first = True
+    version = 0
     for number, line in _read_lines(stream, name):
         obj = _parse_json(line, number, name)
-        if first:
-            _check_header(obj, name)
-            first = False
+        if not version:
+            version = _check_header(obj, name, allow_unsigned)["version"]
             continue
         if isinstance(obj, dict) and obj.get("kind") == "end":
             return
-        yield _record_line(obj, number, name)
+        yield _record_line(obj, number, name, version)
 
 
 def _open(path: str | Path) -> IO[bytes]:
@@ -553,28 +699,54 @@ def _open(path: str | Path) -> IO[bytes]:
         raise BackupError(f"Backup file {path} cannot be read (permission denied).") from None
 
 
-def read_backup(path: str | Path) -> BackupInfo:
-    """Check a backup file completely (format, version, every record, counts, checksum).
+def read_backup(path: str | Path, *, allow_unsigned: bool = False) -> BackupInfo:
+    """Check a backup file completely (format, version, every record, counts, checksum and
+    signature).
 
     Returns its :class:`BackupInfo`; raises :class:`BackupError` with what is wrong otherwise.
-    Nothing is written anywhere.
+    An unsigned (version 1) file is refused unless ``allow_unsigned`` is true (unsafe: anyone
+    who could write the file chose its content). Nothing is written anywhere.
     """
     with _open(path) as stream:
-        return _scan(stream, str(path))
+        return _scan(stream, str(path), allow_unsigned)
 
 
-def iter_backup(path: str | Path) -> Iterator[tuple[str, Any]]:
+def iter_backup(path: str | Path, *, allow_unsigned: bool = False) -> Iterator[tuple[str, Any]]:
     """Yield ``(line_kind, record)`` for every record of a backup file, checking as it goes.
 
-    This streams: a problem late in the file is raised only after the earlier records were
-    yielded. Call :func:`read_backup` first to know the whole file is sound.
+    This streams and checks each line, but not the checksum, the counts or the signature, which
+    are only known at the end: nothing it yields is authenticated. Call :func:`read_backup`
+    first to know the whole file is sound and genuine.
     """
     with _open(path) as stream:
-        for kind, record in _records(stream, str(path)):
+        for kind, record, _username in _records(stream, str(path), allow_unsigned):
             yield kind.line_kind, record
 
 
 # Restoring --------------------------------------------------------------------------------------
+
+MAX_REPORTED_USERS = 100
+"""How many users a :class:`RestoreReport` describes one by one (the counts cover them all)."""
+
+
+@dataclass(slots=True)
+class UserChange:
+    """One backed-up user whose records could not be restored under the backup's ``user_id``."""
+
+    username: str | None
+    backup_user_id: str
+    outcome: str
+    """``remapped``, ``missing``, ``id_taken`` or ``no_username``
+    (:data:`~django_authfw.backup_users.Outcome`)."""
+    target_user_id: str | None
+    """The id the records moved to (``remapped``), else None."""
+    holder_of_id: str | None
+    """For ``id_taken``: the username that holds ``backup_user_id`` in the target."""
+    records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_KEYS, 0))
+
+
+def _per_kind() -> dict[str, int]:
+    return dict.fromkeys(COUNT_KEYS, 0)
 
 
 @dataclass(slots=True)
@@ -584,17 +756,48 @@ class RestoreReport:
     ``in_file`` counts the records in the backup and ``written`` what the target storage
     reported writing (an audit event it already held is not written twice).
     ``skipped_expired`` counts records whose life ended since the backup was taken: restoring
-    them would bring back nothing a reader could see. ``skipped_orphans`` counts tokens and
-    sessions of users that no longer exist, which a database storage cannot hold.
+    them would bring back nothing a reader could see.
+
+    Users are matched by natural key (``USERNAME_FIELD``), never by id alone:
+    ``remapped`` counts records moved to the target's id of their username; tokens and sessions
+    whose username the target does not have are skipped, in ``skipped_missing_user`` (nobody
+    there has that username, or the backup did not know it) or ``skipped_user_id_taken`` (nobody
+    has that username, and the backup's id is somebody else's there); audit events of such
+    users are kept without a user (``unattributed``, the backup's id and username in their
+    metadata under ``"backup_user"``). ``skipped_orphans`` counts records a database storage
+    refused for a user missing all the same (a user deleted during the restore).
+    ``user_changes`` describes the first :data:`MAX_REPORTED_USERS` such users;
+    ``user_changes_truncated`` says there were more. ``kept_revoked`` counts tokens a merge
+    left revoked because the target had revoked them (an older backup never un-revokes).
+    ``user_ids_unchecked`` is true for an unsigned version 1 file read with
+    ``allow_unsigned``: it names no usernames, so its ids were taken as they are.
     """
 
     info: BackupInfo
     mode: IfNotEmpty
     flushed: bool = False
-    in_file: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_KEYS, 0))
-    written: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_KEYS, 0))
-    skipped_expired: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_KEYS, 0))
-    skipped_orphans: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_KEYS, 0))
+    in_file: dict[str, int] = field(default_factory=_per_kind)
+    written: dict[str, int] = field(default_factory=_per_kind)
+    skipped_expired: dict[str, int] = field(default_factory=_per_kind)
+    skipped_orphans: dict[str, int] = field(default_factory=_per_kind)
+    remapped: dict[str, int] = field(default_factory=_per_kind)
+    skipped_missing_user: dict[str, int] = field(default_factory=_per_kind)
+    skipped_user_id_taken: dict[str, int] = field(default_factory=_per_kind)
+    unattributed: dict[str, int] = field(default_factory=_per_kind)
+    kept_revoked: int = 0
+    user_changes: list[UserChange] = field(default_factory=list)
+    user_changes_truncated: bool = False
+    user_ids_unchecked: bool = False
+
+    def not_written(self, kind: str) -> int:
+        """Records of ``kind`` in the file the storage already held (merge), not skipped."""
+        skipped = (
+            self.skipped_expired[kind]
+            + self.skipped_orphans[kind]
+            + self.skipped_missing_user[kind]
+            + self.skipped_user_id_taken[kind]
+        )
+        return self.in_file[kind] - self.written[kind] - skipped
 
 
 def restore_backup(
@@ -604,18 +807,23 @@ def restore_backup(
     if_not_empty: IfNotEmpty = "error",
     batch_size: int = 1000,
     on_progress: Callable[[str, int, int], None] | None = None,
+    allow_unsigned: bool = False,
 ) -> RestoreReport:
     """Restore a backup file into ``storage``.
 
-    The whole file is checked first (as :func:`read_backup` does); a corrupt, truncated,
-    foreign or newer-version file raises :class:`BackupError` and nothing is written. A
-    storage that already holds records raises :class:`TargetNotEmpty` unless
-    ``if_not_empty`` is ``"merge"`` (records are upserted over what is there; an audit event
-    already present is kept once) or ``"replace"`` (the storage is flushed first, once the
-    file has been checked). Records are imported in batches of ``batch_size`` with the
-    storage's ``import_*`` upserts, so a restore cut short by a storage failure is finished by
-    running it again with ``"merge"``. ``on_progress(kind, done, total_of_kind)`` is called
-    after every batch.
+    The whole file is checked first (as :func:`read_backup` does, signature included); a
+    corrupt, truncated, unsigned, forged, foreign or newer-version file raises
+    :class:`BackupError` and nothing is written. A storage that already holds records raises
+    :class:`TargetNotEmpty` unless ``if_not_empty`` is ``"merge"`` (records are upserted over
+    what is there, except that a token the storage holds revoked stays revoked; an audit event
+    already present is kept once) or ``"replace"`` (the storage is flushed first, once the file
+    has been checked). Each record's user is found by the username the backup carries, in the
+    storage's user database (see :class:`RestoreReport` for what happens when it is missing or
+    has another id). Records are imported in batches of ``batch_size`` with the storage's
+    ``import_*`` upserts, so a restore cut short by a storage failure is finished by running it
+    again with ``"merge"``. ``on_progress(kind, done, total_of_kind)`` is called after every
+    batch. ``allow_unsigned=True`` accepts an unsigned version 1 file: unsafe, see
+    ``docs/operations.md``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInput("batch_size must be a positive integer.")
@@ -624,7 +832,8 @@ def restore_backup(
     with _open(path) as stream:
         # Both passes read the same open file: a file renamed over ``path`` in between cannot
         # swap unchecked content into the import pass.
-        info = _scan(stream, str(path))
+        info = _scan(stream, str(path), allow_unsigned)
+        check_user_model(info, str(path))
         if if_not_empty == "error" and not storage_is_empty(storage):
             raise TargetNotEmpty(
                 f"The storage {storage_label(storage)!r} already holds records; choose "
@@ -632,50 +841,141 @@ def restore_backup(
             )
         stream.seek(0)
         report = RestoreReport(info=info, mode=if_not_empty)
+        report.user_ids_unchecked = info.username_field is None
         if if_not_empty == "replace":
             storage.flush()
             report.flushed = True
-        _import_records(storage, _records(stream, str(path)), report, batch_size, on_progress)
+        importer = _Importer(storage, report, batch_size, on_progress)
+        importer.run(_records(stream, str(path), allow_unsigned))
     return report
 
 
-def _import_records(
-    storage: AuthStorage,
-    records: Iterable[tuple[RecordKind, Any]],
-    report: RestoreReport,
-    batch_size: int,
-    on_progress: Callable[[str, int, int], None] | None,
-) -> None:
-    pending: list[Any] = []
-    pending_kind: RecordKind | None = None
-    done = dict.fromkeys(COUNT_KEYS, 0)
+def check_user_model(info: BackupInfo, name: str) -> None:
+    """Raise :class:`BackupError` if the backup names users by another field than this
+    project's ``USERNAME_FIELD`` (its users could not be matched)."""
+    here = username_field()
+    if info.username_field is not None and info.username_field != here:
+        raise BackupError(
+            f"{name} names users by {info.username_field!r} (of {info.user_model}), but this "
+            f"project's user model names them by {here!r} (of {user_model_label()}): its "
+            "records cannot be matched to users here."
+        )
 
-    def write_pending() -> None:
-        nonlocal pending
-        if pending_kind is None or not pending:
+
+class _Importer:
+    """Writes the records of a checked file in batches, matching users by username."""
+
+    def __init__(
+        self,
+        storage: AuthStorage,
+        report: RestoreReport,
+        batch_size: int,
+        on_progress: Callable[[str, int, int], None] | None,
+    ) -> None:
+        self.storage = storage
+        self.report = report
+        self.batch_size = batch_size
+        self.on_progress = on_progress
+        self.users = UserMap(user_database(storage))
+        self.done = _per_kind()
+        # Only the users reported one by one are kept, so memory stays bounded.
+        self.changes: dict[tuple[str, str | None], UserChange] = {}
+
+    def run(self, records: Iterable[tuple[RecordKind, Any, str | None]]) -> None:
+        pending: list[tuple[Any, str | None]] = []
+        pending_kind: RecordKind | None = None
+        for kind, record, username in records:
+            if kind is not pending_kind:
+                self._write(pending_kind, pending)
+                pending, pending_kind = [], kind
+            pending.append((record, username))
+            self.report.in_file[kind.name] += 1
+            if len(pending) >= self.batch_size:
+                self._write(pending_kind, pending)
+                pending = []
+        self._write(pending_kind, pending)
+        self.report.user_changes = list(self.changes.values())
+
+    def _write(self, kind: RecordKind | None, pending: list[tuple[Any, str | None]]) -> None:
+        if kind is None or not pending:
             return
-        kind = pending_kind
+        report = self.report
         now = utcnow()
-        live = [record for record in pending if not kind.is_expired(record, now)]
+        live = [(r, name) for r, name in pending if not kind.is_expired(r, now)]
         report.skipped_expired[kind.name] += len(pending) - len(live)
-        if live:
-            result = write_records(kind, storage, live)
+        records = self._match_users(kind, live)
+        if kind is TOKENS and report.mode == "merge":
+            records = self._keep_revocations(records)
+        if records:
+            result = write_records(kind, self.storage, records)
             report.written[kind.name] += result.written
             report.skipped_orphans[kind.name] += result.orphans
-        done[kind.name] += len(pending)
-        pending = []
-        if on_progress is not None:
-            on_progress(kind.name, done[kind.name], report.info.counts[kind.name])
+        self.done[kind.name] += len(pending)
+        if self.on_progress is not None:
+            self.on_progress(kind.name, self.done[kind.name], report.info.counts[kind.name])
 
-    for kind, record in records:
-        if kind is not pending_kind:
-            write_pending()
-            pending_kind = kind
-        pending.append(record)
-        report.in_file[kind.name] += 1
-        if len(pending) >= batch_size:
-            write_pending()
-    write_pending()
+    def _match_users(self, kind: RecordKind, batch: list[tuple[Any, str | None]]) -> list[Any]:
+        """The records of ``batch`` with their target user ids; the unmatched left out."""
+        if kind.line_kind not in USER_LINE_KINDS or self.report.user_ids_unchecked:
+            return [record for record, _name in batch]
+        pairs = [(r.user_id, name) for r, name in batch if r.user_id is not None]
+        mappings = self.users.resolve(pairs)
+        report, out = self.report, []
+        for record, name in batch:
+            if record.user_id is None:
+                out.append(record)
+                continue
+            mapping = mappings[(record.user_id, name)]
+            if mapping.outcome != "same":
+                self._note(kind, record.user_id, name, mapping)
+            if mapping.target_user_id is not None:
+                if mapping.outcome == "remapped":
+                    report.remapped[kind.name] += 1
+                    record = replace(record, user_id=mapping.target_user_id)
+                out.append(record)
+            elif kind is AUDIT:
+                # History is kept, but never attributed to whoever holds that id here.
+                report.unattributed[kind.name] += 1
+                metadata = {
+                    **record.metadata,
+                    "backup_user": {"user_id": record.user_id, "username": name},
+                }
+                out.append(replace(record, user_id=None, metadata=metadata))
+            elif mapping.outcome == "id_taken":
+                report.skipped_user_id_taken[kind.name] += 1
+            else:
+                report.skipped_missing_user[kind.name] += 1
+        return out
+
+    def _note(self, kind: RecordKind, user_id: str, name: str | None, mapping: Mapping) -> None:
+        key = (user_id, name)
+        change = self.changes.get(key)
+        if change is None:
+            if len(self.changes) >= MAX_REPORTED_USERS:
+                self.report.user_changes_truncated = True
+                return
+            change = UserChange(
+                username=name,
+                backup_user_id=user_id,
+                outcome=mapping.outcome,
+                target_user_id=mapping.target_user_id,
+                holder_of_id=mapping.holder_of_id,
+            )
+            self.changes[key] = change
+        change.records[kind.name] += 1
+
+    def _keep_revocations(self, tokens: list[AuthToken]) -> list[AuthToken]:
+        # A merge of an older backup must not bring back a token revoked since: the target's
+        # revocation wins (one read per token; merges are rare, correctness is not).
+        out = []
+        for token in tokens:
+            if token.revoked_at is None:
+                held = self.storage.get_token(token.token_id)
+                if held is not None and held.revoked_at is not None:
+                    self.report.kept_revoked += 1
+                    token = replace(token, revoked_at=held.revoked_at, replaced_by=held.replaced_by)
+            out.append(token)
+        return out
 
 
 __all__ = [
@@ -687,6 +987,8 @@ __all__ = [
     "IfNotEmpty",
     "RestoreReport",
     "TargetNotEmpty",
+    "UserChange",
+    "check_user_model",
     "decode_record",
     "encode_record",
     "iter_backup",

@@ -16,7 +16,8 @@ from ..progress import ProgressBar, add_batch_size, open_storage, storage_failur
 class Command(BaseCommand):
     help = (
         "Writes every token (as digests), session, key-value entry and audit event of a "
-        "storage to a compressed, checksummed backup file (mode 0600), atomically."
+        "storage, with each user's username, to a compressed backup file signed with a key "
+        "derived from SECRET_KEY (mode 0600), atomically."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

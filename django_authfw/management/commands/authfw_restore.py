@@ -11,7 +11,10 @@ from ...backup import (
     BackupError,
     BackupInfo,
     IfNotEmpty,
+    RestoreReport,
     TargetNotEmpty,
+    UserChange,
+    check_user_model,
     read_backup,
     restore_backup,
 )
@@ -24,8 +27,9 @@ from ..progress import ProgressBar, add_batch_size, open_storage, storage_failur
 class Command(BaseCommand):
     help = (
         "Restores a backup written by authfw_backup into a storage, of any backend. The whole "
-        "file is checked before anything is written; a storage that already holds records "
-        "needs --merge or --replace."
+        "file is checked before anything is written, its signature included (SECRET_KEY or "
+        "SECRET_KEY_FALLBACKS); users are matched by username; a storage that already holds "
+        "records needs --merge or --replace."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -53,6 +57,15 @@ class Command(BaseCommand):
             help="Check the file completely and whether the storage would take it; restore "
             "nothing.",
         )
+        parser.add_argument(
+            "--unsafe-allow-unsigned",
+            action="store_true",
+            dest="allow_unsigned",
+            help="UNSAFE: accept an unsigned backup of format version 1 (written before "
+            "backups were signed). Nothing proves who wrote such a file, and its user ids are "
+            "taken as they are: use it only for a file you know is genuine, restored into the "
+            "database it was taken from.",
+        )
         add_batch_size(parser)
 
     def handle(
@@ -64,13 +77,14 @@ class Command(BaseCommand):
         replace: bool,
         batch_size: int,
         dry_run: bool,
+        allow_unsigned: bool = False,
         **options: Any,
     ) -> None:
         target = open_storage(storage)
         bar = ProgressBar(self.stdout, enabled=self.stdout.isatty())
         mode: IfNotEmpty = "merge" if merge else "replace" if replace else "error"
         if dry_run:
-            self._dry_run(target, file, storage, mode)
+            self._dry_run(target, file, storage, mode, allow_unsigned)
             return
         try:
             with bar:
@@ -82,6 +96,7 @@ class Command(BaseCommand):
                     on_progress=lambda kind, done, total: bar.update(
                         BY_NAME[kind].label, done, total
                     ),
+                    allow_unsigned=allow_unsigned,
                 )
         except BackupError as exc:
             raise CommandError(f"{exc} Nothing was restored.") from exc
@@ -97,28 +112,59 @@ class Command(BaseCommand):
         self._describe(report.info, file)
         if report.flushed:
             self.stdout.write(f"Deleted every record of {storage!r} first (--replace).")
-        for name, in_file in report.in_file.items():
-            parts = [f"restored {report.written[name]:,} of {in_file:,}"]
-            if report.skipped_expired[name]:
-                parts.append(f"{report.skipped_expired[name]:,} skipped as expired")
-            if report.skipped_orphans[name]:
-                parts.append(f"{report.skipped_orphans[name]:,} skipped (user does not exist)")
-            already = in_file - report.written[name]
-            already -= report.skipped_expired[name] + report.skipped_orphans[name]
-            if already:
-                parts.append(f"{already:,} already present")
-            self.stdout.write(f"  {BY_NAME[name].label + ':':<19} {', '.join(parts)}")
+        for name in report.in_file:
+            self.stdout.write(f"  {BY_NAME[name].label + ':':<19} {_kind_line(report, name)}")
+        if report.kept_revoked:
+            self.stdout.write(
+                f"Kept {report.kept_revoked:,} tokens revoked: {storage!r} revoked them after "
+                "the backup was written (--merge never un-revokes)."
+            )
+        self._describe_users(report)
+        if report.written["tokens"] and report.mode != "merge":
+            self.stdout.write(
+                "Note: the restored tokens are as they were when the backup was written: a "
+                "token revoked (logout, password change) after that works again until it "
+                "expires. Revoke the tokens of any user concerned (revoke_user_tokens)."
+            )
 
     def _describe(self, info: BackupInfo, file: str) -> None:
         written_at = info.created_at.strftime("%Y-%m-%d %H:%M:%S %Z")
+        signed = f"signed with {info.signed_with}" if info.signed else "UNSIGNED (legacy)"
         self.stdout.write(
-            f"Checked {file}: format version {info.version}, written {written_at} from "
-            f"{info.source_alias or '-'} ({info.source_backend})."
+            f"Checked {file}: format version {info.version}, {signed}, written {written_at} "
+            f"from {info.source_alias or '-'} ({info.source_backend})."
         )
+        if info.signed_with not in (None, "SECRET_KEY"):
+            self.stdout.write(
+                f"Note: signed with an old key ({info.signed_with}); take a new backup so that "
+                "it stays restorable once that key leaves SECRET_KEY_FALLBACKS."
+            )
+        if not info.signed:
+            self.stdout.write(
+                self.style.WARNING(
+                    "Warning: this file is not signed (--unsafe-allow-unsigned): nothing proves "
+                    "who wrote it. Its user ids are taken as they are, unchecked."
+                )
+            )
 
-    def _dry_run(self, target: AuthStorage, file: str, storage: str, mode: IfNotEmpty) -> None:
+    def _describe_users(self, report: RestoreReport) -> None:
+        if not report.user_changes:
+            return
+        self.stdout.write("Users matched by username, not by id:")
+        for change in report.user_changes:
+            self.stdout.write(f"  {_user_line(change)}")
+        if report.user_changes_truncated:
+            self.stdout.write(
+                "  ... and more users (the counts above include them all; "
+                "restore_backup() reports them in Python)."
+            )
+
+    def _dry_run(
+        self, target: AuthStorage, file: str, storage: str, mode: IfNotEmpty, allow_unsigned: bool
+    ) -> None:
         try:
-            info = read_backup(Path(file))
+            info = read_backup(Path(file), allow_unsigned=allow_unsigned)
+            check_user_model(info, file)
         except BackupError as exc:
             raise CommandError(f"{exc} Nothing was restored.") from exc
         self._describe(info, file)
@@ -143,6 +189,49 @@ class Command(BaseCommand):
         self.stdout.write(
             f"The file is sound and would be restored {how}. Nothing was restored (--dry-run)."
         )
+
+
+def _kind_line(report: RestoreReport, name: str) -> str:
+    parts = [f"restored {report.written[name]:,} of {report.in_file[name]:,}"]
+    for count, what in (
+        (report.skipped_expired[name], "skipped as expired"),
+        (report.skipped_missing_user[name], "skipped (no user with that username here)"),
+        (
+            report.skipped_user_id_taken[name],
+            "skipped (no user with that username here; its id is another user's)",
+        ),
+        (report.skipped_orphans[name], "skipped (user does not exist)"),
+        (report.remapped[name], "moved to their username's id here"),
+        (report.unattributed[name], "kept without a user (user not here)"),
+        (report.not_written(name), "already present"),
+    ):
+        if count:
+            parts.append(f"{count:,} {what}")
+    return ", ".join(parts)
+
+
+def _user_line(change: UserChange) -> str:
+    who = f"{change.username!r}" if change.username is not None else "(unknown username)"
+    records = ", ".join(
+        f"{count:,} {BY_NAME[name].label}" for name, count in change.records.items() if count
+    )
+    if change.outcome == "remapped":
+        return (
+            f"{who}: id {change.backup_user_id} in the backup is id {change.target_user_id} "
+            f"here; moved {records}."
+        )
+    if change.outcome == "id_taken":
+        return (
+            f"{who} (id {change.backup_user_id} in the backup): no such user here, and id "
+            f"{change.backup_user_id} here is {change.holder_of_id!r}; not given to them: "
+            f"{records}."
+        )
+    if change.outcome == "no_username":
+        return (
+            f"{who} (id {change.backup_user_id} in the backup, already deleted when it was "
+            f"written): not restored: {records}."
+        )
+    return f"{who} (id {change.backup_user_id} in the backup): no such user here: {records}."
 
 
 def _not_empty(exc: TargetNotEmpty) -> CommandError:
