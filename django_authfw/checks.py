@@ -8,7 +8,8 @@
 ``authfw.E003``         ``MIGRATION_MODE = "strict"`` with unapplied django_authfw migrations
                         (a database check: ``manage.py check --database default``)
 ``authfw.E004``         ``MIGRATION_MODE`` other than ``"auto"`` or ``"strict"``
-``authfw.E005``         a value of the wrong type or range (TTLs, threshold, flags, prefix)
+``authfw.E005``         a value of the wrong type or range (TTLs, threshold, flags, prefix,
+                        ``REFRESH_REUSE_GRACE``), or ``AUTHFW`` not a dict
 ``authfw.W001``         Argon2 is not the first of ``PASSWORD_HASHERS``
 ``authfw.W002``         ``AUTHFW["STORAGES"]`` has no ``"default"`` alias
 ======================  ===================================================================
@@ -70,8 +71,10 @@ def check_settings_keys(
     if not isinstance(user, Mapping):
         return [
             checks.Error(
-                f"AUTHFW must be a dict, not {type(user).__name__}.",
-                hint="Set AUTHFW = {...} with keys among: " + _valid_keys() + ".",
+                f"AUTHFW must be a dict, not {type(user).__name__}; the defaults apply until "
+                "it is one.",
+                hint="Set AUTHFW = {...} with keys among: " + _valid_keys() + " (a trailing "
+                "comma after the closing brace makes it a tuple).",
                 obj="settings.AUTHFW",
                 id="authfw.E005",
             )
@@ -239,6 +242,12 @@ def _positive_duration(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
+def _non_negative_duration(value: object) -> bool:
+    if isinstance(value, timedelta):
+        return value >= timedelta(0)
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
 @checks.register(TAG)
 def check_values(
     app_configs: Sequence[AppConfig] | None = None,
@@ -283,6 +292,13 @@ def check_values(
                 "an integer >= 0",
                 "The number of failed logins that locks a username or address (0 disables it).",
             )
+    if "REFRESH_REUSE_GRACE" in user and not _non_negative_duration(user["REFRESH_REUSE_GRACE"]):
+        bad(
+            "REFRESH_REUSE_GRACE",
+            "seconds >= 0 (or a timedelta)",
+            "0 (the default) keeps RFC 9700's rule: any replay revokes the login; a few seconds "
+            "(e.g. 10) lets a client retry a refresh whose response it lost.",
+        )
     for key in BOOL_KEYS:
         if key in user and not isinstance(user[key], bool):
             bad(key, "True or False", "Use a bool.")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -185,6 +189,10 @@ def test_e004_migration_mode(authfw: Any) -> None:
         ("TABLE_PREFIX", "auth-"),
         ("TABLE_PREFIX", 7),
         ("AUDIT_STORAGE", 5),
+        ("REFRESH_REUSE_GRACE", -1),
+        ("REFRESH_REUSE_GRACE", "10s"),
+        ("REFRESH_REUSE_GRACE", True),
+        ("REFRESH_REUSE_GRACE", timedelta(seconds=-1)),
     ],
 )
 def test_e005_bad_values(authfw: Any, key: str, value: Any) -> None:
@@ -203,6 +211,9 @@ def test_e005_bad_values(authfw: Any, key: str, value: Any) -> None:
         ("ENABLE_AUDIT_LOG", False),
         ("TABLE_PREFIX", "myapp_auth_"),
         ("AUDIT_STORAGE", None),
+        ("REFRESH_REUSE_GRACE", 0),
+        ("REFRESH_REUSE_GRACE", 10),
+        ("REFRESH_REUSE_GRACE", timedelta(seconds=2.5)),
     ],
 )
 def test_e005_accepts_good_values(authfw: Any, key: str, value: Any) -> None:
@@ -255,3 +266,29 @@ def test_e003_stands_aside_for_migrate(authfw: Any, db: None) -> None:
     authfw(MIGRATION_MODE="strict")
     forget_migration()
     call_command("migrate", "django_authfw", plan=True, skip_checks=False, verbosity=0)
+
+
+def test_e005_authfw_a_tuple_is_a_check_error_not_a_traceback(tmp_path: Any) -> None:
+    """``AUTHFW = {...},`` (a trailing comma) used to crash importing the models."""
+    (tmp_path / "tuple_settings.py").write_text(
+        "from testproject.settings import *  # noqa: F403\n"
+        "AUTHFW = ({'ACCESS_TOKEN_TTL': 60},)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tuple_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)]),
+    }
+    done = subprocess.run(
+        [sys.executable, str(root / "manage.py"), "check"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "(authfw.E005) AUTHFW must be a dict, not tuple" in done.stderr
+    assert "trailing comma" in done.stderr
