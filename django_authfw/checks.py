@@ -12,6 +12,8 @@
                         ``REFRESH_REUSE_GRACE``), or ``AUTHFW`` not a dict
 ``authfw.W001``         Argon2 is not the first of ``PASSWORD_HASHERS``
 ``authfw.W002``         ``AUTHFW["STORAGES"]`` has no ``"default"`` alias
+``authfw.W030``         a SQLite database without ``OPTIONS`` ``transaction_mode="IMMEDIATE"``
+                        and a busy ``timeout``: concurrent writers fail "database is locked"
 ======================  ===================================================================
 """
 
@@ -418,3 +420,58 @@ def check_migrations_applied(
                 )
             )
     return errors
+
+
+# SQLite under concurrent writers (authfw.W030) --------------------------------------------------
+
+SQLITE_ENGINE = "django.db.backends.sqlite3"
+# BEGIN EXCLUSIVE also takes the write lock at the start of the transaction.
+_SQLITE_LOCKING_MODES = ("IMMEDIATE", "EXCLUSIVE")
+
+
+def sqlite_lock_warnings(databases: Mapping[str, Any]) -> list[CheckMessage]:
+    """authfw.W030 for each SQLite entry of ``databases`` that lets concurrent writers fail."""
+    from .storage.database_errors import SQLITE_RECOMMENDED_OPTIONS
+
+    warnings: list[CheckMessage] = []
+    for alias, entry in databases.items():
+        if not isinstance(entry, Mapping) or entry.get("ENGINE") != SQLITE_ENGINE:
+            continue
+        options = entry.get("OPTIONS") or {}
+        if not isinstance(options, Mapping):
+            continue  # Django itself refuses it
+        mode = options.get("transaction_mode")
+        missing = []
+        if not (isinstance(mode, str) and mode.upper() in _SQLITE_LOCKING_MODES):
+            missing.append("'transaction_mode': 'IMMEDIATE'")
+        if "timeout" not in options:
+            missing.append("a busy 'timeout' in seconds")
+        if not missing:
+            continue
+        recommended = ", ".join(f"{k!r}: {v!r}" for k, v in SQLITE_RECOMMENDED_OPTIONS.items())
+        warnings.append(
+            checks.Warning(
+                f"DATABASES[{alias!r}] is SQLite without {' and '.join(missing)} in OPTIONS, "
+                "so concurrent logins and registrations can fail with 'database is locked' "
+                "(StorageUnavailable).",
+                hint=f"Set DATABASES[{alias!r}]['OPTIONS'] = {{{recommended}}}: each "
+                "transaction then takes the write lock when it starts and other writers wait "
+                "up to `timeout` seconds for it. See docs/installation.md.",
+                obj=f"DATABASES[{alias!r}]",
+                id="authfw.W030",
+            )
+        )
+    return warnings
+
+
+@checks.register(TAG)
+def check_sqlite_options(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """authfw.W030: SQLite databases that let concurrent writers fail 'database is locked'."""
+    configured = getattr(settings, "DATABASES", None)
+    if not isinstance(configured, Mapping):
+        return []
+    return sqlite_lock_warnings(configured)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, router, transaction
 from django.views.decorators.debug import sensitive_variables
 
@@ -39,6 +42,7 @@ from .records import AuthToken, replace, utcnow
 from .request_info import EMPTY, RequestInfo
 from .session_api import SessionAPI
 from .storage import AuthStorage, get_storage
+from .storage.database_errors import database_errors
 from .tokens import IssuedToken
 from .users import (
     aget_by_username,
@@ -57,7 +61,13 @@ from .users import (
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
 
-__all__ = ["BAD_CREDENTIALS", "AuthFramework", "RequestInfo", "end_user_access"]
+__all__ = [
+    "BAD_CREDENTIALS",
+    "AuthFramework",
+    "RequestInfo",
+    "end_user_access",
+    "validate_new_password",
+]
 
 logger = logging.getLogger("django_authfw")
 
@@ -204,6 +214,35 @@ def _is_active(record: AuthToken, kind: str) -> bool:
     return record.refresh_expires_at is not None and utcnow() < record.refresh_expires_at
 
 
+def _wants_validation(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput("password_validation must be True or False.")
+    return value
+
+
+@sensitive_variables("password")
+def validate_new_password(
+    password: str, username: str, extra_fields: Mapping[str, Any] | None = None
+) -> None:
+    """Run the project's ``AUTH_PASSWORD_VALIDATORS`` on a new account's password.
+
+    The validators see an unsaved user with the username and ``extra_fields`` (so that
+    ``UserAttributeSimilarityValidator`` compares with them, as in ``UserCreationForm``).
+    Raises :class:`InvalidInput` with ``"password: "`` and the validators' messages. Used by
+    :meth:`AuthFramework.register_user` and so by the ``register/`` endpoint.
+    """
+    model: Any = user_model()  # USERNAME_FIELD is on concrete user models only
+    name = model.normalize_username(username)
+    try:
+        candidate = model(**{model.USERNAME_FIELD: name, **(extra_fields or {})})
+    except (TypeError, ValueError):  # a field the constructor refuses: create_user reports it
+        candidate = model(**{model.USERNAME_FIELD: name})
+    try:
+        validate_password(password, user=candidate)
+    except ValidationError as exc:
+        raise InvalidInput("password: " + " ".join(exc.messages)) from None
+
+
 class AuthFramework(SessionAPI):
     """The auth API over one storage alias (or instance).
 
@@ -289,78 +328,99 @@ class AuthFramework(SessionAPI):
     def _create_user(
         self,
         username: str,
-        password: str | None,
-        encoded: str | None,
+        encoded: str,
         extra_fields: dict[str, Any],
         info: RequestInfo,
     ) -> AbstractBaseUser:
-        """Create the user and write the audit event in one transaction.
+        """Create the user with the hash ``encoded`` and write the audit event in one transaction.
 
-        Either ``password`` (hashed by the manager's ``create_user``) or an already computed
-        hash ``encoded`` (the async path hashes off the event loop) is given.
+        The password was hashed before this is called, so that no writer holds the database's
+        write lock while a slow hasher runs (on SQLite every other writer would wait for it, or
+        fail with "database is locked").
         """
         model = user_model()
         manager: Any = model._default_manager
         normalized = model.normalize_username(username)
-        try:
-            with transaction.atomic(using=router.db_for_write(model)):
-                if get_by_username(normalized) is not None:
-                    raise UserExists(
-                        f"A user named {normalized!r} already exists; choose another username."
+        alias = router.db_for_write(model)
+        with database_errors(alias):
+            try:
+                with transaction.atomic(using=alias):
+                    if get_by_username(normalized) is not None:
+                        raise UserExists(
+                            f"A user named {normalized!r} already exists; choose another username."
+                        )
+                    try:
+                        # password=None: the manager stores an unusable password, at no hashing
+                        # cost; the real hash is set just below, in the same transaction.
+                        user = manager.create_user(username, password=None, **extra_fields)
+                    except (TypeError, ValueError) as exc:
+                        raise InvalidInput(f"The user could not be created: {exc}") from None
+                    # An UPDATE rather than save(): it sends no pre_save signal, so a new
+                    # account's first password is never taken for a password change.
+                    model._base_manager.using(user._state.db).filter(pk=user.pk).update(
+                        password=encoded
                     )
-                try:
-                    user = manager.create_user(username, password=password, **extra_fields)
-                except (TypeError, ValueError) as exc:
-                    raise InvalidInput(f"The user could not be created: {exc}") from None
-                if encoded is not None:
                     user.password = encoded
-                    user.save(update_fields=["password"])
-                self._audit.write(
-                    make_event(actions.REGISTER, True, user_id=user_id_of(user), request_info=info)
-                )
-        except IntegrityError:
-            raise UserExists(
-                f"A user named {normalized!r} (or with the same unique fields) already exists; "
-                "choose another username."
-            ) from None
+                    self._audit.write(
+                        make_event(
+                            actions.REGISTER, True, user_id=user_id_of(user), request_info=info
+                        )
+                    )
+            except IntegrityError:
+                raise UserExists(
+                    f"A user named {normalized!r} (or with the same unique fields) already "
+                    "exists; choose another username."
+                ) from None
         return user
 
-    @sensitive_variables("password")
+    @sensitive_variables("password", "encoded")
     def register_user(
         self,
         username: str,
         password: str,
         *,
         request_info: RequestInfo | None = None,
+        password_validation: bool = True,
         **extra_fields: Any,
     ) -> AbstractBaseUser:
         """Create a user with the user model manager's ``create_user``; audited as ``register``.
 
-        The username and password are validated before any hashing (:class:`InvalidInput`); a
-        taken username raises :class:`UserExists`. Nothing is written when either happens.
+        The username and password are checked before any hashing (:class:`InvalidInput`): the
+        framework's limits, then, unless ``password_validation=False``, the project's
+        ``AUTH_PASSWORD_VALIDATORS`` (as the ``register/`` endpoint and Django's
+        ``UserCreationForm`` do). A taken username raises :class:`UserExists`; a database that
+        is locked or down raises :class:`StorageUnavailable`. Nothing is written when any of
+        these happens. ``extra_fields`` go to ``create_user``.
         """
         username = tokens.check_id(username, "username")
         tokens.check_password(password)
         info = _request_info(request_info)
-        return self._create_user(username, password, None, extra_fields, info)
+        if _wants_validation(password_validation):
+            validate_new_password(password, username, extra_fields)
+        encoded = make_password(password)
+        return self._create_user(username, encoded, extra_fields, info)
 
-    @sensitive_variables("password")
+    @sensitive_variables("password", "encoded")
     async def aregister_user(
         self,
         username: str,
         password: str,
         *,
         request_info: RequestInfo | None = None,
+        password_validation: bool = True,
         **extra_fields: Any,
     ) -> AbstractBaseUser:
         """Async twin of :meth:`register_user`; the password is hashed in a worker thread."""
         username = tokens.check_id(username, "username")
         tokens.check_password(password)
         info = _request_info(request_info)
+        if _wants_validation(password_validation):
+            # Validators may query the database (a password history): not on the event loop.
+            await sync_to_async(validate_new_password)(password, username, extra_fields)
         encoded = await ahash_password(password)
         # The user row and its audit event share one transaction, which must stay on one
         # thread: hence one sync_to_async call for both.
-        return await sync_to_async(self._create_user)(username, None, encoded, extra_fields, info)
+        return await sync_to_async(self._create_user)(username, encoded, extra_fields, info)
 
     # Login ------------------------------------------------------------------------------------
 

@@ -271,8 +271,7 @@ def test_e003_stands_aside_for_migrate(authfw: Any, db: None) -> None:
 def test_e005_authfw_a_tuple_is_a_check_error_not_a_traceback(tmp_path: Any) -> None:
     """``AUTHFW = {...},`` (a trailing comma) used to crash importing the models."""
     (tmp_path / "tuple_settings.py").write_text(
-        "from testproject.settings import *  # noqa: F403\n"
-        "AUTHFW = ({'ACCESS_TOKEN_TTL': 60},)\n"
+        "from testproject.settings import *  # noqa: F403\nAUTHFW = ({'ACCESS_TOKEN_TTL': 60},)\n"
     )
     root = Path(__file__).resolve().parent.parent
     env = {
@@ -292,3 +291,51 @@ def test_e005_authfw_a_tuple_is_a_check_error_not_a_traceback(tmp_path: Any) -> 
     assert "Traceback" not in done.stderr, done.stderr
     assert "(authfw.E005) AUTHFW must be a dict, not tuple" in done.stderr
     assert "trailing comma" in done.stderr
+
+
+# W030: SQLite and concurrent writers ------------------------------------------------------------
+
+SQLITE = "django.db.backends.sqlite3"
+
+
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [
+        (None, ["transaction_mode", "timeout"]),
+        ({}, ["transaction_mode", "timeout"]),
+        ({"timeout": 20}, ["transaction_mode"]),
+        ({"transaction_mode": "DEFERRED", "timeout": 20}, ["transaction_mode"]),
+        ({"transaction_mode": "immediate"}, ["timeout"]),
+        ({"transaction_mode": "IMMEDIATE", "timeout": 20}, []),
+        ({"transaction_mode": "EXCLUSIVE", "timeout": 5}, []),
+    ],
+)
+def test_w030_sqlite_without_immediate_transactions_and_a_timeout(
+    options: Any, missing: list[str]
+) -> None:
+    from django_authfw.checks import sqlite_lock_warnings
+
+    entry: dict[str, Any] = {"ENGINE": SQLITE, "NAME": "db.sqlite3"}
+    if options is not None:
+        entry["OPTIONS"] = options
+    messages = sqlite_lock_warnings({"default": entry, "pg": {"ENGINE": "x.postgresql"}})
+    if not missing:
+        assert messages == []
+        return
+    [message] = messages
+    assert message.id == "authfw.W030" and isinstance(message, checks.Warning)
+    assert message.obj == "DATABASES['default']"
+    for name in missing:
+        assert name in message.msg
+    assert "'transaction_mode': 'IMMEDIATE', 'timeout': 20" in (message.hint or "")
+
+
+def test_w030_the_project_and_demo_settings_follow_it() -> None:
+    import importlib
+
+    from django_authfw.checks import sqlite_lock_warnings
+
+    for module in ("testproject.settings", "testproject.demo.settings"):
+        configured = importlib.import_module(module).DATABASES
+        assert any(entry["ENGINE"] == SQLITE for entry in configured.values())
+        assert sqlite_lock_warnings(configured) == [], module
