@@ -29,6 +29,8 @@ REGISTER = "register"
 LOGIN = "login"
 REFRESH = "refresh"
 REFRESH_REUSE = "refresh_reuse"
+#: A rotated refresh token replayed within AUTHFW["REFRESH_REUSE_GRACE"]: a new pair, no revocation.
+REFRESH_GRACE = "refresh_grace"
 REVOKE = "revoke"
 REVOKE_ALL = "revoke_all"
 LOGOUT = "logout"
@@ -45,6 +47,7 @@ ACTIONS = frozenset(
         LOGIN,
         REFRESH,
         REFRESH_REUSE,
+        REFRESH_GRACE,
         REVOKE,
         REVOKE_ALL,
         LOGOUT,
