@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from .conf import conf
-from .exceptions import InvalidInput, StorageUnavailable
+from .exceptions import InvalidInput, StorageError, StorageUnavailable
 from .records import AuditEvent
 from .request_info import EMPTY, RequestInfo
 from .storage import AuthStorage, DatabaseStorage, get_storage
@@ -29,6 +29,8 @@ REGISTER = "register"
 LOGIN = "login"
 REFRESH = "refresh"
 REFRESH_REUSE = "refresh_reuse"
+#: A rotated refresh token replayed within AUTHFW["REFRESH_REUSE_GRACE"]: a new pair, no revocation.
+REFRESH_GRACE = "refresh_grace"
 REVOKE = "revoke"
 REVOKE_ALL = "revoke_all"
 LOGOUT = "logout"
@@ -45,6 +47,7 @@ ACTIONS = frozenset(
         LOGIN,
         REFRESH,
         REFRESH_REUSE,
+        REFRESH_GRACE,
         REVOKE,
         REVOKE_ALL,
         LOGOUT,
@@ -166,8 +169,10 @@ class AuditWriter:
             type(exc).__name__,
             exc,
         )
+        # A storage's own message says what failed and what to do (it holds no secrets).
+        cause = f" {exc}" if isinstance(exc, StorageError) else ""
         return StorageUnavailable(
             f"The audit log could not record the {event.action!r} event (see the "
             "'django_authfw.audit' log); check the audit storage (AUTHFW['AUDIT_STORAGE']) "
-            "and retry."
+            f"and retry.{cause}"
         )

@@ -8,9 +8,12 @@
 ``authfw.E003``         ``MIGRATION_MODE = "strict"`` with unapplied django_authfw migrations
                         (a database check: ``manage.py check --database default``)
 ``authfw.E004``         ``MIGRATION_MODE`` other than ``"auto"`` or ``"strict"``
-``authfw.E005``         a value of the wrong type or range (TTLs, threshold, flags, prefix)
+``authfw.E005``         a value of the wrong type or range (TTLs, threshold, flags, prefix,
+                        ``REFRESH_REUSE_GRACE``), or ``AUTHFW`` not a dict
 ``authfw.W001``         Argon2 is not the first of ``PASSWORD_HASHERS``
 ``authfw.W002``         ``AUTHFW["STORAGES"]`` has no ``"default"`` alias
+``authfw.W030``         a SQLite database without ``OPTIONS`` ``transaction_mode="IMMEDIATE"``
+                        and a busy ``timeout``: concurrent writers fail "database is locked"
 ======================  ===================================================================
 """
 
@@ -70,8 +73,10 @@ def check_settings_keys(
     if not isinstance(user, Mapping):
         return [
             checks.Error(
-                f"AUTHFW must be a dict, not {type(user).__name__}.",
-                hint="Set AUTHFW = {...} with keys among: " + _valid_keys() + ".",
+                f"AUTHFW must be a dict, not {type(user).__name__}; the defaults apply until "
+                "it is one.",
+                hint="Set AUTHFW = {...} with keys among: " + _valid_keys() + " (a trailing "
+                "comma after the closing brace makes it a tuple).",
                 obj="settings.AUTHFW",
                 id="authfw.E005",
             )
@@ -239,6 +244,12 @@ def _positive_duration(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
+def _non_negative_duration(value: object) -> bool:
+    if isinstance(value, timedelta):
+        return value >= timedelta(0)
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
 @checks.register(TAG)
 def check_values(
     app_configs: Sequence[AppConfig] | None = None,
@@ -283,6 +294,13 @@ def check_values(
                 "an integer >= 0",
                 "The number of failed logins that locks a username or address (0 disables it).",
             )
+    if "REFRESH_REUSE_GRACE" in user and not _non_negative_duration(user["REFRESH_REUSE_GRACE"]):
+        bad(
+            "REFRESH_REUSE_GRACE",
+            "seconds >= 0 (or a timedelta)",
+            "0 (the default) keeps RFC 9700's rule: any replay revokes the login; a few seconds "
+            "(e.g. 10) lets a client retry a refresh whose response it lost.",
+        )
     for key in BOOL_KEYS:
         if key in user and not isinstance(user[key], bool):
             bad(key, "True or False", "Use a bool.")
@@ -402,3 +420,58 @@ def check_migrations_applied(
                 )
             )
     return errors
+
+
+# SQLite under concurrent writers (authfw.W030) --------------------------------------------------
+
+SQLITE_ENGINE = "django.db.backends.sqlite3"
+# BEGIN EXCLUSIVE also takes the write lock at the start of the transaction.
+_SQLITE_LOCKING_MODES = ("IMMEDIATE", "EXCLUSIVE")
+
+
+def sqlite_lock_warnings(databases: Mapping[str, Any]) -> list[CheckMessage]:
+    """authfw.W030 for each SQLite entry of ``databases`` that lets concurrent writers fail."""
+    from .storage.database_errors import SQLITE_RECOMMENDED_OPTIONS
+
+    warnings: list[CheckMessage] = []
+    for alias, entry in databases.items():
+        if not isinstance(entry, Mapping) or entry.get("ENGINE") != SQLITE_ENGINE:
+            continue
+        options = entry.get("OPTIONS") or {}
+        if not isinstance(options, Mapping):
+            continue  # Django itself refuses it
+        mode = options.get("transaction_mode")
+        missing = []
+        if not (isinstance(mode, str) and mode.upper() in _SQLITE_LOCKING_MODES):
+            missing.append("'transaction_mode': 'IMMEDIATE'")
+        if "timeout" not in options:
+            missing.append("a busy 'timeout' in seconds")
+        if not missing:
+            continue
+        recommended = ", ".join(f"{k!r}: {v!r}" for k, v in SQLITE_RECOMMENDED_OPTIONS.items())
+        warnings.append(
+            checks.Warning(
+                f"DATABASES[{alias!r}] is SQLite without {' and '.join(missing)} in OPTIONS, "
+                "so concurrent logins and registrations can fail with 'database is locked' "
+                "(StorageUnavailable).",
+                hint=f"Set DATABASES[{alias!r}]['OPTIONS'] = {{{recommended}}}: each "
+                "transaction then takes the write lock when it starts and other writers wait "
+                "up to `timeout` seconds for it. See docs/installation.md.",
+                obj=f"DATABASES[{alias!r}]",
+                id="authfw.W030",
+            )
+        )
+    return warnings
+
+
+@checks.register(TAG)
+def check_sqlite_options(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """authfw.W030: SQLite databases that let concurrent writers fail 'database is locked'."""
+    configured = getattr(settings, "DATABASES", None)
+    if not isinstance(configured, Mapping):
+        return []
+    return sqlite_lock_warnings(configured)

@@ -7,6 +7,7 @@ import time. Unknown keys are reported by the system check ``authfw.E001``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Literal, cast
 
@@ -30,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "LOCKOUT_WINDOW": timedelta(minutes=15),
     "LOCKOUT_STORAGE": None,
     "ROTATE_REFRESH_TOKENS": True,
+    "REFRESH_REUSE_GRACE": 0,
 }
 
 
@@ -44,7 +46,12 @@ class AuthfwSettings:
     """Typed, live view of ``settings.AUTHFW``."""
 
     def _get(self, name: str) -> Any:
-        user = getattr(settings, "AUTHFW", None) or {}
+        user = getattr(settings, "AUTHFW", None)
+        # A non-dict AUTHFW (a tuple from a trailing comma) is reported by the system check
+        # authfw.E005; until then the defaults apply, so that importing the models (which read
+        # TABLE_PREFIX) does not crash before the check can run.
+        if not isinstance(user, Mapping):
+            return DEFAULTS[name]
         return user.get(name, DEFAULTS[name])
 
     @property
@@ -101,6 +108,11 @@ class AuthfwSettings:
     @property
     def ROTATE_REFRESH_TOKENS(self) -> bool:
         return bool(self._get("ROTATE_REFRESH_TOKENS"))
+
+    @property
+    def REFRESH_REUSE_GRACE(self) -> timedelta:
+        """How long a just-rotated refresh token may be presented again; 0 = never (default)."""
+        return _as_timedelta(self._get("REFRESH_REUSE_GRACE"))
 
     def table(self, kind: str) -> str:
         """Table name for ``kind``: ``tokens``, ``sessions``, ``kv_store`` or ``audit_log``."""

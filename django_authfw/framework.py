@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, router, transaction
 from django.views.decorators.debug import sensitive_variables
 
 from . import audit as actions
-from . import tokens
+from . import refresh_grace, tokens
 from .audit import AuditWriter, make_event
 from .conf import conf
 from .exceptions import (
@@ -34,16 +38,12 @@ from .exceptions import (
     UserExists,
 )
 from .lockout import Lockout
-from .passwords import (
-    acheck_user_password,
-    ahash_password,
-    check_user_password,
-    save_first_hash,
-)
+from .passwords import acheck_user_password, ahash_password, check_user_password
 from .records import AuthToken, replace, utcnow
 from .request_info import EMPTY, RequestInfo
 from .session_api import SessionAPI
 from .storage import AuthStorage, get_storage
+from .storage.database_errors import database_errors
 from .tokens import IssuedToken
 from .users import (
     aget_by_username,
@@ -62,7 +62,13 @@ from .users import (
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
 
-__all__ = ["BAD_CREDENTIALS", "AuthFramework", "RequestInfo", "end_user_access"]
+__all__ = [
+    "BAD_CREDENTIALS",
+    "AuthFramework",
+    "RequestInfo",
+    "end_user_access",
+    "validate_new_password",
+]
 
 logger = logging.getLogger("django_authfw")
 
@@ -209,6 +215,35 @@ def _is_active(record: AuthToken, kind: str) -> bool:
     return record.refresh_expires_at is not None and utcnow() < record.refresh_expires_at
 
 
+def _wants_validation(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput("password_validation must be True or False.")
+    return value
+
+
+@sensitive_variables("password")
+def validate_new_password(
+    password: str, username: str, extra_fields: Mapping[str, Any] | None = None
+) -> None:
+    """Run the project's ``AUTH_PASSWORD_VALIDATORS`` on a new account's password.
+
+    The validators see an unsaved user with the username and ``extra_fields`` (so that
+    ``UserAttributeSimilarityValidator`` compares with them, as in ``UserCreationForm``).
+    Raises :class:`InvalidInput` with ``"password: "`` and the validators' messages. Used by
+    :meth:`AuthFramework.register_user` and so by the ``register/`` endpoint.
+    """
+    model: Any = user_model()  # USERNAME_FIELD is on concrete user models only
+    name = model.normalize_username(username)
+    try:
+        candidate = model(**{model.USERNAME_FIELD: name, **(extra_fields or {})})
+    except (TypeError, ValueError):  # a field the constructor refuses: create_user reports it
+        candidate = model(**{model.USERNAME_FIELD: name})
+    try:
+        validate_password(password, user=candidate)
+    except ValidationError as exc:
+        raise InvalidInput("password: " + " ".join(exc.messages)) from None
+
+
 class AuthFramework(SessionAPI):
     """The auth API over one storage alias (or instance).
 
@@ -294,77 +329,99 @@ class AuthFramework(SessionAPI):
     def _create_user(
         self,
         username: str,
-        password: str | None,
-        encoded: str | None,
+        encoded: str,
         extra_fields: dict[str, Any],
         info: RequestInfo,
     ) -> AbstractBaseUser:
-        """Create the user and write the audit event in one transaction.
+        """Create the user with the hash ``encoded`` and write the audit event in one transaction.
 
-        Either ``password`` (hashed by the manager's ``create_user``) or an already computed
-        hash ``encoded`` (the async path hashes off the event loop) is given.
+        The password was hashed before this is called, so that no writer holds the database's
+        write lock while a slow hasher runs (on SQLite every other writer would wait for it, or
+        fail with "database is locked").
         """
         model = user_model()
         manager: Any = model._default_manager
         normalized = model.normalize_username(username)
-        try:
-            with transaction.atomic(using=router.db_for_write(model)):
-                if get_by_username(normalized) is not None:
-                    raise UserExists(
-                        f"A user named {normalized!r} already exists; choose another username."
+        alias = router.db_for_write(model)
+        with database_errors(alias):
+            try:
+                with transaction.atomic(using=alias):
+                    if get_by_username(normalized) is not None:
+                        raise UserExists(
+                            f"A user named {normalized!r} already exists; choose another username."
+                        )
+                    try:
+                        # password=None: the manager stores an unusable password, at no hashing
+                        # cost; the real hash is set just below, in the same transaction.
+                        user = manager.create_user(username, password=None, **extra_fields)
+                    except (TypeError, ValueError) as exc:
+                        raise InvalidInput(f"The user could not be created: {exc}") from None
+                    # An UPDATE rather than save(): it sends no pre_save signal, so a new
+                    # account's first password is never taken for a password change.
+                    model._base_manager.using(user._state.db).filter(pk=user.pk).update(
+                        password=encoded
                     )
-                try:
-                    user = manager.create_user(username, password=password, **extra_fields)
-                except (TypeError, ValueError) as exc:
-                    raise InvalidInput(f"The user could not be created: {exc}") from None
-                if encoded is not None:
-                    save_first_hash(user, encoded)
-                self._audit.write(
-                    make_event(actions.REGISTER, True, user_id=user_id_of(user), request_info=info)
-                )
-        except IntegrityError:
-            raise UserExists(
-                f"A user named {normalized!r} (or with the same unique fields) already exists; "
-                "choose another username."
-            ) from None
+                    user.password = encoded
+                    self._audit.write(
+                        make_event(
+                            actions.REGISTER, True, user_id=user_id_of(user), request_info=info
+                        )
+                    )
+            except IntegrityError:
+                raise UserExists(
+                    f"A user named {normalized!r} (or with the same unique fields) already "
+                    "exists; choose another username."
+                ) from None
         return user
 
-    @sensitive_variables("password")
+    @sensitive_variables("password", "encoded")
     def register_user(
         self,
         username: str,
         password: str,
         *,
         request_info: RequestInfo | None = None,
+        password_validation: bool = True,
         **extra_fields: Any,
     ) -> AbstractBaseUser:
         """Create a user with the user model manager's ``create_user``; audited as ``register``.
 
-        The username and password are validated before any hashing (:class:`InvalidInput`); a
-        taken username raises :class:`UserExists`. Nothing is written when either happens.
+        The username and password are checked before any hashing (:class:`InvalidInput`): the
+        framework's limits, then, unless ``password_validation=False``, the project's
+        ``AUTH_PASSWORD_VALIDATORS`` (as the ``register/`` endpoint and Django's
+        ``UserCreationForm`` do). A taken username raises :class:`UserExists`; a database that
+        is locked or down raises :class:`StorageUnavailable`. Nothing is written when any of
+        these happens. ``extra_fields`` go to ``create_user``.
         """
         username = tokens.check_id(username, "username")
         tokens.check_password(password)
         info = _request_info(request_info)
-        return self._create_user(username, password, None, extra_fields, info)
+        if _wants_validation(password_validation):
+            validate_new_password(password, username, extra_fields)
+        encoded = make_password(password)
+        return self._create_user(username, encoded, extra_fields, info)
 
-    @sensitive_variables("password")
+    @sensitive_variables("password", "encoded")
     async def aregister_user(
         self,
         username: str,
         password: str,
         *,
         request_info: RequestInfo | None = None,
+        password_validation: bool = True,
         **extra_fields: Any,
     ) -> AbstractBaseUser:
         """Async twin of :meth:`register_user`; the password is hashed in a worker thread."""
         username = tokens.check_id(username, "username")
         tokens.check_password(password)
         info = _request_info(request_info)
+        if _wants_validation(password_validation):
+            # Validators may query the database (a password history): not on the event loop.
+            await sync_to_async(validate_new_password)(password, username, extra_fields)
         encoded = await ahash_password(password)
         # The user row and its audit event share one transaction, which must stay on one
         # thread: hence one sync_to_async call for both.
-        return await sync_to_async(self._create_user)(username, None, encoded, extra_fields, info)
+        return await sync_to_async(self._create_user)(username, encoded, extra_fields, info)
 
     # Login ------------------------------------------------------------------------------------
 
@@ -484,17 +541,29 @@ class AuthFramework(SessionAPI):
         await self._lockout.aclear_failures(username)
         return grant.issued
 
-    def _grant_event(self, action: str, grant: _Grant, info: RequestInfo) -> Any:
+    def _grant_event(
+        self, action: str, grant: _Grant, info: RequestInfo, extra: dict[str, Any] | None = None
+    ) -> Any:
         return make_event(
             action,
             True,
             user_id=grant.record.user_id,
             request_info=info,
-            metadata={"token_id": grant.record.token_id, "family_id": grant.record.family_id},
+            metadata={
+                "token_id": grant.record.token_id,
+                "family_id": grant.record.family_id,
+                **(extra or {}),
+            },
         )
 
     def _audit_grant(
-        self, action: str, grant: _Grant, info: RequestInfo, *, undo: Callable[[str], object]
+        self,
+        action: str,
+        grant: _Grant,
+        info: RequestInfo,
+        *,
+        undo: Callable[[str], object],
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Audit an issued token; if the audit log fails, the token is withdrawn first.
 
@@ -502,7 +571,7 @@ class AuthFramework(SessionAPI):
         recorded is never usable by anyone; deleting the record keeps the storage clean.
         """
         try:
-            self._audit.write(self._grant_event(action, grant, info))
+            self._audit.write(self._grant_event(action, grant, info, extra))
         except StorageUnavailable:
             try:
                 undo(grant.record.token_id)
@@ -511,10 +580,16 @@ class AuthFramework(SessionAPI):
             raise
 
     async def _aaudit_grant(
-        self, action: str, grant: _Grant, info: RequestInfo, *, undo: Callable[[str], Any]
+        self,
+        action: str,
+        grant: _Grant,
+        info: RequestInfo,
+        *,
+        undo: Callable[[str], Any],
+        extra: dict[str, Any] | None = None,
     ) -> None:
         try:
-            await self._audit.awrite(self._grant_event(action, grant, info))
+            await self._audit.awrite(self._grant_event(action, grant, info, extra))
         except StorageUnavailable:
             try:
                 await undo(grant.record.token_id)
@@ -594,6 +669,26 @@ class AuthFramework(SessionAPI):
             return "expired", TokenExpired("The refresh token has expired; log in again.")
         return None
 
+    def _user_grants(self, record: AuthToken, info: RequestInfo) -> tuple[list[str], list[str]]:
+        """The permissions and roles of ``record``'s user, read afresh; a user who is gone or
+        cannot log in has ``record`` revoked and gets :class:`InvalidToken`."""
+        user = load_active_user(record.user_id)
+        if user is None:
+            self.storage.revoke_token(record.token_id, at=utcnow())
+            self._audit.write(self._refresh_failure(record, "inactive_user", info))
+            raise InvalidToken("The token's user no longer exists or cannot log in; log in again.")
+        return grants_of(user)
+
+    async def _auser_grants(
+        self, record: AuthToken, info: RequestInfo
+    ) -> tuple[list[str], list[str]]:
+        user = await aload_active_user(record.user_id)
+        if user is None:
+            await self.storage.arevoke_token(record.token_id, at=utcnow())
+            await self._audit.awrite(self._refresh_failure(record, "inactive_user", info))
+            raise InvalidToken("The token's user no longer exists or cannot log in; log in again.")
+        return await agrants_of(user)
+
     def refresh(
         self, refresh_token: str, *, request_info: RequestInfo | None = None
     ) -> IssuedToken:
@@ -601,8 +696,10 @@ class AuthFramework(SessionAPI):
 
         With ``ROTATE_REFRESH_TOKENS`` (the default) the old pair is revoked and the new one
         keeps its ``family_id``; presenting a rotated refresh token again revokes the whole
-        family, is audited as ``refresh_reuse`` and raises :class:`TokenRevoked`. Permissions
-        and roles are read afresh from the user.
+        family, is audited as ``refresh_reuse`` and raises :class:`TokenRevoked`. With
+        ``REFRESH_REUSE_GRACE`` set, a replay within that many seconds of the rotation gets a
+        new pair of the same family instead, audited as ``refresh_grace`` (see
+        :mod:`django_authfw.refresh_grace`). Permissions and roles are read afresh from the user.
         """
         presented = _refresh_digest(refresh_token)
         info = _request_info(request_info)
@@ -610,17 +707,12 @@ class AuthFramework(SessionAPI):
         if record is None or not _same(record.refresh_digest, presented):
             raise InvalidToken(_BAD_REFRESH)
         if record.is_revoked and record.replaced_by is not None:
-            raise self._reuse(record, info)
+            return self._grace_or_reuse(record, info)
         refusal = self._refusal(record)
         if refusal is not None:
             self._audit.write(self._refresh_failure(record, refusal[0], info))
             raise refusal[1]
-        user = load_active_user(record.user_id)
-        if user is None:
-            self.storage.revoke_token(record.token_id, at=utcnow())
-            self._audit.write(self._refresh_failure(record, "inactive_user", info))
-            raise InvalidToken("The token's user no longer exists or cannot log in; log in again.")
-        permissions, roles = grants_of(user)
+        permissions, roles = self._user_grants(record, info)
 
         if not conf.ROTATE_REFRESH_TOKENS:
             return self._refresh_in_place(record, refresh_token, permissions, roles, info)
@@ -630,7 +722,11 @@ class AuthFramework(SessionAPI):
             permissions,
             roles,
             family_id=record.family_id or record.token_id,
-            metadata={**record.metadata, **_client_metadata(info), "parent_id": record.token_id},
+            metadata={
+                **refresh_grace.rotated_metadata(record.metadata),
+                **_client_metadata(info),
+                "parent_id": record.token_id,
+            },
         )
         self.storage.store_token(grant.record)
         # The storage's atomic revoke picks the single winner among concurrent refreshes.
@@ -640,7 +736,7 @@ class AuthFramework(SessionAPI):
             self.storage.delete_token(grant.record.token_id)
             current = self.storage.get_token(record.token_id) or record
             if current.replaced_by is not None:
-                raise self._reuse(current, info)
+                return self._grace_or_reuse(current, info)
             self._audit.write(self._refresh_failure(record, "revoked", info))
             raise TokenRevoked("The refresh token was revoked; log in again.")
         self._audit_grant(actions.REFRESH, grant, info, undo=self.storage.delete_token)
@@ -656,17 +752,12 @@ class AuthFramework(SessionAPI):
         if record is None or not _same(record.refresh_digest, presented):
             raise InvalidToken(_BAD_REFRESH)
         if record.is_revoked and record.replaced_by is not None:
-            raise await self._areuse(record, info)
+            return await self._agrace_or_reuse(record, info)
         refusal = self._refusal(record)
         if refusal is not None:
             await self._audit.awrite(self._refresh_failure(record, refusal[0], info))
             raise refusal[1]
-        user = await aload_active_user(record.user_id)
-        if user is None:
-            await self.storage.arevoke_token(record.token_id, at=utcnow())
-            await self._audit.awrite(self._refresh_failure(record, "inactive_user", info))
-            raise InvalidToken("The token's user no longer exists or cannot log in; log in again.")
-        permissions, roles = await agrants_of(user)
+        permissions, roles = await self._auser_grants(record, info)
 
         if not conf.ROTATE_REFRESH_TOKENS:
             return await self._arefresh_in_place(record, refresh_token, permissions, roles, info)
@@ -676,7 +767,11 @@ class AuthFramework(SessionAPI):
             permissions,
             roles,
             family_id=record.family_id or record.token_id,
-            metadata={**record.metadata, **_client_metadata(info), "parent_id": record.token_id},
+            metadata={
+                **refresh_grace.rotated_metadata(record.metadata),
+                **_client_metadata(info),
+                "parent_id": record.token_id,
+            },
         )
         await self.storage.astore_token(grant.record)
         if not await self.storage.arevoke_token(
@@ -685,11 +780,137 @@ class AuthFramework(SessionAPI):
             await self.storage.adelete_token(grant.record.token_id)
             current = await self.storage.aget_token(record.token_id) or record
             if current.replaced_by is not None:
-                raise await self._areuse(current, info)
+                return await self._agrace_or_reuse(current, info)
             await self._audit.awrite(self._refresh_failure(record, "revoked", info))
             raise TokenRevoked("The refresh token was revoked; log in again.")
         await self._aaudit_grant(actions.REFRESH, grant, info, undo=self.storage.adelete_token)
         return grant.issued
+
+    # Refresh-reuse grace (AUTHFW["REFRESH_REUSE_GRACE"]; rules in refresh_grace.py) -----------
+
+    def _grace_head(self, record: AuthToken) -> tuple[AuthToken, datetime] | None:
+        """The live token a grace reissue for the rotated ``record`` replaces, and the time of
+        the rotation its window counts from; None when the replay is plain reuse."""
+        grace = conf.REFRESH_REUSE_GRACE
+        if grace <= timedelta(0) or record.replaced_by is None:
+            return None
+        head = self.storage.get_token(record.replaced_by)
+        if head is None:
+            return None
+        origin = refresh_grace.origin_of(record, head)
+        now = utcnow()
+        if not refresh_grace.in_window(origin, now, grace):
+            return None
+        assert origin is not None  # in_window checked it
+        # Each grace reissue adds one link to walk: MAX_REISSUES links reach the live token
+        # only while fewer than MAX_REISSUES reissues followed the rotation.
+        for _ in range(refresh_grace.MAX_REISSUES):
+            if not head.is_revoked:
+                return (head, origin) if refresh_grace.refreshable(head, now) else None
+            following = self.storage.get_token(head.replaced_by) if head.replaced_by else None
+            if following is None or refresh_grace.marked_origin(following) != origin:
+                return None  # revoked, or rotated normally since: not the latest rotation
+            head = following
+        return None
+
+    async def _agrace_head(self, record: AuthToken) -> tuple[AuthToken, datetime] | None:
+        grace = conf.REFRESH_REUSE_GRACE
+        if grace <= timedelta(0) or record.replaced_by is None:
+            return None
+        head = await self.storage.aget_token(record.replaced_by)
+        if head is None:
+            return None
+        origin = refresh_grace.origin_of(record, head)
+        now = utcnow()
+        if not refresh_grace.in_window(origin, now, grace):
+            return None
+        assert origin is not None
+        for _ in range(refresh_grace.MAX_REISSUES):
+            if not head.is_revoked:
+                return (head, origin) if refresh_grace.refreshable(head, now) else None
+            following = (
+                await self.storage.aget_token(head.replaced_by) if head.replaced_by else None
+            )
+            if following is None or refresh_grace.marked_origin(following) != origin:
+                return None
+            head = following
+        return None
+
+    def _reissue(
+        self,
+        record: AuthToken,
+        head: AuthToken,
+        origin: datetime,
+        permissions: list[str],
+        roles: list[str],
+        info: RequestInfo,
+    ) -> _Grant:
+        return _mint(
+            head.user_id,
+            permissions,
+            roles,
+            family_id=head.family_id or head.token_id,
+            metadata=refresh_grace.reissued_metadata(
+                head, _client_metadata(info), presented=record, origin=origin
+            ),
+        )
+
+    @staticmethod
+    def _grace_extra(record: AuthToken, head: AuthToken, origin: datetime) -> dict[str, Any]:
+        return {
+            "presented": record.token_id,
+            "replaced": head.token_id,
+            "rotated_at": origin.isoformat(),
+        }
+
+    def _grace_or_reuse(self, record: AuthToken, info: RequestInfo) -> IssuedToken:
+        """A rotated refresh token came back: a new pair within the grace, else reuse."""
+        # One more round than reissues allowed: a round is lost only to another reissue.
+        for _ in range(refresh_grace.MAX_REISSUES + 1):
+            found = self._grace_head(record)
+            if found is None:
+                break
+            head, origin = found
+            permissions, roles = self._user_grants(head, info)
+            grant = self._reissue(record, head, origin, permissions, roles, info)
+            self.storage.store_token(grant.record)
+            # The same atomic revoke as a rotation: one winner among concurrent replays.
+            if self.storage.revoke_token(
+                head.token_id, at=utcnow(), replaced_by=grant.record.token_id
+            ):
+                self._audit_grant(
+                    actions.REFRESH_GRACE,
+                    grant,
+                    info,
+                    undo=self.storage.delete_token,
+                    extra=self._grace_extra(record, head, origin),
+                )
+                return grant.issued
+            self.storage.delete_token(grant.record.token_id)
+        raise self._reuse(record, info)
+
+    async def _agrace_or_reuse(self, record: AuthToken, info: RequestInfo) -> IssuedToken:
+        for _ in range(refresh_grace.MAX_REISSUES + 1):
+            found = await self._agrace_head(record)
+            if found is None:
+                break
+            head, origin = found
+            permissions, roles = await self._auser_grants(head, info)
+            grant = self._reissue(record, head, origin, permissions, roles, info)
+            await self.storage.astore_token(grant.record)
+            if await self.storage.arevoke_token(
+                head.token_id, at=utcnow(), replaced_by=grant.record.token_id
+            ):
+                await self._aaudit_grant(
+                    actions.REFRESH_GRACE,
+                    grant,
+                    info,
+                    undo=self.storage.adelete_token,
+                    extra=self._grace_extra(record, head, origin),
+                )
+                return grant.issued
+            await self.storage.adelete_token(grant.record.token_id)
+        raise await self._areuse(record, info)
 
     @staticmethod
     def _in_place(

@@ -49,15 +49,6 @@ def _save_rehash(user: AbstractBaseUser, verified: str, encoded: str) -> None:
         _REHASHING.reset(marker)
 
 
-def save_first_hash(user: AbstractBaseUser, encoded: str) -> None:
-    """Give a user created without a password (in this transaction) its first hash.
-
-    Registration hashes outside the transaction, creates the user with no usable password,
-    then saves the hash here: marked like an upgrade, so it is not audited as a change.
-    """
-    _save_rehash(user, user.password, encoded)
-
-
 def rehash_in_progress(user: AbstractBaseUser) -> str | None:
     """The hash that was verified, if ``user`` is being saved by this module's hash upgrade.
 

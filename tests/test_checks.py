@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -185,6 +189,10 @@ def test_e004_migration_mode(authfw: Any) -> None:
         ("TABLE_PREFIX", "auth-"),
         ("TABLE_PREFIX", 7),
         ("AUDIT_STORAGE", 5),
+        ("REFRESH_REUSE_GRACE", -1),
+        ("REFRESH_REUSE_GRACE", "10s"),
+        ("REFRESH_REUSE_GRACE", True),
+        ("REFRESH_REUSE_GRACE", timedelta(seconds=-1)),
     ],
 )
 def test_e005_bad_values(authfw: Any, key: str, value: Any) -> None:
@@ -203,6 +211,9 @@ def test_e005_bad_values(authfw: Any, key: str, value: Any) -> None:
         ("ENABLE_AUDIT_LOG", False),
         ("TABLE_PREFIX", "myapp_auth_"),
         ("AUDIT_STORAGE", None),
+        ("REFRESH_REUSE_GRACE", 0),
+        ("REFRESH_REUSE_GRACE", 10),
+        ("REFRESH_REUSE_GRACE", timedelta(seconds=2.5)),
     ],
 )
 def test_e005_accepts_good_values(authfw: Any, key: str, value: Any) -> None:
@@ -255,3 +266,76 @@ def test_e003_stands_aside_for_migrate(authfw: Any, db: None) -> None:
     authfw(MIGRATION_MODE="strict")
     forget_migration()
     call_command("migrate", "django_authfw", plan=True, skip_checks=False, verbosity=0)
+
+
+def test_e005_authfw_a_tuple_is_a_check_error_not_a_traceback(tmp_path: Any) -> None:
+    """``AUTHFW = {...},`` (a trailing comma) used to crash importing the models."""
+    (tmp_path / "tuple_settings.py").write_text(
+        "from testproject.settings import *  # noqa: F403\nAUTHFW = ({'ACCESS_TOKEN_TTL': 60},)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tuple_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)]),
+    }
+    done = subprocess.run(
+        [sys.executable, str(root / "manage.py"), "check"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "(authfw.E005) AUTHFW must be a dict, not tuple" in done.stderr
+    assert "trailing comma" in done.stderr
+
+
+# W030: SQLite and concurrent writers ------------------------------------------------------------
+
+SQLITE = "django.db.backends.sqlite3"
+
+
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [
+        (None, ["transaction_mode", "timeout"]),
+        ({}, ["transaction_mode", "timeout"]),
+        ({"timeout": 20}, ["transaction_mode"]),
+        ({"transaction_mode": "DEFERRED", "timeout": 20}, ["transaction_mode"]),
+        ({"transaction_mode": "immediate"}, ["timeout"]),
+        ({"transaction_mode": "IMMEDIATE", "timeout": 20}, []),
+        ({"transaction_mode": "EXCLUSIVE", "timeout": 5}, []),
+    ],
+)
+def test_w030_sqlite_without_immediate_transactions_and_a_timeout(
+    options: Any, missing: list[str]
+) -> None:
+    from django_authfw.checks import sqlite_lock_warnings
+
+    entry: dict[str, Any] = {"ENGINE": SQLITE, "NAME": "db.sqlite3"}
+    if options is not None:
+        entry["OPTIONS"] = options
+    messages = sqlite_lock_warnings({"default": entry, "pg": {"ENGINE": "x.postgresql"}})
+    if not missing:
+        assert messages == []
+        return
+    [message] = messages
+    assert message.id == "authfw.W030" and isinstance(message, checks.Warning)
+    assert message.obj == "DATABASES['default']"
+    for name in missing:
+        assert name in message.msg
+    assert "'transaction_mode': 'IMMEDIATE', 'timeout': 20" in (message.hint or "")
+
+
+def test_w030_the_project_and_demo_settings_follow_it() -> None:
+    import importlib
+
+    from django_authfw.checks import sqlite_lock_warnings
+
+    for module in ("testproject.settings", "testproject.demo.settings"):
+        configured = importlib.import_module(module).DATABASES
+        assert any(entry["ENGINE"] == SQLITE for entry in configured.values())
+        assert sqlite_lock_warnings(configured) == [], module

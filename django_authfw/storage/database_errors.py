@@ -23,6 +23,13 @@ _PG_UNDEFINED_TABLE = "42P01"
 # sqlite3 result codes (Python 3.11+ exposes their names) that mean the file cannot be used now.
 _SQLITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR")
 _SQLITE_UNAVAILABLE_EXTRA = frozenset({"SQLITE_FULL", "SQLITE_PROTOCOL", "SQLITE_NOTADB"})
+# Another connection holds the lock: the file is fine, and a retry (or waiting) would succeed.
+_SQLITE_LOCKED = ("SQLITE_BUSY", "SQLITE_LOCKED")
+#: What Django's SQLite OPTIONS should say for concurrent writers (Django 5.1+): BEGIN IMMEDIATE
+#: takes the write lock when a transaction starts, so that writers queue in SQLite's busy
+#: handler (for up to ``timeout`` seconds) instead of failing when a read lock cannot be
+#: upgraded. Checked by authfw.W030.
+SQLITE_RECOMMENDED_OPTIONS = {"transaction_mode": "IMMEDIATE", "timeout": 20}
 
 
 class MissingUsers(StorageError):
@@ -68,9 +75,25 @@ def _is_missing_table(exc: Error) -> bool:
     return "no such table" in text or ("table" in text and "doesn't exist" in text)
 
 
+def _is_sqlite_locked(exc: Error) -> bool:
+    cause = exc.__cause__
+    if cause is None or type(cause).__module__ != "sqlite3":
+        return False
+    name = getattr(cause, "sqlite_errorname", "") or ""
+    return name.startswith(_SQLITE_LOCKED) or "locked" in str(cause)
+
+
 def translate(exc: Error, alias: str) -> StorageError:
     """Return the storage exception for a database error raised on connection ``alias``."""
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, OperationalError) and _is_sqlite_locked(exc):
+        options = ", ".join(f"{k!r}: {v!r}" for k, v in SQLITE_RECOMMENDED_OPTIONS.items())
+        return StorageUnavailable(
+            f"The SQLite database {alias!r} is locked by another connection's write "
+            f"({detail}); retry shortly. To make concurrent writers wait their turn instead "
+            f"of failing, set DATABASES[{alias!r}]['OPTIONS'] = {{{options}}} (see "
+            "docs/installation.md); for many concurrent writers use PostgreSQL."
+        )
     if _is_unavailable(exc):
         return StorageUnavailable(
             f"The database {alias!r} cannot be reached or used right now ({detail}). Check "

@@ -11,7 +11,13 @@ from __future__ import annotations
 import copy
 
 from testproject.settings import *  # noqa: F403
-from testproject.settings import AUTHFW, REDIS_URL
+from testproject.settings import AUTHFW, DATABASES, REDIS_URL, SQLITE_OPTIONS
+
+# SQLite (the demo's database without DATABASE_URL): BEGIN IMMEDIATE and a busy timeout, so that
+# concurrent logins queue for the write lock instead of failing (system check authfw.W030).
+for _database in DATABASES.values():
+    if _database["ENGINE"] == "django.db.backends.sqlite3":
+        _database["OPTIONS"] = {**SQLITE_OPTIONS, **_database.get("OPTIONS", {})}
 
 AUTHFW = copy.deepcopy(AUTHFW)
 AUTHFW["LOCKOUT_STORAGE"] = "cache"
