@@ -175,18 +175,26 @@ def _non_blocking_pool(entry: Mapping[str, Any]) -> tuple[str, int, str] | None:
         )
     else:
         kwargs = options
-        path = options.get("pool_class", "redis.ConnectionPool")
+        path = options.get("pool_class") or "redis.ConnectionPool"  # None: Django's default
         fix = "OPTIONS['pool_class'] = 'redis.BlockingConnectionPool' and OPTIONS['timeout']"
-    limit = kwargs.get("max_connections") if isinstance(kwargs, Mapping) else None
+    kwargs = kwargs if isinstance(kwargs, Mapping) else {}
+    limit, wait = kwargs.get("max_connections"), kwargs.get("timeout", 20.0)
     for url in _locations(entry):  # redis://host/0?max_connections=10 sets it too
-        limit = parse_qs(urlsplit(url).query).get("max_connections", [limit])[0]
+        query = parse_qs(urlsplit(url).query)
+        limit = query.get("max_connections", [limit])[0]
+        wait = query.get("timeout", [wait])[0]
     try:
         cls = import_string(path) if isinstance(path, str) else path
     except ImportError:
         return None  # the cache itself reports it when first used
-    if not isinstance(cls, type) or issubclass(cls, redis.BlockingConnectionPool):
+    if not isinstance(cls, type) or limit is None:
         return None
-    if issubclass(cls, BoundedSentinelPool) or limit is None:
+    if issubclass(cls, BoundedSentinelPool):
+        wait = kwargs.get("wait", 20.0)
+    # A waiting pool given no time to wait (timeout 0) refuses a burst all the same.
+    if issubclass(cls, redis.BlockingConnectionPool | BoundedSentinelPool) and (
+        wait is None or float(wait) > 0
+    ):
         return None
     return f"{cls.__module__}.{cls.__qualname__}", int(limit), fix
 

@@ -640,6 +640,35 @@ def test_a_blocking_django_redis_pool_queues_a_burst(settings: Any, raw_redis: r
     pool.disconnect()
 
 
+def test_two_storages_on_one_blocking_pool_never_starve_it(settings: Any) -> None:
+    """Two storage aliases on one cache alias (tokens and audit, say) share its pool. Their
+    kept connections together must still leave half of it free: else, once a burst has filled
+    both shelves, every call that needs the pool (kv_incr, the lockout counter) waits out the
+    pool's timeout and fails, for good, since kept connections are never given back."""
+    alias, _ = burst_alias(
+        settings,
+        CONNECTION_POOL_CLASS="redis.BlockingConnectionPool",
+        CONNECTION_POOL_KWARGS={"max_connections": 4, "timeout": 1},
+    )
+    storages = [
+        CacheStorage(cache=alias, key_prefix=unique_prefix(), retry_attempts=0) for _ in range(2)
+    ]
+    barrier = threading.Barrier(8)
+
+    def read(index: int) -> None:
+        barrier.wait()  # 4 callers at once on each storage: each shelf fills up
+        storages[index % 2].kv_get("k")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(read, range(8)))
+    for storage in storages:
+        assert storage.kv_incr("n") == 1  # on the pool
+        assert list(storage.iter_kv()) != []  # a pipeline inside a kept connection's call
+        storage.flush()
+        storage.close()
+    storages[0].engine.call.client.connection_pool.disconnect()  # type: ignore[attr-defined]
+
+
 def test_in_memory_async_twins_run_inline(locmem_storage: CacheStorage) -> None:
     """No thread hop for the in-process engine: the twin runs on the event loop's thread."""
     seen: list[int] = []
@@ -994,6 +1023,16 @@ NON_BLOCKING = {
         CONNECTION_POOL_KWARGS={"max_connections": 10},
     ),
     "builtin": builtin_redis(max_connections=10),
+    # Django's RedisCache takes pool_class=None for its default (non-blocking) pool.
+    "builtin pool_class None": builtin_redis(max_connections=10, pool_class=None),
+    # A waiting pool given no time to wait (timeout 0) raises at once all the same.
+    "django-redis blocking timeout 0": django_redis(
+        CONNECTION_POOL_CLASS="redis.BlockingConnectionPool",
+        CONNECTION_POOL_KWARGS={"max_connections": 10, "timeout": 0},
+    ),
+    "builtin blocking url timeout 0": builtin_redis(
+        f"{REDIS_TEST_URL}?timeout=0", pool_class="redis.BlockingConnectionPool", max_connections=10
+    ),
 }
 WAITING = {
     "django-redis blocking": django_redis(
@@ -1023,10 +1062,10 @@ def test_check_a_pool_that_does_not_wait_warns(name: str) -> None:
         [message] = run_cache_checks()
     assert isinstance(message, Warning) and message.id == "authfw.W021"
     assert "10 connections" in message.msg and "Too many connections" in message.msg
-    expected = {
-        "django-redis sentinel": "BoundedSentinelPool",
-        "builtin": "OPTIONS['pool_class'] = 'redis.BlockingConnectionPool'",
-    }.get(name, "CONNECTION_POOL_CLASS'] = 'redis.BlockingConnectionPool'")
+    builtin = "OPTIONS['pool_class'] = 'redis.BlockingConnectionPool'"
+    expected = {"django-redis sentinel": "BoundedSentinelPool"}.get(
+        name, builtin if name.startswith("builtin") else "CONNECTION_POOL_CLASS'] = 'redis.Blocking"
+    )
     assert expected in message.hint
 
 

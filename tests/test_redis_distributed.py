@@ -7,6 +7,7 @@ The contract suite runs on both deployments too (backends ``redis-sentinel`` and
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -341,5 +342,37 @@ def test_sentinel_pool_queues_a_burst(redis_sentinel: SentinelInfo) -> None:
     for user in range(10):
         expected = {t.token_id for t in tokens if t.user_id == f"u{user}"}
         assert {t.token_id for t in storage.list_user_tokens(f"u{user}")} == expected
+    storage.flush()
+    storage.close()
+
+
+def test_a_forked_child_gets_the_whole_sentinel_pool(redis_sentinel: SentinelInfo) -> None:
+    """BoundedSentinelPool counts its free connections with a semaphore. redis-py resets the
+    pool in a forked child, so the slots of connections the parent had out (its kept
+    connections among them) must come back too: else the child's shelf takes what is left and
+    every call that needs the pool (kv_incr, a pipeline) waits out its timeout."""
+    storage = sentinel_storage(
+        redis_sentinel, key_prefix=unique_prefix(), pool_size=2, timeout=1, retry_attempts=0
+    )
+    storage.kv_set("k", b"v")
+    assert storage.kv_get("k") == b"v"  # the parent keeps one of its 2 connections
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            try:
+                assert storage.kv_get("k") == b"v"  # the child's shelf keeps one connection
+                reply = f"ok {storage.kv_incr('n')}"  # the pool: needs the other one
+            except Exception as exc:
+                reply = repr(exc)
+            os.write(write_end, reply.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    reply = os.read(read_end, 2000).decode()
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    assert reply == "ok 1"
+    assert storage.kv_incr("n") == 2  # the parent's pool is untouched
     storage.flush()
     storage.close()

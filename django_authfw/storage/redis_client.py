@@ -389,6 +389,12 @@ class ClientShelf:
             self.discard(client)
 
 
+# One shelf per pool, kept on the pool: several storages on one cache alias share its pool
+# (django-redis keeps one per LOCATION for the whole process), and their kept connections
+# together must still leave half of it free, or a blocking pool is starved for good.
+_shelves_lock = threading.Lock()
+
+
 def _shelf_for(client: Any) -> ClientShelf | None:
     # Cluster clients route each command to a node's own pool: nothing to pin there.
     pool = getattr(client, "connection_pool", None)
@@ -396,7 +402,12 @@ def _shelf_for(client: Any) -> ClientShelf | None:
         getattr(pool, "max_connections", None), int
     ):
         return None
-    return ClientShelf(client)
+    with _shelves_lock:
+        shelf = getattr(pool, "_authfw_shelf", None)
+        if not isinstance(shelf, ClientShelf):
+            shelf = ClientShelf(client)
+            pool._authfw_shelf = shelf  # type: ignore[union-attr]
+    return shelf
 
 
 class RedisCaller:
