@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "LOCKOUT_WINDOW": timedelta(minutes=15),
     "LOCKOUT_STORAGE": None,
     "ROTATE_REFRESH_TOKENS": True,
+    # URL namespaces whose views BearerTokenMiddleware leaves alone (cookie and CSRF views).
+    "BEARER_EXEMPT_NAMESPACES": ("admin",),
 }
 
 
@@ -101,6 +103,11 @@ class AuthfwSettings:
     @property
     def ROTATE_REFRESH_TOKENS(self) -> bool:
         return bool(self._get("ROTATE_REFRESH_TOKENS"))
+
+    @property
+    def BEARER_EXEMPT_NAMESPACES(self) -> tuple[str, ...]:
+        """URL namespaces (instance or application) the Bearer middleware does not authenticate."""
+        return tuple(self._get("BEARER_EXEMPT_NAMESPACES"))
 
     def table(self, kind: str) -> str:
         """Table name for ``kind``: ``tokens``, ``sessions``, ``kv_store`` or ``audit_log``."""
