@@ -158,9 +158,7 @@ def test_bearer_exempt_view_ignores_the_header(web: Http, root_token: str) -> No
     assert reply.status == 200 and reply.json == {"auth": False, "user": False}
 
 
-def test_listed_namespace_by_instance_name(
-    web: Http, root_token: str, settings: Any
-) -> None:
+def test_listed_namespace_by_instance_name(web: Http, root_token: str, settings: Any) -> None:
     # Naming one site's instance namespace exempts that site only.
     settings.AUTHFW = {**settings.AUTHFW, "BEARER_EXEMPT_NAMESPACES": ["backoffice"]}
     assert _is_login_redirect(_get(web, "/backoffice/", token=root_token), "backoffice")
