@@ -14,11 +14,12 @@ import urllib.parse
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.http import HttpRequest, JsonResponse
-from django.test import Client
+from django.test import AsyncClient, Client
 from django.urls import path
 
 from django_authfw import AuthFramework
@@ -173,6 +174,21 @@ def test_admin_session_still_works_with_a_bearer_header(
     # A browser extension or proxy adding a stale token must not lock the admin out.
     response = client.get("/admin/", HTTP_AUTHORIZATION="Bearer afw_at_" + "Q" * 43)
     assert response.status_code == 200
+
+
+def test_async_stack_skips_the_admin_too(root_token: str, settings: Any) -> None:
+    settings.ROOT_URLCONF = __name__
+    auth = {"Authorization": f"Bearer {root_token}"}
+
+    async def scenario() -> None:
+        client = AsyncClient()
+        response = await client.get("/admin/", headers=auth)
+        assert response.status_code == 302
+        assert response["Location"].startswith("/admin/login/")
+        response = await client.get("/plain/", headers=auth)
+        assert response.json() == {"auth": True, "user": True}
+
+    async_to_sync(scenario)()
 
 
 @pytest.mark.parametrize("value", ["admin", ("admin", ""), [1], None])

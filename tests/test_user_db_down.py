@@ -22,9 +22,11 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from django.test import AsyncClient
 from django.urls import path
 
 from django_authfw import AuthFramework
+from django_authfw.decorators import bearer_required
 from django_authfw.exceptions import StorageUnavailable
 from django_authfw.tokens import IssuedToken
 
@@ -45,12 +47,25 @@ def plain_user_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"username": request.user.get_username()})
 
 
+@bearer_required
+async def async_me(request: HttpRequest) -> JsonResponse:
+    user = await request.auser()
+    return JsonResponse({"username": user.get_username()})
+
+
+async def async_plain_user_view(request: HttpRequest) -> JsonResponse:
+    user = await request.auser()
+    return JsonResponse({"username": user.get_username()})
+
+
 def _urlpatterns() -> list[Any]:
     from testproject.urls import urlpatterns
 
     return [
         path("drf/me/", MeView.as_view()),
         path("plain-user/", plain_user_view),
+        path("async-me/", async_me),
+        path("async-plain-user/", async_plain_user_view),
         *urlpatterns,
     ]
 
@@ -148,6 +163,25 @@ def test_every_endpoint_answers_503_while_the_user_database_is_down(
             except (AssertionError, ValueError, KeyError):
                 wrong.append(f"{name} (attempt {attempt + 1}): {reply.status} {reply.raw[:60]!r}")
     assert wrong == []
+
+
+def test_async_stack_answers_503(web: Http, pairs: list[IssuedToken], database_down: None) -> None:
+    # ASGI: the middleware's async path, abearer_refusal, and process_exception in async mode.
+    auth = {"Authorization": f"Bearer {pairs[0].access_token}"}
+
+    async def scenario() -> list[Any]:
+        client = AsyncClient()
+        return [
+            await client.get("/async-me/", headers=auth),
+            await client.get("/async-plain-user/", headers=auth),
+            await client.get("/api/me/", headers=auth),
+        ]
+
+    for response in async_to_sync(scenario)():
+        assert response.status_code == 503, response.content[:200]
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["error"] == "temporarily_unavailable"
+        assert response["Retry-After"] == "5"
 
 
 def test_the_framework_raises_storage_unavailable_sync_and_async(
