@@ -112,7 +112,7 @@ def unavailable_response() -> HttpResponse:
     return error_response(
         503,
         TEMPORARILY_UNAVAILABLE,
-        "The token storage is unavailable; retry later.",
+        "The token storage or the user database cannot be reached; retry later.",
         {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
     )
 

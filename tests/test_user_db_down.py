@@ -117,7 +117,9 @@ def _assert_unavailable(reply: Reply, *, drf: bool = False) -> None:
     assert reply.headers["Content-Type"] == "application/json", (reply.status, reply.raw[:300])
     assert reply.status == 503, reply.raw[:300]
     if drf:  # DRF views answer in DRF's own shape, as for its other errors
-        assert reply.json == {"detail": "The token storage is unavailable; retry later."}
+        assert reply.json == {
+            "detail": "The token storage or the user database cannot be reached; retry later."
+        }
     else:
         assert reply.json["error"] == "temporarily_unavailable"
     assert reply.headers["Cache-Control"] == "no-store" or drf

@@ -51,7 +51,7 @@ class StorageUnavailableError(exceptions.APIException):
     """
 
     status_code = 503
-    default_detail = "The token storage is unavailable; retry later."
+    default_detail = "The token storage or the user database cannot be reached; retry later."
     default_code = "temporarily_unavailable"
     wait = UNAVAILABLE_RETRY_AFTER
 
