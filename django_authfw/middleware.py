@@ -36,7 +36,7 @@ account is deactivated, so in practice such a token is refused up front.)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -230,7 +230,7 @@ def _namespaces(match: Any) -> set[str]:
     return names
 
 
-def is_exempt(request: HttpRequest, namespaces: Any = None) -> bool:
+def is_exempt(request: HttpRequest, namespaces: Iterable[str] | None = None) -> bool:
     """Whether the view ``request`` resolves to takes no Bearer tokens.
 
     True for a view under one of ``namespaces`` (default ``AUTHFW["BEARER_EXEMPT_NAMESPACES"]``)
