@@ -9,7 +9,8 @@
                         (a database check: ``manage.py check --database default``)
 ``authfw.E004``         ``MIGRATION_MODE`` other than ``"auto"`` or ``"strict"``
 ``authfw.E005``         a value of the wrong type or range (TTLs, threshold, flags, prefix,
-                        ``REFRESH_REUSE_GRACE``), or ``AUTHFW`` not a dict
+                        ``REFRESH_REUSE_GRACE``, ``BEARER_EXEMPT_NAMESPACES``), or ``AUTHFW``
+                        not a dict
 ``authfw.W001``         Argon2 is not the first of ``PASSWORD_HASHERS``
 ``authfw.W002``         ``AUTHFW["STORAGES"]`` has no ``"default"`` alias
 ``authfw.W030``         a SQLite database without ``OPTIONS`` ``transaction_mode="IMMEDIATE"``
@@ -316,6 +317,32 @@ def check_values(
                 "For example 'auth_' (the default).",
             )
     return errors
+
+
+@checks.register(TAG)
+def check_bearer_exempt_namespaces(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """authfw.E005 when BEARER_EXEMPT_NAMESPACES is not a list or tuple of namespace names."""
+    user = _user_settings()
+    if not isinstance(user, Mapping) or "BEARER_EXEMPT_NAMESPACES" not in user:
+        return []
+    value = user["BEARER_EXEMPT_NAMESPACES"]
+    # A bare string would be taken letter by letter: "admin" is not ("admin",).
+    if isinstance(value, list | tuple) and all(isinstance(n, str) and n for n in value):
+        return []
+    return [
+        checks.Error(
+            "AUTHFW['BEARER_EXEMPT_NAMESPACES'] must be a list or tuple of URL namespace "
+            f"names, not {value!r}.",
+            hint="For example ['admin'] (the default); [] lets Bearer tokens authenticate "
+            "every view.",
+            obj="AUTHFW['BEARER_EXEMPT_NAMESPACES']",
+            id="authfw.E005",
+        )
+    ]
 
 
 @checks.register(TAG, checks.Tags.security)

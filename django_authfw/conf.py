@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "LOCKOUT_STORAGE": None,
     "ROTATE_REFRESH_TOKENS": True,
     "REFRESH_REUSE_GRACE": 0,
+    # URL namespaces whose views BearerTokenMiddleware leaves alone (cookie and CSRF views).
+    "BEARER_EXEMPT_NAMESPACES": ("admin",),
 }
 
 
@@ -113,6 +115,11 @@ class AuthfwSettings:
     def REFRESH_REUSE_GRACE(self) -> timedelta:
         """How long a just-rotated refresh token may be presented again; 0 = never (default)."""
         return _as_timedelta(self._get("REFRESH_REUSE_GRACE"))
+
+    @property
+    def BEARER_EXEMPT_NAMESPACES(self) -> tuple[str, ...]:
+        """URL namespaces (instance or application) the Bearer middleware does not authenticate."""
+        return tuple(self._get("BEARER_EXEMPT_NAMESPACES"))
 
     def table(self, kind: str) -> str:
         """Table name for ``kind``: ``tokens``, ``sessions``, ``kv_store`` or ``audit_log``."""

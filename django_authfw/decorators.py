@@ -15,7 +15,11 @@ Without a token the view answers 401 with the bare ``WWW-Authenticate: Bearer`` 
 (RFC 6750 section 3.1: no error code when no credentials were sent). With a token whose user has
 since been deleted or deactivated it answers 401 ``invalid_token``. Both sync and async views
 work. It relies on :class:`~django_authfw.middleware.BearerTokenMiddleware`; where the middleware
-is not installed it verifies the header itself, with the same rules.
+is not installed it verifies the header itself, with the same rules. When the token storage or the
+user database cannot be reached it answers 503 ``temporarily_unavailable`` with ``Retry-After``.
+
+``bearer_exempt`` marks a view the middleware must leave alone (a cookie and CSRF view), as
+``AUTHFW["BEARER_EXEMPT_NAMESPACES"]`` does for whole namespaces.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from typing import Any, TypeVar, overload
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
+from .exceptions import StorageUnavailable
 from .middleware import (
+    EXEMPT_ATTRIBUTE,
     aauthenticate_request,
     authenticate_request,
     invalid_token_response,
     not_authenticated_response,
+    unavailable_response,
 )
 
 ViewFunc = TypeVar("ViewFunc", bound=Callable[..., Any])
@@ -67,7 +74,11 @@ def bearer_refusal(request: HttpRequest, realm: str | None = None) -> HttpRespon
     refused = _refusal_before_user(request, realm)
     if refused is not None:
         return refused
-    if not request.user.is_authenticated:
+    try:
+        authenticated = request.user.is_authenticated  # loads the token's user
+    except StorageUnavailable:
+        return unavailable_response()
+    if not authenticated:
         return invalid_token_response(realm)
     return None
 
@@ -77,7 +88,10 @@ async def abearer_refusal(request: HttpRequest, realm: str | None = None) -> Htt
     refused = await _arefusal_before_user(request, realm)
     if refused is not None:
         return refused
-    user = await request.auser()
+    try:
+        user = await request.auser()
+    except StorageUnavailable:
+        return unavailable_response()
     if not user.is_authenticated:
         return invalid_token_response(realm)
     return None
@@ -122,3 +136,16 @@ def bearer_required(
     if view is not None:
         return _decorate(view, realm)
     return lambda func: _decorate(func, realm)
+
+
+def bearer_exempt(view: ViewFunc) -> ViewFunc:
+    """Mark a view that :class:`~django_authfw.middleware.BearerTokenMiddleware` must skip.
+
+    For a request to it the ``Authorization`` header is ignored, as if absent: ``request.auth``
+    is None and ``request.user`` stays what ``AuthenticationMiddleware`` set (the session
+    user). Use it on views that authenticate with a session cookie and CSRF outside the
+    namespaces of ``AUTHFW["BEARER_EXEMPT_NAMESPACES"]``. Like ``csrf_exempt``, it sets an
+    attribute on the view function, so put it outermost.
+    """
+    setattr(view, EXEMPT_ATTRIBUTE, True)
+    return view

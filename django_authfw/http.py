@@ -13,8 +13,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, JsonResponse, QueryDict
 from django.http.multipartparser import MultiPartParserError
+from django.views.decorators.debug import sensitive_variables
 
 # Stable error codes (the ``error`` member of every error body).
 INVALID_REQUEST = "invalid_request"  # 400: missing, repeated or malformed parameters
@@ -131,43 +133,71 @@ def _single_values(items: list[tuple[str, list[Any]]]) -> dict[str, str]:
     return fields
 
 
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise bad_request("The request body is not valid JSON.") from None
+    except RecursionError:
+        # Python 3.11/3.12's json gives up at about 1,000 levels, well within 16 KB; the
+        # endpoints take flat objects, so any deep nesting is refused as malformed.
+        raise bad_request("The JSON request body is nested too deeply.") from None
+    if not isinstance(data, dict):
+        raise bad_request("The JSON request body must be an object.")
+    if len(data) > MAX_FIELDS:
+        raise bad_request(f"The request has more than {MAX_FIELDS} parameters.")
+    return data
+
+
+def _parse_form(request: HttpRequest, body: bytes) -> dict[str, str]:
+    encoding = request.encoding or "utf-8"
+    try:
+        text = body.decode(encoding)
+        form = QueryDict(text, encoding=encoding)
+    # UnicodeError, not only UnicodeDecodeError: codecs such as idna raise the base class.
+    # LookupError: a charset Python does not know. SuspiciousOperation: Django's own limits
+    # (TooManyFieldsSent at DATA_UPLOAD_MAX_NUMBER_FIELDS), which would otherwise be its HTML 400.
+    except (UnicodeError, LookupError):
+        raise bad_request(f"The form body cannot be decoded as {encoding!r}.") from None
+    except SuspiciousOperation:
+        raise bad_request(f"The request has more than {MAX_FIELDS} parameters.") from None
+    return _single_values(list(form.lists()))
+
+
+def _parse_multipart(request: HttpRequest, body: bytes) -> dict[str, str]:
+    try:
+        fields, files = request.parse_file_upload(request.META, io.BytesIO(body))
+    # The parser decodes field names and values with the charset the client names, so a codec
+    # like idna raises UnicodeError; too many fields or files is a SuspiciousOperation.
+    except (MultiPartParserError, SuspiciousOperation, UnicodeError, LookupError):
+        raise bad_request("The multipart body is malformed.") from None
+    if files:
+        raise bad_request("The endpoints take no file uploads.")
+    return _single_values(list(fields.lists()))
+
+
+# The body holds passwords and tokens: an error report must not show it (nor anything parsed).
+@sensitive_variables()
 def parse_body(request: HttpRequest, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     """Return the request's parameters from a JSON object or form fields.
 
     JSON (``application/json``) must be an object; its values are returned as they are and the
     endpoint checks their types. Form bodies (``application/x-www-form-urlencoded`` or
     ``multipart/form-data``) give strings. An empty body gives ``{}``. Raises :class:`APIError`
-    for a body over ``max_bytes`` (413), another media type (415) and anything malformed (400).
+    for a body over ``max_bytes`` (413), another media type (415) and anything malformed (400):
+    bad JSON, JSON nested too deeply, an undecodable charset, too many fields. No body, however
+    hostile, raises anything else.
     """
     content_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
     body = _read_limited(request, max_bytes)
     if not body:
         return {}
     if content_type == "application/json" or content_type.endswith("+json"):
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
-            raise bad_request("The request body is not valid JSON.") from None
-        if not isinstance(data, dict):
-            raise bad_request("The JSON request body must be an object.")
-        if len(data) > MAX_FIELDS:
-            raise bad_request(f"The request has more than {MAX_FIELDS} parameters.")
-        return data
+        return _parse_json(body)
     if content_type == "application/x-www-form-urlencoded":
-        try:
-            text = body.decode(request.encoding or "utf-8")
-        except (UnicodeDecodeError, LookupError):
-            raise bad_request("The form body is not valid UTF-8.") from None
-        form = QueryDict(text, encoding=request.encoding)
-        return _single_values(list(form.lists()))
+        return _parse_form(request, body)
     if content_type == "multipart/form-data":
-        try:
-            fields, files = request.parse_file_upload(request.META, io.BytesIO(body))
-        except MultiPartParserError:
-            raise bad_request("The multipart body is malformed.") from None
-        if files:
-            raise bad_request("The endpoints take no file uploads.")
-        return _single_values(list(fields.lists()))
+        return _parse_multipart(request, body)
     raise APIError(
         415,
         UNSUPPORTED_MEDIA_TYPE,
@@ -175,8 +205,13 @@ def parse_body(request: HttpRequest, max_bytes: int = MAX_BODY_BYTES) -> dict[st
     )
 
 
+@sensitive_variables("params", "value")
 def string_param(params: Mapping[str, Any], name: str, *, required: bool = True) -> str | None:
-    """Return ``params[name]`` as a non-empty string, or raise a 400 that names the problem."""
+    """Return ``params[name]`` as a non-empty string, or raise a 400 that names the problem.
+
+    A string that is not valid Unicode text (a lone surrogate such as ``"\\ud800"``, which JSON
+    escapes can carry) is refused here: it cannot be encoded for hashing or for the database.
+    """
     value = params.get(name)
     if value is None or value == "":
         if required:
@@ -184,4 +219,8 @@ def string_param(params: Mapping[str, Any], name: str, *, required: bool = True)
         return None
     if not isinstance(value, str):
         raise bad_request(f"The parameter {name!r} must be a string.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request(f"The parameter {name!r} is not valid Unicode text.") from None
     return value

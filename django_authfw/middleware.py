@@ -18,7 +18,14 @@ Then, on each request:
 * an unknown, expired or revoked token: 401 with ``WWW-Authenticate: Bearer
   error="invalid_token"`` and the same body whatever the reason (RFC 6750 section 3.1);
 * a malformed Bearer header (bad characters, extra parts, over 4 KB, binary junk): 400 with
-  ``error="invalid_request"``.
+  ``error="invalid_request"``;
+* a request for a view in one of ``AUTHFW["BEARER_EXEMPT_NAMESPACES"]`` (default: the admin),
+  or for a view marked with :func:`~django_authfw.decorators.bearer_exempt`: the header is
+  ignored, as if absent. Those views authenticate with a session cookie and CSRF, and a Bearer
+  token must not stand in for them;
+* the storage cannot be reached, here or later when the view loads the token's user
+  (:class:`~django_authfw.exceptions.StorageUnavailable`): 503 ``temporarily_unavailable`` with
+  ``Retry-After``.
 
 Verifying costs one storage lookup and writes nothing. The user is loaded lazily, so a token
 whose user was deleted or deactivated is only noticed when something asks for the user: then
@@ -29,16 +36,19 @@ account is deactivated, so in practice such a token is refused up front.)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, get_resolver
 from django.utils.functional import SimpleLazyObject
+from django.views.decorators.debug import sensitive_variables
 
 from .bearer import MalformedAuthorization, challenge, parse_bearer
+from .conf import conf
 from .exceptions import InvalidToken, StorageUnavailable
 from .framework import AuthFramework
 from .http import (
@@ -58,6 +68,8 @@ UNAVAILABLE_RETRY_AFTER = 5
 UserOrAnonymous = AbstractBaseUser | AnonymousUser
 
 _USER_CACHE = "_authfw_user"
+#: The attribute :func:`~django_authfw.decorators.bearer_exempt` sets on a view function.
+EXEMPT_ATTRIBUTE = "bearer_exempt"
 
 
 def get_framework(storage: str = "default") -> AuthFramework:
@@ -100,7 +112,7 @@ def unavailable_response() -> HttpResponse:
     return error_response(
         503,
         TEMPORARILY_UNAVAILABLE,
-        "The token storage is unavailable; retry later.",
+        "The token storage or the user database cannot be reached; retry later.",
         {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
     )
 
@@ -146,6 +158,8 @@ def _no_credentials(request: HttpRequest) -> None:
         request.auser = anonymous
 
 
+# ``raw`` is the presented token; the frames below (verification) hold it too.
+@sensitive_variables()
 def authenticate_request(
     request: HttpRequest,
     framework: AuthFramework | None = None,
@@ -177,6 +191,7 @@ def authenticate_request(
     return None
 
 
+@sensitive_variables()
 async def aauthenticate_request(
     request: HttpRequest,
     framework: AuthFramework | None = None,
@@ -204,11 +219,42 @@ async def aauthenticate_request(
     return None
 
 
+def _namespaces(match: Any) -> set[str]:
+    # Instance namespaces ("admin", or the name of another AdminSite), application namespaces
+    # (every AdminSite's is "admin"), and the joined forms of nested ones ("api:v1").
+    names = {*match.namespaces, *match.app_names}
+    if match.namespace:
+        names.add(match.namespace)
+    if match.app_name:
+        names.add(match.app_name)
+    return names
+
+
+def is_exempt(request: HttpRequest, namespaces: Iterable[str] | None = None) -> bool:
+    """Whether the view ``request`` resolves to takes no Bearer tokens.
+
+    True for a view under one of ``namespaces`` (default ``AUTHFW["BEARER_EXEMPT_NAMESPACES"]``)
+    or marked with :func:`~django_authfw.decorators.bearer_exempt`. The URL is resolved the way
+    Django will resolve it (``request.urlconf`` if an earlier middleware set one); a path that
+    resolves to nothing is not exempt (it will be a 404 anyway).
+    """
+    urlconf = getattr(request, "urlconf", None)
+    try:
+        match = get_resolver(urlconf).resolve(request.path_info)
+    except Resolver404:
+        return False
+    if getattr(match.func, EXEMPT_ATTRIBUTE, False):
+        return True
+    wanted = conf.BEARER_EXEMPT_NAMESPACES if namespaces is None else namespaces
+    return bool(_namespaces(match).intersection(wanted))
+
+
 class BearerTokenMiddleware:
     """Authenticate requests that carry ``Authorization: Bearer <token>`` (sync and async).
 
-    Subclass to change ``storage`` (the ``AUTHFW["STORAGES"]`` alias the tokens live in) or to
-    add a ``realm`` to the ``WWW-Authenticate`` challenges.
+    Subclass to change ``storage`` (the ``AUTHFW["STORAGES"]`` alias the tokens live in), to
+    add a ``realm`` to the ``WWW-Authenticate`` challenges, or to set ``exempt_namespaces``
+    (default None: ``AUTHFW["BEARER_EXEMPT_NAMESPACES"]``).
     """
 
     sync_capable = True
@@ -216,6 +262,7 @@ class BearerTokenMiddleware:
 
     storage: str = "default"
     realm: str | None = None
+    exempt_namespaces: tuple[str, ...] | list[str] | None = None
 
     def __init__(
         self,
@@ -228,17 +275,35 @@ class BearerTokenMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
 
+    def _skips(self, request: HttpRequest) -> bool:
+        # Only a request that sends an Authorization header pays for resolving its URL.
+        if not request.META.get("HTTP_AUTHORIZATION"):
+            return False
+        if is_exempt(request, self.exempt_namespaces):
+            _no_credentials(request)
+            return True
+        return False
+
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        refused = authenticate_request(request, realm=self.realm, storage=self.storage)
-        if refused is not None:
-            return refused
+        if not self._skips(request):
+            refused = authenticate_request(request, realm=self.realm, storage=self.storage)
+            if refused is not None:
+                return refused
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        refused = await aauthenticate_request(request, realm=self.realm, storage=self.storage)
-        if refused is not None:
-            return refused
+        if not self._skips(request):
+            refused = await aauthenticate_request(request, realm=self.realm, storage=self.storage)
+            if refused is not None:
+                return refused
         response: HttpResponse = await self.get_response(request)
         return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A view that hit an unreachable storage (the token's user is loaded lazily, in the
+        view) answers 503 JSON with ``Retry-After``, not Django's HTML 500."""
+        if isinstance(exception, StorageUnavailable):
+            return unavailable_response()
+        return None

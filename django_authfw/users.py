@@ -2,17 +2,24 @@
 
 A method of the framework that names a user takes the username (the value of the user model's
 ``USERNAME_FIELD``) or a user instance. Records carry ``user_id``, ``str(user.pk)``.
+
+Every query on the user tables runs inside :func:`database_errors`, so a user database that
+cannot be reached raises :class:`~django_authfw.exceptions.StorageUnavailable` (a 503 at the HTTP
+surfaces), like the storages do, never the driver's raw ``OperationalError``.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import router
 
 from .exceptions import InvalidInput
+from .storage.database_errors import database_errors
 from .tokens import check_id
 
 if TYPE_CHECKING:
@@ -26,6 +33,16 @@ def user_model() -> type[AbstractBaseUser]:
 def _manager() -> Any:
     # _default_manager, as ModelBackend uses: custom user models name their manager freely.
     return user_model()._default_manager
+
+
+def _reading() -> AbstractContextManager[None]:
+    """Translate database errors of a read on the user model's database."""
+    return database_errors(router.db_for_read(user_model()))
+
+
+def _reading_of(user: AbstractBaseUser) -> AbstractContextManager[None]:
+    """Translate database errors of queries about ``user`` (its permissions and groups)."""
+    return database_errors(user._state.db or router.db_for_read(user_model()))
 
 
 def user_id_of(user: AbstractBaseUser) -> str:
@@ -43,7 +60,8 @@ def can_authenticate(user: AbstractBaseUser) -> bool:
 def get_by_username(username: str) -> AbstractBaseUser | None:
     """The user whose ``USERNAME_FIELD`` is ``username``, or None."""
     try:
-        return cast("AbstractBaseUser", _manager().get_by_natural_key(username))
+        with _reading():
+            return cast("AbstractBaseUser", _manager().get_by_natural_key(username))
     except user_model().DoesNotExist:
         return None
 
@@ -51,7 +69,8 @@ def get_by_username(username: str) -> AbstractBaseUser | None:
 async def aget_by_username(username: str) -> AbstractBaseUser | None:
     """Async twin of :func:`get_by_username`."""
     try:
-        return cast("AbstractBaseUser", await _manager().aget_by_natural_key(username))
+        with _reading():
+            return cast("AbstractBaseUser", await _manager().aget_by_natural_key(username))
     except user_model().DoesNotExist:
         return None
 
@@ -103,7 +122,8 @@ async def aresolve_user_id(user: object) -> str:
 def load_active_user(user_id: str) -> AbstractBaseUser | None:
     """The user with this record id if it still exists and may log in, else None."""
     try:
-        user = _manager().filter(pk=user_id).first()
+        with _reading():
+            user = _manager().filter(pk=user_id).first()
     except (ValueError, TypeError, ValidationError):
         # A record id that cannot be a primary key of this model (e.g. after a model swap).
         return None
@@ -115,7 +135,8 @@ def load_active_user(user_id: str) -> AbstractBaseUser | None:
 async def aload_active_user(user_id: str) -> AbstractBaseUser | None:
     """Async twin of :func:`load_active_user`."""
     try:
-        user = await _manager().filter(pk=user_id).afirst()
+        with _reading():
+            user = await _manager().filter(pk=user_id).afirst()
     except (ValueError, TypeError, ValidationError):
         return None
     if user is None or not can_authenticate(user):
@@ -129,25 +150,27 @@ def grants_of(user: AbstractBaseUser) -> tuple[list[str], list[str]]:
     User models without ``PermissionsMixin`` have neither: both lists are empty.
     """
     get_all = getattr(user, "get_all_permissions", None)
-    permissions = sorted(get_all()) if get_all is not None else []
     groups = getattr(user, "groups", None)
-    roles = sorted(groups.values_list("name", flat=True)) if groups is not None else []
+    with _reading_of(user):
+        permissions = sorted(get_all()) if get_all is not None else []
+        roles = sorted(groups.values_list("name", flat=True)) if groups is not None else []
     return permissions, roles
 
 
 async def agrants_of(user: AbstractBaseUser) -> tuple[list[str], list[str]]:
     """Async twin of :func:`grants_of` (Django's async permission API, async ORM for groups)."""
     aget_all = getattr(user, "aget_all_permissions", None)
-    if aget_all is not None:
-        permissions = sorted(await aget_all())
-    elif getattr(user, "get_all_permissions", None) is not None:
-        permissions = sorted(await sync_to_async(user.get_all_permissions)())  # type: ignore[attr-defined]
-    else:
-        permissions = []
     groups = getattr(user, "groups", None)
-    roles = (
-        sorted([name async for name in groups.values_list("name", flat=True)])
-        if groups is not None
-        else []
-    )
+    with _reading_of(user):
+        if aget_all is not None:
+            permissions = sorted(await aget_all())
+        elif getattr(user, "get_all_permissions", None) is not None:
+            permissions = sorted(await sync_to_async(user.get_all_permissions)())  # type: ignore[attr-defined]
+        else:
+            permissions = []
+        roles = (
+            sorted([name async for name in groups.values_list("name", flat=True)])
+            if groups is not None
+            else []
+        )
     return permissions, roles

@@ -19,6 +19,7 @@ from django.db.models import Field
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from .decorators import bearer_refusal
 from .exceptions import (
@@ -55,6 +56,8 @@ from .request_info import RequestInfo
 from .tokens import IssuedToken
 
 INVALID_GRANT_PASSWORD = "The username or password is wrong."
+#: Parameters an error report (Django's 500 page, the admins' email) must never show.
+SENSITIVE_PARAMETERS = ("password", "refresh_token", "token")
 INVALID_GRANT_REFRESH = "The refresh token is invalid, expired or revoked."
 
 
@@ -92,8 +95,9 @@ class Endpoint(View):
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
         # On the view function, not on dispatch(): a subclass that overrides dispatch() would
-        # otherwise silently lose the exemption.
-        return csrf_exempt(super().as_view(**initkwargs))
+        # otherwise silently lose the exemption (and the hiding of secret parameters).
+        view = sensitive_post_parameters(*SENSITIVE_PARAMETERS)(super().as_view(**initkwargs))
+        return csrf_exempt(view)
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not hasattr(request, "auth"):
@@ -157,6 +161,9 @@ def _validate_new_account(username: str) -> None:
 class RegisterView(Endpoint):
     """``POST register/`` with ``username`` and ``password``: create an account (201)."""
 
+    # The handlers hold passwords and tokens in their locals (params, password, issued): an
+    # error report hides every local here and in the frames below that have no list of their own.
+    @sensitive_variables()
     def post(self, request: HttpRequest) -> HttpResponse:
         params = self.params()
         username = string_param(params, "username")
@@ -177,6 +184,7 @@ class RegisterView(Endpoint):
 class TokenView(Endpoint):
     """``POST token/`` with ``username`` and ``password``: log in (RFC 6749 section 4.3)."""
 
+    @sensitive_variables()
     def post(self, request: HttpRequest) -> HttpResponse:
         params = self.params()
         _check_grant_type(params, "password")
@@ -204,6 +212,7 @@ class TokenView(Endpoint):
 class RefreshView(Endpoint):
     """``POST token/refresh/`` with ``refresh_token``: a new token pair (RFC 6749 section 6)."""
 
+    @sensitive_variables()
     def post(self, request: HttpRequest) -> HttpResponse:
         params = self.params()
         _check_grant_type(params, "refresh_token")
@@ -219,6 +228,7 @@ class RefreshView(Endpoint):
 class RevokeView(Endpoint):
     """``POST token/revoke/`` with ``token``: revoke it (RFC 7009), always 200."""
 
+    @sensitive_variables()
     def post(self, request: HttpRequest) -> HttpResponse:
         params = self.params()
         token = string_param(params, "token")
@@ -239,6 +249,7 @@ class IntrospectView(Endpoint):
     staff, by Bearer token or by their admin session, see every token.
     """
 
+    @sensitive_variables()
     def post(self, request: HttpRequest) -> HttpResponse:
         if request.auth is not None:  # type: ignore[attr-defined]
             refused = bearer_refusal(request)

@@ -16,13 +16,15 @@ In a view, ``request.user`` is the token's user and ``request.auth`` the verifie
 ``error="invalid_request"`` (DRF reports every authentication failure as 401).
 
 When :class:`~django_authfw.middleware.BearerTokenMiddleware` already verified the request, its
-result is reused: one storage lookup per request either way.
+result is reused: one storage lookup per request either way. When the token storage or the user
+database cannot be reached the view answers 503 ``temporarily_unavailable`` with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 from typing import Any, NoReturn
 
+from django.views.decorators.debug import sensitive_variables
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
@@ -30,11 +32,28 @@ from rest_framework.request import Request
 from ..bearer import MalformedAuthorization, challenge, parse_bearer
 from ..exceptions import InvalidToken, StorageUnavailable
 from ..http import INVALID_REQUEST, INVALID_TOKEN
-from ..middleware import INVALID_TOKEN_DESCRIPTION, _usable, get_framework
+from ..middleware import (
+    INVALID_TOKEN_DESCRIPTION,
+    UNAVAILABLE_RETRY_AFTER,
+    _usable,
+    get_framework,
+)
 from ..records import AuthToken
 
 _ERROR = "_authfw_drf_error"
 _MISSING = object()
+
+
+class StorageUnavailableError(exceptions.APIException):
+    """503: the token storage or the user database cannot be reached; the client may retry.
+
+    DRF's exception handler turns ``wait`` into the ``Retry-After`` header.
+    """
+
+    status_code = 503
+    default_detail = "The token storage or the user database cannot be reached; retry later."
+    default_code = "temporarily_unavailable"
+    wait = UNAVAILABLE_RETRY_AFTER
 
 
 class BearerTokenAuthentication(BaseAuthentication):
@@ -54,11 +73,16 @@ class BearerTokenAuthentication(BaseAuthentication):
         if record is None:
             return None
         assert isinstance(record, AuthToken)  # set by the middleware or _verify
-        user = _usable(get_framework(self.storage).get_user(record))
+        try:
+            user = _usable(get_framework(self.storage).get_user(record))
+        except StorageUnavailable:
+            raise StorageUnavailableError() from None
         if not user.is_authenticated:
             self._fail(request, INVALID_TOKEN, INVALID_TOKEN_DESCRIPTION)
         return user, record
 
+    # ``raw`` is the presented token; the frames below (verification) hold it too.
+    @sensitive_variables()
     def _verify(self, request: Request) -> AuthToken | None:
         try:
             raw = parse_bearer(request.META.get("HTTP_AUTHORIZATION"))
@@ -71,9 +95,7 @@ class BearerTokenAuthentication(BaseAuthentication):
         except InvalidToken:
             self._fail(request, INVALID_TOKEN, INVALID_TOKEN_DESCRIPTION)
         except StorageUnavailable:
-            raise exceptions.APIException(
-                "The token storage is unavailable; retry later.", code="temporarily_unavailable"
-            ) from None
+            raise StorageUnavailableError() from None
 
     def _fail(self, request: Request, error: str, description: str) -> NoReturn:
         # authenticate_header() is asked for the challenge after this; it reads the reason here.
