@@ -515,7 +515,9 @@ def _read_lines(stream: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
 def _parse_json(line: bytes, number: int, name: str) -> Any:
     try:
         return json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    # ValueError covers the decode errors and the integers too long to convert; nesting deeper
+    # than the interpreter's stack gives RecursionError.
+    except (ValueError, RecursionError):
         raise BackupError(
             f"{name}: line {number} is not valid JSON; the file is corrupt."
         ) from None
@@ -635,7 +637,10 @@ def _verify_signature(
     for label, mac in macs:
         mac.update(end)
         # Every key is tried, each in constant time, whatever matches first.
-        if hmac.compare_digest(mac.hexdigest(), claimed) and matched is None:
+        # Bytes: compare_digest refuses str with non-ASCII characters (TypeError), and the
+        # trailer, which nothing signs, may hold any text, lone surrogates included.
+        given = claimed.encode("utf-8", "surrogatepass")
+        if hmac.compare_digest(mac.hexdigest().encode(), given) and matched is None:
             matched = label
     if matched is None:
         raise BackupError(

@@ -25,7 +25,14 @@ from django_authfw.records import utcnow
 from django_authfw.storage import AuthStorage
 
 from . import ops_support
-from .backup_files import dumps, raw_lines, rewrite, to_version_1, token_line_indexes
+from .backup_files import (
+    dumps,
+    raw_lines,
+    rewrite,
+    to_version_1,
+    token_line_indexes,
+    write_raw,
+)
 from .ops_support import is_empty, populate, raw_token_pair, snapshot
 
 aliases = ops_support.aliases
@@ -126,6 +133,23 @@ def test_the_signature_covers_header_every_line_and_the_counts(
     edited = good_backup.with_name("edited.gz")
     rewrite(good_backup, edited, change)
     refuse(storage, edited, FORGED)
+
+
+@pytest.mark.parametrize(
+    "claimed", ["é" * 64, "0" * 63 + "\u0661", "lone-surrogate", "", 12, None, ["a"]]
+)
+def test_a_signature_of_any_shape_is_refused_cleanly(
+    good_backup: Path, storage: AuthStorage, claimed: Any
+) -> None:
+    # The trailer is not covered by the signature: whatever it holds is a clear refusal, never
+    # a traceback (hmac.compare_digest raises TypeError on non-ASCII text).
+    edited = good_backup.with_name("edited.gz")
+    rewrite(good_backup, edited, lambda body: None, trailer_edit=lambda t: t.update(hmac=claimed))
+    if claimed == "lone-surrogate":  # JSON can say "\ud800"; Python cannot encode it
+        lines = raw_lines(edited)
+        lines[-1] = lines[-1].replace(b'"lone-surrogate"', b'"\\ud800"')
+        write_raw(edited, lines)
+    refuse(storage, edited, "signature does not match|not signed")
 
 
 def test_unsigned_file_is_refused(good_backup: Path, storage: AuthStorage) -> None:
