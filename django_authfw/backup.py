@@ -16,13 +16,13 @@ UTF-8 text of JSON lines,
   over the same bytes followed by the canonical end line (the counts), which authenticates
   the file: without the key nobody can write or alter a file that a restore accepts.
 
-Records hold token digests only, as the storages do, so a backup never contains a usable
-token. :func:`restore_backup` reads the whole file and checks every line, the counts, the
-checksum and the signature (with ``SECRET_KEY``, then each of ``SECRET_KEY_FALLBACKS``)
-before it writes anything: a corrupt, truncated, unsigned, forged or foreign file restores
-nothing. Everything goes through the :class:`~django_authfw.storage.AuthStorage` contract, so
-a backup of one backend restores into any other; users are matched by natural key
-(:mod:`django_authfw.backup_users`).
+Records hold token digests only, as the storages do, so a backup never contains a usable token.
+:func:`restore_backup` copies the file to a private temporary file, reads the whole copy and
+checks every line, the counts, the checksum and the signature (with ``SECRET_KEY``, then each of
+``SECRET_KEY_FALLBACKS``) before it writes anything, then imports that same copy: a corrupt,
+truncated, unsigned, forged or foreign file restores nothing. Everything goes through the
+:class:`~django_authfw.storage.AuthStorage` contract, so a backup of one backend restores into
+any other; users are matched by natural key (:mod:`django_authfw.backup_users`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -514,7 +515,9 @@ def _read_lines(stream: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
 def _parse_json(line: bytes, number: int, name: str) -> Any:
     try:
         return json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    # ValueError covers the decode errors and the integers too long to convert; nesting deeper
+    # than the interpreter's stack gives RecursionError.
+    except (ValueError, RecursionError):
         raise BackupError(
             f"{name}: line {number} is not valid JSON; the file is corrupt."
         ) from None
@@ -634,7 +637,10 @@ def _verify_signature(
     for label, mac in macs:
         mac.update(end)
         # Every key is tried, each in constant time, whatever matches first.
-        if hmac.compare_digest(mac.hexdigest(), claimed) and matched is None:
+        # Bytes: compare_digest refuses str with non-ASCII characters (TypeError), and the
+        # trailer, which nothing signs, may hold any text, lone surrogates included.
+        given = claimed.encode("utf-8", "surrogatepass")
+        if hmac.compare_digest(mac.hexdigest().encode(), given) and matched is None:
             matched = label
     if matched is None:
         raise BackupError(
@@ -697,6 +703,23 @@ def _open(path: str | Path) -> IO[bytes]:
         raise BackupError(f"{path} is a directory, not a backup file.") from None
     except PermissionError:
         raise BackupError(f"Backup file {path} cannot be read (permission denied).") from None
+
+
+@contextlib.contextmanager
+def _private_copy(path: str | Path) -> Iterator[IO[bytes]]:
+    """An anonymous temporary copy of the file at ``path`` (as compressed: the file's size),
+    which no other process can open or change; removed on exit."""
+    with _open(path) as source, tempfile.TemporaryFile(prefix=".authfw-restore-") as copy:
+        try:
+            shutil.copyfileobj(source, copy, 1024 * 1024)
+        except OSError as exc:
+            raise BackupError(
+                f"{path} could not be copied to a private temporary file ({exc}); the restore "
+                "needs free space for one copy of the backup in the temporary directory "
+                "(TMPDIR)."
+            ) from None
+        copy.seek(0)
+        yield copy
 
 
 def read_backup(path: str | Path, *, allow_unsigned: bool = False) -> BackupInfo:
@@ -811,15 +834,17 @@ def restore_backup(
 ) -> RestoreReport:
     """Restore a backup file into ``storage``.
 
-    The whole file is checked first (as :func:`read_backup` does, signature included); a
-    corrupt, truncated, unsigned, forged, foreign or newer-version file raises
-    :class:`BackupError` and nothing is written. A storage that already holds records raises
-    :class:`TargetNotEmpty` unless ``if_not_empty`` is ``"merge"`` (records are upserted over
-    what is there, except that a token the storage holds revoked stays revoked; an audit event
-    already present is kept once) or ``"replace"`` (the storage is flushed first, once the file
-    has been checked). Each record's user is found by the username the backup carries, in the
-    storage's user database (see :class:`RestoreReport` for what happens when it is missing or
-    has another id). Records are imported in batches of ``batch_size`` with the storage's
+    The file is first copied to an anonymous temporary file (its compressed size, in the
+    temporary directory), and both the check and the import read that copy, so the file cannot
+    be changed between them. The whole file is checked first (as :func:`read_backup` does,
+    signature included); a corrupt, truncated, unsigned, forged, foreign or newer-version file
+    raises :class:`BackupError` and nothing is written. A storage that already holds records
+    raises :class:`TargetNotEmpty` unless ``if_not_empty`` is ``"merge"`` (records are upserted
+    over what is there, except that a token the storage holds revoked stays revoked; an audit
+    event already present is kept once) or ``"replace"`` (the storage is flushed first, once the
+    file has been checked). Each record's user is found by the username the backup carries, in
+    the storage's user database (see :class:`RestoreReport` for what happens when it is missing
+    or has another id). Records are imported in batches of ``batch_size`` with the storage's
     ``import_*`` upserts, so a restore cut short by a storage failure is finished by running it
     again with ``"merge"``. ``on_progress(kind, done, total_of_kind)`` is called after every
     batch. ``allow_unsigned=True`` accepts an unsigned version 1 file: unsafe, see
@@ -829,9 +854,10 @@ def restore_backup(
         raise InvalidInput("batch_size must be a positive integer.")
     if if_not_empty not in ("error", "merge", "replace"):
         raise InvalidInput("if_not_empty must be 'error', 'merge' or 'replace'.")
-    with _open(path) as stream:
-        # Both passes read the same open file: a file renamed over ``path`` in between cannot
-        # swap unchecked content into the import pass.
+    with _private_copy(path) as stream:
+        # Both passes read one private copy: whoever can write ``path`` could otherwise
+        # rewrite it in place (same inode, no rename) after the check and while the import
+        # reads it again, and have records nobody signed imported.
         info = _scan(stream, str(path), allow_unsigned)
         check_user_model(info, str(path))
         if if_not_empty == "error" and not storage_is_empty(storage):

@@ -303,8 +303,23 @@ def test_invalid_record_is_refused(good_backup: Path, storage: AuthStorage) -> N
         (gzip.compress(b'{"format": "something-else", "version": 1}\n'), "not a django-authfw"),
         (gzip.compress(b"SQLite format 3\x00"), "not valid JSON"),
         (gzip.compress(json.dumps({"format": FORMAT, "version": VERSION + 1}).encode()), "newer"),
+        # What Python's json module fails on with other exceptions than JSONDecodeError.
+        (gzip.compress(b"[" * 100_000 + b"]" * 100_000 + b"\n"), "not valid JSON"),
+        (
+            gzip.compress(b'{"format": "%s", "version": %s}\n' % (FORMAT.encode(), b"9" * 5000)),
+            "not valid JSON",
+        ),
     ],
-    ids=["empty-file", "csv", "empty-gzip", "other-format", "binary", "newer-version"],
+    ids=[
+        "empty-file",
+        "csv",
+        "empty-gzip",
+        "other-format",
+        "binary",
+        "newer-version",
+        "deep-nesting",
+        "huge-integer",
+    ],
 )
 def test_foreign_files_are_refused(
     storage: AuthStorage, tmp_path: Path, content: bytes, message: str

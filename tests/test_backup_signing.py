@@ -7,8 +7,10 @@ check that the signature still refuses their file, with nothing written.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +25,14 @@ from django_authfw.records import utcnow
 from django_authfw.storage import AuthStorage
 
 from . import ops_support
-from .backup_files import dumps, rewrite, to_version_1, token_line_indexes
+from .backup_files import (
+    dumps,
+    raw_lines,
+    rewrite,
+    to_version_1,
+    token_line_indexes,
+    write_raw,
+)
 from .ops_support import is_empty, populate, raw_token_pair, snapshot
 
 aliases = ops_support.aliases
@@ -124,6 +133,23 @@ def test_the_signature_covers_header_every_line_and_the_counts(
     edited = good_backup.with_name("edited.gz")
     rewrite(good_backup, edited, change)
     refuse(storage, edited, FORGED)
+
+
+@pytest.mark.parametrize(
+    "claimed", ["é" * 64, "0" * 63 + "\u0661", "lone-surrogate", "", 12, None, ["a"]]
+)
+def test_a_signature_of_any_shape_is_refused_cleanly(
+    good_backup: Path, storage: AuthStorage, claimed: Any
+) -> None:
+    # The trailer is not covered by the signature: whatever it holds is a clear refusal, never
+    # a traceback (hmac.compare_digest raises TypeError on non-ASCII text).
+    edited = good_backup.with_name("edited.gz")
+    rewrite(good_backup, edited, lambda body: None, trailer_edit=lambda t: t.update(hmac=claimed))
+    if claimed == "lone-surrogate":  # JSON can say "\ud800"; Python cannot encode it
+        lines = raw_lines(edited)
+        lines[-1] = lines[-1].replace(b'"lone-surrogate"', b'"\\ud800"')
+        write_raw(edited, lines)
+    refuse(storage, edited, "signature does not match|not signed")
 
 
 def test_unsigned_file_is_refused(good_backup: Path, storage: AuthStorage) -> None:
@@ -251,3 +277,52 @@ def test_merge_of_an_older_backup_never_unrevokes(
         held = storage.get_token(token.token_id)
         assert held is not None and held.revoked_at is not None, token.token_id
     assert report.kept_revoked == len(live)
+
+
+def test_file_rewritten_in_place_during_the_restore_plants_nothing(
+    storage: AuthStorage, make_user: Callable[..., str], tmp_path: Path
+) -> None:
+    # The attacker can write the file, so they can also rewrite it in place (same inode, no
+    # rename) once the check has read it and while the import reads it again. The genuine file
+    # is two gzip members (its decompressed bytes, hence its signature, unchanged); the first
+    # is large, so the import has not reached the second when the first batch is written.
+    # After that batch the attacker replaces the second member with a planted token line.
+    populate(storage, make_user)
+    storage.kv_set("bulk", os.urandom(1024 * 1024))  # keeps the import inside member one
+    path = tmp_path / "good.gz"
+    storage.create_backup(path)
+    storage.flush()
+    lines = raw_lines(path)
+    split = len(lines) - 2  # member two: the last record line and the trailer
+    first = gzip.compress(b"".join(lines[:split]), compresslevel=0)
+    path.write_bytes(first + gzip.compress(b"".join(lines[split:])))
+    assert read_backup(path).signed_with == "SECRET_KEY"  # still the genuine, signed file
+
+    _raw, digest = raw_token_pair()
+    template = json.loads(lines[token_line_indexes(lines)[0]])
+    template["record"].update(
+        token_id=tokens.new_id(),
+        access_digest=digest,
+        refresh_digest=None,
+        refresh_expires_at=None,
+        expires_at=(utcnow() + timedelta(days=365)).isoformat(),
+        revoked_at=None,
+        replaced_by=None,
+        permissions=["*"],
+    )
+    forged = gzip.compress(dumps(template) + dumps({"kind": "end"}))
+    rewritten: list[bool] = []
+
+    def attacker(kind: str, done: int, total: int) -> None:
+        if not rewritten:
+            with open(path, "r+b") as f:
+                f.seek(len(first))
+                f.write(forged)
+                f.truncate()
+            rewritten.append(True)
+
+    report = restore_backup(storage, path, batch_size=1, on_progress=attacker)
+    assert rewritten, "the import never reported progress"
+    assert storage.get_token_by_access(digest) is None, "a token nobody signed was restored"
+    assert report.in_file == report.info.counts  # the import read the checked file
+    assert storage.kv_get("bulk") is not None

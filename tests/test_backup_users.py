@@ -194,6 +194,30 @@ def test_records_of_users_already_gone_at_backup_time(
     assert stored.tokens["ghost"].token_id not in tokens and not sessions
 
 
+def test_restore_command_says_truly_what_became_of_users_gone_at_backup_time(
+    backend: str, aliases: Any, tmp_path: Path
+) -> None:
+    main = aliases(main=backend)["main"]
+    if isinstance(main, DatabaseStorage):
+        pytest.skip("a database storage cannot hold records of a user that does not exist")
+    ghost = create_user("ghost")
+    store_records(main, {"ghost": ghost})
+    delete_user(ghost)
+    path = tmp_path / "b.gz"
+    call_command("authfw_backup", str(path), "--storage", "main", stdout=io.StringIO())
+    main.flush()
+    out = io.StringIO()
+    call_command("authfw_restore", str(path), "--storage", "main", stdout=out)
+    # Its audit events are restored (without a user): the line must not call them "not
+    # restored". (Deleting the user already deleted its tokens and sessions in "main".)
+    kept = [e for e in all_of(main)[2].values() if "backup_user" in e.metadata]
+    assert kept and all(e.user_id is None for e in kept)
+    assert (
+        f"(unknown username) (id {ghost} in the backup, already deleted when it was written): "
+        f"kept without a user: {len(kept)} audit events."
+    ) in out.getvalue()
+
+
 @pytest.mark.django_db(databases=["default", SECOND])
 def test_sqlite_and_postgresql_databases(aliases: Any, tmp_path: Path) -> None:
     """The issue's case: a backup of one database restored into another one (with the run on

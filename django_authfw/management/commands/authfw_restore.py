@@ -227,9 +227,18 @@ def _user_line(change: UserChange) -> str:
             f"{records}."
         )
     if change.outcome == "no_username":
+        # Its tokens and sessions are skipped, its audit events kept without a user.
+        kept = change.records.get("audit", 0)
+        skipped = ", ".join(
+            f"{count:,} {BY_NAME[name].label}"
+            for name, count in change.records.items()
+            if count and name != "audit"
+        )
+        what = [f"not restored: {skipped}"] if skipped else []
+        what += [f"kept without a user: {kept:,} {BY_NAME['audit'].label}"] if kept else []
         return (
             f"{who} (id {change.backup_user_id} in the backup, already deleted when it was "
-            f"written): not restored: {records}."
+            f"written): {'; '.join(what)}."
         )
     return f"{who} (id {change.backup_user_id} in the backup): no such user here: {records}."
 
