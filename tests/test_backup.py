@@ -389,6 +389,8 @@ def test_backup_and_restore_commands(
     out = io.StringIO()
     call_command("authfw_restore", str(path), "--storage", "spare", stdout=out)
     assert "Checked" in out.getvalue() and "restored" in out.getvalue()
+    # Sessions ended since the backup come back, even with --merge: the command says so.
+    assert before.sessions and "session ended since" in out.getvalue()
     skip_created = not keeps_kv_created_at(backend)
     assert_same_records(snapshot(storages["spare"]), before, ignore_kv_created_at=skip_created)
 

@@ -126,6 +126,13 @@ class Command(BaseCommand):
                 "token revoked (logout, password change) after that works again until it "
                 "expires. Revoke the tokens of any user concerned (revoke_user_tokens)."
             )
+        if report.written["sessions"]:
+            # A deleted session leaves nothing to compare with, so even --merge restores it.
+            self.stdout.write(
+                "Note: the restored sessions are as they were when the backup was written: a "
+                "session ended since (logout, password change) is open again until it expires. "
+                "End the sessions of any user concerned (end_user_sessions)."
+            )
 
     def _describe(self, info: BackupInfo, file: str) -> None:
         written_at = info.created_at.strftime("%Y-%m-%d %H:%M:%S %Z")
