@@ -239,16 +239,30 @@ def check_storages(
     return errors
 
 
-def _positive_duration(value: object) -> bool:
+def _as_duration(value: object) -> timedelta | None:
+    """``value`` as conf reads it (a timedelta, or seconds), or None if it is not one.
+
+    Infinity, NaN and seconds beyond ``timedelta.max`` are refused here: conf would raise
+    OverflowError on the request that first reads the setting.
+    """
     if isinstance(value, timedelta):
-        return value > timedelta(0)
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        return value
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        return timedelta(seconds=value)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _positive_duration(value: object) -> bool:
+    duration = _as_duration(value)
+    return duration is not None and duration > timedelta(0)
 
 
 def _non_negative_duration(value: object) -> bool:
-    if isinstance(value, timedelta):
-        return value >= timedelta(0)
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    duration = _as_duration(value)
+    return duration is not None and duration >= timedelta(0)
 
 
 @checks.register(TAG)

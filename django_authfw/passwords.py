@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.hashers import make_password, verify_password
+from django.db import router, transaction
 from django.views.decorators.debug import sensitive_variables
 
 if TYPE_CHECKING:
@@ -38,15 +39,30 @@ _REHASHING: ContextVar[tuple[int, str, str] | None] = ContextVar("authfw_rehashi
 
 
 def _save_rehash(user: AbstractBaseUser, verified: str, encoded: str) -> None:
-    user.password = encoded
-    # As in AbstractBaseUser.check_password's setter: no raw password is kept on the instance,
-    # so Django's password_changed() hooks do not run for an upgrade.
-    user._password = None  # type: ignore[attr-defined]
-    marker = _REHASHING.set((id(user), verified, encoded))
-    try:
-        user.save(update_fields=["password"])
-    finally:
-        _REHASHING.reset(marker)
+    model = type(user)
+    using = user._state.db or router.db_for_write(model)
+    with transaction.atomic(using=using):
+        # The row stays locked until the upgrade is saved: a password change made while the new
+        # hash was computed (a slow hasher's run) wins, and one made now waits for this save and
+        # then overwrites it; an upgrade never writes the old password back over a new one.
+        current = (
+            model._base_manager.using(using)
+            .select_for_update()
+            .filter(pk=user.pk)
+            .values_list("password", flat=True)
+            .first()
+        )
+        if current != verified:
+            return
+        user.password = encoded
+        # As in AbstractBaseUser.check_password's setter: no raw password is kept on the
+        # instance, so Django's password_changed() hooks do not run for an upgrade.
+        user._password = None  # type: ignore[attr-defined]
+        marker = _REHASHING.set((id(user), verified, encoded))
+        try:
+            user.save(update_fields=["password"])
+        finally:
+            _REHASHING.reset(marker)
 
 
 def rehash_in_progress(user: AbstractBaseUser) -> str | None:

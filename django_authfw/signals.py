@@ -14,8 +14,8 @@ was verified against the stored hash, made by this app's login or by Django's sy
 including the upgrade of Django's async ``acheck_password`` (whose save runs in another thread
 and cannot be traced to it), ends the user's tokens: failing closed costs one login.
 
-Like Django's own signals, ``QuerySet.update()`` bypasses these receivers: deactivate users or
-change passwords through ``save()`` (the admin does), or call
+Like Django's own signals, ``QuerySet.update()`` (and so ``bulk_update()``) bypasses these
+receivers: deactivate users or change passwords through ``save()`` (the admin does), or call
 ``AuthFramework.revoke_user_tokens`` and ``end_user_sessions`` yourself after a bulk update.
 """
 

@@ -193,6 +193,11 @@ def test_e004_migration_mode(authfw: Any) -> None:
         ("REFRESH_REUSE_GRACE", "10s"),
         ("REFRESH_REUSE_GRACE", True),
         ("REFRESH_REUSE_GRACE", timedelta(seconds=-1)),
+        # conf.REFRESH_REUSE_GRACE would raise OverflowError on the first replayed token.
+        ("REFRESH_REUSE_GRACE", float("inf")),
+        ("REFRESH_REUSE_GRACE", float("nan")),
+        ("REFRESH_REUSE_GRACE", 1e300),
+        ("ACCESS_TOKEN_TTL", float("inf")),
     ],
 )
 def test_e005_bad_values(authfw: Any, key: str, value: Any) -> None:

@@ -5,6 +5,7 @@ default. Sync and async, on every backend; the clock is moved, never slept on.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -253,3 +254,30 @@ def test_concurrent_replays_within_the_grace_in_threads(storage: AuthStorage) ->
 
     assert run_in_threads(refresh, MAX_REISSUES, MAX_REISSUES) == []
     check_grace_race(storage, first, outcomes)
+
+
+@needs_server_database
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("grace")
+def test_grace_replays_racing_normal_refreshes_leave_one_live_token(storage: AuthStorage) -> None:
+    """A thief replaying the rotated token (grace) while the client refreshes its live one
+    (normal rotation), released together: whoever wins, at most one pair stays usable."""
+    auth = AuthFramework(storage=storage, audit_storage=storage)
+    first = login(auth)
+    second = auth.refresh(first.refresh_token or "")
+    outcomes: list[Any] = []
+
+    def refresh(i: int) -> None:
+        try:
+            outcomes.append(auth.refresh(((first, second)[i % 2]).refresh_token or ""))
+        except TokenRevoked as exc:
+            outcomes.append(exc)
+
+    assert run_in_threads(refresh, 8, 8) == []
+    assert len(outcomes) == 8
+    assert len(live_tokens(storage, first)) <= 1
+    usable = []
+    for issued in (o for o in outcomes if isinstance(o, IssuedToken)):
+        with contextlib.suppress(TokenRevoked):
+            usable.append(auth.verify_token(issued.access_token))
+    assert len(usable) <= 1

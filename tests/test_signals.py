@@ -4,15 +4,16 @@ in every configured storage alias; a storage that is down stops the change."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
-from django.db import transaction
+from django.db import connection, transaction
 
 from django_authfw import AuthFramework
 from django_authfw.exceptions import InvalidToken, StorageUnavailable, TokenRevoked
@@ -25,7 +26,8 @@ from .framework_support import (  # noqa: F401  (fixtures are used by name)
     counting_hasher_fixture,
     db_audit_fixture,
 )
-from .hashers import FAST_PBKDF2_HASHER
+from .hashers import FAST_PBKDF2_HASHER, CountingArgon2PasswordHasher
+from .test_framework_concurrency import needs_server_database
 
 User = get_user_model()
 
@@ -330,3 +332,52 @@ def test_a_storage_that_is_down_stops_deletion(
     with pytest.raises(StorageUnavailable):
         alice.save()
     assert User.objects.get(pk=alice.pk).check_password(PASSWORD)
+
+
+class HookedArgon2PasswordHasher(CountingArgon2PasswordHasher):
+    """The test Argon2 hasher, which runs ``hook`` (once) when it next makes a hash: a point
+    inside a login's hash upgrade, after the password was verified and before the new hash is
+    saved, where a concurrent request can act."""
+
+    hook: Callable[[], None] | None = None
+
+    def encode(self, password: str, salt: str) -> str:
+        hook, HookedArgon2PasswordHasher.hook = HookedArgon2PasswordHasher.hook, None
+        if hook is not None:
+            hook()
+        return super().encode(password, salt)
+
+
+@needs_server_database
+@pytest.mark.django_db(transaction=True)
+def test_a_password_change_during_our_hash_upgrade_is_kept(
+    aliases: list[str], settings: Any
+) -> None:
+    """A login with the old password, upgrading its hash while the user changes password, must
+    not write the old password back (its upgrade is of a hash that is no longer stored)."""
+    settings.PASSWORD_HASHERS = [FAST_PBKDF2_HASHER, *settings.PASSWORD_HASHERS]
+    user = AuthFramework(storage=aliases[0]).register_user("alice", PASSWORD)
+    settings.PASSWORD_HASHERS = [
+        f"{__name__}.HookedArgon2PasswordHasher",
+        FAST_PBKDF2_HASHER,
+    ]
+    new_password = "a new passphrase after the theft"
+
+    def change_password() -> None:
+        def change() -> None:
+            try:
+                other = User.objects.get(pk=user.pk)
+                other.set_password(new_password)
+                other.save()
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=change)
+        thread.start()
+        thread.join()
+
+    HookedArgon2PasswordHasher.hook = change_password
+    AuthFramework(storage=aliases[0]).authenticate("alice", PASSWORD)  # the old password
+    stored = User.objects.get(pk=user.pk)
+    assert stored.check_password(new_password)
+    assert not stored.check_password(PASSWORD)
