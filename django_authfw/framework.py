@@ -1161,7 +1161,12 @@ class AuthFramework(SessionAPI):
 
 
 def end_user_access(
-    user_id: str, *, action: str, delete: bool = False, metadata: dict[str, Any] | None = None
+    user_id: str,
+    *,
+    action: str,
+    delete: bool = False,
+    metadata: dict[str, Any] | None = None,
+    audit_nothing_done: bool = True,
 ) -> dict[str, int]:
     """End a user's tokens and sessions in every storage alias of ``AUTHFW["STORAGES"]``.
 
@@ -1172,7 +1177,8 @@ def end_user_access(
 
     Every alias is tried even if one fails; then :class:`StorageUnavailable` is raised naming
     the failed aliases, so that the caller (the user's save or delete) does not go through
-    while tokens may still be live.
+    while tokens may still be live. ``audit_nothing_done=False`` skips the event when nothing
+    was ended and nothing failed (the receivers' second pass after the commit).
     """
     now = utcnow()
     counts = {"tokens": 0, "sessions": 0}
@@ -1194,6 +1200,8 @@ def end_user_access(
                 exc,
             )
             failed.append(alias)
+    if not (audit_nothing_done or failed or any(counts.values())):
+        return counts
     event_metadata = {**(metadata or {}), **counts}
     if failed:
         event_metadata["failed_storages"] = failed

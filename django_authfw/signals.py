@@ -1,9 +1,12 @@
 """Signal receivers: a user who is deleted, deactivated or changes password loses all access.
 
-Connected (in ``AppConfig.ready``) to ``pre_save`` and ``pre_delete`` of ``AUTH_USER_MODEL``.
-They run *before* the database write on purpose: if a storage is down, the receiver raises
-:class:`~django_authfw.exceptions.StorageUnavailable` and the save or delete does not happen,
-rather than leaving a deleted or deactivated user with live tokens.
+Connected (in ``AppConfig.ready``) to ``pre_save``, ``post_save`` and ``pre_delete`` of
+``AUTH_USER_MODEL``. The ending runs *before* the database write on purpose: if a storage is
+down, the receiver raises :class:`~django_authfw.exceptions.StorageUnavailable` and the save or
+delete does not happen, rather than leaving a deleted or deactivated user with live tokens.
+Until the save commits, a login elsewhere still reads the old row and may be issued a token, so
+a second pass runs once the change is committed (``transaction.on_commit``); it is audited only
+if it ended something.
 
 What counts as a password change: any save whose hash differs from the one in the database
 (``set_password``, ``set_unusable_password``, a hash assigned directly, with or without
@@ -21,12 +24,14 @@ receivers: deactivate users or change passwords through ``save()`` (the admin do
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db.models.signals import pre_delete, pre_save
+from django.db import transaction
+from django.db.models.signals import post_save, pre_delete, pre_save
 
 from . import audit as actions
 from .passwords import rehash_in_progress
@@ -55,6 +60,8 @@ _DJANGO_SETTER = (
 )
 _DJANGO_CHECK = ("django.contrib.auth.hashers", "check_password")
 _MAX_FRAMES = 40
+# Set on an instance whose save ended access (pre_save) until post_save reads it.
+_ENDED = "_authfw_access_ended"
 
 
 def _is(frame: FrameType, where: tuple[str, str]) -> bool:
@@ -127,13 +134,45 @@ def user_pre_save(
         return
     from .framework import end_user_access
 
+    action = actions.USER_DEACTIVATED if deactivated else actions.PASSWORD_CHANGE
+    metadata = {
+        "reason": "deactivated" if deactivated else "password_change",
+        "password_changed": password_changed,
+    }
+    end_user_access(str(instance.pk), action=action, metadata=metadata)
+    # A login that read the old row can still store a token after this pass and before the
+    # change is committed (until then it sees the old password and is_active). user_post_save
+    # runs a second pass once the change is committed.
+    instance.__dict__[_ENDED] = (action, metadata)
+
+
+def _end_again(user_id: str, action: str, metadata: dict[str, Any]) -> None:
+    from .framework import end_user_access
+
     end_user_access(
-        str(instance.pk),
-        action=actions.USER_DEACTIVATED if deactivated else actions.PASSWORD_CHANGE,
-        metadata={
-            "reason": "deactivated" if deactivated else "password_change",
-            "password_changed": password_changed,
-        },
+        user_id,
+        action=action,
+        metadata={**metadata, "after_commit": True},
+        audit_nothing_done=False,
+    )
+
+
+def user_post_save(
+    sender: type[AbstractBaseUser],
+    instance: AbstractBaseUser,
+    created: bool = False,
+    using: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """Once a change that ended access is committed, end what was issued in between.
+
+    Best effort: a storage that fails now is logged (``robust``), since the row is written.
+    """
+    ended = instance.__dict__.pop(_ENDED, None)
+    if ended is None or created:
+        return
+    transaction.on_commit(
+        functools.partial(_end_again, str(instance.pk), *ended), using=using, robust=True
     )
 
 
@@ -157,6 +196,9 @@ def user_pre_delete(
 # AUTH_USER_MODEL names.
 pre_save.connect(
     user_pre_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="authfw_user_pre_save"
+)
+post_save.connect(
+    user_post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="authfw_user_post_save"
 )
 pre_delete.connect(
     user_pre_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="authfw_user_pre_delete"

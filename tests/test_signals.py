@@ -381,3 +381,40 @@ def test_a_password_change_during_our_hash_upgrade_is_kept(
     stored = User.objects.get(pk=user.pk)
     assert stored.check_password(new_password)
     assert not stored.check_password(PASSWORD)
+
+
+@needs_server_database
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("change", ["password", "deactivation"])
+def test_a_login_between_the_change_and_its_commit_is_ended(
+    aliases: list[str], change: str
+) -> None:
+    """The receiver ends access before the row is written; until the transaction commits, a
+    login elsewhere still sees the old password and is_active and gets a token. The second
+    pass after the commit ends it."""
+    user = AuthFramework(storage=aliases[0]).register_user("alice", PASSWORD)
+    issued: dict[str, IssuedToken] = {}
+
+    def log_in_elsewhere() -> None:
+        try:
+            for alias in aliases:
+                issued[alias] = AuthFramework(storage=alias).authenticate("alice", PASSWORD)
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        changing = User.objects.get(pk=user.pk)
+        if change == "password":
+            changing.set_password("a new passphrase, not yet committed")
+        else:
+            changing.is_active = False
+        changing.save()
+        thread = threading.Thread(target=log_in_elsewhere)
+        thread.start()
+        thread.join()
+        assert set(issued) == set(aliases)  # the other connection saw the old row
+        for alias, pair in issued.items():
+            assert AuthFramework(storage=alias).verify_token(pair.access_token), alias
+    for alias, pair in issued.items():
+        with pytest.raises(TokenRevoked):
+            AuthFramework(storage=alias).verify_token(pair.access_token)
