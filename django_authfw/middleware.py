@@ -233,8 +233,10 @@ def _namespaces(match: Any) -> set[str]:
 def is_exempt(request: HttpRequest, namespaces: Iterable[str] | None = None) -> bool:
     """Whether the view ``request`` resolves to takes no Bearer tokens.
 
-    True for a view under one of ``namespaces`` (default ``AUTHFW["BEARER_EXEMPT_NAMESPACES"]``)
-    or marked with :func:`~django_authfw.decorators.bearer_exempt`. The URL is resolved the way
+    True for a view under one of ``namespaces`` (default ``AUTHFW["BEARER_EXEMPT_NAMESPACES"]``),
+    for a view of an ``AdminSite`` when ``"admin"`` or the site's name is listed (even where its
+    URLs are included without a namespace), or for a view marked with
+    :func:`~django_authfw.decorators.bearer_exempt`. The URL is resolved the way
     Django will resolve it (``request.urlconf`` if an earlier middleware set one); a path that
     resolves to nothing is not exempt (it will be a 404 anyway).
     """
@@ -246,7 +248,19 @@ def is_exempt(request: HttpRequest, namespaces: Iterable[str] | None = None) -> 
     if getattr(match.func, EXEMPT_ATTRIBUTE, False):
         return True
     wanted = conf.BEARER_EXEMPT_NAMESPACES if namespaces is None else namespaces
-    return bool(_namespaces(match).intersection(wanted))
+    return bool((_namespaces(match) | _admin_site_names(match.func)).intersection(wanted))
+
+
+def _admin_site_names(view: Any) -> set[str]:
+    # An admin view is one wherever it is mounted: ``include(site.get_urls())`` puts it under no
+    # namespace at all, yet it still takes the session and would take a Bearer token. Its
+    # wrapper says which site it belongs to (AdminSite and ModelAdmin.get_urls set these).
+    site = getattr(view, "admin_site", None)
+    if site is None:
+        site = getattr(getattr(view, "model_admin", None), "admin_site", None)
+    name = getattr(site, "name", None)
+    # "admin" is the application namespace of every AdminSite, as for a namespaced mount.
+    return {"admin", name} if isinstance(name, str) else set()
 
 
 class BearerTokenMiddleware:

@@ -20,7 +20,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.http import HttpRequest, JsonResponse
 from django.test import AsyncClient, Client
-from django.urls import path
+from django.urls import include, path
 
 from django_authfw import AuthFramework
 from django_authfw.checks import check_bearer_exempt_namespaces
@@ -56,6 +56,8 @@ def _urlpatterns() -> list[Any]:
 
     return [
         path("backoffice/", backoffice.urls),
+        # The admin's views again, included with no namespace at all.
+        path("bare-admin/", include(admin.site.get_urls())),
         path("cookie-only/", cookie_view),
         path("plain/", plain_view),
         *urlpatterns,
@@ -132,6 +134,19 @@ def test_superuser_token_alone_cannot_change_data_in_the_admin(
     reply = _delete_user(web, prefix, root_token, victim.pk)
     assert _is_login_redirect(reply, prefix), (reply.status, reply.raw[:200])
     assert get_user_model().objects.filter(pk=victim.pk).exists()
+
+
+def test_admin_mounted_without_a_namespace_is_skipped_too(
+    web: Http, root_token: str, user_factory: Any, settings: Any
+) -> None:
+    # include(site.get_urls()) has no namespace: the views are still the admin's, session-based.
+    victim = user_factory(username="victim")
+    for url in ("/bare-admin/", "/bare-admin/auth/user/", f"/bare-admin/auth/user/{victim.pk}/"):
+        reply = _get(web, url, token=root_token)
+        assert reply.status == 302 and "/login/" in reply.headers["Location"], (url, reply.status)
+    # Listing the site by name covers it too; a list without it does not.
+    settings.AUTHFW = {**settings.AUTHFW, "BEARER_EXEMPT_NAMESPACES": ["backoffice"]}
+    assert _get(web, "/bare-admin/", token=root_token).status == 200
 
 
 def test_no_exemptions_restores_the_old_behaviour(
