@@ -68,6 +68,7 @@ UNAVAILABLE_RETRY_AFTER = 5
 UserOrAnonymous = AbstractBaseUser | AnonymousUser
 
 _USER_CACHE = "_authfw_user"
+_BEFORE_BEARER = "_authfw_before_bearer"
 #: The attribute :func:`~django_authfw.decorators.bearer_exempt` sets on a view function.
 EXEMPT_ATTRIBUTE = "bearer_exempt"
 
@@ -141,9 +142,23 @@ def _attach(request: HttpRequest, framework: AuthFramework, record: Any) -> None
             setattr(request, _USER_CACHE, cached)
         return cached
 
+    # Kept so that process_view can put the session's user back if the view turns out exempt.
+    setattr(request, _BEFORE_BEARER, (request.__dict__.get("user"), request.__dict__.get("auser")))
     request.auth = record  # type: ignore[attr-defined]
     request.user = SimpleLazyObject(load)  # type: ignore[assignment]
     request.auser = aload  # type: ignore[assignment]
+
+
+def _detach(request: HttpRequest) -> None:
+    """Undo :func:`_attach`: the request is as if it had sent no Bearer header."""
+    user, auser = getattr(request, _BEFORE_BEARER)
+    delattr(request, _BEFORE_BEARER)
+    for name, value in (("user", user), ("auser", auser)):
+        if value is None:
+            request.__dict__.pop(name, None)
+        else:
+            setattr(request, name, value)
+    _no_credentials(request)
 
 
 def _no_credentials(request: HttpRequest) -> None:
@@ -245,10 +260,17 @@ def is_exempt(request: HttpRequest, namespaces: Iterable[str] | None = None) -> 
         match = get_resolver(urlconf).resolve(request.path_info)
     except Resolver404:
         return False
-    if getattr(match.func, EXEMPT_ATTRIBUTE, False):
+    return _exempt_view(match, match.func, namespaces)
+
+
+def _exempt_view(match: Any, view: Any, namespaces: Iterable[str] | None) -> bool:
+    if getattr(view, EXEMPT_ATTRIBUTE, False):
         return True
     wanted = conf.BEARER_EXEMPT_NAMESPACES if namespaces is None else namespaces
-    return bool((_namespaces(match) | _admin_site_names(match.func)).intersection(wanted))
+    names = _admin_site_names(view)
+    if match is not None:
+        names |= _namespaces(match)
+    return bool(names.intersection(wanted))
 
 
 def _admin_site_names(view: Any) -> set[str]:
@@ -314,6 +336,20 @@ class BearerTokenMiddleware:
                 return refused
         response: HttpResponse = await self.get_response(request)
         return response
+
+    def process_view(
+        self, request: HttpRequest, view_func: Any, view_args: Any, view_kwargs: Any
+    ) -> None:
+        """Check again against the view Django actually calls.
+
+        ``__call__`` resolved the URL before the middlewares after this one ran; one of them may
+        set ``request.urlconf`` (tenant or host routing) or a locale prefix, so that the view
+        called is an exempt one (the admin) after all. The Bearer user is then taken back.
+        """
+        if getattr(request, _BEFORE_BEARER, None) is None:
+            return
+        if _exempt_view(request.resolver_match, view_func, self.exempt_namespaces):
+            _detach(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """A view that hit an unreachable storage (the token's user is loaded lazily, in the

@@ -191,6 +191,43 @@ def test_admin_session_still_works_with_a_bearer_header(
     assert response.status_code == 200
 
 
+class TenantRouting:
+    """A later middleware that routes ``/tenant/...`` to another URLconf, as tenant or host
+    routing does: the Bearer middleware resolved the path before it and found no admin."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if request.path_info.startswith("/tenant/"):
+            request.urlconf = TenantURLs  # type: ignore[attr-defined]
+        return self.get_response(request)
+
+
+class TenantURLs:
+    urlpatterns = [path("tenant/admin/", admin.site.urls), path("tenant/plain/", plain_view)]
+
+
+@pytest.mark.parametrize("client_class", [Client, AsyncClient])
+def test_a_later_urlconf_switch_to_the_admin_is_skipped_too(
+    root_token: str, settings: Any, client_class: Any
+) -> None:
+    settings.ROOT_URLCONF = __name__
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, f"{__name__}.TenantRouting"]
+    auth = {"Authorization": f"Bearer {root_token}"}
+
+    def get(url: str) -> Any:
+        if client_class is AsyncClient:
+            return async_to_sync(AsyncClient().get)(url, headers=auth)
+        return Client().get(url, headers=auth)
+
+    response = get("/tenant/admin/")
+    assert response.status_code == 302
+    assert "/login/" in response["Location"]
+    # Views of the switched URLconf that are not exempt still take the token.
+    assert get("/tenant/plain/").json() == {"auth": True, "user": True}
+
+
 def test_async_stack_skips_the_admin_too(root_token: str, settings: Any) -> None:
     settings.ROOT_URLCONF = __name__
     auth = {"Authorization": f"Bearer {root_token}"}
