@@ -369,7 +369,8 @@ class AuthFramework(SessionAPI):
         """The username as registration stores it: checked, then normalised.
 
         The user model's ``normalize_username`` (NFKC for Django's models), as ``create_user``
-        applies it: "ｕser" (fullwidth) then finds "user", and both share one lockout counter.
+        applies it: "user" typed in fullwidth letters then finds "user", and both spellings
+        share one lockout counter.
         """
         checked = tokens.check_id(username, "username")
         return tokens.check_id(user_model().normalize_username(checked), "username")

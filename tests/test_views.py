@@ -308,9 +308,7 @@ def test_lockout_threshold_and_window_follow_settings(
     assert 0 < int(response["Retry-After"]) <= 90
 
 
-def test_unlock_command_lifts_the_lockout(
-    client: Client, user_factory: Any, settings: Any
-) -> None:
+def test_unlock_command_lifts_the_lockout(client: Client, user_factory: Any, settings: Any) -> None:
     settings.AUTHFW = {**settings.AUTHFW, "LOCKOUT_IP_THRESHOLD": 5}
     user_factory(username="max")
     _fail(client, "max", 5)
