@@ -176,6 +176,7 @@ def post_token(conn: http.client.HTTPConnection, password: str) -> tuple[int, di
         conn.close()
 
 
+@needs_server_database
 def test_concurrent_guesses_over_http(
     live_server: Any, default_storage_backend: str, gated: Any
 ) -> None:
