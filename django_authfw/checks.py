@@ -316,6 +316,14 @@ def check_values(
             "0 (the default) keeps RFC 9700's rule: any replay revokes the login; a few seconds "
             "(e.g. 10) lets a client retry a refresh whose response it lost.",
         )
+    if "LOCKOUT_IP_THRESHOLD" in user:
+        value = user["LOCKOUT_IP_THRESHOLD"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            bad(
+                "LOCKOUT_IP_THRESHOLD",
+                "an integer >= 0",
+                "The number of failed logins that locks an address (0: no per-address limit).",
+            )
     for key in BOOL_KEYS:
         if key in user and not isinstance(user[key], bool):
             bad(key, "True or False", "Use a bool.")

@@ -37,7 +37,7 @@ from .exceptions import (
     TokenRevoked,
     UserExists,
 )
-from .lockout import Lockout
+from .lockout import Attempt, Lockout
 from .passwords import acheck_user_password, ahash_password, check_user_password
 from .records import AuthToken, replace, utcnow
 from .request_info import EMPTY, RequestInfo
@@ -425,28 +425,64 @@ class AuthFramework(SessionAPI):
 
     # Login ------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _login_username(username: object) -> str:
+        """The username as registration stores it: checked, then normalised.
+
+        The user model's ``normalize_username`` (NFKC for Django's models), as ``create_user``
+        applies it: "user" typed in fullwidth letters then finds "user", and both spellings
+        share one lockout counter.
+        """
+        checked = tokens.check_id(username, "username")
+        return tokens.check_id(user_model().normalize_username(checked), "username")
+
     def _failure_event(
-        self, user: AbstractBaseUser | None, username: str, reason: str, info: RequestInfo
+        self,
+        user: AbstractBaseUser | None,
+        username: str,
+        reason: str,
+        info: RequestInfo,
+        **extra: Any,
     ) -> Any:
         return make_event(
             actions.LOGIN,
             False,
             user_id=user_id_of(user) if user is not None else None,
             request_info=info,
-            metadata={"username": username, "reason": reason},
+            metadata={"username": username, "reason": reason, **extra},
         )
 
     @staticmethod
-    def _lockout_event(username: str, kind: str, info: RequestInfo) -> Any:
+    def _lockout_event(
+        user: AbstractBaseUser | None, username: str, kind: str, info: RequestInfo
+    ) -> Any:
+        # The user id (when the account exists) lets the admin's username search find it.
         return make_event(
             actions.LOCKOUT,
             False,
+            user_id=user_id_of(user) if user is not None else None,
             request_info=info,
             metadata={
                 "username": username,
                 "scope": kind,
                 "window": conf.LOCKOUT_WINDOW.total_seconds(),
             },
+        )
+
+    def _refused_event(self, username: str, attempt: Attempt, info: RequestInfo) -> Any:
+        assert attempt.refused_by is not None
+        return self._failure_event(
+            get_by_username(username), username, "locked", info, scope=attempt.refused_by.kind
+        )
+
+    async def _arefused_event(self, username: str, attempt: Attempt, info: RequestInfo) -> Any:
+        assert attempt.refused_by is not None
+        return self._failure_event(
+            await aget_by_username(username),
+            username,
+            "locked",
+            info,
+            scope=attempt.refused_by.kind,
         )
 
     @staticmethod
@@ -465,31 +501,38 @@ class AuthFramework(SessionAPI):
     ) -> IssuedToken:
         """Check the password and issue a token pair (``access_token``, ``refresh_token``).
 
-        Raises :class:`InvalidInput` for malformed input (nothing written, nothing hashed),
-        :class:`AccountLocked` while the username or address is locked out, and
-        :class:`InvalidCredentials` (one message for every reason) otherwise. Successes and
-        failures are audited as ``login``; an audit failure refuses the login.
+        The username is normalised as registration normalises it (the user model's
+        ``normalize_username``). Raises :class:`InvalidInput` for malformed input (nothing
+        written, nothing hashed), :class:`AccountLocked` while the username or address is
+        locked out or past its threshold (nothing hashed), and :class:`InvalidCredentials` (one
+        message for every reason) otherwise. Successes and failures are audited as ``login``;
+        refusals while locked at most once a minute per locked subject; an audit failure
+        refuses the login.
         """
-        username = tokens.check_id(username, "username")
+        username = self._login_username(username)
         tokens.check_password(password)
         info = _request_info(request_info)
 
-        retry_after = self._lockout.remaining(username, info.ip_address)
-        if retry_after:
-            self._audit.write(self._failure_event(None, username, "locked", info))
-            raise _locked_error(retry_after)
+        # Counted before the password is checked, so concurrent guesses cannot overtake the
+        # count: past the threshold an attempt is refused unchecked (see lockout.py).
+        attempt = self._lockout.admit(username, info.ip_address)
+        if attempt.refused_by is not None:
+            if self._lockout.first_refusal(attempt):
+                self._audit.write(self._refused_event(username, attempt, info))
+            raise _locked_error(attempt.retry_after)
 
         user = get_by_username(username)
         correct = check_user_password(user, password)
         reason = self._reason(user, correct)
         if reason is not None:
-            locked = self._lockout.record_failure(username, info.ip_address)
+            locked = self._lockout.record_failure(attempt)
             self._audit.write(self._failure_event(user, username, reason, info))
             for kind in locked:
-                self._audit.write(self._lockout_event(username, kind, info))
+                self._audit.write(self._lockout_event(user, username, kind, info))
             raise InvalidCredentials(BAD_CREDENTIALS)
 
         assert user is not None
+        self._lockout.record_success(attempt)
         permissions, roles = grants_of(user)
         grant = _mint(
             user_id_of(user),
@@ -500,7 +543,6 @@ class AuthFramework(SessionAPI):
         )
         self.storage.store_token(grant.record)
         self._audit_grant(actions.LOGIN, grant, info, undo=self.storage.delete_token)
-        self._lockout.clear_failures(username)
         return grant.issued
 
     @sensitive_variables("password")
@@ -508,26 +550,28 @@ class AuthFramework(SessionAPI):
         self, username: str, password: str, *, request_info: RequestInfo | None = None
     ) -> IssuedToken:
         """Async twin of :meth:`authenticate`; hashing runs in a worker thread."""
-        username = tokens.check_id(username, "username")
+        username = self._login_username(username)
         tokens.check_password(password)
         info = _request_info(request_info)
 
-        retry_after = await self._lockout.aremaining(username, info.ip_address)
-        if retry_after:
-            await self._audit.awrite(self._failure_event(None, username, "locked", info))
-            raise _locked_error(retry_after)
+        attempt = await self._lockout.aadmit(username, info.ip_address)
+        if attempt.refused_by is not None:
+            if await self._lockout.afirst_refusal(attempt):
+                await self._audit.awrite(await self._arefused_event(username, attempt, info))
+            raise _locked_error(attempt.retry_after)
 
         user = await aget_by_username(username)
         correct = await acheck_user_password(user, password)
         reason = self._reason(user, correct)
         if reason is not None:
-            locked = await self._lockout.arecord_failure(username, info.ip_address)
+            locked = await self._lockout.arecord_failure(attempt)
             await self._audit.awrite(self._failure_event(user, username, reason, info))
             for kind in locked:
-                await self._audit.awrite(self._lockout_event(username, kind, info))
+                await self._audit.awrite(self._lockout_event(user, username, kind, info))
             raise InvalidCredentials(BAD_CREDENTIALS)
 
         assert user is not None
+        await self._lockout.arecord_success(attempt)
         permissions, roles = await agrants_of(user)
         grant = _mint(
             user_id_of(user),
@@ -538,7 +582,6 @@ class AuthFramework(SessionAPI):
         )
         await self.storage.astore_token(grant.record)
         await self._aaudit_grant(actions.LOGIN, grant, info, undo=self.storage.adelete_token)
-        await self._lockout.aclear_failures(username)
         return grant.issued
 
     def _grant_event(
@@ -1127,12 +1170,13 @@ class AuthFramework(SessionAPI):
 
     # Lockout ----------------------------------------------------------------------------------
 
-    @staticmethod
+    @classmethod
     def _lockout_subjects(
-        username: str | None, ip_address: str | None
+        cls, username: str | None, ip_address: str | None
     ) -> tuple[str | None, str | None]:
+        # Normalised as login normalises them, so that they name the counters login uses.
         if username is not None:
-            tokens.check_id(username, "username")
+            username = cls._login_username(username)
         if ip_address is not None:
             ip_address = RequestInfo(ip_address=ip_address).ip_address
         return username, ip_address

@@ -18,7 +18,12 @@ MAX_USER_AGENT_LENGTH = 512
 def _clean_ip(value: str) -> str:
     # inet columns and GenericIPAddressField refuse zone ids ("fe80::1%eth0"); the zone is
     # local to the server's interface and says nothing about the client.
-    return str(ipaddress.ip_address(value.split("%", 1)[0]))
+    address = ipaddress.ip_address(value.split("%", 1)[0])
+    # A dual-stack server sees IPv4 clients as "::ffff:203.0.113.9": the same client as
+    # "203.0.113.9", so one audit trail and one lockout counter.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def _clean_user_agent(value: str) -> str:
@@ -30,8 +35,10 @@ def _clean_user_agent(value: str) -> str:
 class RequestInfo:
     """The client's IP address and user agent, attached to audit events and sessions.
 
-    ``ip_address`` must be a valid IPv4 or IPv6 address or None; ``user_agent`` is truncated
-    to :data:`MAX_USER_AGENT_LENGTH` characters and stripped of NUL bytes.
+    ``ip_address`` must be a valid IPv4 or IPv6 address or None; it is kept in its canonical
+    form, an IPv4-mapped IPv6 address (``::ffff:203.0.113.9``) as the IPv4 address it maps.
+    ``user_agent`` is truncated to :data:`MAX_USER_AGENT_LENGTH` characters and stripped of NUL
+    bytes.
     """
 
     ip_address: str | None = None

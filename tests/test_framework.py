@@ -515,6 +515,7 @@ def lockout_settings(settings: Any) -> None:
     settings.AUTHFW = {
         **settings.AUTHFW,
         "LOCKOUT_THRESHOLD": 3,
+        "LOCKOUT_IP_THRESHOLD": 3,
         "LOCKOUT_WINDOW": timedelta(minutes=10),
     }
 

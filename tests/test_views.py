@@ -308,7 +308,8 @@ def test_lockout_threshold_and_window_follow_settings(
     assert 0 < int(response["Retry-After"]) <= 90
 
 
-def test_unlock_command_lifts_the_lockout(client: Client, user_factory: Any) -> None:
+def test_unlock_command_lifts_the_lockout(client: Client, user_factory: Any, settings: Any) -> None:
+    settings.AUTHFW = {**settings.AUTHFW, "LOCKOUT_IP_THRESHOLD": 5}
     user_factory(username="max")
     _fail(client, "max", 5)
     out = StringIO()
@@ -325,7 +326,8 @@ def test_unlock_command_lifts_the_lockout(client: Client, user_factory: Any) -> 
     assert post_json(client, TOKEN, {"username": "max", "password": PASSWORD}).status_code == 200
 
 
-def test_unlock_command_by_ip(client: Client, user_factory: Any) -> None:
+def test_unlock_command_by_ip(client: Client, user_factory: Any, settings: Any) -> None:
+    settings.AUTHFW = {**settings.AUTHFW, "LOCKOUT_IP_THRESHOLD": 5}
     # Different usernames from one address: the address locks.
     for i in range(5):
         post_json(client, TOKEN, {"username": f"ghost{i}", "password": "wrong"})
