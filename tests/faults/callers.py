@@ -28,7 +28,11 @@ class Tally:
     issued: list[str] = field(default_factory=list)  # raw access tokens, kept in memory only
     verified: int = 0
     errors: Counter[str] = field(default_factory=Counter)
-    slowest_failure: float = 0.0
+    # The longest a failing call took, per method: authenticate makes several storage calls
+    # (each with its own retry budget), verify_token exactly one read.
+    slowest_failure: dict[str, float] = field(
+        default_factory=lambda: {"authenticate": 0.0, "verify_token": 0.0}
+    )
 
 
 class Callers:
@@ -39,6 +43,7 @@ class Callers:
         self.username = username
         self.password = password
         self.tally = Tally()
+        self.crashed: BaseException | None = None
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._threads = [
@@ -58,11 +63,15 @@ class Callers:
         self._stop.set()
         for thread in self._threads:
             thread.join(60)
+        if self.crashed is not None:
+            raise AssertionError(f"a caller thread crashed: {self.crashed!r}")
 
-    def _failed(self, exc: Exception, started: float) -> None:
+    def _failed(self, method: str, exc: Exception, started: float) -> None:
+        took = time.monotonic() - started
         with self._lock:
             self.tally.errors[type(exc).__name__] += 1
-            self.tally.slowest_failure = max(self.tally.slowest_failure, time.monotonic() - started)
+            slowest = self.tally.slowest_failure
+            slowest[method] = max(slowest[method], took)
             self._lock.notify_all()
 
     def _run(self, number: int) -> None:
@@ -73,7 +82,7 @@ class Callers:
                 try:
                     issued = self.auth.authenticate(self.username, self.password)
                 except Exception as exc:  # counted by type; the test asserts which occur
-                    self._failed(exc, started)
+                    self._failed("authenticate", exc, started)
                 else:
                     with self._lock:
                         self.tally.issued.append(issued.access_token)
@@ -85,11 +94,16 @@ class Callers:
                     try:
                         self.auth.verify_token(earlier)
                     except Exception as exc:
-                        self._failed(exc, started)
+                        self._failed("verify_token", exc, started)
                     else:
                         with self._lock:
                             self.tally.verified += 1
                 time.sleep(PACE)
+        except BaseException as exc:  # a bug in this loop: fail the test now, not at a timeout
+            with self._lock:
+                self.crashed = exc
+                self._lock.notify_all()
+            raise
         finally:
             connections.close_all()  # this thread's database connections
 
@@ -106,6 +120,8 @@ class Callers:
         deadline = time.monotonic() + timeout
         with self._lock:
             while not condition():
+                if self.crashed is not None:
+                    raise AssertionError(f"a caller thread crashed: {self.crashed!r}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(
@@ -113,3 +129,7 @@ class Callers:
                         f"errors {dict(self.tally.errors)}"
                     )
                 self._lock.wait(min(left, 0.5))
+
+
+def slowest(tally: Tally) -> str:
+    return ", ".join(f"{method} {took:.2f}s" for method, took in tally.slowest_failure.items())

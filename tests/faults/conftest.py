@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_PORTS = range(26600, 26700)
 # appendfsync always: a write is on disk before its reply, so SIGKILL loses no acknowledged one.
 AOF_ARGS = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
-SEEDED_TOKENS = 3000
+SEEDED_TOKENS = 1500
 REQUIRED = os.environ.get("AUTHFW_FAULTS_REQUIRED") == "1"
 
 

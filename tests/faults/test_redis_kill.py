@@ -10,7 +10,7 @@ from django_authfw import AuthFramework
 from django_authfw.storage import RedisStorage
 
 from ..factories import PASSWORD, UserFactory
-from .callers import Callers
+from .callers import Callers, slowest
 from .conftest import AofRedis
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
@@ -57,11 +57,11 @@ def test_redis_sigkill_loses_no_issued_token(aof_redis: AofRedis, settings: obje
         f"{len(tally.issued) - issued_at_restart} after the restart); "
         f"verified after the restart {len(tally.issued) - len(lost)}/{len(tally.issued)}; "
         f"errors seen by callers {dict(tally.errors)}; down {down:.2f}s; "
-        f"slowest failed call {tally.slowest_failure:.2f}s (retry budget "
-        f"{storage.retry_budget:.2f}s)"
+        f"slowest failed calls {slowest(tally)} (retry budget {storage.retry_budget:.2f}s)"
     )
     assert lost == []
     assert set(tally.errors) == {"StorageUnavailable"}, tally.errors
-    assert tally.slowest_failure <= storage.retry_budget + SLACK
+    # Refused connections fail at once: each call gave up within one storage call's budget.
+    assert max(tally.slowest_failure.values()) <= storage.retry_budget + SLACK
     storage.flush()
     storage.close()
