@@ -34,8 +34,9 @@ def test_redis_sigkill_loses_no_issued_token(aof_redis: AofRedis, settings: obje
         aof_redis.kill()
         killed = time.monotonic()
         issued_at_kill = callers.issued_count()
-        # Down until every caller thread has been refused at least twice.
-        callers.wait_for("callers to see the outage", lambda: callers.error_count() >= 8)
+        # Down for several retry cycles: until the callers were refused 24 times (each thread
+        # about six times, each refusal after its retries).
+        callers.wait_for("callers to see the outage", lambda: callers.error_count() >= 24)
         aof_redis.restart()
         down = time.monotonic() - killed
         issued_at_restart = callers.issued_count()
