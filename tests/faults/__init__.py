@@ -1,4 +1,4 @@
 """The fault-injection group (``pytest -m faults``): real servers of its own, killed mid-loop.
 
-See docs/operations.md, "Fault-injection tests".
+See docs/operations.md, "Outages".
 """

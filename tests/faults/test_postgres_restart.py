@@ -11,6 +11,7 @@ import json
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,15 +58,16 @@ class Snapshots:
 
 
 def test_long_lived_process_recovers_after_postgres_restart(
-    postgres_cluster: PostgresCluster, seeded: dict[str, Any]
+    postgres_cluster: PostgresCluster, seeded: dict[str, Any], tmp_path: Path
 ) -> None:
+    log = (tmp_path / "worker.log").open("w")  # a file, not a pipe nobody drains
     process = subprocess.Popen(
         worker_command("verify-loop", "--seed", seeded["seed"], "--tokens", str(seeded["tokens"])),
         cwd=ROOT,
         env=worker_env(postgres_cluster),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     try:
@@ -103,8 +105,9 @@ def test_long_lived_process_recovers_after_postgres_restart(
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
     final = snapshots.join()
-    assert final.get("final"), process.stderr.read() if process.stderr else ""
+    assert final.get("final"), (tmp_path / "worker.log").read_text()[-4000:]
 
     print(
         f"\npostgres restart: worker pid {worker_pid} verified {before['ok']} tokens before the "
