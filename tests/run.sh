@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: lint and types; every test on PostgreSQL with every storage backend
-# (database, in-memory, locmem, Redis, Redis Cluster, Redis Sentinel); then the tests that
-# depend on the database vendor or the Django version again on SQLite, and on the previous
-# Django LTS (5.2, Python 3.11). Extra arguments go to the first pytest run.
+# (database, in-memory, locmem, Redis, Redis Cluster, Redis Sentinel); the fault-injection
+# group (tests/faults: servers of its own, killed mid-loop); then the tests that depend on the
+# database vendor or the Django version again on SQLite, and on the previous Django LTS (5.2,
+# Python 3.11). Extra arguments go to the first pytest run.
 source "$(dirname "$0")/../testproject/bootstrap.sh"
 
 echo "== ruff and mypy"
@@ -12,7 +13,14 @@ mypy
 
 echo "== pytest on PostgreSQL, every backend"
 DATABASE_URL="${AUTHFW_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" \
-    pytest "$@"
+    pytest --ignore=tests/faults "$@"
+
+# Its own PostgreSQL cluster (initdb/pg_ctl as the postgres user, so run as root) and Redis
+# servers on free loopback ports; it prints its counts (-s). Required: it fails, not skips,
+# on a machine that cannot run it.
+echo "== fault injection: Redis SIGKILL, PostgreSQL restart, authfw_migrate SIGKILL, failover"
+DATABASE_URL="${AUTHFW_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" \
+    AUTHFW_FAULTS_REQUIRED=1 pytest -m faults -s -p no:cacheprovider tests/faults
 
 # Storage, framework, HTTP, admin and operations (migration to and from SQLite, restores into
 # it); the concurrency, live-server, browser and bench suites ran above.

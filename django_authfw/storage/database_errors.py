@@ -3,14 +3,26 @@
 A lost or refused connection (or a database that is busy, full or shutting down) becomes
 :class:`StorageUnavailable`, which callers may retry later; anything else the database refuses
 becomes :class:`StorageError`. The original error stays chained as ``__cause__``.
+
+A connection the error left unusable (the server restarted, or killed our backend) is closed
+on the way out, so that the next call connects again. Django does that only at the start and
+end of a request; a process that is not a request cycle (a worker, a consumer calling
+``verify_token`` in a loop) would otherwise fail on the dead connection forever.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
-from django.db import Error, IntegrityError, InterfaceError, OperationalError
+from django.db import (
+    DataError,
+    Error,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connections,
+)
 
 from ..exceptions import StorageError, StorageUnavailable
 
@@ -113,10 +125,33 @@ def translate(exc: Error, alias: str) -> StorageError:
     return StorageError(f"The database {alias!r} failed: {detail}")
 
 
+def drop_if_unusable(alias: str, exc: Error) -> None:
+    """Close the connection of ``alias`` if ``exc`` left it unusable, so the next call reconnects.
+
+    As Django's ``close_if_unusable_or_obsolete()`` judges it: data and integrity errors leave
+    the connection fine; after any other error, a ``SELECT 1`` (``is_usable()``) decides. Not
+    inside an ``atomic()`` block: there the transaction is aborted after any error, so the test
+    would fail on a sound connection, and the block's own exit rolls back and drops the
+    connection if that rollback fails (``Atomic.__exit__``).
+    """
+    if isinstance(exc, DataError | IntegrityError) or alias not in connections:
+        return
+    connection = connections[alias]
+    if connection.connection is None or connection.in_atomic_block:
+        return
+    if not connection.is_usable():
+        # Closing a dead connection may itself fail; the caller gets the original error.
+        with suppress(Error):
+            connection.close()
+        # close() clears the wrapper's connection even when closing failed.
+
+
 @contextmanager
 def database_errors(alias: str) -> Iterator[None]:
-    """Re-raise database errors from the block as :class:`StorageError` subclasses."""
+    """Re-raise database errors from the block as :class:`StorageError` subclasses, and close
+    a connection the error left unusable (see :func:`drop_if_unusable`)."""
     try:
         yield
     except Error as exc:  # DatabaseError, and InterfaceError which is not one
+        drop_if_unusable(alias, exc)
         raise translate(exc, alias) from exc
