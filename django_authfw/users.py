@@ -10,8 +10,9 @@ surfaces), like the storages do, never the driver's raw ``OperationalError``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
@@ -25,6 +26,9 @@ from .tokens import check_id
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 
 def user_model() -> type[AbstractBaseUser]:
     return cast("type[AbstractBaseUser]", get_user_model())
@@ -33,6 +37,13 @@ def user_model() -> type[AbstractBaseUser]:
 def _manager() -> Any:
     # _default_manager, as ModelBackend uses: custom user models name their manager freely.
     return user_model()._default_manager
+
+
+def _in_connection_thread(function: Callable[_P, _R]) -> Callable[_P, Awaitable[_R]]:
+    # The whole lookup runs in the thread that owns the ORM's connection (as Django's own async
+    # ORM methods do, one hop each), so that database_errors can close that connection if an
+    # error left it unusable; closing from the event loop's thread would reach another one.
+    return sync_to_async(function)
 
 
 def _reading() -> AbstractContextManager[None]:
@@ -68,11 +79,7 @@ def get_by_username(username: str) -> AbstractBaseUser | None:
 
 async def aget_by_username(username: str) -> AbstractBaseUser | None:
     """Async twin of :func:`get_by_username`."""
-    try:
-        with _reading():
-            return cast("AbstractBaseUser", await _manager().aget_by_natural_key(username))
-    except user_model().DoesNotExist:
-        return None
+    return await _in_connection_thread(get_by_username)(username)
 
 
 def _is_instance(user: object) -> bool:
@@ -134,14 +141,7 @@ def load_active_user(user_id: str) -> AbstractBaseUser | None:
 
 async def aload_active_user(user_id: str) -> AbstractBaseUser | None:
     """Async twin of :func:`load_active_user`."""
-    try:
-        with _reading():
-            user = await _manager().filter(pk=user_id).afirst()
-    except (ValueError, TypeError, ValidationError):
-        return None
-    if user is None or not can_authenticate(user):
-        return None
-    return cast("AbstractBaseUser", user)
+    return await _in_connection_thread(load_active_user)(user_id)
 
 
 def grants_of(user: AbstractBaseUser) -> tuple[list[str], list[str]]:
@@ -158,19 +158,5 @@ def grants_of(user: AbstractBaseUser) -> tuple[list[str], list[str]]:
 
 
 async def agrants_of(user: AbstractBaseUser) -> tuple[list[str], list[str]]:
-    """Async twin of :func:`grants_of` (Django's async permission API, async ORM for groups)."""
-    aget_all = getattr(user, "aget_all_permissions", None)
-    groups = getattr(user, "groups", None)
-    with _reading_of(user):
-        if aget_all is not None:
-            permissions = sorted(await aget_all())
-        elif getattr(user, "get_all_permissions", None) is not None:
-            permissions = sorted(await sync_to_async(user.get_all_permissions)())  # type: ignore[attr-defined]
-        else:
-            permissions = []
-        roles = (
-            sorted([name async for name in groups.values_list("name", flat=True)])
-            if groups is not None
-            else []
-        )
-    return permissions, roles
+    """Async twin of :func:`grants_of` (permissions and groups in one thread hop)."""
+    return await _in_connection_thread(grants_of)(user)

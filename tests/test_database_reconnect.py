@@ -10,6 +10,9 @@ every connection.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import psycopg
 import pytest
 from django.db import connection, transaction
@@ -118,3 +121,44 @@ def test_inside_atomic_an_ordinary_error_keeps_the_transaction_to_the_caller() -
         assert connection.connection is raw
         assert storage.kv_get("kept-out") == b"v"
     assert connection.connection is raw
+
+
+def test_async_user_lookups_reconnect_in_the_connections_thread() -> None:
+    """Under ASGI the event loop's thread holds no connection: the async user lookups must drop
+    the broken connection in the thread that owns it (asgiref's sync thread), or every later
+    lookup of that long-lived process fails."""
+    from asgiref.sync import sync_to_async
+
+    from django_authfw.users import aload_active_user
+
+    user_id = str(UserFactory().pk)
+    outcomes: list[object] = []
+
+    def backend_pid() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchone()[0])
+
+    async def scenario() -> None:
+        try:
+            assert await aload_active_user(user_id) is not None
+            pid = await sync_to_async(backend_pid)()
+            with psycopg.connect(**params, autocommit=True) as killer:
+                killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+            for _ in range(2):
+                try:
+                    outcomes.append(await aload_active_user(user_id))
+                except StorageUnavailable as exc:
+                    outcomes.append(exc)
+        finally:
+            # Resolved in the sync thread: that thread's connection, not the loop thread's.
+            await sync_to_async(lambda: connection.close())()
+
+    params = connection.get_connection_params()
+    # A loop in a thread of its own, as an ASGI server runs it: thread-sensitive calls then go
+    # to asgiref's sync thread, not to the loop's.
+    loop_thread = threading.Thread(target=asyncio.run, args=(scenario(),))
+    loop_thread.start()
+    loop_thread.join()
+    assert isinstance(outcomes[0], StorageUnavailable)
+    assert getattr(outcomes[1], "pk", None) == int(user_id)  # reconnected
