@@ -50,11 +50,13 @@ from .users import (
     agrants_of,
     aload_active_user,
     aresolve_user_id,
+    aunchanged_since_check,
     can_authenticate,
     get_by_username,
     grants_of,
     load_active_user,
     resolve_user_id,
+    unchanged_since_check,
     user_id_of,
     user_model,
 )
@@ -74,6 +76,10 @@ logger = logging.getLogger("django_authfw")
 
 # One message for every failed login, so a caller cannot tell which accounts exist.
 BAD_CREDENTIALS = "Invalid username or password."
+# Login failure reason: the password changed (or the user was deactivated) while it was being
+# checked. The token is stored before the row is read again, so that either this read or the
+# signal receivers' pass after the change's commit sees it (docs/security.md).
+_CHANGED = "changed_during_login"
 _BAD_ACCESS = "The access token is not valid; log in again to get a new one."
 _BAD_REFRESH = "The refresh token is not valid; log in again to get a new one."
 _REUSED = (
@@ -542,6 +548,10 @@ class AuthFramework(SessionAPI):
             metadata=_client_metadata(info),
         )
         self.storage.store_token(grant.record)
+        if not unchanged_since_check(user):
+            self.storage.delete_token(grant.record.token_id)
+            self._audit.write(self._failure_event(user, username, _CHANGED, info))
+            raise InvalidCredentials(BAD_CREDENTIALS)
         self._audit_grant(actions.LOGIN, grant, info, undo=self.storage.delete_token)
         return grant.issued
 
@@ -581,6 +591,10 @@ class AuthFramework(SessionAPI):
             metadata=_client_metadata(info),
         )
         await self.storage.astore_token(grant.record)
+        if not await aunchanged_since_check(user):
+            await self.storage.adelete_token(grant.record.token_id)
+            await self._audit.awrite(self._failure_event(user, username, _CHANGED, info))
+            raise InvalidCredentials(BAD_CREDENTIALS)
         await self._aaudit_grant(actions.LOGIN, grant, info, undo=self.storage.adelete_token)
         return grant.issued
 

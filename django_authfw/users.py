@@ -144,6 +144,30 @@ async def aload_active_user(user_id: str) -> AbstractBaseUser | None:
     return await _in_connection_thread(load_active_user)(user_id)
 
 
+def unchanged_since_check(user: AbstractBaseUser) -> bool:
+    """Whether the user's row still holds the password hash (and ``is_active``) of ``user``.
+
+    Read from the database writes go to, after a login stored its token: a password change or
+    deactivation committed while the password was being checked is seen here (one committed
+    later is caught by the signal receivers' second pass).
+    """
+    model = type(user)
+    fields = ["password", *(["is_active"] if hasattr(user, "is_active") else [])]
+    with _reading_of(user):
+        row = (
+            model._base_manager.using(router.db_for_write(model, instance=user))
+            .filter(pk=user.pk)
+            .values(*fields)
+            .first()
+        )
+    return row is not None and row["password"] == user.password and bool(row.get("is_active", True))
+
+
+async def aunchanged_since_check(user: AbstractBaseUser) -> bool:
+    """Async twin of :func:`unchanged_since_check`."""
+    return await _in_connection_thread(unchanged_since_check)(user)
+
+
 def grants_of(user: AbstractBaseUser) -> tuple[list[str], list[str]]:
     """Sorted permission names (``app_label.codename``) and sorted group names of ``user``.
 

@@ -16,7 +16,12 @@ from django.contrib.auth.hashers import make_password
 from django.db import connection, transaction
 
 from django_authfw import AuthFramework
-from django_authfw.exceptions import InvalidToken, StorageUnavailable, TokenRevoked
+from django_authfw.exceptions import (
+    InvalidCredentials,
+    InvalidToken,
+    StorageUnavailable,
+    TokenRevoked,
+)
 from django_authfw.storage import DatabaseStorage, get_storage
 from django_authfw.tokens import IssuedToken
 
@@ -377,7 +382,9 @@ def test_a_password_change_during_our_hash_upgrade_is_kept(
         thread.join()
 
     HookedArgon2PasswordHasher.hook = change_password
-    AuthFramework(storage=aliases[0]).authenticate("alice", PASSWORD)  # the old password
+    # The old password: checked before the change, so the login itself is refused after it.
+    with pytest.raises(InvalidCredentials):
+        AuthFramework(storage=aliases[0]).authenticate("alice", PASSWORD)
     stored = User.objects.get(pk=user.pk)
     assert stored.check_password(new_password)
     assert not stored.check_password(PASSWORD)
@@ -418,3 +425,58 @@ def test_a_login_between_the_change_and_its_commit_is_ended(
     for alias, pair in issued.items():
         with pytest.raises(TokenRevoked):
             AuthFramework(storage=alias).verify_token(pair.access_token)
+
+
+class VerifyHookedArgon2PasswordHasher(CountingArgon2PasswordHasher):
+    """Runs ``hook`` (once) when it next verifies a password: a point inside a login, after
+    the user row was read and before the token is issued."""
+
+    hook: Callable[[], None] | None = None
+
+    def verify(self, password: str, encoded: str) -> bool:
+        hook, VerifyHookedArgon2PasswordHasher.hook = VerifyHookedArgon2PasswordHasher.hook, None
+        if hook is not None:
+            hook()
+        return super().verify(password, encoded)
+
+
+@needs_server_database
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["authenticate", "aauthenticate"])
+@pytest.mark.parametrize("change", ["password", "deactivation"])
+def test_a_change_committed_while_a_login_checks_the_password_refuses_it(
+    aliases: list[str], settings: Any, db_audit: DatabaseStorage, how: str, change: str
+) -> None:
+    """The change and its receivers' passes complete while the login is verifying the old
+    password; the login then reads the row again after storing its token and gives it up."""
+    settings.PASSWORD_HASHERS = [f"{__name__}.VerifyHookedArgon2PasswordHasher"]
+    user = AuthFramework(storage=aliases[0]).register_user("alice", PASSWORD)
+
+    def change_elsewhere() -> None:
+        def run() -> None:
+            try:
+                other = User.objects.get(pk=user.pk)
+                if change == "password":
+                    other.set_password("changed while the login was hashing")
+                else:
+                    other.is_active = False
+                other.save()
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+
+    for alias in aliases:
+        VerifyHookedArgon2PasswordHasher.hook = change_elsewhere
+        auth = AuthFramework(storage=alias)
+        with pytest.raises(InvalidCredentials):
+            if how == "authenticate":
+                auth.authenticate("alice", PASSWORD)
+            else:
+                async_to_sync(auth.aauthenticate)("alice", PASSWORD)
+        assert auth.storage.list_user_tokens(str(user.pk)) == [], alias
+        User.objects.filter(pk=user.pk).update(password=make_password(PASSWORD), is_active=True)
+    reasons = [e.metadata.get("reason") for e in db_audit.query_audit(action="login")]
+    assert reasons.count("changed_during_login") == len(aliases)
