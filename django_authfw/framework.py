@@ -139,6 +139,7 @@ class _Grant:
     record: AuthToken
 
 
+@sensitive_variables()  # the raw tokens
 def _mint(
     user_id: str,
     permissions: list[str],
@@ -167,6 +168,7 @@ def _mint(
     return _Grant(_issued(record, access, refresh), record)
 
 
+@sensitive_variables()  # the raw tokens
 def _issued(record: AuthToken, access: str, refresh: str | None) -> IssuedToken:
     return IssuedToken(
         access_token=access,
@@ -501,7 +503,7 @@ class AuthFramework(SessionAPI):
             return "inactive"
         return None
 
-    @sensitive_variables("password")
+    @sensitive_variables()  # password, and grant: the issued pair
     def authenticate(
         self, username: str, password: str, *, request_info: RequestInfo | None = None
     ) -> IssuedToken:
@@ -555,7 +557,7 @@ class AuthFramework(SessionAPI):
         self._audit_grant(actions.LOGIN, grant, info, undo=self.storage.delete_token)
         return grant.issued
 
-    @sensitive_variables("password")
+    @sensitive_variables()
     async def aauthenticate(
         self, username: str, password: str, *, request_info: RequestInfo | None = None
     ) -> IssuedToken:
@@ -746,6 +748,7 @@ class AuthFramework(SessionAPI):
             raise InvalidToken("The token's user no longer exists or cannot log in; log in again.")
         return await agrants_of(user)
 
+    @sensitive_variables()  # the presented and issued tokens
     def refresh(
         self, refresh_token: str, *, request_info: RequestInfo | None = None
     ) -> IssuedToken:
@@ -799,6 +802,7 @@ class AuthFramework(SessionAPI):
         self._audit_grant(actions.REFRESH, grant, info, undo=self.storage.delete_token)
         return grant.issued
 
+    @sensitive_variables()  # the presented and issued tokens
     async def arefresh(
         self, refresh_token: str, *, request_info: RequestInfo | None = None
     ) -> IssuedToken:
@@ -985,6 +989,7 @@ class AuthFramework(SessionAPI):
         )
         return access, updated
 
+    @sensitive_variables()
     def _refresh_in_place(
         self,
         record: AuthToken,
@@ -1003,6 +1008,7 @@ class AuthFramework(SessionAPI):
         )
         return grant.issued
 
+    @sensitive_variables()
     async def _arefresh_in_place(
         self,
         record: AuthToken,
@@ -1037,6 +1043,7 @@ class AuthFramework(SessionAPI):
             },
         )
 
+    @sensitive_variables()
     def revoke_token(self, token: str, *, request_info: RequestInfo | None = None) -> bool:
         """Revoke an access token (its pair) or a refresh token (its whole family).
 
@@ -1069,6 +1076,7 @@ class AuthFramework(SessionAPI):
             )
         return int(self.storage.revoke_token(record.token_id, at=utcnow()))
 
+    @sensitive_variables()
     async def arevoke_token(self, token: str, *, request_info: RequestInfo | None = None) -> bool:
         """Async twin of :meth:`revoke_token`."""
         info = _request_info(request_info)
@@ -1134,6 +1142,7 @@ class AuthFramework(SessionAPI):
 
     # Introspection ----------------------------------------------------------------------------
 
+    @sensitive_variables()
     def introspect(self, token: str) -> dict[str, Any]:
         """RFC 7662 introspection of an access or refresh token.
 
@@ -1161,6 +1170,7 @@ class AuthFramework(SessionAPI):
             return {"active": False}
         return _introspection(record, kind, user.get_username())
 
+    @sensitive_variables()
     async def aintrospect(self, token: str) -> dict[str, Any]:
         """Async twin of :meth:`introspect`."""
         if not isinstance(token, str):

@@ -106,3 +106,53 @@ def test_middleware_report_hides_the_bearer_token(broken_storage: None) -> None:
     report = _report(response)
     _assert_clean(report)
     assert "in authenticate_request" in report
+
+
+def test_framework_frames_hide_the_issued_tokens(
+    monkeypatch: pytest.MonkeyPatch, user_factory: Any, settings: Any
+) -> None:
+    """Called outside a view (a management command, a task), ``authenticate`` and ``_mint``
+    mark their own frames: an exception after the raw tokens exist shows none of them."""
+    import sys
+
+    from django_authfw import AuthFramework
+    from django_authfw import framework as framework_module
+    from django_authfw.storage import InMemoryStorage
+
+    from .factories import PASSWORD as USER_PASSWORD
+
+    settings.DEBUG = False
+    user = user_factory(username="ann")
+    minted: list[str] = []
+    real_new_secret = framework_module.tokens.new_secret
+    calls = {"new_id": 0}
+    real_new_id = framework_module.tokens.new_id
+
+    def new_secret(prefix: str) -> str:
+        minted.append(real_new_secret(prefix))
+        return minted[-1]
+
+    def new_id() -> str:
+        calls["new_id"] += 1
+        if calls["new_id"] == 2:  # the record's id, after both secrets were made
+            raise RuntimeError("storage id generator failed")
+        return real_new_id()
+
+    monkeypatch.setattr(framework_module.tokens, "new_secret", new_secret)
+    monkeypatch.setattr(framework_module.tokens, "new_id", new_id)
+    storage = InMemoryStorage()
+    with pytest.raises(RuntimeError):
+        try:
+            AuthFramework(storage=storage, audit_storage=storage).authenticate(
+                user.get_username(), USER_PASSWORD
+            )
+        except RuntimeError:
+            frames = ExceptionReporter(None, *sys.exc_info()).get_traceback_frames()
+            raise
+    assert len(minted) == 2
+    # The library's frames only: this test's own frames hold the secrets it collected.
+    ours = [f for f in frames if "/django_authfw/" in f["filename"]]
+    assert {f["function"] for f in ours} >= {"authenticate", "_mint"}
+    shown = repr([f["vars"] for f in ours])
+    for secret in (*minted, USER_PASSWORD):
+        assert secret not in shown
