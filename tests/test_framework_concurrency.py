@@ -151,3 +151,63 @@ def test_concurrent_refreshes_of_one_token_in_threads(storage: AuthStorage) -> N
     check_single_winner(storage, outcomes, [issued])
     if isinstance(storage, DatabaseStorage):
         assert connection.vendor == "postgresql"
+
+
+_REVOKE_ELSEWHERE = """
+import sys
+import django
+
+django.setup()
+from django_authfw.records import utcnow
+from django_authfw.storage import DatabaseStorage, RedisStorage
+
+kind, token_id, url, prefix = sys.argv[1:]
+storage = DatabaseStorage() if kind == "database" else RedisStorage(url=url, key_prefix=prefix)
+print(storage.revoke_token(token_id, at=utcnow()))
+"""
+
+
+@needs_server_database
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["database", "redis"])
+def test_a_revocation_in_another_process_is_seen_at_once(kind: str) -> None:
+    """No cache between the storage and verification: the next verify in this process, right
+    after another process revoked the token, refuses it."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from .backends import REDIS_TEST_URL
+
+    if kind == "database":
+        storage: AuthStorage = DatabaseStorage()
+        prefix = ""
+    else:
+        from django_authfw.storage import RedisStorage
+
+        prefix = f"authfw-test:{uuid.uuid4().hex[:12]}:"
+        storage = RedisStorage(url=REDIS_TEST_URL, key_prefix=prefix)
+    auth = AuthFramework(storage=storage)
+    auth.register_user("ann", PASSWORD)
+    issued = auth.authenticate("ann", PASSWORD)
+    assert auth.verify_token(issued.access_token)
+    # The other process uses this run's test database, not the one DATABASE_URL names.
+    settings_dict = connection.settings_dict
+    url = (
+        f"postgres://{settings_dict['USER']}@{settings_dict['HOST'] or '127.0.0.1'}:"
+        f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _REVOKE_ELSEWHERE, kind, issued.token_id, REDIS_TEST_URL, prefix],
+        env={**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "testproject.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.stdout.strip() == "True", done.stderr
+    with pytest.raises(TokenRevoked):
+        auth.verify_token(issued.access_token)
+    if kind == "redis":
+        storage.flush()
