@@ -16,6 +16,8 @@ Successes take their count back
     against their office's address, while other pairs' failures stay counted: one valid account
     cannot wipe an address's counter, and a user's success does not forgive an attacker's
     failures from elsewhere. (``kv_incr`` only adds one; credits avoid needing a decrement.)
+    A success claims its pair's failures one by one with ``kv_incr`` on a claim counter, so
+    that concurrent successes of one pair take back each failure once, not once each.
 
 Subjects
     The username (already normalised by the caller), up to ``AUTHFW["LOCKOUT_THRESHOLD"]``; the
@@ -37,6 +39,7 @@ or address appears in the store and keys stay short)::
     authfw:lockout:try:<kind>:<hmac>:<window>    attempts counted in the window
     authfw:lockout:ok:<kind>:<hmac>:<window>     counts taken back by successes
     authfw:lockout:pair:<hmac>:<window>          failures of one (username, address) pair
+    authfw:lockout:claim:<hmac>:<window>         of those, how many successes took back
     authfw:lockout:noted:<kind>:<hmac>           refusals audited this minute (at most one)
 
 A threshold of 0 turns its subject off; ``LOCKOUT_THRESHOLD = 0`` turns lockout off.
@@ -118,6 +121,11 @@ def _pair_key(username: str, address: str, window: int) -> str:
     # NUL cannot occur in a username (check_id refuses it), so the pair is unambiguous.
     text = "pair:" + username + "\x00" + address
     return f"{_PREFIX}pair:{_digest(text)}:{window}"
+
+
+def _claim_key(pair_key: str) -> str:
+    """The counter of a pair's failures taken back (claimed) by its successes."""
+    return pair_key.replace(f"{_PREFIX}pair:", f"{_PREFIX}claim:", 1)
 
 
 def _subjects(
@@ -325,10 +333,15 @@ class Lockout:
         taken = 1
         pair, cap = attempt.pair_key(), attempt.pair_failures_cap()
         if pair is not None and cap > 0:
-            failures = _count(storage.kv_get(pair))
-            if failures:
-                storage.kv_delete(pair)
-                taken += min(failures, cap)
+            # Each failure is claimed by one kv_incr of the claim counter, whose numbers are
+            # unique: concurrent successes of one pair cannot all take back the same failures
+            # (reading the count and deleting it could, and so credit more than was counted).
+            failures, claim = _count(storage.kv_get(pair)), _claim_key(pair)
+            wanted = min(failures - _count(storage.kv_get(claim)), cap) if failures else 0
+            for _ in range(wanted):
+                if storage.kv_incr(claim, window.length) > failures:
+                    break
+                taken += 1
         for subject, _ in attempt.counted:
             for _ in range(taken):
                 storage.kv_incr(subject.ok_key(window.number), window.length)
@@ -340,10 +353,12 @@ class Lockout:
         taken = 1
         pair, cap = attempt.pair_key(), attempt.pair_failures_cap()
         if pair is not None and cap > 0:
-            failures = _count(await storage.akv_get(pair))
-            if failures:
-                await storage.akv_delete(pair)
-                taken += min(failures, cap)
+            failures, claim = _count(await storage.akv_get(pair)), _claim_key(pair)
+            wanted = min(failures - _count(await storage.akv_get(claim)), cap) if failures else 0
+            for _ in range(wanted):
+                if await storage.akv_incr(claim, window.length) > failures:
+                    break
+                taken += 1
         for subject, _ in attempt.counted:
             for _ in range(taken):
                 await storage.akv_incr(subject.ok_key(window.number), window.length)
@@ -370,7 +385,8 @@ class Lockout:
         ]
         if username:
             address = address_subject(ip_address) if ip_address else ""
-            keys.append(_pair_key(username, address, window))
+            pair = _pair_key(username, address, window)
+            keys += [pair, _claim_key(pair)]
         return keys
 
     def reset(self, username: str | None, ip_address: str | None) -> int:
