@@ -30,7 +30,9 @@ Windows
     credits and pair counts of a window carry its number in their keys, so a success only ever
     takes back counts of its own window. A failure that brings its subject to the threshold
     locks the subject for ``LOCKOUT_WINDOW`` from then (the lock key); while a lock lasts,
-    attempts are refused before they are counted.
+    attempts are refused before they are counted. Across a boundary, as with any fixed window,
+    up to twice the threshold is checked within one window's length (2 x threshold - 1 one by
+    one; 2 x threshold for a burst whose later half passes before the earlier half's lock).
 
 Keys (each with a TTL; ``<hmac>`` is an HMAC-SHA256 keyed with ``SECRET_KEY``, so no username
 or address appears in the store and keys stay short)::

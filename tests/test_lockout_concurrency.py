@@ -23,7 +23,7 @@ import sys
 import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection
 
-from django_authfw import AuthFramework
+from django_authfw import AuthFramework, lockout
 from django_authfw.exceptions import AccountLocked, AuthError, InvalidCredentials
 from django_authfw.models import AuditLog
+from django_authfw.records import utcnow
 from django_authfw.request_info import RequestInfo
 from django_authfw.storage import AuthStorage
 from django_authfw.tokens import IssuedToken
@@ -400,3 +401,67 @@ def test_concurrent_successes_take_back_their_pairs_failures_once(
         f"{successes} concurrent logins after {failures} failures: the address then got "
         f"{checked} guesses, threshold {ip_threshold}"
     )
+
+
+# Window boundaries: the bound docs/security.md states ------------------------------------------
+
+BOUNDARY_WINDOW = timedelta(minutes=15)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[datetime]:
+    """The lockout's clock, one second before a window boundary until the test moves it."""
+    settings.AUTHFW = {**settings.AUTHFW, "LOCKOUT_WINDOW": BOUNDARY_WINDOW}
+    length = BOUNDARY_WINDOW.total_seconds()
+    boundary = (utcnow().timestamp() // length + 1) * length
+    now = [datetime.fromtimestamp(boundary - 1, UTC)]
+    monkeypatch.setattr(lockout, "utcnow", lambda: now[0])
+    return now
+
+
+def test_guesses_one_by_one_across_a_window_boundary(
+    storage: AuthStorage, gated: Any, clock: list[datetime]
+) -> None:
+    """THRESHOLD - 1 guesses just before a boundary and THRESHOLD just after: 2 x THRESHOLD - 1
+    checks, then the lock (which outlasts the next boundary) holds."""
+    Gate.open()
+    auth = AuthFramework(storage=storage, audit_storage=storage)
+    auth.register_user("alice", PASSWORD)
+    gated.reset()
+    before = [attempt(auth, "wrong") for _ in range(THRESHOLD - 1)]
+    clock[0] += timedelta(seconds=2)
+    after = [attempt(auth, "wrong") for _ in range(2 * THRESHOLD)]
+    clock[0] += BOUNDARY_WINDOW - timedelta(seconds=4)  # into the next window, still locked
+    later = attempt(auth, PASSWORD)
+    assert gated.calls == 2 * THRESHOLD - 1
+    assert [type(o).__name__ for o in [*before, *after, later]] == (
+        ["InvalidCredentials"] * (2 * THRESHOLD - 1) + ["AccountLocked"] * (THRESHOLD + 1)
+    )
+
+
+@needs_server_database
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_straddling_a_window_boundary(
+    storage: AuthStorage, gated: Any, clock: list[datetime]
+) -> None:
+    """A burst just before a boundary and one just after, the second arriving while the first
+    is still being checked (its lock not yet written): 2 x THRESHOLD checks, never more."""
+    auth = AuthFramework(storage=storage, audit_storage=storage)
+    auth.register_user("alice", PASSWORD)
+    gated.reset()
+    join_before = start_together([lambda: attempt(auth, "wrong")] * GUESSES)
+    Gate.wait_settled(GUESSES)
+    clock[0] += timedelta(seconds=2)
+    join_after = start_together([lambda: attempt(auth, "wrong")] * GUESSES)
+    Gate.wait_settled(2 * GUESSES)
+    Gate.open()
+    outcomes = join_before() + join_after()
+    assert gated.calls == 2 * THRESHOLD, (
+        f"two bursts of {GUESSES} around a window boundary, threshold {THRESHOLD}: "
+        f"{gated.calls} password checks"
+    )
+    assert sorted(type(o).__name__ for o in outcomes) == (
+        ["AccountLocked"] * (2 * GUESSES - 2 * THRESHOLD) + ["InvalidCredentials"] * 2 * THRESHOLD
+    )
+    with pytest.raises(AccountLocked):
+        auth.authenticate("alice", PASSWORD, request_info=CLIENT)
