@@ -21,9 +21,10 @@ Successes take their count back
 
 Subjects
     The username (already normalised by the caller), up to ``AUTHFW["LOCKOUT_THRESHOLD"]``; the
-    client address, up to ``AUTHFW["LOCKOUT_IP_THRESHOLD"]``, an IPv4 address as is and an IPv6
-    address by its /64 network (one subscriber usually holds a whole /64, so counting each
-    address would give an attacker 2**64 counters).
+    client address, up to ``AUTHFW["LOCKOUT_IP_THRESHOLD"]``, an IPv4 address as is (also when
+    embedded in a ``64:ff9b::/96`` NAT64 address) and an IPv6 address by its /64 network (one
+    subscriber usually holds a whole /64, so counting each address would give an attacker
+    2**64 counters).
 
 Windows
     Fixed periods of ``AUTHFW["LOCKOUT_WINDOW"]`` aligned to the Unix epoch. The counts,
@@ -78,12 +79,23 @@ def _digest(text: str) -> str:
     return salted_hmac(_HMAC_SALT, data, algorithm="sha256").hexdigest()
 
 
+#: RFC 6052's well-known prefix: a translator (NAT64, SIIT) shows IPv4 client a.b.c.d to an
+#: IPv6-only server as 64:ff9b::a.b.c.d. Its /64 would be one counter for every IPv4 client.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def address_subject(ip_address: str) -> str:
-    """The value an address is counted under: IPv4 as is, IPv6 as its /64 network."""
+    """The value an address is counted under: IPv4 as is, IPv6 as its /64 network.
+
+    An IPv4 address embedded in a mapped (``::ffff:``) or NAT64 (``64:ff9b::``) address counts
+    as that IPv4 address.
+    """
     address = ipaddress.ip_address(ip_address)
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
+        if address in _NAT64:
+            return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
 
