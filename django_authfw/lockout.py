@@ -16,19 +16,24 @@ Successes take their count back
     against their office's address, while other pairs' failures stay counted: one valid account
     cannot wipe an address's counter, and a user's success does not forgive an attacker's
     failures from elsewhere. (``kv_incr`` only adds one; credits avoid needing a decrement.)
+    A success claims its pair's failures one by one with ``kv_incr`` on a claim counter, so
+    that concurrent successes of one pair take back each failure once, not once each.
 
 Subjects
     The username (already normalised by the caller), up to ``AUTHFW["LOCKOUT_THRESHOLD"]``; the
-    client address, up to ``AUTHFW["LOCKOUT_IP_THRESHOLD"]``, an IPv4 address as is and an IPv6
-    address by its /64 network (one subscriber usually holds a whole /64, so counting each
-    address would give an attacker 2**64 counters).
+    client address, up to ``AUTHFW["LOCKOUT_IP_THRESHOLD"]``, an IPv4 address as is (also when
+    embedded in a ``64:ff9b::/96`` NAT64 address) and an IPv6 address by its /64 network (one
+    subscriber usually holds a whole /64, so counting each address would give an attacker
+    2**64 counters).
 
 Windows
     Fixed periods of ``AUTHFW["LOCKOUT_WINDOW"]`` aligned to the Unix epoch. The counts,
     credits and pair counts of a window carry its number in their keys, so a success only ever
     takes back counts of its own window. A failure that brings its subject to the threshold
     locks the subject for ``LOCKOUT_WINDOW`` from then (the lock key); while a lock lasts,
-    attempts are refused before they are counted.
+    attempts are refused before they are counted. Across a boundary, as with any fixed window,
+    up to twice the threshold is checked within one window's length (2 x threshold - 1 one by
+    one; 2 x threshold for a burst whose later half passes before the earlier half's lock).
 
 Keys (each with a TTL; ``<hmac>`` is an HMAC-SHA256 keyed with ``SECRET_KEY``, so no username
 or address appears in the store and keys stay short)::
@@ -37,6 +42,7 @@ or address appears in the store and keys stay short)::
     authfw:lockout:try:<kind>:<hmac>:<window>    attempts counted in the window
     authfw:lockout:ok:<kind>:<hmac>:<window>     counts taken back by successes
     authfw:lockout:pair:<hmac>:<window>          failures of one (username, address) pair
+    authfw:lockout:claim:<hmac>:<window>         of those, how many successes took back
     authfw:lockout:noted:<kind>:<hmac>           refusals audited this minute (at most one)
 
 A threshold of 0 turns its subject off; ``LOCKOUT_THRESHOLD = 0`` turns lockout off.
@@ -73,12 +79,23 @@ def _digest(text: str) -> str:
     return salted_hmac(_HMAC_SALT, data, algorithm="sha256").hexdigest()
 
 
+#: RFC 6052's well-known prefix: a translator (NAT64, SIIT) shows IPv4 client a.b.c.d to an
+#: IPv6-only server as 64:ff9b::a.b.c.d. Its /64 would be one counter for every IPv4 client.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def address_subject(ip_address: str) -> str:
-    """The value an address is counted under: IPv4 as is, IPv6 as its /64 network."""
+    """The value an address is counted under: IPv4 as is, IPv6 as its /64 network.
+
+    An IPv4 address embedded in a mapped (``::ffff:``) or NAT64 (``64:ff9b::``) address counts
+    as that IPv4 address.
+    """
     address = ipaddress.ip_address(ip_address)
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
+        if address in _NAT64:
+            return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
 
@@ -118,6 +135,11 @@ def _pair_key(username: str, address: str, window: int) -> str:
     # NUL cannot occur in a username (check_id refuses it), so the pair is unambiguous.
     text = "pair:" + username + "\x00" + address
     return f"{_PREFIX}pair:{_digest(text)}:{window}"
+
+
+def _claim_key(pair_key: str) -> str:
+    """The counter of a pair's failures taken back (claimed) by its successes."""
+    return pair_key.replace(f"{_PREFIX}pair:", f"{_PREFIX}claim:", 1)
 
 
 def _subjects(
@@ -325,10 +347,15 @@ class Lockout:
         taken = 1
         pair, cap = attempt.pair_key(), attempt.pair_failures_cap()
         if pair is not None and cap > 0:
-            failures = _count(storage.kv_get(pair))
-            if failures:
-                storage.kv_delete(pair)
-                taken += min(failures, cap)
+            # Each failure is claimed by one kv_incr of the claim counter, whose numbers are
+            # unique: concurrent successes of one pair cannot all take back the same failures
+            # (reading the count and deleting it could, and so credit more than was counted).
+            failures, claim = _count(storage.kv_get(pair)), _claim_key(pair)
+            wanted = min(failures - _count(storage.kv_get(claim)), cap) if failures else 0
+            for _ in range(wanted):
+                if storage.kv_incr(claim, window.length) > failures:
+                    break
+                taken += 1
         for subject, _ in attempt.counted:
             for _ in range(taken):
                 storage.kv_incr(subject.ok_key(window.number), window.length)
@@ -340,10 +367,12 @@ class Lockout:
         taken = 1
         pair, cap = attempt.pair_key(), attempt.pair_failures_cap()
         if pair is not None and cap > 0:
-            failures = _count(await storage.akv_get(pair))
-            if failures:
-                await storage.akv_delete(pair)
-                taken += min(failures, cap)
+            failures, claim = _count(await storage.akv_get(pair)), _claim_key(pair)
+            wanted = min(failures - _count(await storage.akv_get(claim)), cap) if failures else 0
+            for _ in range(wanted):
+                if await storage.akv_incr(claim, window.length) > failures:
+                    break
+                taken += 1
         for subject, _ in attempt.counted:
             for _ in range(taken):
                 await storage.akv_incr(subject.ok_key(window.number), window.length)
@@ -370,7 +399,8 @@ class Lockout:
         ]
         if username:
             address = address_subject(ip_address) if ip_address else ""
-            keys.append(_pair_key(username, address, window))
+            pair = _pair_key(username, address, window)
+            keys += [pair, _claim_key(pair)]
         return keys
 
     def reset(self, username: str | None, ip_address: str | None) -> int:

@@ -114,6 +114,23 @@ def test_ipv6_is_counted_per_64(auth: AuthFramework, storage: AuthStorage) -> No
     )
 
 
+@pytest.mark.usefixtures("thresholds")
+def test_ipv4_clients_translated_by_nat64_are_counted_per_ipv4_address(
+    auth: AuthFramework,
+) -> None:
+    """An IPv6-only server behind a stateless translator (SIIT-DC, RFC 7755) sees each IPv4
+    client as 64:ff9b::<IPv4> (RFC 6052): one /64 for the whole IPv4 internet, so one
+    attacker's failures must not lock every IPv4 client out."""
+    auth.register_user("alice", PASSWORD)
+    attacker = RequestInfo(ip_address="64:ff9b::198.51.100.66")
+    for n in range(3):
+        fail(auth, f"ghost{n}", attacker)
+    assert auth.lockout_remaining(None, "64:ff9b::c633:6442") > 0  # the attacker's address
+    assert auth.authenticate(
+        "alice", PASSWORD, request_info=RequestInfo(ip_address="64:ff9b::203.0.113.9")
+    )
+
+
 # Item 13: an office is not one attacker -----------------------------------------------------
 
 

@@ -20,9 +20,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection
 
-from django_authfw import AuthFramework
+from django_authfw import AuthFramework, lockout
 from django_authfw.exceptions import AccountLocked, AuthError, InvalidCredentials
 from django_authfw.models import AuditLog
+from django_authfw.records import utcnow
+from django_authfw.request_info import RequestInfo
 from django_authfw.storage import AuthStorage
 from django_authfw.tokens import IssuedToken
 
@@ -41,7 +44,7 @@ from .factories import UserFactory
 from .framework_support import CLIENT, PASSWORD
 from .hashers import CountingArgon2PasswordHasher
 from .http_support import default_storage_backend, storages_for
-from .lockout_support import GATED_HASHER, Gate, start_together
+from .lockout_support import GATED_HASHER, HANG, Gate, run_together, start_together
 
 __all__ = ["default_storage_backend"]
 
@@ -318,3 +321,147 @@ def test_sequential_guesses_stop_at_the_threshold(storage: AuthStorage, gated: A
     assert [type(o).__name__ for o in outcomes] == ["InvalidCredentials"] * THRESHOLD + [
         "AccountLocked"
     ] * (GUESSES - THRESHOLD)
+
+
+class PairReadsMeet:
+    """The storage under test, except that each read of a (username, address) pair's failure
+    count waits until ``successes`` threads have read it: concurrent successes of one pair
+    all see its failures before any of them takes them back."""
+
+    def __init__(self, storage: AuthStorage, successes: int) -> None:
+        self._storage = storage
+        self._barrier = threading.Barrier(successes)
+        self._async_barrier = asyncio.Barrier(successes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def kv_get(self, key: str) -> bytes | None:
+        value = self._storage.kv_get(key)
+        if key.startswith("authfw:lockout:pair:"):
+            self._barrier.wait(HANG)
+        return value
+
+    async def akv_get(self, key: str) -> bytes | None:
+        value = await self._storage.akv_get(key)
+        if key.startswith("authfw:lockout:pair:"):
+            await asyncio.wait_for(self._async_barrier.wait(), HANG)
+        return value
+
+
+@needs_server_database
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_concurrent_successes_take_back_their_pairs_failures_once(
+    storage: AuthStorage, settings: Any, mode: str
+) -> None:
+    """An attacker's own account cannot, by logging in several times at once after failing,
+    take back more than it was counted and so buy guesses from its address."""
+    ip_threshold, failures, successes = 10, 3, 3
+    settings.AUTHFW = {
+        **settings.AUTHFW,
+        "LOCKOUT_THRESHOLD": 10,
+        "LOCKOUT_IP_THRESHOLD": ip_threshold,
+        "LOCKOUT_WINDOW": WINDOW,
+    }
+    auth = AuthFramework(storage=storage, audit_storage=storage)
+    auth.register_user("mallory", PASSWORD)
+    attacker = RequestInfo(ip_address="192.0.2.66")
+    meeting = PairReadsMeet(storage, successes)
+    auth._lockout._fallback = lambda: meeting  # type: ignore[assignment,return-value]
+    for _ in range(failures):
+        with pytest.raises(InvalidCredentials):
+            auth.authenticate("mallory", "wrong", request_info=attacker)
+    if mode == "threads":
+        logins = run_together(
+            [lambda: auth.authenticate("mallory", PASSWORD, request_info=attacker)] * successes
+        )
+    else:
+
+        async def logins_at_once() -> list[Any]:
+            login = auth.aauthenticate
+            calls = (login("mallory", PASSWORD, request_info=attacker) for _ in range(successes))
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        logins = async_to_sync(logins_at_once)()
+    assert all(isinstance(login, IssuedToken) for login in logins), logins
+    auth._lockout._fallback = lambda: storage
+
+    # Every attempt so far was taken back (the failures once): the address has its whole
+    # budget left for guesses at other accounts, and not one guess more.
+    checked = 0
+    for n in range(3 * ip_threshold):
+        try:
+            auth.authenticate(f"victim{n}", "guess", request_info=attacker)
+        except InvalidCredentials:
+            checked += 1
+        except AccountLocked:
+            break
+    assert checked == ip_threshold, (
+        f"{successes} concurrent logins after {failures} failures: the address then got "
+        f"{checked} guesses, threshold {ip_threshold}"
+    )
+
+
+# Window boundaries: the bound docs/security.md states ------------------------------------------
+
+BOUNDARY_WINDOW = timedelta(minutes=15)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[datetime]:
+    """The lockout's clock, one second before a window boundary until the test moves it."""
+    settings.AUTHFW = {**settings.AUTHFW, "LOCKOUT_WINDOW": BOUNDARY_WINDOW}
+    length = BOUNDARY_WINDOW.total_seconds()
+    boundary = (utcnow().timestamp() // length + 1) * length
+    now = [datetime.fromtimestamp(boundary - 1, UTC)]
+    monkeypatch.setattr(lockout, "utcnow", lambda: now[0])
+    return now
+
+
+def test_guesses_one_by_one_across_a_window_boundary(
+    storage: AuthStorage, gated: Any, clock: list[datetime]
+) -> None:
+    """THRESHOLD - 1 guesses just before a boundary and THRESHOLD just after: 2 x THRESHOLD - 1
+    checks, then the lock (which outlasts the next boundary) holds."""
+    Gate.open()
+    auth = AuthFramework(storage=storage, audit_storage=storage)
+    auth.register_user("alice", PASSWORD)
+    gated.reset()
+    before = [attempt(auth, "wrong") for _ in range(THRESHOLD - 1)]
+    clock[0] += timedelta(seconds=2)
+    after = [attempt(auth, "wrong") for _ in range(2 * THRESHOLD)]
+    clock[0] += BOUNDARY_WINDOW - timedelta(seconds=4)  # into the next window, still locked
+    later = attempt(auth, PASSWORD)
+    assert gated.calls == 2 * THRESHOLD - 1
+    assert [type(o).__name__ for o in [*before, *after, later]] == (
+        ["InvalidCredentials"] * (2 * THRESHOLD - 1) + ["AccountLocked"] * (THRESHOLD + 1)
+    )
+
+
+@needs_server_database
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_straddling_a_window_boundary(
+    storage: AuthStorage, gated: Any, clock: list[datetime]
+) -> None:
+    """A burst just before a boundary and one just after, the second arriving while the first
+    is still being checked (its lock not yet written): 2 x THRESHOLD checks, never more."""
+    auth = AuthFramework(storage=storage, audit_storage=storage)
+    auth.register_user("alice", PASSWORD)
+    gated.reset()
+    join_before = start_together([lambda: attempt(auth, "wrong")] * GUESSES)
+    Gate.wait_settled(GUESSES)
+    clock[0] += timedelta(seconds=2)
+    join_after = start_together([lambda: attempt(auth, "wrong")] * GUESSES)
+    Gate.wait_settled(2 * GUESSES)
+    Gate.open()
+    outcomes = join_before() + join_after()
+    assert gated.calls == 2 * THRESHOLD, (
+        f"two bursts of {GUESSES} around a window boundary, threshold {THRESHOLD}: "
+        f"{gated.calls} password checks"
+    )
+    assert sorted(type(o).__name__ for o in outcomes) == (
+        ["AccountLocked"] * (2 * GUESSES - 2 * THRESHOLD) + ["InvalidCredentials"] * 2 * THRESHOLD
+    )
+    with pytest.raises(AccountLocked):
+        auth.authenticate("alice", PASSWORD, request_info=CLIENT)
