@@ -20,13 +20,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import UnixDomainSocketConnection
+from redis.connection import parse_url as redis_parse_url
 from redis.exceptions import (
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
@@ -122,43 +122,42 @@ def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where a client connects: host, port, db and credentials parsed from a URL."""
-
-    host: str
-    port: int
-    db: int
-    username: str | None
-    password: str | None
-    ssl: bool
+_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def parse_url(url: str, default_port: int = 6379) -> Endpoint:
-    """Parse ``redis://[user:pass@]host[:port][/db]`` (or ``rediss://``, or ``host:port``)."""
+def parse_url(url: str, default_port: int = 6379) -> dict[str, Any]:
+    """Connection keyword arguments for ``url``, parsed by redis-py's own ``parse_url``.
+
+    ``redis://[user:pass@]host[:port][/db]``, ``rediss://`` (TLS) and ``unix://path``, with every
+    query option redis-py knows (``?ssl_ca_certs=/path/ca.pem&ssl_cert_reqs=required``,
+    ``?socket_keepalive=true``, ``?db=2`` ...); a bare ``host:port`` means ``redis://host:port``.
+    Host, port and db default to ``localhost``, ``default_port`` and 0.
+    """
     if not isinstance(url, str) or not url:
         raise InvalidInput(f"A Redis URL must be a non-empty string, not {url!r}.")
     if "://" not in url:
         url = f"redis://{url}"
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
+    if not url.startswith(_SCHEMES):
+        scheme = url.split("://", 1)[0]
         raise InvalidInput(
-            f"Redis URL scheme {parts.scheme!r} is not supported; use redis:// or rediss://."
+            f"Redis URL scheme {scheme!r} is not supported; use redis://, rediss:// or unix://."
         )
-    path = parts.path.strip("/")
     try:
-        db = int(path) if path else 0
-        port = parts.port or default_port
+        options: dict[str, Any] = redis_parse_url(url)
     except ValueError as exc:
-        raise InvalidInput(f"Bad Redis URL {parts.hostname!r}: {exc}") from None
-    return Endpoint(
-        host=parts.hostname or "localhost",
-        port=port,
-        db=db,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        ssl=parts.scheme == "rediss",
-    )
+        # The message names the option, never the URL (which may hold a password).
+        raise InvalidInput(f"Bad Redis URL: {exc}") from None
+    if options.get("connection_class") is not UnixDomainSocketConnection:
+        options.setdefault("host", "localhost")
+        options.setdefault("port", default_port)
+    options.setdefault("db", 0)
+    return options
+
+
+def _ssl_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The TLS options of parsed URL ``options``, as ``ssl=`` and ``ssl_*`` keywords."""
+    ssl = options.get("connection_class") is redis.SSLConnection
+    return {"ssl": ssl, **{k: v for k, v in options.items() if ssl and k.startswith("ssl_")}}
 
 
 def _common(timeout: float) -> dict[str, Any]:
@@ -174,17 +173,12 @@ def _common(timeout: float) -> dict[str, Any]:
 
 def single_client(url: str, *, pool_size: int, timeout: float) -> redis.Redis:
     """A client of one server; callers wait up to ``timeout`` for a free pooled connection."""
-    endpoint = parse_url(url)
+    options = parse_url(url)
+    options.setdefault("connection_class", redis.Connection)
+    # The URL's own query options (a socket_timeout, TLS files) win over our defaults, as in
+    # redis-py's from_url.
     pool = redis.BlockingConnectionPool(
-        max_connections=pool_size,
-        timeout=timeout,
-        connection_class=redis.SSLConnection if endpoint.ssl else redis.Connection,
-        host=endpoint.host,
-        port=endpoint.port,
-        db=endpoint.db,
-        username=endpoint.username,
-        password=endpoint.password,
-        **_common(timeout),
+        max_connections=pool_size, timeout=timeout, **{**_common(timeout), **options}
     )
     return redis.Redis(connection_pool=pool)
 
@@ -195,11 +189,13 @@ def cluster_client(urls: Sequence[str], *, pool_size: int, timeout: float) -> Re
     if not endpoints:
         raise InvalidInput("cluster_mode=True needs cluster_urls (or url) naming seed nodes.")
     first = endpoints[0]
+    if first.get("connection_class") is UnixDomainSocketConnection:
+        raise InvalidInput("A Redis Cluster is reached over TCP: use redis:// or rediss:// seeds.")
     return RedisCluster(
-        startup_nodes=[ClusterNode(e.host, e.port) for e in endpoints],
-        username=first.username,
-        password=first.password,
-        ssl=first.ssl,
+        startup_nodes=[ClusterNode(e["host"], e["port"]) for e in endpoints],
+        username=first.get("username"),
+        password=first.get("password"),
+        **_ssl_options(first),
         max_connections=pool_size,
         connection_pool_class=functools.partial(redis.BlockingConnectionPool, timeout=timeout),
         # No retries of its own (RedisCaller owns the budget); MOVED/ASK redirects are
@@ -265,21 +261,23 @@ def sentinel_client(
         raise InvalidInput("master_name needs sentinels, e.g. ['redis://sentinel1:26379'].")
     nodes = [parse_url(s, default_port=26379) for s in sentinels]
     data = parse_url(url)
+    if any(n.get("connection_class") is UnixDomainSocketConnection for n in nodes):
+        raise InvalidInput("Sentinels are reached over TCP: use redis:// URLs for them.")
     sentinel_kwargs: dict[str, Any] = _common(timeout)
     if sentinel_password is not None:
         sentinel_kwargs["password"] = sentinel_password
     manager = Sentinel(
-        [(n.host, n.port) for n in nodes],
+        [(n["host"], n["port"]) for n in nodes],
         sentinel_kwargs=sentinel_kwargs,
         **_common(timeout),
     )
     return manager.master_for(
         master_name,
         connection_pool_class=functools.partial(BoundedSentinelPool, wait=timeout),
-        db=data.db,
-        ssl=data.ssl,
-        username=data.username,
-        password=data.password,
+        db=data["db"],
+        username=data.get("username"),
+        password=data.get("password"),
+        **_ssl_options(data),
         max_connections=pool_size,
         **_common(timeout),
     )
