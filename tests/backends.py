@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.db import connection
 
@@ -55,47 +56,62 @@ def backend_id(name: str) -> str:
     return f"database-{connection.vendor}" if name == "database" else name
 
 
-def _database(settings: object) -> AuthStorage:
+# Zero-argument factories, one per backend: the contract suite (tests/contract) names them as
+# its ``storage_factory``, and ``built_storage`` below builds the same storages for the other
+# suites. The two cache aliases they use are ``TEST_CACHES``, added to ``CACHES`` by whoever
+# runs them (``with_test_caches``); each storage gets a key prefix of its own, so it starts
+# empty and never touches other data (the in-process keyspace is per location and prefix).
+
+LOCMEM_ALIAS = "authfw-test-locmem"
+REDIS_ALIAS = "authfw-test-redis"
+TEST_CACHES = {
+    LOCMEM_ALIAS: {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": LOCMEM_ALIAS,
+    },
+    REDIS_ALIAS: {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_TEST_URL},
+}
+
+
+def with_test_caches(caches: dict[str, Any]) -> dict[str, Any]:
+    """``caches`` (a ``CACHES`` setting) with the two aliases the factories use."""
+    return {**caches, **TEST_CACHES}
+
+
+def unique_prefix() -> str:
+    return f"authfw-test:{uuid.uuid4().hex[:12]}:"
+
+
+def database_storage() -> AuthStorage:
     return DatabaseStorage()
 
 
-def _memory(settings: object) -> AuthStorage:
+def memory_storage() -> AuthStorage:
     return InMemoryStorage()
 
 
-def _locmem(settings: object) -> AuthStorage:
-    alias = f"authfw-test-locmem-{uuid.uuid4().hex[:8]}"
-    settings.CACHES = {  # type: ignore[attr-defined]
-        **settings.CACHES,  # type: ignore[attr-defined]
-        alias: {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": alias},
-    }
-    return CacheStorage(cache=alias, key_prefix="authfw-test:")
+def locmem_storage() -> AuthStorage:
+    return CacheStorage(cache=LOCMEM_ALIAS, key_prefix=unique_prefix())
 
 
-def _redis(settings: object) -> AuthStorage:
-    alias = "authfw-test-redis"
-    settings.CACHES = {  # type: ignore[attr-defined]
-        **settings.CACHES,  # type: ignore[attr-defined]
-        alias: {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_TEST_URL},
-    }
-    # A prefix of its own per test: never touches other data on the server.
-    return CacheStorage(cache=alias, key_prefix=f"authfw-test:{uuid.uuid4().hex[:12]}:")
+def redis_storage() -> AuthStorage:
+    return CacheStorage(cache=REDIS_ALIAS, key_prefix=unique_prefix())
 
 
-def _redis_cluster(settings: object) -> AuthStorage:
+def redis_cluster_storage() -> AuthStorage:
     from .redis_servers import ensure_cluster
 
     return RedisStorage(
         cluster_mode=True,
         cluster_urls=ensure_cluster().urls,
-        key_prefix=f"authfw-test:{uuid.uuid4().hex[:12]}:",
+        key_prefix=unique_prefix(),
         timeout=2,
         retry_attempts=2,
         retry_delay=0.05,
     )
 
 
-def _redis_sentinel(settings: object) -> AuthStorage:
+def redis_sentinel_storage() -> AuthStorage:
     from .redis_servers import ensure_sentinel
 
     group = ensure_sentinel()
@@ -104,27 +120,28 @@ def _redis_sentinel(settings: object) -> AuthStorage:
         master_name=group.master_name,
         sentinels=group.sentinel_urls,
         sentinel_password=group.password,
-        key_prefix=f"authfw-test:{uuid.uuid4().hex[:12]}:",
+        key_prefix=unique_prefix(),
         timeout=2,
         retry_attempts=2,
         retry_delay=0.05,
     )
 
 
-BUILDERS: dict[str, Callable[[object], AuthStorage]] = {
-    "database": _database,
-    "memory": _memory,
-    "locmem": _locmem,
-    "redis": _redis,
-    "redis-cluster": _redis_cluster,
-    "redis-sentinel": _redis_sentinel,
+FACTORIES: dict[str, Callable[[], AuthStorage]] = {
+    "database": database_storage,
+    "memory": memory_storage,
+    "locmem": locmem_storage,
+    "redis": redis_storage,
+    "redis-cluster": redis_cluster_storage,
+    "redis-sentinel": redis_sentinel_storage,
 }
 
 
 @contextmanager
 def built_storage(name: str, settings: object) -> Iterator[AuthStorage]:
     """A fresh, empty storage of backend ``name``, flushed and closed afterwards."""
-    storage = BUILDERS[name](settings)
+    settings.CACHES = with_test_caches(settings.CACHES)  # type: ignore[attr-defined]
+    storage = FACTORIES[name]()
     try:
         yield storage
     finally:

@@ -34,6 +34,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the contract classes (tests/contract) of backends the run does not cover."""
+    selected = set(selected_backends(servers=True))
+    kept, dropped = [], []
+    for item in items:
+        name = getattr(getattr(item, "cls", None), "backend_name", None)
+        (dropped if name is not None and name not in selected else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def pytest_report_header() -> list[str]:
     from django.db import connection
 
