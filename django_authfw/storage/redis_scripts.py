@@ -1,4 +1,4 @@
-"""Lua scripts that make multi-key Redis writes atomic, and a runner that uses EVALSHA.
+"""Lua scripts that make multi-key Redis writes atomic, and a runner over redis-py's Script.
 
 A script runs atomically on one server, so on a single server or behind Sentinel a token's
 record, its ``access:``/``refresh:`` pointers and its user's index change together. In Cluster
@@ -11,10 +11,9 @@ scripts compare whole JSON values, which are encoded with a fixed field order.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.commands.core import Script as RedisScript
 
 # Adds a member to a user index set and keeps the set alive as long as its longest-lived
 # member: a fresh set takes the member's TTL, an existing one is only ever extended (GT), and a
@@ -159,23 +158,26 @@ AUDIT_ID_OFFSET = 31  # len('<17 digits>:<12 digits>:')
 
 
 class Script:
-    """A Lua script run with EVALSHA, falling back to EVAL when the server lacks it.
+    """A Lua script run through redis-py's ``Script``: EVALSHA, and on NOSCRIPT (a fresh server,
+    a ``SCRIPT FLUSH``, a failover to a replica that never saw it) SCRIPT LOAD, then EVALSHA.
 
-    The fallback covers a fresh server, a ``SCRIPT FLUSH`` and a Sentinel failover to a
-    replica that never saw the script; in Cluster mode EVAL lands on the node that owns the
-    first key, which then caches the script for later EVALSHAs.
+    The client is named at each call (the storage's kept connection, the pool's, a Cluster
+    client, which loads the script on every primary), so redis-py's script is built with no
+    registered client, from bytes, which it can hash without one.
     """
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        self._script = RedisScript(None, source.encode())  # type: ignore[arg-type]
+        self.sha = self._script.sha
 
     def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return client.eval(self.source, len(keys), *keys, *args)
+        return self._script(keys=keys, args=args, client=client)
 
     def queue(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
-        """Add to a pipeline as EVAL (a pipeline cannot fall back per command)."""
+        """Add to a pipeline as EVAL.
+
+        redis-py's ``Script`` in a pipeline sends SCRIPT EXISTS before every execute, one more
+        round trip per batch; EVAL needs none and leaves the script cached for later EVALSHAs.
+        """
         pipe.eval(self.source, len(keys), *keys, *args)
