@@ -299,6 +299,9 @@ def django_cache_client(cache: Any) -> redis.Redis | None:
                 "Redis Cluster (RedisStorage(cluster_mode=True)) or Sentinel instead."
             )
         return client.get_client(write=True)
+    # Private attributes, because Django's RedisCache has no public way to its client: ``_cache``
+    # (the RedisCacheClient) and its ``get_client(key, write=)``; ``_pools`` tells it apart from
+    # other backends' ``_cache``. django-redis's ``client.get_client(write=True)`` above is public.
     inner = getattr(cache, "_cache", None)
     if inner is not None and hasattr(inner, "get_client") and hasattr(inner, "_pools"):
         return inner.get_client(None, write=True)
