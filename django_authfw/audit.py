@@ -200,6 +200,16 @@ def revoke_all_event(user_id: str, count: int, info: RequestInfo) -> AuditEvent:
     )
 
 
+def session_event(
+    user_id: str, outcome: bool, info: RequestInfo, *, created: bool, count: int = 1
+) -> AuditEvent:
+    """``session_create`` (``created``) or ``session_end`` of ``count`` sessions of a user."""
+    action = SESSION_CREATE if created else SESSION_END
+    return make_event(
+        action, outcome, user_id=user_id, request_info=info, metadata={"count": count}
+    )
+
+
 def access_ended_event(
     action: str, user_id: str, counts: dict[str, int], failed: list[str], metadata: dict[str, Any]
 ) -> AuditEvent:

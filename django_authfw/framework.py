@@ -1,7 +1,7 @@
 """AuthFramework: the one facade over registration, login, tokens, revocation, lockout, audit.
 
 Policy lives in the framework's modules, never in a storage; storages only store. Each public
-method here checks nothing itself and delegates to the module that holds its policy:
+method here is a short delegation to the module that holds its policy:
 
 - :mod:`~django_authfw.registration`: ``register_user``, ``validate_new_password``;
 - :mod:`~django_authfw.login`: ``authenticate`` and the lockout's subjects;
@@ -12,6 +12,8 @@ method here checks nothing itself and delegates to the module that holds its pol
 - :mod:`~django_authfw.introspection`: ``introspect``;
 - :mod:`~django_authfw.grants`: minting and auditing token pairs; :mod:`~django_authfw.audit`:
   the events; :mod:`~django_authfw.session_api`: sessions and the key-value store.
+
+``verify_token``, the hot path (one storage read, no write), stays here, inline.
 
 Every public method has an async twin with an ``a`` prefix and the same signature that uses the
 storage's async twins and Django's async auth APIs, runs password hashing in worker threads and

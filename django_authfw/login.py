@@ -1,6 +1,6 @@
 """Login: the password check between the lockout's count and the issue of a token pair.
 
-The order matters (docs/security.md, "Login lockout"): the attempt is counted before the
+The order matters (docs/security.md, "Lockout"): the attempt is counted before the
 password is checked, so concurrent guesses cannot overtake the count, and past the threshold an
 attempt is refused unchecked (see lockout.py). The token is stored before the user row is read
 again, so that either that read or the signal receivers' pass after a password change's commit

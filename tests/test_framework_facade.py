@@ -1,5 +1,6 @@
 """AuthFramework is one facade: every public method has an ``a``-prefixed async twin with the
-same signature, and both are documented."""
+same signature, and both are documented. The framework's audit events are built by typed
+functions of audit.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from django_authfw import audit
 from django_authfw.framework import AuthFramework
 
 
@@ -60,3 +62,15 @@ def test_every_public_method_and_its_twin_are_documented(name: str) -> None:
     twin_doc = inspect.getdoc(public["a" + name]) or ""
     assert sync_doc.strip(), f"AuthFramework.{name} has no docstring"
     assert f":meth:`{name}`" in twin_doc, f"a{name}'s docstring does not name {name}"
+
+
+def test_every_audit_event_builder_is_typed_and_documented() -> None:
+    builders = {
+        name: function
+        for name, function in inspect.getmembers(audit, inspect.isfunction)
+        if name.endswith("_event") and function.__module__ == audit.__name__
+    }
+    assert {"login_failure_event", "grant_event", "reuse_event", "revoke_event"} <= set(builders)
+    for name, function in builders.items():
+        assert inspect.signature(function).return_annotation == "AuditEvent", name
+        assert inspect.getdoc(function), name
