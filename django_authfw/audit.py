@@ -1,4 +1,4 @@
-"""Audit action names and the writer that sends events to the audit storage.
+"""Audit action names, the events the framework writes, and the writer that stores them.
 
 Where events go: the ``audit_storage`` given to :class:`~django_authfw.AuthFramework`, else the
 ``AUTHFW["AUDIT_STORAGE"]`` alias, else a :class:`~django_authfw.storage.DatabaseStorage` on the
@@ -18,7 +18,7 @@ from typing import Any
 
 from .conf import conf
 from .exceptions import InvalidInput, StorageError, StorageUnavailable
-from .records import AuditEvent
+from .records import AuditEvent, AuthToken
 from .request_info import EMPTY, RequestInfo
 from .storage import AuthStorage, DatabaseStorage, get_storage
 from .tokens import check_id
@@ -101,6 +101,124 @@ def make_event(
         user_agent=info.user_agent,
         metadata=metadata,
     )
+
+
+# The framework's events --------------------------------------------------------------------------
+# One builder per event the framework writes, so that each event's metadata keys (documented in
+# docs/security.md, "Audit events") are listed once.
+
+
+def register_event(user_id: str, info: RequestInfo) -> AuditEvent:
+    """``register``: a user was created."""
+    return make_event(REGISTER, True, user_id=user_id, request_info=info)
+
+
+def login_failure_event(
+    user_id: str | None, username: str, reason: str, info: RequestInfo, **extra: Any
+) -> AuditEvent:
+    """``login`` failed for ``reason``; ``user_id`` when the account exists."""
+    return make_event(
+        LOGIN,
+        False,
+        user_id=user_id,
+        request_info=info,
+        metadata={"username": username, "reason": reason, **extra},
+    )
+
+
+def lockout_event(user_id: str | None, username: str, scope: str, info: RequestInfo) -> AuditEvent:
+    """``lockout``: a failure locked the ``scope`` (username or address) subject."""
+    # The user id (when the account exists) lets the admin's username search find it.
+    return make_event(
+        LOCKOUT,
+        False,
+        user_id=user_id,
+        request_info=info,
+        metadata={
+            "username": username,
+            "scope": scope,
+            "window": conf.LOCKOUT_WINDOW.total_seconds(),
+        },
+    )
+
+
+def grant_event(
+    action: str, token: AuthToken, info: RequestInfo, extra: dict[str, Any] | None = None
+) -> AuditEvent:
+    """``action`` (login, refresh, refresh_grace) issued the pair ``token``."""
+    return make_event(
+        action,
+        True,
+        user_id=token.user_id,
+        request_info=info,
+        metadata={"token_id": token.token_id, "family_id": token.family_id, **(extra or {})},
+    )
+
+
+def refresh_failure_event(token: AuthToken, reason: str, info: RequestInfo) -> AuditEvent:
+    """``refresh`` of the found ``token`` refused for ``reason``."""
+    return make_event(
+        REFRESH,
+        False,
+        user_id=token.user_id,
+        request_info=info,
+        metadata={"token_id": token.token_id, "reason": reason},
+    )
+
+
+def reuse_event(token: AuthToken, revoked: int, info: RequestInfo) -> AuditEvent:
+    """``refresh_reuse``: the rotated ``token`` came back; ``revoked`` tokens of its family."""
+    return make_event(
+        REFRESH_REUSE,
+        False,
+        user_id=token.user_id,
+        request_info=info,
+        metadata={
+            "token_id": token.token_id,
+            "family_id": token.family_id,
+            "replaced_by": token.replaced_by,
+            "revoked": revoked,
+        },
+    )
+
+
+def revoke_event(token: AuthToken, kind: str, count: int, info: RequestInfo) -> AuditEvent:
+    """``revoke``: the ``kind`` ("access" or "refresh") token of ``token`` ended ``count``."""
+    return make_event(
+        REVOKE,
+        True,
+        user_id=token.user_id,
+        request_info=info,
+        metadata={"token_id": token.token_id, "token_type_hint": f"{kind}_token", "count": count},
+    )
+
+
+def revoke_all_event(user_id: str, count: int, info: RequestInfo) -> AuditEvent:
+    """``revoke_all``: every token of a user in one storage, ``count`` of them."""
+    return make_event(
+        REVOKE_ALL, True, user_id=user_id, request_info=info, metadata={"count": count}
+    )
+
+
+def session_event(
+    user_id: str, outcome: bool, info: RequestInfo, *, created: bool, count: int = 1
+) -> AuditEvent:
+    """``session_create`` (``created``) or ``session_end`` of ``count`` sessions of a user."""
+    action = SESSION_CREATE if created else SESSION_END
+    return make_event(
+        action, outcome, user_id=user_id, request_info=info, metadata={"count": count}
+    )
+
+
+def access_ended_event(
+    action: str, user_id: str, counts: dict[str, int], failed: list[str], metadata: dict[str, Any]
+) -> AuditEvent:
+    """``action`` (user_deactivated, password_change) ended a user's tokens and sessions in
+    every storage alias; a failure when some alias (``failed_storages``) could not."""
+    event_metadata: dict[str, Any] = {**metadata, **counts}
+    if failed:
+        event_metadata["failed_storages"] = failed
+    return make_event(action, not failed, user_id=user_id, metadata=event_metadata)
 
 
 # The database audit table is the default target; DatabaseStorage holds no state besides its

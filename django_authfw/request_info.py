@@ -77,3 +77,14 @@ class RequestInfo:
 
 
 EMPTY = RequestInfo()
+
+
+def request_info_of(value: object) -> RequestInfo:
+    """The ``request_info`` argument of a framework method: :data:`EMPTY` for None."""
+    if value is None:
+        return EMPTY
+    if not isinstance(value, RequestInfo):
+        raise InvalidInput(
+            "request_info must be a RequestInfo (RequestInfo.from_request(request))."
+        )
+    return value

@@ -12,8 +12,7 @@ import secrets
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import audit as actions
-from .audit import AuditWriter, make_event
+from .audit import AuditWriter, session_event
 from .conf import conf
 from .exceptions import InvalidCredentials, InvalidInput
 from .lockout import RESERVED_PREFIX
@@ -135,14 +134,7 @@ class SessionAPI:
         await self._audit.awrite(self._session_event(session.user_id, True, info, created=True))
         return session
 
-    @staticmethod
-    def _session_event(
-        user_id: str, outcome: bool, info: RequestInfo, *, created: bool, count: int = 1
-    ) -> Any:
-        action = actions.SESSION_CREATE if created else actions.SESSION_END
-        return make_event(
-            action, outcome, user_id=user_id, request_info=info, metadata={"count": count}
-        )
+    _session_event = staticmethod(session_event)
 
     def get_session(self, session_id: str) -> SessionData | None:
         """The session, or None if unknown or expired."""

@@ -132,7 +132,7 @@ def user_pre_save(
     )
     if not (deactivated or password_changed):
         return
-    from .framework import end_user_access
+    from .access import end_user_access
 
     action = actions.USER_DEACTIVATED if deactivated else actions.PASSWORD_CHANGE
     metadata = {
@@ -147,7 +147,7 @@ def user_pre_save(
 
 
 def _end_again(user_id: str, action: str, metadata: dict[str, Any]) -> None:
-    from .framework import end_user_access
+    from .access import end_user_access
 
     end_user_access(
         user_id,
@@ -182,7 +182,7 @@ def user_pre_delete(
     """Delete the user's tokens and sessions in every storage before the user row goes."""
     if instance.pk is None:
         return
-    from .framework import end_user_access
+    from .access import end_user_access
 
     end_user_access(
         str(instance.pk),

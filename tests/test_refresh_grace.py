@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 
-from django_authfw import AuthFramework, framework
+from django_authfw import AuthFramework, grants, rotation
 from django_authfw.exceptions import TokenRevoked
 from django_authfw.records import utcnow
 from django_authfw.refresh_grace import MAX_REISSUES, ORIGIN
@@ -46,7 +46,9 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     now = Clock()
-    monkeypatch.setattr(framework, "utcnow", now)
+    # Rotation revokes (the grace's origin) and checks the window; grants mints.
+    for module in (rotation, grants):
+        monkeypatch.setattr(module, "utcnow", now)
     return now
 
 
