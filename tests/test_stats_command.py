@@ -1,4 +1,4 @@
-"""``authfw_stats`` on every backend: JSON with the guide's keys, and the table."""
+"""``authfw_stats`` on every backend: JSON with the documented keys, and the table."""
 
 from __future__ import annotations
 

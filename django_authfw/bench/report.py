@@ -1,4 +1,4 @@
-"""The bench's output: a block per storage shaped like the guide's Performance sections, then
+"""The bench's output: a block per storage shaped like docs/performance.md's summaries, then
 the detailed rows, or the same figures as JSON.
 """
 

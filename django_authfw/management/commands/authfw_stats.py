@@ -11,7 +11,7 @@ from ...exceptions import StorageError
 from ...records import StorageStatistics
 from ..progress import open_storage, selected_aliases, storage_failure
 
-# Rows of the table, in the order of the guide's statistics; JSON uses the same keys.
+# Rows of the table, in the order docs/commands.md shows them; JSON uses the same keys.
 ROWS: tuple[tuple[str, str], ...] = (
     ("backend", "backend"),
     ("total_tokens", "tokens"),
