@@ -1,7 +1,7 @@
 """Database tables of :class:`~django_authfw.storage.DatabaseStorage`.
 
-Four tables (tokens, sessions, key-value entries, audit log) with the columns and index names
-docs/backends.md lists: token columns hold SHA-256 digests (never the raw secret), tokens and
+Four tables (tokens, sessions, key-value entries, audit log), their columns and index names
+fixed by the migrations: token columns hold SHA-256 digests (never the raw secret), tokens and
 sessions point at ``AUTH_USER_MODEL``, and table names carry ``AUTHFW["TABLE_PREFIX"]`` (default
 ``auth_``). Beyond the classic token-table layout there are refresh-token expiry, rotation
 families, revocation, and ``retain_until`` so that cleanup is one indexed range delete.
@@ -24,7 +24,7 @@ class Token(models.Model):
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         db_column="user_id",
-        db_index=False,  # indexed below under its documented name (docs/backends.md)
+        db_index=False,  # indexed below under a fixed name (Meta.indexes)
         related_name="authfw_tokens",
     )
     # Unique through Meta.constraints rather than unique=True: on PostgreSQL a field-level
