@@ -8,7 +8,6 @@ compare two encodings byte for byte: the compare-and-set scripts rely on it.
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,34 +35,6 @@ def remaining_ms(deadline: datetime, now: datetime) -> int:
 def ttl_ms(ttl: timedelta) -> int:
     """A duration in milliseconds, rounded up; <= 0 for a zero or negative duration."""
     return -(-(ttl // _ONE_US) // 1000)
-
-
-def seconds(value: object, what: str, *, allow_none: bool = False) -> float | None:
-    """Read a duration given as seconds (int/float) or a ``timedelta``; return seconds."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, timedelta):
-        result = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
-    else:
-        raise InvalidInput(
-            f"{what} must be a number of seconds or a timedelta, not {type(value).__name__}."
-        )
-    if not math.isfinite(result) or result < 0:
-        raise InvalidInput(f"{what} must be a finite, non-negative duration.")
-    return result
-
-
-def ttl_delta(ttl: object) -> timedelta | None:
-    """Validate a ``ttl`` argument (timedelta, seconds or None) and return a timedelta."""
-    if ttl is None:
-        return None
-    if isinstance(ttl, timedelta):
-        return ttl
-    if isinstance(ttl, int | float) and not isinstance(ttl, bool) and math.isfinite(ttl):
-        return timedelta(seconds=ttl)
-    raise InvalidInput(f"ttl must be a timedelta, a number of seconds or None, not {ttl!r}.")
 
 
 def _dt(value: datetime | None) -> str | None:

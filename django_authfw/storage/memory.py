@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from ..exceptions import InvalidInput
+from .. import validate
 from ..records import AuditEvent, AuthToken, KVEntry, SessionData, StorageStatistics, utcnow
 from . import codec
 from .engine import CacheEngine
@@ -113,7 +113,6 @@ class MemoryEngine(CacheEngine):
                 del self._user_tokens[token.user_id]
 
     def _put_token(self, token: AuthToken, now: datetime) -> bool:
-        codec.encode_token(token)  # the same JSON check as on Redis, before any change
         old = self._tokens.get(token.token_id)
         if old is not None:
             self._unlink_token(old)
@@ -229,7 +228,6 @@ class MemoryEngine(CacheEngine):
                 del self._user_sessions[session.user_id]
 
     def _put_session(self, session: SessionData, now: datetime) -> bool:
-        codec.encode_session(session)
         old = self._sessions.get(session.session_id)
         if old is not None:
             self._unlink_session(old[0])
@@ -335,13 +333,7 @@ class MemoryEngine(CacheEngine):
                 else:
                     self._kv.pop(key, None)
                 return 1
-            try:
-                value = int(entry.value) + 1
-            except ValueError:
-                raise InvalidInput(
-                    f"kv_incr({key!r}): the stored value is not an integer; "
-                    "delete the key or count under another one."
-                ) from None
+            value = validate.counter(key, entry.value) + 1
             entry.value = str(value).encode()
             return value
 
@@ -350,7 +342,6 @@ class MemoryEngine(CacheEngine):
     def _append(self, event: AuditEvent) -> bool:
         if event.event_id in self._events:
             return False
-        codec.encode_event(event)
         self._events[event.event_id] = _copy_event(event)
         bisect.insort(
             self._event_order,
