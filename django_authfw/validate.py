@@ -177,11 +177,17 @@ def ip_address(value: object, what: str = "ip_address") -> str | None:
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string or None, not {type(value).__name__}.")
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
+        address = None
+    if address is None or getattr(address, "scope_id", None):  # inet has no zone ids
         raise InvalidInput(
             f"{what} must be an IPv4 or IPv6 address (or None), as in REMOTE_ADDR, not {value!r}."
-        ) from None
+        )
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:  # PostgreSQL's spelling on every Python (3.13 changed str())
+        return f"::ffff:{mapped}"
+    return str(address)
 
 
 def json_value(value: object, what: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
