@@ -18,8 +18,9 @@ import ipaddress
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from .exceptions import InvalidInput
 from .records import AuditEvent, AuthToken, KVEntry, SessionData
@@ -46,17 +47,13 @@ __all__ = [
     "not_a_counter",
     "optional_aware",
     "optional_identifier",
+    "record",
     "seconds",
     "session",
     "text",
     "token",
     "ttl",
 ]
-
-TOKEN_TYPE_MAX_LENGTH = 50  # Token.token_type
-ACTION_MAX_LENGTH = 100  # AuditLog.action
-EVENT_ID_MAX_LENGTH = 64  # AuditLog.event_id; uuid4().hex (32) by default
-RESOURCE_MAX_LENGTH = 255  # AuditLog.resource
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 # A counter's stored text: canonical decimal (no sign on zero, no leading zeros or spaces),
@@ -241,74 +238,78 @@ def counter(key: str, raw: bytes | memoryview | str) -> int:
 
 
 # Records ------------------------------------------------------------------------------------
+# Derived from each record's schema (dataclasses.fields() and their metadata, see
+# django_authfw.records.spec): a field added there is checked here without an edit.
+
+
+def _check_id(value: object, what: str, field_spec: Mapping[str, Any]) -> str:
+    return check_id(value, what, field_spec["max_length"] or MAX_ID_LENGTH)
+
+
+def _check_text(value: object, what: str, field_spec: Mapping[str, Any]) -> str:
+    return text(value, what, field_spec["max_length"], blank=field_spec["blank"])
+
+
+_CHECKS: dict[str, Callable[[object, str, Mapping[str, Any]], object]] = {
+    "id": _check_id,
+    "text": _check_text,
+    "digest": lambda value, what, _: digest(value, what),
+    "time": lambda value, what, _: aware(value, what),
+    "strings": lambda value, what, _: _strings(value, what),
+    "object": lambda value, what, _: json_value(value, what, dict),
+    "bool": lambda value, what, _: flag(value, what),
+    "ip": lambda value, what, _: ip_address(value, what),
+    "bytes": lambda value, what, _: kv_value(value),
+}
+
+_Record = TypeVar("_Record", AuthToken, SessionData, KVEntry, AuditEvent)
+
+
+def record(value: object, kind: type[_Record]) -> _Record:
+    """A valid record of ``kind``: every field checked as its schema says.
+
+    Returns the record itself, or a copy if a field had to be put in canonical form (an IP
+    address), so every backend stores the same value.
+    """
+    if not isinstance(value, kind):
+        raise InvalidInput(f"expected {kind.__name__} record, not {type(value).__name__}.")
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(kind):
+        current = getattr(value, field.name)
+        if current is None and field.metadata["null"]:
+            continue
+        checked = _CHECKS[field.metadata["kind"]](current, field.name, field.metadata)
+        if checked is not current and checked != current:
+            changes[field.name] = checked
+    return dataclasses.replace(value, **changes) if changes else value
 
 
 def token(value: object) -> AuthToken:
-    if not isinstance(value, AuthToken):
-        raise InvalidInput(f"expected an AuthToken record, not {type(value).__name__}.")
-    check_id(value.token_id, "token_id")
-    check_id(value.user_id, "user_id")
-    digest(value.access_digest, "access_digest")
-    if value.refresh_digest is not None:
-        digest(value.refresh_digest, "refresh_digest")
-    text(value.token_type, "token_type", TOKEN_TYPE_MAX_LENGTH, blank=False)
-    text(value.family_id, "family_id", MAX_ID_LENGTH)
-    aware(value.expires_at, "expires_at")
-    optional_aware(value.refresh_expires_at, "refresh_expires_at")
-    aware(value.created_at, "created_at")
-    aware(value.updated_at, "updated_at")
-    optional_aware(value.revoked_at, "revoked_at")
-    optional_identifier(value.replaced_by, "replaced_by")
-    _strings(value.permissions, "permissions")
-    _strings(value.roles, "roles")
-    json_value(value.metadata, "metadata", dict)
-    return value
+    return record(value, AuthToken)
 
 
 def session(value: object) -> SessionData:
     """A valid session; its address in canonical form (a copy if that changed it)."""
-    if not isinstance(value, SessionData):
-        raise InvalidInput(f"expected a SessionData record, not {type(value).__name__}.")
-    check_id(value.session_id, "session_id")
-    check_id(value.user_id, "user_id")
-    json_value(value.data, "session data", dict)
-    aware(value.created_at, "created_at")
-    aware(value.last_accessed, "last_accessed")
-    optional_aware(value.expires_at, "expires_at")
-    text(value.user_agent, "user_agent")
-    address = ip_address(value.ip_address)
-    if address != value.ip_address:
-        return dataclasses.replace(value, ip_address=address)
-    return value
+    return record(value, SessionData)
 
 
 def kv_entry(value: object) -> KVEntry:
-    if not isinstance(value, KVEntry):
-        raise InvalidInput(f"expected a KVEntry record, not {type(value).__name__}.")
-    check_id(value.key, "key")
-    kv_value(value.value)
-    aware(value.created_at, "created_at")
-    optional_aware(value.expires_at, "expires_at")
-    return value
+    return record(value, KVEntry)
 
 
 def event(value: object) -> AuditEvent:
     """A valid audit event; its address in canonical form (a copy if that changed it)."""
-    if not isinstance(value, AuditEvent):
-        raise InvalidInput(f"expected an AuditEvent record, not {type(value).__name__}.")
-    check_id(value.event_id, "event_id", EVENT_ID_MAX_LENGTH)
-    text(value.action, "action", ACTION_MAX_LENGTH, blank=False)
-    flag(value.outcome, "outcome")
-    optional_identifier(value.user_id, "user_id")
-    if value.resource is not None:
-        text(value.resource, "resource", RESOURCE_MAX_LENGTH)
-    text(value.user_agent, "user_agent")
-    aware(value.created_at, "created_at")
-    json_value(value.metadata, "metadata", dict)
-    address = ip_address(value.ip_address)
-    if address != value.ip_address:
-        return dataclasses.replace(value, ip_address=address)
-    return value
+    return record(value, AuditEvent)
+
+
+def _limit(kind: type[Any], name: str) -> int:
+    limit: int = next(f for f in dataclasses.fields(kind) if f.name == name).metadata["max_length"]
+    return limit
+
+
+TOKEN_TYPE_MAX_LENGTH = _limit(AuthToken, "token_type")
+ACTION_MAX_LENGTH = _limit(AuditEvent, "action")
+EVENT_ID_MAX_LENGTH = _limit(AuditEvent, "event_id")
 
 
 def audit_filters(

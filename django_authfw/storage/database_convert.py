@@ -10,9 +10,10 @@ Records hold aware UTC datetimes. With ``USE_TZ = False`` Django stores naive lo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -22,47 +23,6 @@ from django.utils import timezone
 from ..exceptions import InvalidInput
 from ..records import AuditEvent, AuthToken, KVEntry, SessionData
 from .database_queries import user_foreign_key
-
-TOKEN_COLUMNS = (
-    "token_id",
-    "user_id",
-    "access_token",
-    "refresh_token",
-    "token_type",
-    "family_id",
-    "expires_at",
-    "refresh_expires_at",
-    "created_at",
-    "updated_at",
-    "revoked_at",
-    "replaced_by",
-    "permissions",
-    "roles",
-    "metadata",
-)
-SESSION_COLUMNS = (
-    "session_id",
-    "user_id",
-    "data",
-    "created_at",
-    "last_accessed",
-    "expires_at",
-    "ip_address",
-    "user_agent",
-)
-KV_COLUMNS = ("key", "value", "created_at", "expires_at")
-AUDIT_COLUMNS = (
-    "event_id",
-    "action",
-    "outcome",
-    "user_id",
-    "resource",
-    "ip_address",
-    "user_agent",
-    "created_at",
-    "metadata",
-)
-
 
 # Times ----------------------------------------------------------------------------------------
 
@@ -117,150 +77,87 @@ def require_user_pk(model: type[models.Model], user_id: object) -> Any:
     return pk
 
 
-# Tokens ---------------------------------------------------------------------------------------
+# Records ------------------------------------------------------------------------------------
+# Derived from each record's schema (dataclasses.fields() and their metadata, see
+# django_authfw.records.spec): the columns are the fields (under ``column`` where the model's
+# name differs), times pass through to_db/from_db, user keys through the user model's key type.
 
 
-def token_from_row(row: Sequence[Any]) -> AuthToken:
-    (
-        token_id,
-        user_id,
-        access_token,
-        refresh_token,
-        token_type,
-        family_id,
-        expires_at,
-        refresh_expires_at,
-        created_at,
-        updated_at,
-        revoked_at,
-        replaced_by,
-        permissions,
-        roles,
-        metadata,
-    ) = row
-    return AuthToken(
-        token_id=token_id,
-        user_id=str(user_id),
-        access_digest=access_token,
-        refresh_digest=refresh_token,
-        token_type=token_type,
-        family_id=family_id,
-        expires_at=from_db(expires_at),
-        refresh_expires_at=_from_db_optional(refresh_expires_at),
-        created_at=from_db(created_at),
-        updated_at=from_db(updated_at),
-        revoked_at=_from_db_optional(revoked_at),
-        replaced_by=replaced_by,
-        permissions=permissions,
-        roles=roles,
-        metadata=metadata,
-    )
+_R = TypeVar("_R", AuthToken, SessionData, KVEntry, AuditEvent)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _reader(field: dataclasses.Field[Any]) -> Callable[[Any], Any]:
+    """How a value read with ``values_list`` becomes the record's value."""
+    spec = field.metadata
+    if spec["kind"] == "time":
+        return _from_db_optional if spec["null"] else from_db
+    if spec["user_key"]:
+        return str  # the user model's key, as records carry it
+    if spec["kind"] == "bytes":
+        return bytes  # PostgreSQL returns a memoryview
+    return _same
+
+
+def _columns(kind: type[Any]) -> tuple[str, ...]:
+    return tuple(f.metadata["column"] or f.name for f in dataclasses.fields(kind))
+
+
+def _row_reader(kind: type[_R]) -> Callable[[Sequence[Any]], _R]:
+    readers = [_reader(field) for field in dataclasses.fields(kind)]
+
+    def from_row(row: Sequence[Any]) -> _R:
+        # Positional: the fields' declaration order is the order of the columns read.
+        return kind(*[read(value) for read, value in zip(readers, row, strict=True)])
+
+    from_row.__doc__ = f"Build a {kind.__name__} from a row of its columns."
+    return from_row
+
+
+def _field_values(model: type[models.Model] | None, record: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(record):
+        spec, value = field.metadata, getattr(record, field.name)
+        if spec["kind"] == "time":
+            value = _to_db_optional(value)
+        elif spec["user_key"]:
+            assert model is not None
+            value = require_user_pk(model, value)
+        values[spec["column"] or field.name] = value
+    return values
+
+
+TOKEN_COLUMNS = _columns(AuthToken)
+SESSION_COLUMNS = _columns(SessionData)
+KV_COLUMNS = _columns(KVEntry)
+AUDIT_COLUMNS = _columns(AuditEvent)
+
+token_from_row = _row_reader(AuthToken)
+session_from_row = _row_reader(SessionData)
+kv_from_row = _row_reader(KVEntry)
+audit_from_row = _row_reader(AuditEvent)
 
 
 def token_fields(model: type[models.Model], token: AuthToken) -> dict[str, Any]:
     """The ``Token`` field values of a validated ``token`` (``token_id`` included)."""
-    return {
-        "token_id": token.token_id,
-        "user_id": require_user_pk(model, token.user_id),
-        "access_token": token.access_digest,
-        "refresh_token": token.refresh_digest,
-        "token_type": token.token_type,
-        "family_id": token.family_id,
-        "expires_at": to_db(token.expires_at),
-        "refresh_expires_at": _to_db_optional(token.refresh_expires_at),
-        "created_at": to_db(token.created_at),
-        "updated_at": to_db(token.updated_at),
-        "revoked_at": _to_db_optional(token.revoked_at),
-        "replaced_by": token.replaced_by,
-        "permissions": token.permissions,
-        "roles": token.roles,
-        "metadata": token.metadata,
-        "retain_until": to_db(token.retain_until),
-    }
-
-
-# Sessions -------------------------------------------------------------------------------------
-
-
-def session_from_row(row: Sequence[Any]) -> SessionData:
-    session_id, user_id, data, created_at, last_accessed, expires_at, ip, user_agent = row
-    return SessionData(
-        session_id=session_id,
-        user_id=str(user_id),
-        data=data,
-        created_at=from_db(created_at),
-        last_accessed=from_db(last_accessed),
-        expires_at=_from_db_optional(expires_at),
-        ip_address=ip,
-        user_agent=user_agent,
-    )
+    values = _field_values(model, token)
+    values["retain_until"] = to_db(token.retain_until)  # indexed, for expiry and cleanup
+    return values
 
 
 def session_fields(model: type[models.Model], session: SessionData) -> dict[str, Any]:
     """The ``Session`` field values of a validated ``session``."""
-    return {
-        "session_id": session.session_id,
-        "user_id": require_user_pk(model, session.user_id),
-        "data": session.data,
-        "created_at": to_db(session.created_at),
-        "last_accessed": to_db(session.last_accessed),
-        "expires_at": _to_db_optional(session.expires_at),
-        "ip_address": session.ip_address,
-        "user_agent": session.user_agent,
-    }
-
-
-# Key-value ------------------------------------------------------------------------------------
-
-
-def kv_from_row(row: tuple[Any, ...]) -> KVEntry:
-    key, value, created_at, expires_at = row
-    return KVEntry(
-        key=key,
-        value=bytes(value),  # PostgreSQL returns a memoryview
-        created_at=from_db(created_at),
-        expires_at=_from_db_optional(expires_at),
-    )
+    return _field_values(model, session)
 
 
 def kv_fields(entry: KVEntry) -> dict[str, Any]:
     """The ``KVEntry`` row values of a validated ``entry``."""
-    return {
-        "key": entry.key,
-        "value": entry.value,
-        "created_at": to_db(entry.created_at),
-        "expires_at": _to_db_optional(entry.expires_at),
-    }
-
-
-# Audit ----------------------------------------------------------------------------------------
-
-
-def audit_from_row(row: tuple[Any, ...]) -> AuditEvent:
-    event_id, action, outcome, user_id, resource, ip, user_agent, created_at, metadata = row
-    return AuditEvent(
-        event_id=event_id,
-        action=action,
-        outcome=outcome,
-        user_id=user_id,
-        resource=resource,
-        ip_address=ip,
-        user_agent=user_agent,
-        created_at=from_db(created_at),
-        metadata=metadata,
-    )
+    return _field_values(None, entry)
 
 
 def audit_fields(event: AuditEvent) -> dict[str, Any]:
     """The ``AuditLog`` field values of a validated ``event``."""
-    return {
-        "event_id": event.event_id,
-        "action": event.action,
-        "outcome": event.outcome,
-        "user_id": event.user_id,
-        "resource": event.resource,
-        "ip_address": event.ip_address,
-        "user_agent": event.user_agent,
-        "created_at": to_db(event.created_at),
-        "metadata": event.metadata,
-    }
+    return _field_values(None, event)

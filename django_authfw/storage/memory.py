@@ -13,12 +13,13 @@ Expired records are invisible at once and removed by :meth:`MemoryEngine.cleanup
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .. import validate
 from ..records import AuditEvent, AuthToken, KVEntry, SessionData, StorageStatistics, utcnow
@@ -28,33 +29,33 @@ from .engine import CacheEngine
 T = TypeVar("T")
 
 
-def _copy_token(token: AuthToken) -> AuthToken:
-    # Built directly rather than with dataclasses.replace: this runs on every verification.
-    return AuthToken(
-        token_id=token.token_id,
-        user_id=token.user_id,
-        access_digest=token.access_digest,
-        expires_at=token.expires_at,
-        refresh_digest=token.refresh_digest,
-        refresh_expires_at=token.refresh_expires_at,
-        token_type=token.token_type,
-        family_id=token.family_id,
-        created_at=token.created_at,
-        updated_at=token.updated_at,
-        revoked_at=token.revoked_at,
-        replaced_by=token.replaced_by,
-        permissions=list(token.permissions),
-        roles=list(token.roles),
-        metadata=codec.clone_json(token.metadata),
-    )
+def _copier(kind: type[_Record]) -> Callable[[_Record], _Record]:
+    """A copy of a record that shares no container with it, derived from the schema
+    (dataclasses.fields(): lists and JSON objects are copied, the rest is immutable)."""
+    copies: list[tuple[str, Callable[[Any], Any] | None]] = []
+    for field in dataclasses.fields(kind):
+        spec_kind = field.metadata["kind"]
+        copy = (
+            list if spec_kind == "strings" else codec.clone_json if spec_kind == "object" else None
+        )
+        copies.append((field.name, copy))
+
+    def copy_record(record: _Record) -> _Record:
+        # Positional construction, not dataclasses.replace: this runs on every verification.
+        return kind(
+            *[
+                getattr(record, name) if copy is None else copy(getattr(record, name))
+                for name, copy in copies
+            ]
+        )
+
+    return copy_record
 
 
-def _copy_session(session: SessionData) -> SessionData:
-    return replace(session, data=codec.clone_json(session.data))
-
-
-def _copy_event(event: AuditEvent) -> AuditEvent:
-    return replace(event, metadata=codec.clone_json(event.metadata))
+_Record = TypeVar("_Record", AuthToken, SessionData, AuditEvent)
+_copy_token = _copier(AuthToken)
+_copy_session = _copier(SessionData)
+_copy_event = _copier(AuditEvent)
 
 
 def _batched(items: list[T], size: int) -> Iterator[list[T]]:
