@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import hmac
@@ -216,62 +217,42 @@ DIGEST = (_same, _dec_digest)
 OPT_DIGEST = (_same, _dec_opt_digest)
 
 
-def _schema(**fields: tuple[Callable[[Any], Any], Callable[[Any], Any]]) -> tuple[_Codec, ...]:
-    return tuple(_Codec(name, enc, dec) for name, (enc, dec) in fields.items())
+# Each kind's codec pair, by what its schema says the field holds (django_authfw.records.spec);
+# a line lists the fields in declaration order, so it is derived from dataclasses.fields().
+_BY_KIND: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "id": STR,
+    "text": STR,
+    "ip": STR,
+    "digest": DIGEST,
+    "time": DATETIME,
+    "strings": STR_LIST,
+    "object": DICT,
+    "bool": BOOL,
+    "bytes": BYTES,
+}
+_NULLABLE: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "id": OPT_STR,
+    "text": OPT_STR,
+    "ip": OPT_STR,
+    "digest": OPT_DIGEST,
+    "time": OPT_DATETIME,
+}
+
+
+def _schema(record_class: type[Any]) -> tuple[type[Any], tuple[_Codec, ...]]:
+    codecs = []
+    for schema_field in dataclasses.fields(record_class):
+        spec = schema_field.metadata
+        encode, decode = (_NULLABLE if spec["null"] else _BY_KIND)[spec["kind"]]
+        codecs.append(_Codec(schema_field.name, encode, decode))
+    return record_class, tuple(codecs)
 
 
 SCHEMAS: dict[str, tuple[type[Any], tuple[_Codec, ...]]] = {
-    "token": (
-        AuthToken,
-        _schema(
-            token_id=STR,
-            user_id=STR,
-            access_digest=DIGEST,
-            expires_at=DATETIME,
-            refresh_digest=OPT_DIGEST,
-            refresh_expires_at=OPT_DATETIME,
-            token_type=STR,
-            family_id=STR,
-            created_at=DATETIME,
-            updated_at=DATETIME,
-            revoked_at=OPT_DATETIME,
-            replaced_by=OPT_STR,
-            permissions=STR_LIST,
-            roles=STR_LIST,
-            metadata=DICT,
-        ),
-    ),
-    "session": (
-        SessionData,
-        _schema(
-            session_id=STR,
-            user_id=STR,
-            data=DICT,
-            created_at=DATETIME,
-            last_accessed=DATETIME,
-            expires_at=OPT_DATETIME,
-            ip_address=OPT_STR,
-            user_agent=STR,
-        ),
-    ),
-    "kv": (
-        KVEntry,
-        _schema(key=STR, value=BYTES, created_at=DATETIME, expires_at=OPT_DATETIME),
-    ),
-    "audit": (
-        AuditEvent,
-        _schema(
-            action=STR,
-            outcome=BOOL,
-            user_id=OPT_STR,
-            resource=OPT_STR,
-            ip_address=OPT_STR,
-            user_agent=STR,
-            created_at=DATETIME,
-            metadata=DICT,
-            event_id=STR,
-        ),
-    ),
+    "token": _schema(AuthToken),
+    "session": _schema(SessionData),
+    "kv": _schema(KVEntry),
+    "audit": _schema(AuditEvent),
 }
 
 

@@ -3,6 +3,13 @@
 They hold no ORM or cache state, so a record read from one backend can be written to another
 (migration, backup). Times are timezone-aware UTC datetimes; token secrets appear only as
 SHA-256 digests.
+
+Each dataclass is the one schema of its kind: its fields, with their types, defaults and, in
+each field's ``metadata`` (see :func:`spec`), the kind of value and its limits. Everything else
+is derived from ``dataclasses.fields()``: the input checks (:mod:`django_authfw.validate`), the
+Redis JSON (:mod:`django_authfw.storage.codec`), database rows
+(:mod:`django_authfw.storage.database_convert`), backup lines (:mod:`django_authfw.backup`) and
+the in-memory store's copies. Adding a field is an edit here plus a migration for the tables.
 """
 
 from __future__ import annotations
@@ -11,7 +18,43 @@ import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
+
+#: What a field holds: ``id`` (non-empty text, at most ``max_length``, 255 by default), ``text``,
+#: ``digest`` (SHA-256 hex), ``time`` (aware datetime), ``strings`` (list of text), ``object``
+#: (JSON object), ``bool``, ``ip`` (an address) or ``bytes``.
+FieldKind = Literal["id", "text", "digest", "time", "strings", "object", "bool", "ip", "bytes"]
+
+MAX_ID_LENGTH = 255  # the id columns' max_length
+
+
+def spec(
+    kind: FieldKind,
+    *,
+    null: bool = False,
+    max_length: int | None = None,
+    blank: bool = True,
+    column: str | None = None,
+    user_key: bool = False,
+    json_rank: float | None = None,
+) -> dict[str, Any]:
+    """A field's ``metadata``: everything about it that is not its name, type or default.
+
+    ``null``: None is allowed. ``max_length``/``blank``: limits of text (the database's column
+    sizes, the narrowest store). ``column``: the database column, when not the field's name.
+    ``user_key``: the field holds ``str(user.pk)`` (a foreign key in the database).
+    ``json_rank``: where the field goes in the Redis JSON when not at its declaration index
+    (records written before the schema was derived keep their byte-exact form).
+    """
+    return {
+        "kind": kind,
+        "null": null,
+        "max_length": max_length,
+        "blank": blank,
+        "column": column,
+        "user_key": user_key,
+        "json_rank": json_rank,
+    }
 
 
 def utcnow() -> datetime:
@@ -30,21 +73,25 @@ class AuthToken:
     refresh rotated this one into.
     """
 
-    token_id: str
-    user_id: str
-    access_digest: str
-    expires_at: datetime
-    refresh_digest: str | None = None
-    refresh_expires_at: datetime | None = None
-    token_type: str = "Bearer"
-    family_id: str = ""
-    created_at: datetime = field(default_factory=utcnow)
-    updated_at: datetime = field(default_factory=utcnow)
-    revoked_at: datetime | None = None
-    replaced_by: str | None = None
-    permissions: list[str] = field(default_factory=list)
-    roles: list[str] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    token_id: str = field(metadata=spec("id"))
+    user_id: str = field(metadata=spec("id", user_key=True))
+    access_digest: str = field(metadata=spec("digest", column="access_token"))
+    expires_at: datetime = field(metadata=spec("time", json_rank=7.1))
+    refresh_digest: str | None = field(
+        default=None, metadata=spec("digest", null=True, column="refresh_token")
+    )
+    refresh_expires_at: datetime | None = field(
+        default=None, metadata=spec("time", null=True, json_rank=7.2)
+    )
+    token_type: str = field(default="Bearer", metadata=spec("text", max_length=50, blank=False))
+    family_id: str = field(default="", metadata=spec("text", max_length=MAX_ID_LENGTH))
+    created_at: datetime = field(default_factory=utcnow, metadata=spec("time"))
+    updated_at: datetime = field(default_factory=utcnow, metadata=spec("time"))
+    revoked_at: datetime | None = field(default=None, metadata=spec("time", null=True))
+    replaced_by: str | None = field(default=None, metadata=spec("id", null=True))
+    permissions: list[str] = field(default_factory=list, metadata=spec("strings"))
+    roles: list[str] = field(default_factory=list, metadata=spec("strings"))
+    metadata: dict[str, Any] = field(default_factory=dict, metadata=spec("object"))
 
     @property
     def is_revoked(self) -> bool:
@@ -73,14 +120,14 @@ class AuthToken:
 class SessionData:
     """A server-side session: arbitrary JSON ``data`` belonging to one user."""
 
-    session_id: str
-    user_id: str
-    data: dict[str, Any] = field(default_factory=dict)
-    created_at: datetime = field(default_factory=utcnow)
-    last_accessed: datetime = field(default_factory=utcnow)
-    expires_at: datetime | None = None
-    ip_address: str | None = None
-    user_agent: str = ""
+    session_id: str = field(metadata=spec("id"))
+    user_id: str = field(metadata=spec("id", user_key=True))
+    data: dict[str, Any] = field(default_factory=dict, metadata=spec("object"))
+    created_at: datetime = field(default_factory=utcnow, metadata=spec("time"))
+    last_accessed: datetime = field(default_factory=utcnow, metadata=spec("time"))
+    expires_at: datetime | None = field(default=None, metadata=spec("time", null=True))
+    ip_address: str | None = field(default=None, metadata=spec("ip", null=True))
+    user_agent: str = field(default="", metadata=spec("text"))
 
     def is_expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and (now or utcnow()) >= self.expires_at
@@ -90,10 +137,10 @@ class SessionData:
 class KVEntry:
     """A key-value entry; ``value`` is raw bytes, ``expires_at`` None means it persists."""
 
-    key: str
-    value: bytes
-    created_at: datetime = field(default_factory=utcnow)
-    expires_at: datetime | None = None
+    key: str = field(metadata=spec("id"))
+    value: bytes = field(metadata=spec("bytes"))
+    created_at: datetime = field(default_factory=utcnow, metadata=spec("time"))
+    expires_at: datetime | None = field(default=None, metadata=spec("time", null=True))
 
     def is_expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and (now or utcnow()) >= self.expires_at
@@ -108,15 +155,21 @@ class AuditEvent:
     carry the attempted username for failures, never a password or a token.
     """
 
-    action: str
-    outcome: bool
-    user_id: str | None = None
-    resource: str | None = None
-    ip_address: str | None = None
-    user_agent: str = ""
-    created_at: datetime = field(default_factory=utcnow)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    action: str = field(metadata=spec("text", max_length=100, blank=False))
+    outcome: bool = field(metadata=spec("bool"))
+    user_id: str | None = field(default=None, metadata=spec("id", null=True))
+    resource: str | None = field(
+        default=None, metadata=spec("text", null=True, max_length=MAX_ID_LENGTH)
+    )
+    ip_address: str | None = field(default=None, metadata=spec("ip", null=True))
+    user_agent: str = field(default="", metadata=spec("text"))
+    created_at: datetime = field(default_factory=utcnow, metadata=spec("time"))
+    metadata: dict[str, Any] = field(default_factory=dict, metadata=spec("object"))
+    # uuid4().hex is 32 characters; the column holds 64.
+    event_id: str = field(
+        default_factory=lambda: uuid.uuid4().hex,
+        metadata=spec("id", max_length=64, json_rank=-1),
+    )
 
 
 class StorageStatistics(TypedDict):

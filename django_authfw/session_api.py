@@ -12,6 +12,7 @@ import secrets
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import validate
 from .audit import AuditWriter, session_event
 from .conf import conf
 from .exceptions import InvalidCredentials, InvalidInput
@@ -36,14 +37,6 @@ def _data(data: object) -> dict[str, Any]:
     except (TypeError, ValueError):
         raise InvalidInput("session data must be a dict of JSON-serialisable values.") from None
     return data
-
-
-def _ttl(ttl: object, what: str = "ttl") -> timedelta | None:
-    if ttl is None:
-        return None
-    if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
-        raise InvalidInput(f"{what} must be a positive timedelta or None.")
-    return ttl
 
 
 def _kv_key(key: object) -> str:
@@ -107,7 +100,7 @@ class SessionAPI:
         request_info: RequestInfo | None = None,
     ) -> SessionData:
         """Start a server-side session for an active user; audited as ``session_create``."""
-        data, ttl, info = _data(data), _ttl(ttl), _info(request_info)
+        data, ttl, info = _data(data), validate.ttl(ttl), _info(request_info)
         found = resolve_user(user)
         if not can_authenticate(found):
             raise InvalidCredentials("This account is inactive; it cannot start a session.")
@@ -125,7 +118,7 @@ class SessionAPI:
         request_info: RequestInfo | None = None,
     ) -> SessionData:
         """Async twin of :meth:`create_session`."""
-        data, ttl, info = _data(data), _ttl(ttl), _info(request_info)
+        data, ttl, info = _data(data), validate.ttl(ttl), _info(request_info)
         found = await aresolve_user(user)
         if not can_authenticate(found):
             raise InvalidCredentials("This account is inactive; it cannot start a session.")
@@ -216,13 +209,13 @@ class SessionAPI:
         """Store bytes under ``key`` (``authfw:`` keys are reserved); no ``ttl`` = persist."""
         if not isinstance(value, bytes):
             raise InvalidInput("value must be bytes; encode text first (value.encode()).")
-        self.storage.kv_set(_kv_key(key), value, _ttl(ttl))
+        self.storage.kv_set(_kv_key(key), value, validate.ttl(ttl))
 
     async def akv_set(self, key: str, value: bytes, ttl: timedelta | None = None) -> None:
         """Async twin of :meth:`kv_set`."""
         if not isinstance(value, bytes):
             raise InvalidInput("value must be bytes; encode text first (value.encode()).")
-        await self.storage.akv_set(_kv_key(key), value, _ttl(ttl))
+        await self.storage.akv_set(_kv_key(key), value, validate.ttl(ttl))
 
     def kv_get(self, key: str) -> bytes | None:
         """The value, or None if unknown or expired."""

@@ -304,12 +304,13 @@ def test_expired_records_are_not_written(
     token = AuthTokenFactory(user_id="5", expires_at=past, refresh_expires_at=past)
     redis_cache_storage.store_token(token)
     redis_cache_storage.store_session(make_session("5", expires_at=past))
-    redis_cache_storage.kv_set("gone", b"1", ttl=timedelta(0))
     assert list(raw_redis.scan_iter(match=f"{prefix}*")) == []
-    # Setting an already-over TTL on an existing entry removes it.
+    # A TTL that is already over is refused on every backend (tests/contract/
+    # test_input_contract.py) and leaves the entry as it was.
     redis_cache_storage.kv_set("k", b"1")
-    redis_cache_storage.kv_set("k", b"2", ttl=timedelta(seconds=-5))
-    assert raw_redis.exists(f"{prefix}kv:k") == 0
+    with pytest.raises(InvalidInput):
+        redis_cache_storage.kv_set("k", b"2", ttl=timedelta(seconds=-5))
+    assert raw_redis.get(f"{prefix}kv:k") is not None
 
 
 def test_audit_keys_are_readable(redis_cache_storage: CacheStorage, raw_redis: redis.Redis) -> None:

@@ -16,6 +16,7 @@ from django.core.management.base import SystemCheckError
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
+from django.utils.module_loading import import_string
 
 from django_authfw.conf import DEFAULTS
 
@@ -114,6 +115,47 @@ def test_e002_bad_storage_entries(authfw: Any, config: Any, fragment: str) -> No
     [message] = authfw_messages()
     assert message.id == "authfw.E002" and fragment in message.msg
     assert message.hint
+
+
+@pytest.mark.parametrize(
+    ("class_name", "options"),
+    [
+        ("DatabaseStorage", {"cache": "authfw"}),
+        ("CacheStorage", {"url": "redis://127.0.0.1:6379/0"}),
+        ("InMemoryStorage", {"cache": "authfw"}),
+        ("InMemoryStorage", {"key_prefix": "a:"}),
+        ("RedisStorage", {"cache": "authfw"}),
+        ("RedisStorage", {"cleanup_interval": 5}),
+    ],
+)
+def test_e002_refuses_another_backends_options_on_all_four(
+    authfw: Any, class_name: str, options: dict[str, Any]
+) -> None:
+    # InMemoryStorage and RedisStorage once subclassed CacheStorage without running its
+    # __init__, so E002 took CacheStorage's names for theirs and building then failed.
+    path = f"django_authfw.storage.{class_name}"
+    authfw(STORAGES={"default": {"BACKEND": path, "OPTIONS": options}})
+    [message] = authfw_messages()
+    assert message.id == "authfw.E002" and "unknown option(s)" in message.msg
+    with pytest.raises(TypeError, match="unknown OPTIONS"):
+        import_string(path)(**options)
+
+
+def test_e002_accepts_each_backends_own_options(authfw: Any) -> None:
+    authfw(
+        STORAGES={
+            "default": {"BACKEND": "django_authfw.storage.DatabaseStorage"},
+            "redis": {
+                "BACKEND": "django_authfw.storage.RedisStorage",
+                "OPTIONS": {"url": "redis://127.0.0.1:6379/0", "key_prefix": "a:", "timeout": 2},
+            },
+            "mem": {
+                "BACKEND": "django_authfw.storage.InMemoryStorage",
+                "OPTIONS": {"cleanup_interval": None, "default_ttl": 60},
+            },
+        }
+    )
+    assert authfw_messages() == []
 
 
 def test_e002_accepts_real_options(authfw: Any) -> None:

@@ -1,8 +1,14 @@
 """The storage contract every backend implements.
 
-A backend subclasses :class:`AuthStorage` and provides the sync methods; each has an async twin
-named with an ``a`` prefix that defaults to running the sync method through ``sync_to_async``
-(a backend with a native async client overrides them). Backends hold mechanics only: expiry
+:class:`AuthStorage` is a validating front: each public method checks its arguments once, with
+:mod:`django_authfw.validate`, and then calls the engine method of the same name with a leading
+underscore (``store_token`` calls ``_store_token``). A backend subclasses it and provides the
+engine methods, which trust their arguments; so bad input raises ``InvalidInput`` and changes
+nothing on every backend alike, and a record one backend accepts every backend accepts. Methods
+without arguments (``statistics``, ``flush``, ``close``, ``count_active_sessions``) are provided
+directly. Each public method has an async twin named with an ``a`` prefix that defaults to
+running the sync method through ``sync_to_async`` (a backend with a native async client
+overrides them). Backends hold mechanics only: expiry
 rules, rotation, lockout and audit policy live in :class:`django_authfw.AuthFramework`.
 
 Shared rules, checked by the contract test suite on every backend:
@@ -25,6 +31,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
+from .. import validate
 from ..records import (
     AuditEvent,
     AuthToken,
@@ -80,27 +87,32 @@ class AuthStorage:
 
     def store_token(self, token: AuthToken) -> None:
         """Insert a newly issued token and add it to its user's index."""
-        raise _abstract("store_token")
+        self._store_token(validate.token(token))
 
     def get_token(self, token_id: str) -> AuthToken | None:
         """Return the token with this id, or None if unknown or past ``retain_until``."""
-        raise _abstract("get_token")
+        return self._get_token(validate.identifier(token_id, "token_id"))
 
     def get_token_by_access(self, access_digest: str) -> AuthToken | None:
         """Return the token whose access-token digest is ``access_digest`` (the hot path).
 
         One indexed lookup, no write. Revoked and access-expired tokens are returned (the
-        framework tells the caller why they fail); unknown ones give None.
+        framework tells the caller why they fail); unknown ones give None, and so does a string
+        that cannot be a digest, without asking the backend.
         """
-        raise _abstract("get_token_by_access")
+        if not validate.is_digest(access_digest):
+            return None
+        return self._get_token_by_access(access_digest)
 
     def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
         """Return the token whose refresh-token digest is ``refresh_digest``, or None."""
-        raise _abstract("get_token_by_refresh")
+        if not validate.is_digest(refresh_digest):
+            return None
+        return self._get_token_by_refresh(refresh_digest)
 
     def update_token(self, token: AuthToken) -> bool:
         """Replace a stored token's fields; return False if it no longer exists."""
-        raise _abstract("update_token")
+        return self._update_token(validate.token(token))
 
     def revoke_token(self, token_id: str, *, at: datetime, replaced_by: str | None = None) -> bool:
         """Atomically mark a token revoked if it is not already.
@@ -108,53 +120,65 @@ class AuthStorage:
         Returns True only for the one call that revoked it, so two concurrent refreshes of the
         same refresh token cannot both succeed.
         """
-        raise _abstract("revoke_token")
+        return self._revoke_token(
+            validate.identifier(token_id, "token_id"),
+            at=validate.aware(at, "at"),
+            replaced_by=validate.optional_identifier(replaced_by, "replaced_by"),
+        )
 
     def revoke_user_tokens(
         self, user_id: str, *, at: datetime, family_id: str | None = None
     ) -> int:
         """Revoke every unrevoked token of a user (or of one family); return how many."""
-        raise _abstract("revoke_user_tokens")
+        return self._revoke_user_tokens(
+            validate.identifier(user_id, "user_id"),
+            at=validate.aware(at, "at"),
+            family_id=validate.optional_identifier(family_id, "family_id"),
+        )
 
     def delete_token(self, token_id: str) -> bool:
         """Delete a token and its index entries; return whether it existed."""
-        raise _abstract("delete_token")
+        return self._delete_token(validate.identifier(token_id, "token_id"))
 
     def list_user_tokens(self, user_id: str) -> list[AuthToken]:
         """Return the user's tokens not past ``retain_until``, oldest first."""
-        raise _abstract("list_user_tokens")
+        return self._list_user_tokens(validate.identifier(user_id, "user_id"))
 
     def delete_user_tokens(self, user_id: str) -> int:
         """Delete every token of a user; return how many."""
-        raise _abstract("delete_user_tokens")
+        return self._delete_user_tokens(validate.identifier(user_id, "user_id"))
 
     # Sessions -----------------------------------------------------------------------------
 
     def store_session(self, session: SessionData) -> None:
         """Insert or replace a session."""
-        raise _abstract("store_session")
+        self._store_session(validate.session(session))
 
     def get_session(self, session_id: str) -> SessionData | None:
         """Return the session, or None if unknown or expired."""
-        raise _abstract("get_session")
+        return self._get_session(validate.identifier(session_id, "session_id"))
 
     def touch_session(
         self, session_id: str, *, at: datetime, expires_at: datetime | None = None
     ) -> bool:
         """Set ``last_accessed`` (and, if given, a new expiry); False if gone or expired."""
-        raise _abstract("touch_session")
+        return self._touch_session(
+            validate.identifier(session_id, "session_id"),
+            at=validate.aware(at, "at"),
+            expires_at=validate.optional_aware(expires_at, "expires_at"),
+        )
 
     def delete_session(self, session_id: str) -> bool:
         """Delete a session; return whether it existed."""
-        raise _abstract("delete_session")
+        return self._delete_session(validate.identifier(session_id, "session_id"))
 
     def list_user_sessions(self, user_id: str) -> list[SessionData]:
         """Return the user's unexpired sessions, oldest first."""
-        raise _abstract("list_user_sessions")
+        return self._list_user_sessions(validate.identifier(user_id, "user_id"))
 
     def delete_user_sessions(self, user_id: str) -> int:
         """Delete every session of a user; return how many."""
-        raise _abstract("delete_user_sessions")
+        return self._delete_user_sessions(validate.identifier(user_id, "user_id"))
 
     def count_active_sessions(self) -> int:
         """Return the number of unexpired sessions."""
@@ -163,30 +187,33 @@ class AuthStorage:
     # Key-value ----------------------------------------------------------------------------
 
     def kv_set(self, key: str, value: bytes, ttl: timedelta | None = None) -> None:
-        """Store ``value`` under ``key``; without ``ttl`` it persists."""
-        raise _abstract("kv_set")
+        """Store ``value`` (bytes) under ``key``; without ``ttl`` (a positive timedelta) it
+        persists."""
+        self._kv_set(validate.identifier(key, "key"), validate.kv_value(value), validate.ttl(ttl))
 
     def kv_get(self, key: str) -> bytes | None:
         """Return the value, or None if unknown or expired."""
-        raise _abstract("kv_get")
+        return self._kv_get(validate.identifier(key, "key"))
 
     def kv_delete(self, key: str) -> bool:
         """Delete a key; return whether it existed."""
-        raise _abstract("kv_delete")
+        return self._kv_delete(validate.identifier(key, "key"))
 
     def kv_incr(self, key: str, ttl: timedelta | None = None) -> int:
         """Atomically add one to an integer counter and return the new value.
 
         A missing or expired counter starts at 1 and gets ``ttl``; incrementing keeps the
-        expiry it has (a fixed window, as lockout counting needs).
+        expiry it has (a fixed window, as lockout counting needs). A stored value that is not
+        an integer in canonical form (see :func:`django_authfw.validate.counter`) raises
+        :class:`InvalidInput` and is left as it is.
         """
-        raise _abstract("kv_incr")
+        return self._kv_incr(validate.identifier(key, "key"), validate.ttl(ttl))
 
     # Audit log ----------------------------------------------------------------------------
 
     def append_audit(self, event: AuditEvent) -> None:
         """Append one audit event."""
-        raise _abstract("append_audit")
+        self._append_audit(validate.event(event))
 
     def query_audit(
         self,
@@ -200,7 +227,12 @@ class AuthStorage:
         offset: int = 0,
     ) -> list[AuditEvent]:
         """Return matching events, newest first (``since`` inclusive, ``until`` exclusive)."""
-        raise _abstract("query_audit")
+        filters = validate.audit_filters(user_id, action, outcome, since, until)
+        return self._query_audit(
+            **filters,
+            limit=validate.count(limit, "limit"),
+            offset=validate.count(offset, "offset"),
+        )
 
     def count_audit(
         self,
@@ -212,25 +244,31 @@ class AuthStorage:
         until: datetime | None = None,
     ) -> int:
         """Return how many events match the same filters as :meth:`query_audit`."""
-        raise _abstract("count_audit")
+        return self._count_audit(**validate.audit_filters(user_id, action, outcome, since, until))
 
     def delete_audit_before(self, cutoff: datetime) -> int:
         """Delete events created before ``cutoff``; return how many."""
-        raise _abstract("delete_audit_before")
+        return self._delete_audit_before(validate.aware(cutoff, "cutoff"))
 
     # Maintenance --------------------------------------------------------------------------
 
     def cleanup_expired_tokens(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
         """Remove tokens past ``retain_until`` in batches; return how many (would be) removed."""
-        raise _abstract("cleanup_expired_tokens")
+        return self._cleanup_expired_tokens(
+            batch_size=validate.count(batch_size, "batch_size", minimum=1), dry_run=bool(dry_run)
+        )
 
     def cleanup_expired_sessions(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
         """Remove expired sessions in batches; return how many (would be) removed."""
-        raise _abstract("cleanup_expired_sessions")
+        return self._cleanup_expired_sessions(
+            batch_size=validate.count(batch_size, "batch_size", minimum=1), dry_run=bool(dry_run)
+        )
 
     def cleanup_expired_kv(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
         """Remove expired key-value entries in batches; return how many (would be) removed."""
-        raise _abstract("cleanup_expired_kv")
+        return self._cleanup_expired_kv(
+            batch_size=validate.count(batch_size, "batch_size", minimum=1), dry_run=bool(dry_run)
+        )
 
     def cleanup_expired(self, *, batch_size: int = 1000, dry_run: bool = False) -> CleanupCounts:
         """Remove every expired record; return the counts per kind."""
@@ -255,41 +293,174 @@ class AuthStorage:
 
     def iter_tokens(self, *, batch_size: int = 1000) -> Iterator[list[AuthToken]]:
         """Yield every stored token in batches, including revoked and expired ones."""
-        raise _abstract("iter_tokens")
+        return self._iter_tokens(batch_size=validate.count(batch_size, "batch_size", minimum=1))
 
     def iter_sessions(self, *, batch_size: int = 1000) -> Iterator[list[SessionData]]:
         """Yield every stored session in batches."""
-        raise _abstract("iter_sessions")
+        return self._iter_sessions(batch_size=validate.count(batch_size, "batch_size", minimum=1))
 
     def iter_kv(self, *, batch_size: int = 1000) -> Iterator[list[KVEntry]]:
         """Yield every stored key-value entry in batches."""
-        raise _abstract("iter_kv")
+        return self._iter_kv(batch_size=validate.count(batch_size, "batch_size", minimum=1))
 
     def iter_audit(self, *, batch_size: int = 1000) -> Iterator[list[AuditEvent]]:
         """Yield every audit event in batches, oldest first."""
-        raise _abstract("iter_audit")
+        return self._iter_audit(batch_size=validate.count(batch_size, "batch_size", minimum=1))
 
     def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
-        """Upsert tokens by ``token_id`` (indexes included); return how many were written."""
-        raise _abstract("import_tokens")
+        """Upsert tokens by ``token_id`` (indexes included); return how many were written.
+
+        Every record is checked before any is written: one bad record writes none.
+        """
+        return self._import_tokens([validate.token(token) for token in tokens])
 
     def import_sessions(self, sessions: Iterable[SessionData]) -> int:
         """Upsert sessions by ``session_id``; return how many were written."""
-        raise _abstract("import_sessions")
+        return self._import_sessions([validate.session(session) for session in sessions])
 
     def import_kv(self, entries: Iterable[KVEntry]) -> int:
         """Upsert key-value entries by ``key``; return how many were written."""
-        raise _abstract("import_kv")
+        return self._import_kv([validate.kv_entry(entry) for entry in entries])
 
     def import_audit(self, events: Iterable[AuditEvent]) -> int:
         """Insert audit events whose ``event_id`` is not stored yet; return how many."""
-        raise _abstract("import_audit")
+        return self._import_audit([validate.event(event) for event in events])
 
     def create_backup(self, path: str | Path) -> dict[str, int]:
         """Write every record to a backup file at ``path``; return counts per kind."""
         from ..backup import write_backup
 
         return write_backup(self, path)
+
+    # Engine methods: what a backend writes -------------------------------------------------
+    #
+    # Each public method above checks its arguments with django_authfw.validate and calls the
+    # method of the same name with a leading underscore, which a backend provides and which
+    # trusts its arguments (as Django's Storage.save() calls _save()). The docstrings of the
+    # public methods say what each must do.
+
+    def _store_token(self, token: AuthToken) -> None:
+        raise _abstract("_store_token")
+
+    def _get_token(self, token_id: str) -> AuthToken | None:
+        raise _abstract("_get_token")
+
+    def _get_token_by_access(self, access_digest: str) -> AuthToken | None:
+        raise _abstract("_get_token_by_access")
+
+    def _get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
+        raise _abstract("_get_token_by_refresh")
+
+    def _update_token(self, token: AuthToken) -> bool:
+        raise _abstract("_update_token")
+
+    def _revoke_token(self, token_id: str, *, at: datetime, replaced_by: str | None) -> bool:
+        raise _abstract("_revoke_token")
+
+    def _revoke_user_tokens(self, user_id: str, *, at: datetime, family_id: str | None) -> int:
+        raise _abstract("_revoke_user_tokens")
+
+    def _delete_token(self, token_id: str) -> bool:
+        raise _abstract("_delete_token")
+
+    def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        raise _abstract("_list_user_tokens")
+
+    def _delete_user_tokens(self, user_id: str) -> int:
+        raise _abstract("_delete_user_tokens")
+
+    def _store_session(self, session: SessionData) -> None:
+        raise _abstract("_store_session")
+
+    def _get_session(self, session_id: str) -> SessionData | None:
+        raise _abstract("_get_session")
+
+    def _touch_session(self, session_id: str, *, at: datetime, expires_at: datetime | None) -> bool:
+        raise _abstract("_touch_session")
+
+    def _delete_session(self, session_id: str) -> bool:
+        raise _abstract("_delete_session")
+
+    def _list_user_sessions(self, user_id: str) -> list[SessionData]:
+        raise _abstract("_list_user_sessions")
+
+    def _delete_user_sessions(self, user_id: str) -> int:
+        raise _abstract("_delete_user_sessions")
+
+    def _kv_set(self, key: str, value: bytes, ttl: timedelta | None) -> None:
+        raise _abstract("_kv_set")
+
+    def _kv_get(self, key: str) -> bytes | None:
+        raise _abstract("_kv_get")
+
+    def _kv_delete(self, key: str) -> bool:
+        raise _abstract("_kv_delete")
+
+    def _kv_incr(self, key: str, ttl: timedelta | None) -> int:
+        raise _abstract("_kv_incr")
+
+    def _append_audit(self, event: AuditEvent) -> None:
+        raise _abstract("_append_audit")
+
+    def _query_audit(
+        self,
+        *,
+        user_id: str | None,
+        action: str | None,
+        outcome: bool | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        offset: int,
+    ) -> list[AuditEvent]:
+        raise _abstract("_query_audit")
+
+    def _count_audit(
+        self,
+        *,
+        user_id: str | None,
+        action: str | None,
+        outcome: bool | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> int:
+        raise _abstract("_count_audit")
+
+    def _delete_audit_before(self, cutoff: datetime) -> int:
+        raise _abstract("_delete_audit_before")
+
+    def _cleanup_expired_tokens(self, *, batch_size: int, dry_run: bool) -> int:
+        raise _abstract("_cleanup_expired_tokens")
+
+    def _cleanup_expired_sessions(self, *, batch_size: int, dry_run: bool) -> int:
+        raise _abstract("_cleanup_expired_sessions")
+
+    def _cleanup_expired_kv(self, *, batch_size: int, dry_run: bool) -> int:
+        raise _abstract("_cleanup_expired_kv")
+
+    def _iter_tokens(self, *, batch_size: int) -> Iterator[list[AuthToken]]:
+        raise _abstract("_iter_tokens")
+
+    def _iter_sessions(self, *, batch_size: int) -> Iterator[list[SessionData]]:
+        raise _abstract("_iter_sessions")
+
+    def _iter_kv(self, *, batch_size: int) -> Iterator[list[KVEntry]]:
+        raise _abstract("_iter_kv")
+
+    def _iter_audit(self, *, batch_size: int) -> Iterator[list[AuditEvent]]:
+        raise _abstract("_iter_audit")
+
+    def _import_tokens(self, tokens: list[AuthToken]) -> int:
+        raise _abstract("_import_tokens")
+
+    def _import_sessions(self, sessions: list[SessionData]) -> int:
+        raise _abstract("_import_sessions")
+
+    def _import_kv(self, entries: list[KVEntry]) -> int:
+        raise _abstract("_import_kv")
+
+    def _import_audit(self, events: list[AuditEvent]) -> int:
+        raise _abstract("_import_audit")
 
     # Async twins (run the sync method in a worker thread, as Django's cache base does) ----
     async def astore_token(self, token: AuthToken) -> None:

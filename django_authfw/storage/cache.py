@@ -10,9 +10,10 @@ One front, two engines:
 * a ``LocMemCache`` alias and :class:`InMemoryStorage` use
   :class:`~django_authfw.storage.memory.MemoryEngine`: dicts in this process.
 
-The front validates every argument (so bad input raises ``InvalidInput`` and changes nothing
-on every engine alike) and provides the async twins: inline for the in-process engine (no
-thread hop), in a worker thread for Redis.
+The three are siblings over :class:`EngineStorage`, which hands :class:`AuthStorage`'s engine
+methods to the engine (the validating front in :class:`AuthStorage` has checked every argument
+by then) and provides the async twins: inline for the in-process engine (no thread hop), in a
+worker thread for Redis.
 """
 
 from __future__ import annotations
@@ -21,18 +22,17 @@ import functools
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
+from .. import validate
 from ..exceptions import InvalidInput, StorageError
 from ..records import AuditEvent, AuthToken, KVEntry, SessionData, StorageStatistics
 from ..tokens import check_id
-from . import validation as valid
 from .base import AuthStorage
-from .codec import seconds, ttl_delta
 from .engine import CacheEngine
 
 logger = logging.getLogger("django_authfw.storage")
@@ -41,7 +41,7 @@ T = TypeVar("T")
 
 
 def _default_ttl(value: object) -> timedelta | None:
-    secs = seconds(value, "default_ttl", allow_none=True)
+    secs = validate.seconds(value, "default_ttl", allow_none=True)
     if secs == 0:
         raise InvalidInput("default_ttl must be positive, or None for no default expiry.")
     return None if secs is None else timedelta(seconds=secs)
@@ -57,13 +57,199 @@ def _key_prefix(value: object) -> str:
 
 
 def _retry_options(retry_attempts: object, retry_delay: object) -> tuple[int, float]:
-    attempts = valid.non_negative_int(retry_attempts, "retry_attempts")
-    delay = seconds(retry_delay, "retry_delay")
+    attempts = validate.count(retry_attempts, "retry_attempts")
+    delay = validate.seconds(retry_delay, "retry_delay")
     assert delay is not None
     return attempts, delay
 
 
-class CacheStorage(AuthStorage):
+class EngineStorage(AuthStorage):
+    """The storage contract over a :class:`CacheEngine`: what :class:`CacheStorage`,
+    :class:`InMemoryStorage` and :class:`RedisStorage` share. A subclass builds its engine in
+    ``__init__`` and passes it to :meth:`_attach`; :class:`AuthStorage` has validated every
+    argument before an engine method here hands it on."""
+
+    native_expiry: bool = False
+    cache_alias: str | None = None
+    key_prefix: str = ""
+    default_ttl: timedelta | None = None
+    _engine: CacheEngine
+
+    def _attach(self, engine: CacheEngine) -> None:
+        self._engine = engine
+        # Per instance: one CacheStorage class fronts both engines.
+        self.native_expiry = engine.native_expiry
+
+    @property
+    def engine(self) -> CacheEngine:
+        """The engine behind this storage (a ``MemoryEngine`` or a ``RedisEngine``)."""
+        return self._engine
+
+    # Tokens -------------------------------------------------------------------------------
+
+    def _store_token(self, token: AuthToken) -> None:
+        self._engine.store_token(token)
+
+    def _get_token(self, token_id: str) -> AuthToken | None:
+        return self._engine.get_token(token_id)
+
+    def _get_token_by_access(self, access_digest: str) -> AuthToken | None:
+        return self._engine.get_token_by_access(access_digest)
+
+    def _get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
+        return self._engine.get_token_by_refresh(refresh_digest)
+
+    def _update_token(self, token: AuthToken) -> bool:
+        return self._engine.update_token(token)
+
+    def _revoke_token(self, token_id: str, *, at: datetime, replaced_by: str | None) -> bool:
+        return self._engine.revoke_token(token_id, at=at, replaced_by=replaced_by)
+
+    def _revoke_user_tokens(self, user_id: str, *, at: datetime, family_id: str | None) -> int:
+        return self._engine.revoke_user_tokens(user_id, at=at, family_id=family_id)
+
+    def _delete_token(self, token_id: str) -> bool:
+        return self._engine.delete_token(token_id)
+
+    def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
+        return self._engine.list_user_tokens(user_id)
+
+    def _delete_user_tokens(self, user_id: str) -> int:
+        return self._engine.delete_user_tokens(user_id)
+
+    # Sessions -----------------------------------------------------------------------------
+
+    def _store_session(self, session: SessionData) -> None:
+        self._engine.store_session(session)
+
+    def _get_session(self, session_id: str) -> SessionData | None:
+        return self._engine.get_session(session_id)
+
+    def _touch_session(self, session_id: str, *, at: datetime, expires_at: datetime | None) -> bool:
+        return self._engine.touch_session(session_id, at=at, expires_at=expires_at)
+
+    def _delete_session(self, session_id: str) -> bool:
+        return self._engine.delete_session(session_id)
+
+    def _list_user_sessions(self, user_id: str) -> list[SessionData]:
+        return self._engine.list_user_sessions(user_id)
+
+    def _delete_user_sessions(self, user_id: str) -> int:
+        return self._engine.delete_user_sessions(user_id)
+
+    def count_active_sessions(self) -> int:
+        return self._engine.count_active_sessions()
+
+    # Key-value ----------------------------------------------------------------------------
+
+    def _kv_set(self, key: str, value: bytes, ttl: timedelta | None) -> None:
+        self._engine.kv_set(key, value, ttl)
+
+    def _kv_get(self, key: str) -> bytes | None:
+        return self._engine.kv_get(key)
+
+    def _kv_delete(self, key: str) -> bool:
+        return self._engine.kv_delete(key)
+
+    def _kv_incr(self, key: str, ttl: timedelta | None) -> int:
+        return self._engine.kv_incr(key, ttl)
+
+    # Audit log ----------------------------------------------------------------------------
+
+    def _append_audit(self, event: AuditEvent) -> None:
+        self._engine.append_audit(event)
+
+    def _query_audit(self, **filters: Any) -> list[AuditEvent]:
+        return self._engine.query_audit(**filters)
+
+    def _count_audit(self, **filters: Any) -> int:
+        return self._engine.count_audit(**filters)
+
+    def _delete_audit_before(self, cutoff: datetime) -> int:
+        return self._engine.delete_audit_before(cutoff)
+
+    # Maintenance --------------------------------------------------------------------------
+
+    def _cleanup_expired_tokens(self, *, batch_size: int, dry_run: bool) -> int:
+        return self._engine.cleanup_expired_tokens(batch_size=batch_size, dry_run=dry_run)
+
+    def _cleanup_expired_sessions(self, *, batch_size: int, dry_run: bool) -> int:
+        return self._engine.cleanup_expired_sessions(batch_size=batch_size, dry_run=dry_run)
+
+    def _cleanup_expired_kv(self, *, batch_size: int, dry_run: bool) -> int:
+        return self._engine.cleanup_expired_kv(batch_size=batch_size, dry_run=dry_run)
+
+    def statistics(self) -> StorageStatistics:
+        return self._engine.statistics()
+
+    def flush(self) -> None:
+        self._engine.flush()
+
+    def close(self) -> None:
+        self._engine.close()
+
+    # Iteration and import -----------------------------------------------------------------
+
+    def _iter_tokens(self, *, batch_size: int) -> Iterator[list[AuthToken]]:
+        return self._engine.iter_tokens(batch_size=batch_size)
+
+    def _iter_sessions(self, *, batch_size: int) -> Iterator[list[SessionData]]:
+        return self._engine.iter_sessions(batch_size=batch_size)
+
+    def _iter_kv(self, *, batch_size: int) -> Iterator[list[KVEntry]]:
+        return self._engine.iter_kv(batch_size=batch_size)
+
+    def _iter_audit(self, *, batch_size: int) -> Iterator[list[AuditEvent]]:
+        return self._engine.iter_audit(batch_size=batch_size)
+
+    def _import_tokens(self, tokens: list[AuthToken]) -> int:
+        return self._engine.import_tokens(tokens)
+
+    def _import_sessions(self, sessions: list[SessionData]) -> int:
+        return self._engine.import_sessions(sessions)
+
+    def _import_kv(self, entries: list[KVEntry]) -> int:
+        return self._engine.import_kv(entries)
+
+    def _import_audit(self, events: list[AuditEvent]) -> int:
+        return self._engine.import_audit(events)
+
+    # Async ----------------------------------------------------------------------------------
+
+    async def _run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._engine.in_process:
+            # Microseconds under a lock, no I/O: a thread hop would cost more than the call.
+            return method(*args, **kwargs)
+        # Redis calls never touch the ORM, so they need not queue behind the one thread that
+        # thread_sensitive=True would use; they run in parallel worker threads.
+        return await sync_to_async(method, thread_sensitive=False)(*args, **kwargs)
+
+    async def _aiterate(self, batches: Iterator[list[T]]) -> AsyncIterator[list[T]]:
+        done = object()
+        while True:
+            batch = await self._run(next, batches, done)
+            if batch is done:
+                return
+            yield batch
+
+    async def aiter_tokens(self, *, batch_size: int = 1000) -> AsyncIterator[list[AuthToken]]:
+        async for batch in self._aiterate(self.iter_tokens(batch_size=batch_size)):
+            yield batch
+
+    async def aiter_sessions(self, *, batch_size: int = 1000) -> AsyncIterator[list[SessionData]]:
+        async for batch in self._aiterate(self.iter_sessions(batch_size=batch_size)):
+            yield batch
+
+    async def aiter_kv(self, *, batch_size: int = 1000) -> AsyncIterator[list[KVEntry]]:
+        async for batch in self._aiterate(self.iter_kv(batch_size=batch_size)):
+            yield batch
+
+    async def aiter_audit(self, *, batch_size: int = 1000) -> AsyncIterator[list[AuditEvent]]:
+        async for batch in self._aiterate(self.iter_audit(batch_size=batch_size)):
+            yield batch
+
+
+class CacheStorage(EngineStorage):
     """The storage contract on a Django cache alias (``OPTIONS``: ``cache``, ``key_prefix``,
     ``default_ttl``, ``retry_attempts``, ``retry_delay``).
 
@@ -80,9 +266,6 @@ class CacheStorage(AuthStorage):
       idempotent command is retried after a connection error or timeout.
     """
 
-    native_expiry: bool = False
-    _engine: CacheEngine
-
     def __init__(
         self,
         *,
@@ -94,15 +277,10 @@ class CacheStorage(AuthStorage):
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        self.cache_alias: str | None = cache
+        self.cache_alias = cache
         self.key_prefix = _key_prefix(key_prefix)
         self.default_ttl = _default_ttl(default_ttl)
         self._attach(self._engine_for_alias(cache, *_retry_options(retry_attempts, retry_delay)))
-
-    def _attach(self, engine: CacheEngine) -> None:
-        self._engine = engine
-        # Per instance: one CacheStorage class fronts both engines.
-        self.native_expiry = engine.native_expiry
 
     def _engine_for_alias(self, alias: str, retry_attempts: int, retry_delay: float) -> CacheEngine:
         from django.conf import settings
@@ -157,218 +335,6 @@ class CacheStorage(AuthStorage):
             owns_client=False,  # the cache alias owns it
         )
 
-    @property
-    def engine(self) -> CacheEngine:
-        """The engine behind this storage (a ``MemoryEngine`` or a ``RedisEngine``)."""
-        return self._engine
-
-    # Tokens -------------------------------------------------------------------------------
-
-    def store_token(self, token: AuthToken) -> None:
-        self._engine.store_token(valid.token(token))
-
-    def get_token(self, token_id: str) -> AuthToken | None:
-        return self._engine.get_token(check_id(token_id, "token_id"))
-
-    def get_token_by_access(self, access_digest: str) -> AuthToken | None:
-        return self._engine.get_token_by_access(check_id(access_digest, "access_digest"))
-
-    def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
-        return self._engine.get_token_by_refresh(check_id(refresh_digest, "refresh_digest"))
-
-    def update_token(self, token: AuthToken) -> bool:
-        return self._engine.update_token(valid.token(token))
-
-    def revoke_token(self, token_id: str, *, at: datetime, replaced_by: str | None = None) -> bool:
-        return self._engine.revoke_token(
-            check_id(token_id, "token_id"),
-            at=valid.aware(at, "at"),
-            replaced_by=valid.optional_id(replaced_by, "replaced_by"),
-        )
-
-    def revoke_user_tokens(
-        self, user_id: str, *, at: datetime, family_id: str | None = None
-    ) -> int:
-        return self._engine.revoke_user_tokens(
-            check_id(user_id, "user_id"),
-            at=valid.aware(at, "at"),
-            family_id=valid.optional_id(family_id, "family_id"),
-        )
-
-    def delete_token(self, token_id: str) -> bool:
-        return self._engine.delete_token(check_id(token_id, "token_id"))
-
-    def list_user_tokens(self, user_id: str) -> list[AuthToken]:
-        return self._engine.list_user_tokens(check_id(user_id, "user_id"))
-
-    def delete_user_tokens(self, user_id: str) -> int:
-        return self._engine.delete_user_tokens(check_id(user_id, "user_id"))
-
-    # Sessions -----------------------------------------------------------------------------
-
-    def store_session(self, session: SessionData) -> None:
-        self._engine.store_session(valid.session(session))
-
-    def get_session(self, session_id: str) -> SessionData | None:
-        return self._engine.get_session(check_id(session_id, "session_id"))
-
-    def touch_session(
-        self, session_id: str, *, at: datetime, expires_at: datetime | None = None
-    ) -> bool:
-        return self._engine.touch_session(
-            check_id(session_id, "session_id"),
-            at=valid.aware(at, "at"),
-            expires_at=valid.optional_aware(expires_at, "expires_at"),
-        )
-
-    def delete_session(self, session_id: str) -> bool:
-        return self._engine.delete_session(check_id(session_id, "session_id"))
-
-    def list_user_sessions(self, user_id: str) -> list[SessionData]:
-        return self._engine.list_user_sessions(check_id(user_id, "user_id"))
-
-    def delete_user_sessions(self, user_id: str) -> int:
-        return self._engine.delete_user_sessions(check_id(user_id, "user_id"))
-
-    def count_active_sessions(self) -> int:
-        return self._engine.count_active_sessions()
-
-    # Key-value ----------------------------------------------------------------------------
-
-    def kv_set(self, key: str, value: bytes, ttl: timedelta | None = None) -> None:
-        self._engine.kv_set(check_id(key, "key"), valid.kv_value(value), ttl_delta(ttl))
-
-    def kv_get(self, key: str) -> bytes | None:
-        return self._engine.kv_get(check_id(key, "key"))
-
-    def kv_delete(self, key: str) -> bool:
-        return self._engine.kv_delete(check_id(key, "key"))
-
-    def kv_incr(self, key: str, ttl: timedelta | None = None) -> int:
-        return self._engine.kv_incr(check_id(key, "key"), ttl_delta(ttl))
-
-    # Audit log ----------------------------------------------------------------------------
-
-    def append_audit(self, event: AuditEvent) -> None:
-        self._engine.append_audit(valid.event(event))
-
-    def query_audit(
-        self,
-        *,
-        user_id: str | None = None,
-        action: str | None = None,
-        outcome: bool | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[AuditEvent]:
-        return self._engine.query_audit(
-            **_audit_filters(user_id, action, outcome, since, until),
-            limit=valid.non_negative_int(limit, "limit"),
-            offset=valid.non_negative_int(offset, "offset"),
-        )
-
-    def count_audit(
-        self,
-        *,
-        user_id: str | None = None,
-        action: str | None = None,
-        outcome: bool | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
-        return self._engine.count_audit(**_audit_filters(user_id, action, outcome, since, until))
-
-    def delete_audit_before(self, cutoff: datetime) -> int:
-        return self._engine.delete_audit_before(valid.aware(cutoff, "cutoff"))
-
-    # Maintenance --------------------------------------------------------------------------
-
-    def cleanup_expired_tokens(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
-        return self._engine.cleanup_expired_tokens(
-            batch_size=valid.positive_int(batch_size, "batch_size"), dry_run=bool(dry_run)
-        )
-
-    def cleanup_expired_sessions(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
-        return self._engine.cleanup_expired_sessions(
-            batch_size=valid.positive_int(batch_size, "batch_size"), dry_run=bool(dry_run)
-        )
-
-    def cleanup_expired_kv(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
-        return self._engine.cleanup_expired_kv(
-            batch_size=valid.positive_int(batch_size, "batch_size"), dry_run=bool(dry_run)
-        )
-
-    def statistics(self) -> StorageStatistics:
-        return self._engine.statistics()
-
-    def flush(self) -> None:
-        self._engine.flush()
-
-    def close(self) -> None:
-        self._engine.close()
-
-    # Iteration and import -----------------------------------------------------------------
-
-    def iter_tokens(self, *, batch_size: int = 1000) -> Iterator[list[AuthToken]]:
-        return self._engine.iter_tokens(batch_size=valid.positive_int(batch_size, "batch_size"))
-
-    def iter_sessions(self, *, batch_size: int = 1000) -> Iterator[list[SessionData]]:
-        return self._engine.iter_sessions(batch_size=valid.positive_int(batch_size, "batch_size"))
-
-    def iter_kv(self, *, batch_size: int = 1000) -> Iterator[list[KVEntry]]:
-        return self._engine.iter_kv(batch_size=valid.positive_int(batch_size, "batch_size"))
-
-    def iter_audit(self, *, batch_size: int = 1000) -> Iterator[list[AuditEvent]]:
-        return self._engine.iter_audit(batch_size=valid.positive_int(batch_size, "batch_size"))
-
-    def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
-        return self._engine.import_tokens([valid.token(t) for t in tokens])
-
-    def import_sessions(self, sessions: Iterable[SessionData]) -> int:
-        return self._engine.import_sessions([valid.session(s) for s in sessions])
-
-    def import_kv(self, entries: Iterable[KVEntry]) -> int:
-        return self._engine.import_kv([_valid_kv_entry(e) for e in entries])
-
-    def import_audit(self, events: Iterable[AuditEvent]) -> int:
-        return self._engine.import_audit([valid.event(e) for e in events])
-
-    # Async ----------------------------------------------------------------------------------
-
-    async def _run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self._engine.in_process:
-            # Microseconds under a lock, no I/O: a thread hop would cost more than the call.
-            return method(*args, **kwargs)
-        # Redis calls never touch the ORM, so they need not queue behind the one thread that
-        # thread_sensitive=True would use; they run in parallel worker threads.
-        return await sync_to_async(method, thread_sensitive=False)(*args, **kwargs)
-
-    async def _aiterate(self, batches: Iterator[list[T]]) -> AsyncIterator[list[T]]:
-        done = object()
-        while True:
-            batch = await self._run(next, batches, done)
-            if batch is done:
-                return
-            yield batch
-
-    async def aiter_tokens(self, *, batch_size: int = 1000) -> AsyncIterator[list[AuthToken]]:
-        async for batch in self._aiterate(self.iter_tokens(batch_size=batch_size)):
-            yield batch
-
-    async def aiter_sessions(self, *, batch_size: int = 1000) -> AsyncIterator[list[SessionData]]:
-        async for batch in self._aiterate(self.iter_sessions(batch_size=batch_size)):
-            yield batch
-
-    async def aiter_kv(self, *, batch_size: int = 1000) -> AsyncIterator[list[KVEntry]]:
-        async for batch in self._aiterate(self.iter_kv(batch_size=batch_size)):
-            yield batch
-
-    async def aiter_audit(self, *, batch_size: int = 1000) -> AsyncIterator[list[AuditEvent]]:
-        async for batch in self._aiterate(self.iter_audit(batch_size=batch_size)):
-            yield batch
-
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} alias={self.alias!r} backend={self._engine.backend_name!r} "
@@ -380,7 +346,7 @@ def _twin(name: str) -> Callable[..., Any]:
     sync_method = getattr(AuthStorage, name)
 
     @functools.wraps(getattr(AuthStorage, f"a{name}"))
-    async def twin(self: CacheStorage, *args: Any, **kwargs: Any) -> Any:
+    async def twin(self: EngineStorage, *args: Any, **kwargs: Any) -> Any:
         return await self._run(getattr(self, name), *args, **kwargs)
 
     twin.__doc__ = f"Async twin of :meth:`{name}`. {sync_method.__doc__ or ''}".strip()
@@ -427,38 +393,10 @@ _TWINNED = (
     "import_audit",
 )
 for _name in _TWINNED:
-    setattr(CacheStorage, f"a{_name}", _twin(_name))
+    setattr(EngineStorage, f"a{_name}", _twin(_name))
 
 
-def _audit_filters(
-    user_id: str | None,
-    action: str | None,
-    outcome: bool | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> dict[str, Any]:
-    if outcome is not None and not isinstance(outcome, bool):
-        raise InvalidInput("outcome must be True, False or None.")
-    return {
-        "user_id": valid.optional_id(user_id, "user_id"),
-        "action": valid.optional_id(action, "action"),
-        "outcome": outcome,
-        "since": valid.optional_aware(since, "since"),
-        "until": valid.optional_aware(until, "until"),
-    }
-
-
-def _valid_kv_entry(entry: object) -> KVEntry:
-    if not isinstance(entry, KVEntry):
-        raise InvalidInput(f"Expected a KVEntry, not {type(entry).__name__}.")
-    check_id(entry.key, "key")
-    valid.kv_value(entry.value)
-    valid.aware(entry.created_at, "created_at")
-    valid.optional_aware(entry.expires_at, "expires_at")
-    return entry
-
-
-class InMemoryStorage(CacheStorage):
+class InMemoryStorage(EngineStorage):
     """Everything in this process: fast, no dependency, gone on restart, not shared.
 
     ``InMemoryStorage(cleanup_interval=300, default_ttl=3600)`` (seconds or ``timedelta``):
@@ -476,14 +414,12 @@ class InMemoryStorage(CacheStorage):
         default_ttl: float | timedelta | None = 3600,
         **options: Any,
     ) -> None:
-        AuthStorage.__init__(self, **options)
+        super().__init__(**options)
         from .memory import MemoryEngine
 
-        interval = seconds(cleanup_interval, "cleanup_interval", allow_none=True)
+        interval = validate.seconds(cleanup_interval, "cleanup_interval", allow_none=True)
         if interval == 0:
             raise InvalidInput("cleanup_interval must be positive, or None for no sweep thread.")
-        self.cache_alias = None
-        self.key_prefix = ""
         self.default_ttl = _default_ttl(default_ttl)
         self.cleanup_interval = interval
         engine = MemoryEngine(default_ttl=self.default_ttl)
@@ -527,7 +463,7 @@ def _sweep(engine_ref: weakref.ref[CacheEngine], interval: float, stop: threadin
         del engine
 
 
-class RedisStorage(CacheStorage):
+class RedisStorage(EngineStorage):
     """The guide's Redis storage, built from its own options on redis-py.
 
     ``RedisStorage(url="redis://localhost:6379", pool_size=10, timeout=5, key_prefix="auth:",
@@ -571,15 +507,14 @@ class RedisStorage(CacheStorage):
         replica_ack_timeout: float | timedelta = 1,
         **options: Any,
     ) -> None:
-        AuthStorage.__init__(self, **options)
+        super().__init__(**options)
         from . import redis_client
         from .redis_engine import RedisEngine
 
-        self.cache_alias = None
         self.key_prefix = _key_prefix(key_prefix)
         self.default_ttl = _default_ttl(default_ttl)
-        size = valid.positive_int(pool_size, "pool_size")
-        wait = seconds(timeout, "timeout")
+        size = validate.count(pool_size, "pool_size", minimum=1)
+        wait = validate.seconds(timeout, "timeout")
         if not wait:
             raise InvalidInput("timeout must be positive (seconds or a timedelta).")
         attempts, delay = _retry_options(retry_attempts, retry_delay)
@@ -589,8 +524,8 @@ class RedisStorage(CacheStorage):
             raise InvalidInput("cluster_urls is given but cluster_mode is False; set both.")
         if master_name is not None and cluster_mode:
             raise InvalidInput("Use either Sentinel (master_name) or cluster_mode, not both.")
-        acks = valid.non_negative_int(replica_acks, "replica_acks")
-        ack_wait = seconds(replica_ack_timeout, "replica_ack_timeout")
+        acks = validate.count(replica_acks, "replica_acks")
+        ack_wait = validate.seconds(replica_ack_timeout, "replica_ack_timeout")
         if acks and cluster_mode:
             raise InvalidInput(
                 "replica_acks is not supported with cluster_mode (WAIT is per node); use "

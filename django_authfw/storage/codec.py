@@ -7,8 +7,10 @@ compare two encodings byte for byte: the compare-and-set scripts rely on it.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
-import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,34 +38,6 @@ def remaining_ms(deadline: datetime, now: datetime) -> int:
 def ttl_ms(ttl: timedelta) -> int:
     """A duration in milliseconds, rounded up; <= 0 for a zero or negative duration."""
     return -(-(ttl // _ONE_US) // 1000)
-
-
-def seconds(value: object, what: str, *, allow_none: bool = False) -> float | None:
-    """Read a duration given as seconds (int/float) or a ``timedelta``; return seconds."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, timedelta):
-        result = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
-    else:
-        raise InvalidInput(
-            f"{what} must be a number of seconds or a timedelta, not {type(value).__name__}."
-        )
-    if not math.isfinite(result) or result < 0:
-        raise InvalidInput(f"{what} must be a finite, non-negative duration.")
-    return result
-
-
-def ttl_delta(ttl: object) -> timedelta | None:
-    """Validate a ``ttl`` argument (timedelta, seconds or None) and return a timedelta."""
-    if ttl is None:
-        return None
-    if isinstance(ttl, timedelta):
-        return ttl
-    if isinstance(ttl, int | float) and not isinstance(ttl, bool) and math.isfinite(ttl):
-        return timedelta(seconds=ttl)
-    raise InvalidInput(f"ttl must be a timedelta, a number of seconds or None, not {ttl!r}.")
 
 
 def _dt(value: datetime | None) -> str | None:
@@ -100,143 +74,130 @@ def _loads(raw: bytes | str, what: str) -> dict[str, Any]:
     return value
 
 
-# Token fields left out of the JSON while they hold these values, which a reader restores (and
-# ``updated_at`` while it equals ``created_at``): most tokens are never revoked, rotated or
-# updated and carry no permissions, so their records shrink by a quarter.
-_TOKEN_DEFAULTS: dict[str, Any] = {
-    "refresh_digest": None,
-    "refresh_expires_at": None,
-    "token_type": "Bearer",
-    "family_id": "",
-    "revoked_at": None,
-    "replaced_by": None,
-    "permissions": [],
-    "roles": [],
-    "metadata": {},
-}
+# The JSON of each kind is derived from its schema (dataclasses.fields() and their metadata,
+# see django_authfw.records.spec): fields in declaration order, except where ``json_rank``
+# keeps a field where records written before had it, so stored records stay byte-identical
+# (the compare-and-set scripts compare encodings byte for byte).
+
+
+_NO_DEFAULT = object()
+
+
+def _json_fields(kind: type[Any]) -> tuple[tuple[str, bool, Any, Callable[[], Any] | None], ...]:
+    """``(name, is_time, default, make_default)`` per field, in JSON order.
+
+    ``default`` is the value a field may be left out at (``_NO_DEFAULT`` if none; never a
+    time, whose factory gives a new value every call), ``make_default`` rebuilds it for a reader.
+    """
+    ranked = []
+    for index, field in enumerate(dataclasses.fields(kind)):
+        rank = field.metadata["json_rank"]
+        default: Any = _NO_DEFAULT
+        make: Callable[[], Any] | None = None
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+            make = functools.partial(_same, default)
+        elif field.default_factory in (list, dict):
+            default, make = field.default_factory(), field.default_factory
+        entry = (field.name, field.metadata["kind"] == "time", default, make)
+        ranked.append((index if rank is None else rank, entry))
+    return tuple(entry for _, entry in sorted(ranked, key=lambda pair: pair[0]))
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _encode(
+    record: Any,
+    fields: tuple[tuple[str, bool, Any, Callable[[], Any] | None], ...],
+    what: str,
+    *,
+    compact: bool,
+    skip: str = "",
+) -> bytes:
+    payload: dict[str, Any] = {}
+    for name, is_time, default, _make in fields:
+        value = getattr(record, name)
+        # Compact: a field holding its default is left out, and a reader restores it.
+        if name == skip or (compact and default is not _NO_DEFAULT and value == default):
+            continue
+        payload[name] = _dt(value) if is_time else value
+    return dumps(payload, what)
+
+
+def _decode(
+    kind: type[Any],
+    fields: tuple[tuple[str, bool, Any, Callable[[], Any] | None], ...],
+    data: dict[str, Any],
+) -> Any:
+    values: dict[str, Any] = {}
+    for name, is_time, _default, make in fields:
+        if name in data:
+            value = data[name]
+            values[name] = _parse_dt(value) if is_time and value is not None else value
+        elif make is not None:
+            # Left out (compact), or a field added to the schema after the record was written.
+            values[name] = make()
+        else:
+            raise KeyError(name)
+    return kind(**values)
+
+
+_TOKEN = _json_fields(AuthToken)
+_SESSION = _json_fields(SessionData)
+_EVENT = _json_fields(AuditEvent)
 
 
 def encode_token(token: AuthToken) -> bytes:
-    """The token as JSON; fields that hold their default value are left out."""
-    fields: dict[str, Any] = {
-        "token_id": token.token_id,
-        "user_id": token.user_id,
-        "access_digest": token.access_digest,
-        "refresh_digest": token.refresh_digest,
-        "token_type": token.token_type,
-        "family_id": token.family_id,
-        "expires_at": _dt(token.expires_at),
-        "refresh_expires_at": _dt(token.refresh_expires_at),
-        "created_at": _dt(token.created_at),
-        "updated_at": _dt(token.updated_at),
-        "revoked_at": _dt(token.revoked_at),
-        "replaced_by": token.replaced_by,
-        "permissions": token.permissions,
-        "roles": token.roles,
-        "metadata": token.metadata,
-    }
-    payload = {
-        name: value
-        for name, value in fields.items()
-        if name not in _TOKEN_DEFAULTS or value != _TOKEN_DEFAULTS[name]
-    }
-    if token.updated_at == token.created_at:  # never changed since it was issued
-        del payload["updated_at"]
-    return dumps(payload, "a token's permissions, roles and metadata")
+    """The token as JSON; fields that hold their default value are left out (and
+    ``updated_at`` while it equals ``created_at``): most tokens are never revoked, rotated or
+    updated and carry no permissions, so their records shrink by a quarter."""
+    unchanged = token.updated_at == token.created_at  # never changed since it was issued
+    return _encode(
+        token,
+        _TOKEN,
+        "a token's permissions, roles and metadata",
+        compact=True,
+        skip="updated_at" if unchanged else "",
+    )
 
 
 def decode_token(raw: bytes | str) -> AuthToken:
     data = _loads(raw, "token")
-    get = data.get
     try:
-        created_at = datetime.fromisoformat(data["created_at"])
-        return AuthToken(
-            token_id=data["token_id"],
-            user_id=data["user_id"],
-            access_digest=data["access_digest"],
-            refresh_digest=get("refresh_digest"),
-            token_type=get("token_type", "Bearer"),
-            family_id=get("family_id", ""),
-            expires_at=datetime.fromisoformat(data["expires_at"]),
-            refresh_expires_at=_parse_dt(get("refresh_expires_at")),
-            created_at=created_at,
-            updated_at=_parse_dt(get("updated_at")) or created_at,
-            revoked_at=_parse_dt(get("revoked_at")),
-            replaced_by=get("replaced_by"),
-            permissions=get("permissions", []),
-            roles=get("roles", []),
-            metadata=get("metadata", {}),
-        )
+        if "updated_at" not in data:
+            data["updated_at"] = data["created_at"]
+        token: AuthToken = _decode(AuthToken, _TOKEN, data)
     except (KeyError, TypeError, ValueError) as exc:
         raise StorageError(f"A stored token lacks or garbles field {exc}; restore it.") from exc
+    return token
 
 
 def encode_session(session: SessionData) -> bytes:
-    return dumps(
-        {
-            "session_id": session.session_id,
-            "user_id": session.user_id,
-            "data": session.data,
-            "created_at": _dt(session.created_at),
-            "last_accessed": _dt(session.last_accessed),
-            "expires_at": _dt(session.expires_at),
-            "ip_address": session.ip_address,
-            "user_agent": session.user_agent,
-        },
-        "session data",
-    )
+    return _encode(session, _SESSION, "session data", compact=False)
 
 
 def decode_session(raw: bytes | str) -> SessionData:
     data = _loads(raw, "session")
     try:
-        return SessionData(
-            session_id=data["session_id"],
-            user_id=data["user_id"],
-            data=data["data"],
-            created_at=datetime.fromisoformat(data["created_at"]),
-            last_accessed=datetime.fromisoformat(data["last_accessed"]),
-            expires_at=_parse_dt(data["expires_at"]),
-            ip_address=data["ip_address"],
-            user_agent=data["user_agent"],
-        )
+        session: SessionData = _decode(SessionData, _SESSION, data)
     except (KeyError, TypeError, ValueError) as exc:
         raise StorageError(f"A stored session lacks or garbles field {exc}; restore it.") from exc
+    return session
 
 
 def encode_event(event: AuditEvent) -> bytes:
-    return dumps(
-        {
-            "event_id": event.event_id,
-            "action": event.action,
-            "outcome": event.outcome,
-            "user_id": event.user_id,
-            "resource": event.resource,
-            "ip_address": event.ip_address,
-            "user_agent": event.user_agent,
-            "created_at": _dt(event.created_at),
-            "metadata": event.metadata,
-        },
-        "audit metadata",
-    )
+    return _encode(event, _EVENT, "audit metadata", compact=False)
 
 
 def decode_event(raw: bytes | str) -> AuditEvent:
     data = _loads(raw, "audit event")
     try:
-        return AuditEvent(
-            event_id=data["event_id"],
-            action=data["action"],
-            outcome=data["outcome"],
-            user_id=data["user_id"],
-            resource=data["resource"],
-            ip_address=data["ip_address"],
-            user_agent=data["user_agent"],
-            created_at=datetime.fromisoformat(data["created_at"]),
-            metadata=data["metadata"],
-        )
+        event: AuditEvent = _decode(AuditEvent, _EVENT, data)
     except (KeyError, TypeError, ValueError) as exc:
         raise StorageError(f"A stored audit event lacks field {exc}; restore it.") from exc
+    return event
 
 
 def clone_json(value: Any) -> Any:

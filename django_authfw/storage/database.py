@@ -15,7 +15,7 @@ directly: no model instances, no user loads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,6 @@ from ..records import (
     StorageStatistics,
     utcnow,
 )
-from ..tokens import check_id
 from . import database_convert as convert
 from .base import AuthStorage
 from .database_bulk import import_new_events, import_rows
@@ -117,13 +116,9 @@ class DatabaseStorage(AuthStorage):
     def _models() -> tuple[type[Model], ...]:
         return (_token_model(), _session_model(), _kv_model(), _audit_model())
 
-    @staticmethod
-    def _check_batch_size(batch_size: object) -> int:
-        return convert.check_count(batch_size, "batch_size", minimum=1)
-
     # Tokens ---------------------------------------------------------------------------------
 
-    def store_token(self, token: AuthToken) -> None:
+    def _store_token(self, token: AuthToken) -> None:
         """Insert a newly issued token (its ``token_id`` and digests must be new)."""
         model = _token_model()
         fields = convert.token_fields(model, token)
@@ -142,24 +137,17 @@ class DatabaseStorage(AuthStorage):
             row = find_unexpired(db, model, column, value, convert.TOKEN_COLUMNS, utcnow())
         return None if row is None else convert.token_from_row(row)
 
-    def get_token(self, token_id: str) -> AuthToken | None:
-        return self._find_token("token_id", check_id(token_id, "token_id"))
+    def _get_token(self, token_id: str) -> AuthToken | None:
+        return self._find_token("token_id", token_id)
 
-    def get_token_by_access(self, access_digest: str) -> AuthToken | None:
-        """The hot path: one SELECT on the unique ``access_token`` index; no write, no user.
-
-        A value that cannot be a digest gives None without a query.
-        """
-        if not convert.is_digest(access_digest):
-            return None
+    def _get_token_by_access(self, access_digest: str) -> AuthToken | None:
+        """The hot path: one SELECT on the unique ``access_token`` index; no write, no user."""
         return self._find_token("access_token", access_digest)
 
-    def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
-        if not convert.is_digest(refresh_digest):
-            return None
+    def _get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
         return self._find_token("refresh_token", refresh_digest)
 
-    def update_token(self, token: AuthToken) -> bool:
+    def _update_token(self, token: AuthToken) -> bool:
         """Replace every field of a stored, unexpired token in one UPDATE."""
         model = _token_model()
         fields = convert.token_fields(model, token)
@@ -174,12 +162,9 @@ class DatabaseStorage(AuthStorage):
             )
         return updated > 0
 
-    def revoke_token(self, token_id: str, *, at: datetime, replaced_by: str | None = None) -> bool:
+    def _revoke_token(self, token_id: str, *, at: datetime, replaced_by: str | None) -> bool:
         """``UPDATE ... WHERE revoked_at IS NULL``: the row count tells which caller won."""
-        check_id(token_id, "token_id")
-        revoked_at = convert.check_time(at, "at")
-        if replaced_by is not None:
-            check_id(replaced_by, "replaced_by")
+        revoked_at = convert.to_db(at)
         model = _token_model()
         db = self._write_db(model)
         with database_errors(db):
@@ -188,15 +173,11 @@ class DatabaseStorage(AuthStorage):
             )
         return updated == 1
 
-    def revoke_user_tokens(
-        self, user_id: str, *, at: datetime, family_id: str | None = None
-    ) -> int:
+    def _revoke_user_tokens(self, user_id: str, *, at: datetime, family_id: str | None) -> int:
         """Revoke the user's unrevoked tokens (of one family, if given) in one UPDATE."""
         model = _token_model()
         user_pk = convert.user_pk(model, user_id)
-        revoked_at = convert.check_time(at, "at")
-        if family_id is not None:
-            check_id(family_id, "family_id")
+        revoked_at = convert.to_db(at)
         if user_pk is None:
             return 0
         db = self._write_db(model)
@@ -211,9 +192,8 @@ class DatabaseStorage(AuthStorage):
                 .update(revoked_at=revoked_at, updated_at=revoked_at)
             )
 
-    def delete_token(self, token_id: str) -> bool:
+    def _delete_token(self, token_id: str) -> bool:
         """One DELETE; a row already past ``retain_until`` counts as gone (cleanup removes it)."""
-        check_id(token_id, "token_id")
         model = _token_model()
         db = self._write_db(model)
         now = convert.to_db(utcnow())
@@ -223,7 +203,7 @@ class DatabaseStorage(AuthStorage):
             )
         return deleted > 0
 
-    def list_user_tokens(self, user_id: str) -> list[AuthToken]:
+    def _list_user_tokens(self, user_id: str) -> list[AuthToken]:
         model = _token_model()
         user_pk = convert.user_pk(model, user_id)
         if user_pk is None:
@@ -249,12 +229,12 @@ class DatabaseStorage(AuthStorage):
             deleted, _ = model.objects.using(db).filter(user_id=user_pk).delete()
         return deleted
 
-    def delete_user_tokens(self, user_id: str) -> int:
+    def _delete_user_tokens(self, user_id: str) -> int:
         return self._delete_for_user(_token_model(), user_id)
 
     # Sessions -------------------------------------------------------------------------------
 
-    def store_session(self, session: SessionData) -> None:
+    def _store_session(self, session: SessionData) -> None:
         """Insert or replace a session in one upsert statement."""
         model = _session_model()
         fields = convert.session_fields(model, session)
@@ -264,8 +244,7 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             upsert(db, model, [model(**fields)], update)
 
-    def get_session(self, session_id: str) -> SessionData | None:
-        check_id(session_id, "session_id")
+    def _get_session(self, session_id: str) -> SessionData | None:
         model = _session_model()
         db = self._read_db(model)
         with database_errors(db):
@@ -274,13 +253,10 @@ class DatabaseStorage(AuthStorage):
             )
         return None if row is None else convert.session_from_row(row)
 
-    def touch_session(
-        self, session_id: str, *, at: datetime, expires_at: datetime | None = None
-    ) -> bool:
-        check_id(session_id, "session_id")
-        changes: dict[str, Any] = {"last_accessed": convert.check_time(at, "at")}
+    def _touch_session(self, session_id: str, *, at: datetime, expires_at: datetime | None) -> bool:
+        changes: dict[str, Any] = {"last_accessed": convert.to_db(at)}
         if expires_at is not None:
-            changes["expires_at"] = convert.check_time(expires_at, "expires_at")
+            changes["expires_at"] = convert.to_db(expires_at)
         model = _session_model()
         db = self._write_db(model)
         now = convert.to_db(utcnow())
@@ -292,9 +268,8 @@ class DatabaseStorage(AuthStorage):
             )
         return updated > 0
 
-    def delete_session(self, session_id: str) -> bool:
+    def _delete_session(self, session_id: str) -> bool:
         """One DELETE; an expired session counts as gone (cleanup removes it)."""
-        check_id(session_id, "session_id")
         model = _session_model()
         db = self._write_db(model)
         now = convert.to_db(utcnow())
@@ -304,7 +279,7 @@ class DatabaseStorage(AuthStorage):
             )
         return deleted > 0
 
-    def list_user_sessions(self, user_id: str) -> list[SessionData]:
+    def _list_user_sessions(self, user_id: str) -> list[SessionData]:
         model = _session_model()
         user_pk = convert.user_pk(model, user_id)
         if user_pk is None:
@@ -320,7 +295,7 @@ class DatabaseStorage(AuthStorage):
             )
         return [convert.session_from_row(row) for row in rows]
 
-    def delete_user_sessions(self, user_id: str) -> int:
+    def _delete_user_sessions(self, user_id: str) -> int:
         return self._delete_for_user(_session_model(), user_id)
 
     def count_active_sessions(self) -> int:
@@ -332,14 +307,9 @@ class DatabaseStorage(AuthStorage):
 
     # Key-value ------------------------------------------------------------------------------
 
-    def kv_set(self, key: str, value: bytes, ttl: timedelta | None = None) -> None:
-        check_id(key, "key")
-        convert.check_value(value)
-        lifetime = convert.check_ttl(ttl)
+    def _kv_set(self, key: str, value: bytes, ttl: timedelta | None) -> None:
         now = utcnow()
-        entry = KVEntry(
-            key=key, value=value, created_at=now, expires_at=now + lifetime if lifetime else None
-        )
+        entry = KVEntry(key=key, value=value, created_at=now, expires_at=now + ttl if ttl else None)
         model = _kv_model()
         db = self._write_db(model)
         with database_errors(db):
@@ -350,17 +320,15 @@ class DatabaseStorage(AuthStorage):
                 ["value", "created_at", "expires_at"],
             )
 
-    def kv_get(self, key: str) -> bytes | None:
-        check_id(key, "key")
+    def _kv_get(self, key: str) -> bytes | None:
         model = _kv_model()
         db = self._read_db(model)
         with database_errors(db):
             row = find_unexpired(db, model, "key", key, ("value",), utcnow(), _EXPIRES)
         return None if row is None else bytes(row[0])
 
-    def kv_delete(self, key: str) -> bool:
+    def _kv_delete(self, key: str) -> bool:
         """One DELETE; an expired entry counts as gone (cleanup removes it)."""
-        check_id(key, "key")
         model = _kv_model()
         db = self._write_db(model)
         now = convert.to_db(utcnow())
@@ -368,15 +336,13 @@ class DatabaseStorage(AuthStorage):
             deleted, _ = model.objects.using(db).filter(_EXPIRES.alive(now), key=key).delete()
         return deleted > 0
 
-    def kv_incr(self, key: str, ttl: timedelta | None = None) -> int:
+    def _kv_incr(self, key: str, ttl: timedelta | None) -> int:
         """Atomic on every database; one upsert statement on PostgreSQL and SQLite.
 
         A value that is not a canonical integer raises :class:`InvalidInput` and is left alone.
         """
-        check_id(key, "key")
-        lifetime = convert.check_ttl(ttl)
         now = utcnow()
-        expires_at = now + lifetime if lifetime else None
+        expires_at = now + ttl if ttl else None
         model = _kv_model()
         db = self._write_db(model)
         with database_errors(db):
@@ -386,7 +352,7 @@ class DatabaseStorage(AuthStorage):
 
     # Audit log ------------------------------------------------------------------------------
 
-    def append_audit(self, event: AuditEvent) -> None:
+    def _append_audit(self, event: AuditEvent) -> None:
         model = _audit_model()
         fields = convert.audit_fields(event)
         db = self._write_db(model)
@@ -405,18 +371,18 @@ class DatabaseStorage(AuthStorage):
     ) -> QuerySet[AuditLog]:
         query = Q()
         if user_id is not None:
-            query &= Q(user_id=check_id(user_id, "user_id"))
+            query &= Q(user_id=user_id)
         if action is not None:
-            query &= Q(action=check_id(action, "action", 100))
+            query &= Q(action=action)
         if outcome is not None:
-            query &= Q(outcome=convert.check_bool(outcome, "outcome"))
+            query &= Q(outcome=outcome)
         if since is not None:
-            query &= Q(created_at__gte=convert.check_time(since, "since"))
+            query &= Q(created_at__gte=convert.to_db(since))
         if until is not None:
-            query &= Q(created_at__lt=convert.check_time(until, "until"))
+            query &= Q(created_at__lt=convert.to_db(until))
         return _audit_model().objects.using(db).filter(query)
 
-    def query_audit(
+    def _query_audit(
         self,
         *,
         user_id: str | None = None,
@@ -424,11 +390,9 @@ class DatabaseStorage(AuthStorage):
         outcome: bool | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
+        limit: int,
+        offset: int,
     ) -> list[AuditEvent]:
-        limit = convert.check_count(limit, "limit", minimum=0)
-        offset = convert.check_count(offset, "offset", minimum=0)
         db = self._read_db(_audit_model())
         queryset = self._audit_queryset(
             db, user_id=user_id, action=action, outcome=outcome, since=since, until=until
@@ -443,7 +407,7 @@ class DatabaseStorage(AuthStorage):
             )
         return [convert.audit_from_row(row) for row in rows]
 
-    def count_audit(
+    def _count_audit(
         self,
         *,
         user_id: str | None = None,
@@ -459,9 +423,9 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             return queryset.count()
 
-    def delete_audit_before(self, cutoff: datetime) -> int:
+    def _delete_audit_before(self, cutoff: datetime) -> int:
         """Delete in batches of 1000 on the ``created_at`` index; short transactions."""
-        before = convert.check_time(cutoff, "cutoff")
+        before = convert.to_db(cutoff)
         model = _audit_model()
         db = self._write_db(model)
         with database_errors(db):
@@ -471,7 +435,6 @@ class DatabaseStorage(AuthStorage):
 
     def _cleanup(self, model: type[Any], expiry_field: str, batch_size: int, dry_run: bool) -> int:
         """Delete rows whose ``expiry_field`` has passed, ``batch_size`` keys per transaction."""
-        batch_size = self._check_batch_size(batch_size)
         db = self._write_db(model)
         now = convert.to_db(utcnow())
         queryset = model.objects.using(db).filter(**{f"{expiry_field}__lte": now})
@@ -480,15 +443,15 @@ class DatabaseStorage(AuthStorage):
                 return queryset.count()
             return delete_in_batches(queryset, batch_size)
 
-    def cleanup_expired_tokens(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+    def _cleanup_expired_tokens(self, *, batch_size: int, dry_run: bool) -> int:
         """Delete tokens past ``retain_until``, ``batch_size`` primary keys per transaction."""
         return self._cleanup(_token_model(), "retain_until", batch_size, dry_run)
 
-    def cleanup_expired_sessions(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+    def _cleanup_expired_sessions(self, *, batch_size: int, dry_run: bool) -> int:
         """Delete expired sessions, ``batch_size`` primary keys per transaction."""
         return self._cleanup(_session_model(), "expires_at", batch_size, dry_run)
 
-    def cleanup_expired_kv(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+    def _cleanup_expired_kv(self, *, batch_size: int, dry_run: bool) -> int:
         """Delete expired key-value entries, ``batch_size`` primary keys per transaction."""
         return self._cleanup(_kv_model(), "expires_at", batch_size, dry_run)
 
@@ -575,10 +538,9 @@ class DatabaseStorage(AuthStorage):
 
     # Batched iteration and bulk import --------------------------------------------------------
 
-    def iter_tokens(self, *, batch_size: int = 1000) -> Iterator[list[AuthToken]]:
+    def _iter_tokens(self, *, batch_size: int) -> Iterator[list[AuthToken]]:
         """Yield tokens in primary-key order (keyset pages); rows past ``retain_until`` are
         skipped, as they are invisible everywhere else."""
-        batch_size = self._check_batch_size(batch_size)
         model = _token_model()
         db = self._read_db(model)
         now = convert.to_db(utcnow())
@@ -588,9 +550,8 @@ class DatabaseStorage(AuthStorage):
                 queryset, convert.TOKEN_COLUMNS, convert.token_from_row, batch_size
             )
 
-    def iter_sessions(self, *, batch_size: int = 1000) -> Iterator[list[SessionData]]:
+    def _iter_sessions(self, *, batch_size: int) -> Iterator[list[SessionData]]:
         """Yield unexpired sessions in primary-key order (keyset pages)."""
-        batch_size = self._check_batch_size(batch_size)
         model = _session_model()
         db = self._read_db(model)
         now = convert.to_db(utcnow())
@@ -600,9 +561,8 @@ class DatabaseStorage(AuthStorage):
                 queryset, convert.SESSION_COLUMNS, convert.session_from_row, batch_size
             )
 
-    def iter_kv(self, *, batch_size: int = 1000) -> Iterator[list[KVEntry]]:
+    def _iter_kv(self, *, batch_size: int) -> Iterator[list[KVEntry]]:
         """Yield unexpired key-value entries in key order (keyset pages)."""
-        batch_size = self._check_batch_size(batch_size)
         model = _kv_model()
         db = self._read_db(model)
         now = convert.to_db(utcnow())
@@ -610,9 +570,8 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             yield from iterate_by_pk(queryset, convert.KV_COLUMNS, convert.kv_from_row, batch_size)
 
-    def iter_audit(self, *, batch_size: int = 1000) -> Iterator[list[AuditEvent]]:
+    def _iter_audit(self, *, batch_size: int) -> Iterator[list[AuditEvent]]:
         """Yield audit events oldest first, keyset pages on ``(created_at, id)``."""
-        batch_size = self._check_batch_size(batch_size)
         model = _audit_model()
         db = self._read_db(model)
         with database_errors(db):
@@ -620,7 +579,7 @@ class DatabaseStorage(AuthStorage):
                 model.objects.using(db), convert.AUDIT_COLUMNS, convert.audit_from_row, batch_size
             )
 
-    def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
+    def _import_tokens(self, tokens: list[AuthToken]) -> int:
         """Upsert tokens by ``token_id`` in one transaction; return how many were written.
 
         Every token must belong to a user that exists in the target database: otherwise
@@ -633,7 +592,7 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             return import_rows(db, model, rows, "tokens")
 
-    def import_sessions(self, sessions: Iterable[SessionData]) -> int:
+    def _import_sessions(self, sessions: list[SessionData]) -> int:
         """Upsert sessions by ``session_id``; missing users raise :class:`MissingUsers`, as
         for :meth:`import_tokens`."""
         model = _session_model()
@@ -642,7 +601,7 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             return import_rows(db, model, rows, "sessions")
 
-    def import_kv(self, entries: Iterable[KVEntry]) -> int:
+    def _import_kv(self, entries: list[KVEntry]) -> int:
         """Upsert key-value entries by ``key`` in one transaction; return how many."""
         model = _kv_model()
         rows = [convert.kv_fields(entry) for entry in entries]
@@ -650,7 +609,7 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             return import_rows(db, model, rows, "key-value entries")
 
-    def import_audit(self, events: Iterable[AuditEvent]) -> int:
+    def _import_audit(self, events: list[AuditEvent]) -> int:
         """Insert the events whose ``event_id`` is not stored yet; return how many."""
         model = _audit_model()
         rows: dict[str, dict[str, Any]] = {}

@@ -15,30 +15,16 @@ from datetime import datetime
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Model
 
-from ..exceptions import InvalidInput
+from .. import validate
 from .database_convert import from_db, to_db
 from .database_queries import column
 
 _CREATE_RETRIES = 3
 
 
-def _not_a_counter(key: str) -> InvalidInput:
-    return InvalidInput(
-        f"kv_incr({key!r}): the stored value is not an integer counter; "
-        "kv_delete the key or use another one."
-    )
-
-
 def parse_counter(key: str, value: bytes | memoryview) -> int:
     """Return the integer a counter value holds, or raise :class:`InvalidInput`."""
-    text = bytes(value).decode("ascii", errors="replace")
-    try:
-        number = int(text)
-    except ValueError:
-        raise _not_a_counter(key) from None
-    if str(number) != text:  # only canonical integers, as the SQL paths accept
-        raise _not_a_counter(key)
-    return number
+    return validate.counter(key, value)
 
 
 # In both statements an existing row counts as expired when its expiry is at or before the
@@ -114,8 +100,8 @@ def incr_upsert(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    if row is None:
-        raise _not_a_counter(key)
+    if row is None:  # the WHERE refused the stored value (the same rule as validate.counter)
+        raise validate.not_a_counter(key)
     return parse_counter(key, row[0])
 
 

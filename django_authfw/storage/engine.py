@@ -1,9 +1,9 @@
-"""The mechanics behind :class:`~django_authfw.storage.CacheStorage`.
+"""The mechanics behind :class:`~django_authfw.storage.CacheStorage` and its siblings.
 
-An engine implements the :class:`AuthStorage` methods on one kind of store (an in-process
-keyspace or a Redis server) and trusts its arguments: the storage in front of it has already
-validated them. Keeping validation out of the engines means the two engines cannot drift apart
-in what they accept.
+An engine implements :class:`AuthStorage`'s public methods directly on one kind of store (an
+in-process keyspace or a Redis server), overriding the validating front: it trusts its
+arguments, because the storage in front of it (an ``AuthStorage`` itself) has already checked
+them. Keeping validation out of the engines means they cannot drift apart in what they accept.
 """
 
 from __future__ import annotations

@@ -13,14 +13,15 @@ Expired records are invisible at once and removed by :meth:`MemoryEngine.cleanup
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from ..exceptions import InvalidInput
+from .. import validate
 from ..records import AuditEvent, AuthToken, KVEntry, SessionData, StorageStatistics, utcnow
 from . import codec
 from .engine import CacheEngine
@@ -28,33 +29,33 @@ from .engine import CacheEngine
 T = TypeVar("T")
 
 
-def _copy_token(token: AuthToken) -> AuthToken:
-    # Built directly rather than with dataclasses.replace: this runs on every verification.
-    return AuthToken(
-        token_id=token.token_id,
-        user_id=token.user_id,
-        access_digest=token.access_digest,
-        expires_at=token.expires_at,
-        refresh_digest=token.refresh_digest,
-        refresh_expires_at=token.refresh_expires_at,
-        token_type=token.token_type,
-        family_id=token.family_id,
-        created_at=token.created_at,
-        updated_at=token.updated_at,
-        revoked_at=token.revoked_at,
-        replaced_by=token.replaced_by,
-        permissions=list(token.permissions),
-        roles=list(token.roles),
-        metadata=codec.clone_json(token.metadata),
-    )
+def _copier(kind: type[_Record]) -> Callable[[_Record], _Record]:
+    """A copy of a record that shares no container with it, derived from the schema
+    (dataclasses.fields(): lists and JSON objects are copied, the rest is immutable)."""
+    copies: list[tuple[str, Callable[[Any], Any] | None]] = []
+    for field in dataclasses.fields(kind):
+        spec_kind = field.metadata["kind"]
+        copy = (
+            list if spec_kind == "strings" else codec.clone_json if spec_kind == "object" else None
+        )
+        copies.append((field.name, copy))
+
+    def copy_record(record: _Record) -> _Record:
+        # Positional construction, not dataclasses.replace: this runs on every verification.
+        return kind(
+            *[
+                getattr(record, name) if copy is None else copy(getattr(record, name))
+                for name, copy in copies
+            ]
+        )
+
+    return copy_record
 
 
-def _copy_session(session: SessionData) -> SessionData:
-    return replace(session, data=codec.clone_json(session.data))
-
-
-def _copy_event(event: AuditEvent) -> AuditEvent:
-    return replace(event, metadata=codec.clone_json(event.metadata))
+_Record = TypeVar("_Record", AuthToken, SessionData, AuditEvent)
+_copy_token = _copier(AuthToken)
+_copy_session = _copier(SessionData)
+_copy_event = _copier(AuditEvent)
 
 
 def _batched(items: list[T], size: int) -> Iterator[list[T]]:
@@ -113,7 +114,6 @@ class MemoryEngine(CacheEngine):
                 del self._user_tokens[token.user_id]
 
     def _put_token(self, token: AuthToken, now: datetime) -> bool:
-        codec.encode_token(token)  # the same JSON check as on Redis, before any change
         old = self._tokens.get(token.token_id)
         if old is not None:
             self._unlink_token(old)
@@ -229,7 +229,6 @@ class MemoryEngine(CacheEngine):
                 del self._user_sessions[session.user_id]
 
     def _put_session(self, session: SessionData, now: datetime) -> bool:
-        codec.encode_session(session)
         old = self._sessions.get(session.session_id)
         if old is not None:
             self._unlink_session(old[0])
@@ -335,13 +334,7 @@ class MemoryEngine(CacheEngine):
                 else:
                     self._kv.pop(key, None)
                 return 1
-            try:
-                value = int(entry.value) + 1
-            except ValueError:
-                raise InvalidInput(
-                    f"kv_incr({key!r}): the stored value is not an integer; "
-                    "delete the key or count under another one."
-                ) from None
+            value = validate.counter(key, entry.value) + 1
             entry.value = str(value).encode()
             return value
 
@@ -350,7 +343,6 @@ class MemoryEngine(CacheEngine):
     def _append(self, event: AuditEvent) -> bool:
         if event.event_id in self._events:
             return False
-        codec.encode_event(event)
         self._events[event.event_id] = _copy_event(event)
         bisect.insort(
             self._event_order,

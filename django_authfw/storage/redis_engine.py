@@ -30,7 +30,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from ..exceptions import InvalidInput, StorageError
+from .. import validate
+from ..exceptions import StorageError
 from ..records import AuditEvent, AuthToken, KVEntry, SessionData, StorageStatistics, utcnow
 from . import codec, redis_scripts
 from .engine import CacheEngine
@@ -557,10 +558,7 @@ class RedisEngine(CacheEngine):
         # count one failure twice.
         value = self.call(incr, idempotent=False, write=True)
         if value is None:
-            raise InvalidInput(
-                f"kv_incr({key!r}): the stored value is not an integer; "
-                "delete the key or count under another one."
-            )
+            raise validate.not_a_counter(key)
         return value
 
     # Audit log ----------------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""Each record kind's schema is its dataclass (issue 11 item 1): the checks, the Redis JSON, the
+database row, the backup line and the in-memory copy are all derived from
+``dataclasses.fields()``, so these tests hold them to it."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from django_authfw import backup, models
+from django_authfw.records import AuditEvent, AuthToken, KVEntry, SessionData
+from django_authfw.storage import codec
+from django_authfw.storage import database_convert as convert
+
+KINDS = [
+    (AuthToken, models.Token, convert.TOKEN_COLUMNS),
+    (SessionData, models.Session, convert.SESSION_COLUMNS),
+    (KVEntry, models.KVEntry, convert.KV_COLUMNS),
+    (AuditEvent, models.AuditLog, convert.AUDIT_COLUMNS),
+]
+KNOWN = {"id", "text", "digest", "time", "strings", "object", "bool", "ip", "bytes"}
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("record", "model", "columns"), KINDS)
+def test_every_field_has_a_spec_and_a_column(record: Any, model: Any, columns: Any) -> None:
+    for field in dataclasses.fields(record):
+        assert field.metadata["kind"] in KNOWN, field.name
+    # A field added to the record without its column (and migration) fails here, not in use.
+    model_columns = {f.attname for f in model._meta.concrete_fields} - {"id", "retain_until"}
+    attnames = {"user": "user_id"}
+    assert {attnames.get(c, c) for c in columns} == model_columns
+
+
+@pytest.mark.parametrize(("record", "model", "columns"), KINDS)
+def test_backup_lines_list_the_fields_in_declaration_order(
+    record: Any, model: Any, columns: Any
+) -> None:
+    kind = {AuthToken: "token", SessionData: "session", KVEntry: "kv", AuditEvent: "audit"}
+    _cls, codecs = backup.SCHEMAS[kind[record]]
+    assert [c.name for c in codecs] == [f.name for f in dataclasses.fields(record)]
+
+
+def test_redis_json_keeps_its_byte_layout() -> None:
+    # Written before the codec was derived from the schema: stored records must not change.
+    token = AuthToken("t1", "7", "a" * 64, T0 + timedelta(hours=1), created_at=T0, updated_at=T0)
+    assert codec.encode_token(token) == (
+        b'{"token_id":"t1","user_id":"7","access_digest":"' + b"a" * 64 + b'",'
+        b'"expires_at":"2026-01-02T04:04:05.678901Z","created_at":"2026-01-02T03:04:05.678901Z"}'
+    )
+    full = dataclasses.replace(
+        token, refresh_digest="c" * 64, refresh_expires_at=T0, family_id="f", roles=["r"]
+    )
+    assert list(codec._loads(codec.encode_token(full), "token")) == [
+        "token_id",
+        "user_id",
+        "access_digest",
+        "refresh_digest",
+        "family_id",
+        "expires_at",
+        "refresh_expires_at",
+        "created_at",
+        "roles",
+    ]
+    event = AuditEvent("login", True, created_at=T0, event_id="e1")
+    assert codec.encode_event(event) == (
+        b'{"event_id":"e1","action":"login","outcome":true,"user_id":null,"resource":null,'
+        b'"ip_address":null,"user_agent":"","created_at":"2026-01-02T03:04:05.678901Z",'
+        b'"metadata":{}}'
+    )
+    assert codec.decode_token(codec.encode_token(full)) == full
+    assert codec.decode_event(codec.encode_event(event)) == event
+
+
+def test_a_redis_record_without_a_field_added_later_reads_its_default() -> None:
+    session = SessionData("s1", "7", {"a": 1}, T0, T0, None, "10.0.0.1", "ua")
+    raw = codec._loads(codec.encode_session(session), "session")
+    del raw["user_agent"]  # as a record written before user_agent existed would be
+    assert codec.decode_session(codec.dumps(raw, "s")) == dataclasses.replace(
+        session, user_agent=""
+    )
