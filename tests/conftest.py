@@ -86,6 +86,6 @@ def make_user(db: None) -> Callable[..., str]:
     """Create a real user and return its id as records carry it (str of the pk)."""
 
     def make(**kwargs: object) -> str:
-        return str(UserFactory(**kwargs).pk)
+        return str(UserFactory.create(**kwargs).pk)
 
     return make

@@ -379,7 +379,7 @@ def test_ids_with_underscores_open_the_right_page(
 
     from .factories import AuthTokenFactory
 
-    token = AuthTokenFactory(token_id="tok_41_5F", user_id=str(user_factory().pk))
+    token = AuthTokenFactory.build(token_id="tok_41_5F", user_id=str(user_factory().pk))
     DatabaseStorage().store_token(token)
     page = superuser_client.get(TOKENS).content.decode()
     assert f'href="{obj_url(TOKENS, "tok_41_5F", "change")}"' in page

@@ -134,7 +134,7 @@ def test_backup_holds_digests_never_raw_tokens(
     storage: AuthStorage, make_user: Callable[..., str], tmp_path: Path
 ) -> None:
     raw, digest = raw_token_pair()
-    storage.store_token(AuthTokenFactory(user_id=make_user(), access_digest=digest))
+    storage.store_token(AuthTokenFactory.build(user_id=make_user(), access_digest=digest))
     path = tmp_path / "b.gz"
     storage.create_backup(path)
     content = gzip.decompress(path.read_bytes()).decode()
@@ -188,7 +188,7 @@ def test_restore_skips_records_that_expired_since_the_backup(
 
     user = make_user()
     add_expiring(storage, user, count=2)
-    kept = AuthTokenFactory(user_id=user)
+    kept = AuthTokenFactory.build(user_id=user)
     storage.store_token(kept)
     path = tmp_path / "b.gz"
     counts = storage.create_backup(path)

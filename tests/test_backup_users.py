@@ -67,7 +67,7 @@ class Stored:
 def store_records(storage: AuthStorage, ids: dict[str, str]) -> Stored:
     stored = Stored(ids=ids)
     for name, user_id in ids.items():
-        token = AuthTokenFactory(user_id=user_id)
+        token = AuthTokenFactory.build(user_id=user_id)
         storage.store_token(token)
         stored.tokens[name] = token
         session = SessionData(session_id=f"s-{uuid.uuid4().hex}", user_id=user_id)
@@ -261,7 +261,7 @@ def test_many_users_in_one_batch(storage: AuthStorage, db: None, tmp_path: Path)
     )
     ids = [str(user.pk) for user in model._default_manager.filter(username__startswith="bulk-")]
     assert len(ids) == len(users)
-    storage.import_tokens([AuthTokenFactory(user_id=user_id) for user_id in ids])
+    storage.import_tokens([AuthTokenFactory.build(user_id=user_id) for user_id in ids])
     path = tmp_path / "many.gz"
     storage.create_backup(path)
     storage.flush()

@@ -169,7 +169,7 @@ def test_token_keys_json_and_ttls(
     storage = redis_cache_storage
     prefix = storage.key_prefix
     now = utcnow()
-    token = AuthTokenFactory(
+    token = AuthTokenFactory.build(
         user_id="42",
         expires_at=now + timedelta(hours=1),
         refresh_expires_at=now + timedelta(days=1),
@@ -214,7 +214,7 @@ def test_token_keys_json_and_ttls(
 
 def test_token_json_leaves_out_defaults_and_reads_both_forms() -> None:
     now = utcnow()
-    plain = AuthTokenFactory(user_id="7", permissions=[], roles=[], metadata={})
+    plain = AuthTokenFactory.build(user_id="7", permissions=[], roles=[], metadata={})
     full = replace(
         plain,
         token_type="DPoP",
@@ -253,8 +253,8 @@ def test_user_index_ttl_follows_the_longest_lived_token(
 ) -> None:
     now = utcnow()
     index = f"{redis_cache_storage.key_prefix}user:7:tokens"
-    long = AuthTokenFactory(user_id="7", refresh_expires_at=now + timedelta(days=2))
-    short = AuthTokenFactory(user_id="7", refresh_expires_at=now + timedelta(hours=2))
+    long = AuthTokenFactory.build(user_id="7", refresh_expires_at=now + timedelta(days=2))
+    short = AuthTokenFactory.build(user_id="7", refresh_expires_at=now + timedelta(hours=2))
     redis_cache_storage.store_token(long)
     redis_cache_storage.store_token(short)  # must not shorten the index's life
     assert abs(raw_redis.pttl(index) - 2 * 86400 * 1000) < TTL_SLACK_MS
@@ -301,7 +301,7 @@ def test_expired_records_are_not_written(
 ) -> None:
     prefix = redis_cache_storage.key_prefix
     past = utcnow() - timedelta(seconds=1)
-    token = AuthTokenFactory(user_id="5", expires_at=past, refresh_expires_at=past)
+    token = AuthTokenFactory.build(user_id="5", expires_at=past, refresh_expires_at=past)
     redis_cache_storage.store_token(token)
     redis_cache_storage.store_session(make_session("5", expires_at=past))
     redis_cache_storage.kv_set("gone", b"1", ttl=timedelta(0))
@@ -327,7 +327,7 @@ def test_audit_keys_are_readable(redis_cache_storage: CacheStorage, raw_redis: r
 def test_upsert_with_new_digest_drops_the_old_pointer(
     redis_cache_storage: CacheStorage, raw_redis: redis.Redis
 ) -> None:
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     redis_cache_storage.store_token(token)
     moved = replace(token, access_digest="f" * 64, user_id="2")
     assert redis_cache_storage.import_tokens([moved]) == 1
@@ -344,7 +344,7 @@ def test_stale_index_entries_are_pruned(
 ) -> None:
     """What a crash between index and record writes (Cluster) would leave behind."""
     prefix = redis_cache_storage.key_prefix
-    token = AuthTokenFactory(user_id="11")
+    token = AuthTokenFactory.build(user_id="11")
     redis_cache_storage.store_token(token)
     raw_redis.sadd(f"{prefix}user:11:tokens", "never-written")
     assert redis_cache_storage.list_user_tokens("11") == [token]
@@ -362,7 +362,7 @@ def test_flush_leaves_other_keys_alone(
     neighbour = f"authfw-test-neighbour:{uuid.uuid4().hex}"
     raw_redis.set(neighbour, b"keep", ex=60)
     try:
-        redis_cache_storage.store_token(AuthTokenFactory(user_id="1"))
+        redis_cache_storage.store_token(AuthTokenFactory.build(user_id="1"))
         redis_cache_storage.flush()
         assert list(raw_redis.scan_iter(match=f"{redis_cache_storage.key_prefix}*")) == []
         assert raw_redis.get(neighbour) == b"keep"
@@ -395,7 +395,7 @@ def test_prefix_with_glob_characters(settings: Any, raw_redis: redis.Redis) -> N
 def exercise(storage: AuthStorage) -> AuthToken:
     """Every kind of operation once, as a storage sees them in production."""
     user = "77"
-    token = AuthTokenFactory(user_id=user)
+    token = AuthTokenFactory.build(user_id=user)
     storage.store_token(token)
     storage.get_token_by_access(token.access_digest)
     storage.list_user_tokens(user)
@@ -433,7 +433,7 @@ def test_no_keys_or_flush_command_is_ever_sent(
 def test_verification_is_one_round_trip(
     private_storage: RedisStorage, private_redis: ServerProcess, tmp_path: Path
 ) -> None:
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     private_storage.store_token(token)
     private_storage.get_token_by_access(token.access_digest)  # script cached on the server
     monitor = Monitor(private_redis.port, tmp_path / "monitor.log")
@@ -455,7 +455,7 @@ def test_django_builtin_redis_cache_alias(settings: Any, raw_redis: redis.Redis)
     }
     storage = CacheStorage(cache="builtin", key_prefix=unique_prefix())
     try:
-        token = AuthTokenFactory(user_id="1")
+        token = AuthTokenFactory.build(user_id="1")
         storage.store_token(token)
         assert storage.native_expiry is True
         assert storage.get_token_by_access(token.access_digest) == token
@@ -465,7 +465,7 @@ def test_django_builtin_redis_cache_alias(settings: Any, raw_redis: redis.Redis)
 
 
 def test_memory_verification_returns_copies(locmem_storage: CacheStorage) -> None:
-    token = AuthTokenFactory(user_id="1", permissions=["a"], metadata={"deep": {"x": 1}})
+    token = AuthTokenFactory.build(user_id="1", permissions=["a"], metadata={"deep": {"x": 1}})
     locmem_storage.store_token(token)
     found = locmem_storage.get_token_by_access(token.access_digest)
     assert found == token and found is not token
@@ -520,7 +520,7 @@ def check_consistent(storage: CacheStorage, tokens: list[AuthToken]) -> None:
 
 
 def test_concurrent_store_and_list_threads(concurrent_storage: CacheStorage) -> None:
-    tokens = [AuthTokenFactory(user_id=f"u{i % USERS}") for i in range(THREADS)]
+    tokens = [AuthTokenFactory.build(user_id=f"u{i % USERS}") for i in range(THREADS)]
     barrier = threading.Barrier(THREADS)
 
     def work(token: AuthToken) -> None:
@@ -536,7 +536,7 @@ def test_concurrent_store_and_list_threads(concurrent_storage: CacheStorage) -> 
 
 
 def test_concurrent_store_and_list_asyncio(concurrent_storage: CacheStorage) -> None:
-    tokens = [AuthTokenFactory(user_id=f"u{i % USERS}") for i in range(THREADS)]
+    tokens = [AuthTokenFactory.build(user_id=f"u{i % USERS}") for i in range(THREADS)]
 
     async def work(token: AuthToken) -> None:
         await concurrent_storage.astore_token(token)
@@ -551,7 +551,7 @@ def test_concurrent_store_and_list_asyncio(concurrent_storage: CacheStorage) -> 
 
 
 def test_concurrent_revocations_have_one_winner(concurrent_storage: CacheStorage) -> None:
-    token = AuthTokenFactory(user_id="u1")
+    token = AuthTokenFactory.build(user_id="u1")
     concurrent_storage.store_token(token)
     barrier = threading.Barrier(20)
 
@@ -595,7 +595,7 @@ def burst_alias(settings: Any, **options: Any) -> tuple[str, str]:
 def burst(storage: CacheStorage, threads: int = THREADS) -> list[str]:
     """``threads`` callers released at once, each doing what a login and a few requests do;
     returns the errors they met."""
-    tokens = [AuthTokenFactory(user_id=f"u{i % USERS}") for i in range(threads)]
+    tokens = [AuthTokenFactory.build(user_id=f"u{i % USERS}") for i in range(threads)]
     barrier = threading.Barrier(threads)
     errors: list[str] = []
 
@@ -745,7 +745,7 @@ def test_unreachable_redis_raises_storage_unavailable() -> None:
     digest = "a" * 64
     assert_unavailable_within(storage.retry_budget, lambda: storage.get_token_by_access(digest))
     assert_unavailable_within(
-        storage.retry_budget, lambda: storage.store_token(AuthTokenFactory(user_id="1"))
+        storage.retry_budget, lambda: storage.store_token(AuthTokenFactory.build(user_id="1"))
     )
     assert_unavailable_within(0.5, lambda: storage.kv_incr("n"))  # never retried
     assert "secret" not in repr(storage)
@@ -791,7 +791,7 @@ def test_replica_acks_without_replicas_fails_writes_closed(private_redis: Server
         retry_attempts=1,
         retry_delay=0,
     )
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     with pytest.raises(StorageUnavailable, match="0 of 1 replicas"):
         storage.store_token(token)
     with pytest.raises(StorageUnavailable):
@@ -848,7 +848,7 @@ def test_a_refused_password_fails_at_once(
     )
     for call in (
         lambda: storage.get_token_by_access("a" * 64),  # on a kept connection (the shelf)
-        lambda: storage.store_token(AuthTokenFactory(user_id="1")),
+        lambda: storage.store_token(AuthTokenFactory.build(user_id="1")),
         lambda: storage.kv_incr("n"),
     ):
         error = assert_refused_at_once(password_admin, call)
@@ -888,12 +888,12 @@ def test_sweep_thread_removes_expired_records_and_stops_on_close() -> None:
     sweeper = storage._sweeper
     assert sweeper is not None and sweeper.is_alive() and sweeper.daemon
     now = utcnow()
-    short = AuthTokenFactory(
+    short = AuthTokenFactory.build(
         user_id="1",
         expires_at=now + timedelta(milliseconds=100),
         refresh_expires_at=now + timedelta(milliseconds=100),
     )
-    keep = AuthTokenFactory(user_id="1")
+    keep = AuthTokenFactory.build(user_id="1")
     storage.store_token(short)
     storage.store_token(keep)
     storage.kv_set("brief", b"x", ttl=timedelta(milliseconds=100))
@@ -1145,7 +1145,7 @@ def test_locmem_keyspace_outlives_its_storage(settings: Any) -> None:
             "LOCATION": location,
         },
     }
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     CacheStorage(cache="outlive").store_token(token)
     gc.collect()
     again = CacheStorage(cache="outlive")

@@ -58,7 +58,7 @@ def test_bad_credentials_input_writes_nothing(
     username: Any,
     password: Any,
 ) -> None:
-    UserFactory(username="alice", password=PASSWORD)
+    UserFactory.create(username="alice", password=PASSWORD)
     counting_hasher.reset()
     calls: list[Callable[[], Any]] = [
         lambda: auth.register_user(username, password),

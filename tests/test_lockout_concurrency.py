@@ -183,7 +183,7 @@ def post_token(conn: http.client.HTTPConnection, password: str) -> tuple[int, di
 def test_concurrent_guesses_over_http(
     live_server: Any, default_storage_backend: str, gated: Any
 ) -> None:
-    user = UserFactory(username="alice")
+    user = UserFactory.create(username="alice")
     gated.reset()
 
     # Connected first: the burst is 40 requests at once, not 40 SYNs for a short accept queue.
@@ -227,7 +227,7 @@ def test_concurrent_guesses_from_two_processes(
         "LOCKOUT_WINDOW": WINDOW,
     }
     settings.PASSWORD_HASHERS = ["tests.hashers.CountingArgon2PasswordHasher"]
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     auth = AuthFramework()
     caches = {
         alias: settings.CACHES[alias]

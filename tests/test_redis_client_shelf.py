@@ -76,7 +76,7 @@ def shelf_of(storage: RedisStorage) -> ClientShelf:
 def test_reads_reuse_one_kept_connection(server: ServerProcess, admin: redis.Redis) -> None:
     before = client_ids(admin)
     storage = make_storage(server)
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     storage.store_token(token)
     for _ in range(50):
         assert storage.get_token_by_access(token.access_digest) == token
@@ -89,7 +89,7 @@ def test_reads_reuse_one_kept_connection(server: ServerProcess, admin: redis.Red
 
 def test_a_dropped_kept_connection_is_recovered(server: ServerProcess, admin: redis.Redis) -> None:
     storage = make_storage(server)
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     storage.store_token(token)
     assert storage.get_token_by_access(token.access_digest) == token
     # The server drops every connection (a restart, an idle timeout, a proxy).
@@ -125,7 +125,7 @@ def test_at_most_half_the_pool_is_kept(server: ServerProcess, admin: redis.Redis
     before = client_ids(admin)
     storage = make_storage(server, pool_size=4)
     shelf = shelf_of(storage)
-    tokens = [AuthTokenFactory(user_id=str(i % 3)) for i in range(40)]
+    tokens = [AuthTokenFactory.build(user_id=str(i % 3)) for i in range(40)]
     storage.import_tokens(tokens)
     barrier = threading.Barrier(8)
 
@@ -161,7 +161,7 @@ def test_kept_connections_never_starve_a_blocking_pool(
         retry_attempts=0,
     )
     shelf = shelf_of(storage)
-    tokens = [AuthTokenFactory(user_id=str(i % 5)) for i in range(60)]
+    tokens = [AuthTokenFactory.build(user_id=str(i % 5)) for i in range(60)]
     storage.import_tokens(tokens)
     for index in range(20):
         storage.kv_set(f"k{index}", b"v")

@@ -67,7 +67,7 @@ def test_failover_keeps_acknowledged_writes(own_sentinel_group: SentinelInfo) ->
     # replica_acks=1: a write is acknowledged only after WAIT 1 on the connection that made
     # it returned 1, i.e. the replica has it (replication is one ordered stream).
     storage = sentinel_storage(group, replica_acks=1, replica_ack_timeout=2)
-    tokens = [AuthTokenFactory(user_id="u1") for _ in range(20)]
+    tokens = [AuthTokenFactory.build(user_id="u1") for _ in range(20)]
     for token in tokens:
         storage.store_token(token)
     storage.kv_set("config", b"kept")
@@ -95,7 +95,7 @@ def test_failover_keeps_acknowledged_writes(own_sentinel_group: SentinelInfo) ->
 
     # The new primary has no replica left: a write that must reach one fails closed ...
     strict = sentinel_storage(group, replica_acks=1, replica_ack_timeout=0.2, retry_attempts=1)
-    late = AuthTokenFactory(user_id="u1")
+    late = AuthTokenFactory.build(user_id="u1")
     with pytest.raises(StorageUnavailable, match="1 replicas"):
         strict.store_token(late)
     strict.close()
@@ -184,7 +184,7 @@ def test_a_refused_data_node_password_behind_sentinel_fails_at_once(
     )
     before = connections_received(primary)
     with pytest.raises(CredentialsRefused, match="the server refused the credentials"):
-        storage.store_token(AuthTokenFactory(user_id="u1"))
+        storage.store_token(AuthTokenFactory.build(user_id="u1"))
     assert connections_received(primary) - before == 1
     storage.close()
     primary.close()
@@ -254,7 +254,7 @@ def test_cluster_refused_password_and_unreachable_seeds(redis_cluster: ClusterIn
 def test_cluster_spreads_keys_and_keeps_audit_in_one_slot(
     cluster_storage: RedisStorage, redis_cluster: ClusterInfo
 ) -> None:
-    tokens = [AuthTokenFactory(user_id=f"u{i}") for i in range(30)]
+    tokens = [AuthTokenFactory.build(user_id=f"u{i}") for i in range(30)]
     for token in tokens:
         cluster_storage.store_token(token)
     raw = cluster_client(redis_cluster)
@@ -280,13 +280,13 @@ def test_cluster_prunes_stale_entries_but_not_a_write_in_flight(
     raw = cluster_client(redis_cluster)
     prefix = cluster_storage.key_prefix
     index = f"{prefix}user:u1:tokens"
-    live = AuthTokenFactory(user_id="u1")
+    live = AuthTokenFactory.build(user_id="u1")
     cluster_storage.store_token(live)
     raw.sadd(index, "crashed", "in-flight")
     # Listing filters stale ids without pruning them (Cluster prunes only in cleanup).
     assert cluster_storage.list_user_tokens("u1") == [live]
 
-    in_flight = AuthTokenFactory(user_id="u1", token_id="in-flight")
+    in_flight = AuthTokenFactory.build(user_id="u1", token_id="in-flight")
     cleanup = threading.Thread(target=cluster_storage.cleanup_expired_tokens)
     cleanup.start()
     time.sleep(0.3)  # cleanup has seen both ids without a record and is waiting
@@ -305,7 +305,7 @@ def test_cluster_index_ttl_and_kv(
 ) -> None:
     raw = cluster_client(redis_cluster)
     prefix = cluster_storage.key_prefix
-    token = AuthTokenFactory(user_id="u9", refresh_expires_at=utcnow() + timedelta(hours=3))
+    token = AuthTokenFactory.build(user_id="u9", refresh_expires_at=utcnow() + timedelta(hours=3))
     cluster_storage.store_token(token)
     assert abs(raw.pttl(f"{prefix}user:u9:tokens") - 3 * 3600_000) < 3000
     assert abs(raw.pttl(f"{prefix}access:{token.access_digest}") - 3 * 3600_000) < 3000
@@ -327,7 +327,7 @@ def test_sentinel_pool_queues_a_burst(redis_sentinel: SentinelInfo) -> None:
         pool_size=4,
         timeout=5,
     )
-    tokens = [AuthTokenFactory(user_id=f"u{i % 10}") for i in range(100)]
+    tokens = [AuthTokenFactory.build(user_id=f"u{i % 10}") for i in range(100)]
     barrier = threading.Barrier(len(tokens))
 
     def work(token: AuthToken) -> None:

@@ -20,7 +20,7 @@ def test_calls_survive_a_script_flush(tmp_path: Path) -> None:
     raw = server.client()
     storage = RedisStorage(url=f"redis://127.0.0.1:{server.port}/0", key_prefix="t:")
     try:
-        token = AuthTokenFactory(user_id="7")
+        token = AuthTokenFactory.build(user_id="7")
         storage.store_token(token)
         assert raw.script_flush()
         assert storage.kv_incr("n") == 1  # not idempotent: must run once, not twice

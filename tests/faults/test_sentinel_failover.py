@@ -30,7 +30,7 @@ DATA_ARGS = ("--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "
 
 def test_sentinel_failover_followed_by_the_app(tmp_path: Path, settings: object) -> None:
     settings.AUTHFW = {**settings.AUTHFW, "LOCKOUT_THRESHOLD": 1_000_000}  # type: ignore[attr-defined]
-    user = UserFactory()
+    user = UserFactory.create()
     with sentinel_group(tmp_path) as group:
         storage = RedisStorage(
             url="redis://127.0.0.1/0",
