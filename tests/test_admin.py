@@ -72,6 +72,7 @@ def test_token_pages_show_digest_prefix_only(
         page = superuser_client.get(url).content.decode()
         assert token.access_token[:12] in page
         assert token.access_token not in page
+        assert token.refresh_token is not None
         assert token.refresh_token not in page
         assert issued.access_token not in page
         assert issued.refresh_token not in page

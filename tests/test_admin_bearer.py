@@ -200,7 +200,8 @@ class TenantRouting:
 
     def __call__(self, request: HttpRequest) -> Any:
         if request.path_info.startswith("/tenant/"):
-            request.urlconf = TenantURLs  # type: ignore[attr-defined]
+            # Django accepts any object with ``urlpatterns`` here; django-stubs types it as str.
+            request.urlconf = TenantURLs  # type: ignore[assignment]
         return self.get_response(request)
 
 

@@ -71,6 +71,12 @@ def make_session(user_id: str, **kwargs: Any) -> SessionData:
 # Fixtures -------------------------------------------------------------------------------------
 
 
+def raw_json(value: bytes | str | None) -> Any:
+    """The JSON document a raw Redis read returned (None: nothing was stored there)."""
+    assert value is not None, "nothing stored under that key"
+    return json.loads(value)
+
+
 @pytest.fixture
 def raw_redis() -> Iterator[redis.Redis]:
     """A plain redis-py client on the test database, as ``redis-cli -n 15`` would be."""
@@ -176,7 +182,7 @@ def test_token_keys_json_and_ttls(
     )
     storage.store_token(token)
 
-    stored = json.loads(raw_redis.get(f"{prefix}token:{token.token_id}"))
+    stored = raw_json(raw_redis.get(f"{prefix}token:{token.token_id}"))
     assert stored["token_id"] == token.token_id
     assert stored["user_id"] == "42"
     assert stored["access_digest"] == token.access_digest
@@ -185,7 +191,7 @@ def test_token_keys_json_and_ttls(
     # Fields at their default value are left out (the reader restores them).
     assert "revoked_at" not in stored and "replaced_by" not in stored
     storage.revoke_token(token.token_id, at=now, replaced_by="next")
-    stored = json.loads(raw_redis.get(f"{prefix}token:{token.token_id}"))
+    stored = raw_json(raw_redis.get(f"{prefix}token:{token.token_id}"))
     assert datetime.fromisoformat(stored["revoked_at"]) == now and stored["replaced_by"] == "next"
     token = replace(token, revoked_at=now, replaced_by="next", updated_at=now)
     assert storage.get_token(token.token_id) == token
@@ -264,7 +270,7 @@ def test_session_and_kv_keys(redis_cache_storage: CacheStorage, raw_redis: redis
     prefix = redis_cache_storage.key_prefix
     session = make_session("9", expires_at=utcnow() + timedelta(minutes=30))
     redis_cache_storage.store_session(session)
-    assert json.loads(raw_redis.get(f"{prefix}session:{session.session_id}"))["data"] == {
+    assert raw_json(raw_redis.get(f"{prefix}session:{session.session_id}"))["data"] == {
         "theme": "dark"
     }
     assert abs(raw_redis.pttl(f"{prefix}session:{session.session_id}") - 1800_000) < TTL_SLACK_MS
@@ -318,7 +324,7 @@ def test_audit_keys_are_readable(redis_cache_storage: CacheStorage, raw_redis: r
     redis_cache_storage.append_audit(event)
     redis_cache_storage.append_audit(event)  # same event id: stored once
     assert redis_cache_storage.count_audit() == 1
-    body = json.loads(raw_redis.hget(f"{prefix}audit:{{log}}:events", event.event_id))
+    body = raw_json(raw_redis.hget(f"{prefix}audit:{{log}}:events", event.event_id))
     assert body["action"] == "login" and body["ip_address"] == "192.0.2.1"
     assert raw_redis.zcard(f"{prefix}audit:{{log}}:order") == 1
     assert raw_redis.ttl(f"{prefix}audit:{{log}}:order") == -1  # the log is kept
@@ -468,9 +474,11 @@ def test_memory_verification_returns_copies(locmem_storage: CacheStorage) -> Non
     token = AuthTokenFactory.build(user_id="1", permissions=["a"], metadata={"deep": {"x": 1}})
     locmem_storage.store_token(token)
     found = locmem_storage.get_token_by_access(token.access_digest)
-    assert found == token and found is not token
-    found.permissions.append("admin")  # type: ignore[union-attr]
-    found.metadata["deep"]["x"] = 2  # type: ignore[union-attr]
+    assert found is not None
+    assert found == token
+    assert found is not token
+    found.permissions.append("admin")
+    found.metadata["deep"]["x"] = 2
     assert locmem_storage.get_token_by_access(token.access_digest) == token
 
 
@@ -1066,6 +1074,7 @@ def test_check_a_pool_that_does_not_wait_warns(name: str) -> None:
     expected = {"django-redis sentinel": "BoundedSentinelPool"}.get(
         name, builtin if name.startswith("builtin") else "CONNECTION_POOL_CLASS'] = 'redis.Blocking"
     )
+    assert message.hint is not None
     assert expected in message.hint
 
 

@@ -122,7 +122,7 @@ def run_in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
 
 def test_unknown_options_and_aliases_are_refused() -> None:
     with pytest.raises(TypeError, match="unknown OPTIONS: cache"):
-        DatabaseStorage(cache="default")  # type: ignore[call-arg]
+        DatabaseStorage(cache="default")
     with pytest.raises(StorageError, match="no such alias in DATABASES"):
         DatabaseStorage(using="nope")
     with pytest.raises(TypeError):
@@ -447,12 +447,11 @@ def test_concurrent_revocations_have_exactly_one_winner() -> None:
     for _ in range(5):
         token = AuthTokenFactory.build(user_id=user_id)
         storage.store_token(token)
-        results = run_in_threads(
-            8,
-            lambda i, token_id=token.token_id: storage.revoke_token(
-                token_id, at=utcnow(), replaced_by=f"winner-{i}"
-            ),
-        )
+
+        def revoke(i: int, token_id: str = token.token_id) -> bool:
+            return storage.revoke_token(token_id, at=utcnow(), replaced_by=f"winner-{i}")
+
+        results = run_in_threads(8, revoke)
         assert results.count(True) == 1, results
         stored = storage.get_token(token.token_id)
         assert stored is not None
@@ -567,7 +566,9 @@ def test_statistics_name_the_vendor_and_size_the_tables() -> None:
     storage = DatabaseStorage()
     user_id = str(UserFactory.create().pk)
     storage.store_token(AuthTokenFactory.build(user_id=user_id))
-    access_expired = AuthTokenFactory.build(user_id=user_id, expires_at=utcnow() - timedelta(seconds=1))
+    access_expired = AuthTokenFactory.build(
+        user_id=user_id, expires_at=utcnow() - timedelta(seconds=1)
+    )
     storage.store_token(access_expired)  # its refresh token still works: counted, expired
     storage.store_token(expired_token(user_id))  # past retain_until: invisible, not counted
     storage.store_session(session(user_id, "gone", expires_at=utcnow() - timedelta(seconds=1)))

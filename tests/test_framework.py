@@ -4,7 +4,7 @@ introspect, sessions, key-value, lockout."""
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -37,7 +37,10 @@ from .hashers import FAST_PBKDF2_HASHER
 User = get_user_model()
 
 
-def close_to(value: Any, expected: Any, slack: timedelta = timedelta(seconds=5)) -> bool:
+def close_to(
+    value: datetime | None, expected: datetime, slack: timedelta = timedelta(seconds=5)
+) -> bool:
+    assert value is not None
     return abs(value - expected) < slack
 
 

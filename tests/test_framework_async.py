@@ -44,7 +44,9 @@ def test_async_register_login_verify_refresh(
     async def scenario() -> None:
         loop_threads.add(threading.get_ident())
         user = await auth.aregister_user("alice", PASSWORD, request_info=CLIENT, email="a@x.org")
-        assert user.pk is not None and user.email == "a@x.org"
+        assert isinstance(user, User)
+        assert user.pk is not None
+        assert user.email == "a@x.org"
         with pytest.raises(UserExists):
             await auth.aregister_user("alice", PASSWORD)
         await sync_to_async(grant_perms)(user, "view_user", groups=("staff",))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -174,19 +175,22 @@ def _raw_store_dump(storage: AuthStorage) -> str:
 
         backend = caches[storage.cache_alias]
         if type(backend).__module__.startswith("django_redis"):
+            import redis
             from django_redis import get_redis_connection
 
-            client = get_redis_connection(storage.cache_alias)
+            client: redis.Redis = get_redis_connection(storage.cache_alias)
             parts = []
+            readers: dict[str, Callable[[bytes], object]] = {
+                "string": lambda k: client.get(k),
+                "set": lambda k: client.smembers(k),
+                "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+                "hash": lambda k: client.hgetall(k),
+                "list": lambda k: client.lrange(k, 0, -1),
+            }
             for key in client.scan_iter(match=f"{storage.key_prefix}*", count=1000):
-                kind = client.type(key).decode()
-                value: Any = {
-                    "string": lambda k: client.get(k),
-                    "set": lambda k: client.smembers(k),
-                    "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
-                    "hash": lambda k: client.hgetall(k),
-                    "list": lambda k: client.lrange(k, 0, -1),
-                }.get(kind, lambda k: b"")(key)
+                kind = client.type(key)  # bytes: the client does not decode replies
+                reader = readers.get(kind.decode() if isinstance(kind, bytes) else kind)
+                value = reader(key) if reader is not None else b""
                 parts.append(f"{key!r} {value!r}")
             assert parts, "the Redis dump found nothing: the scan pattern is wrong"
             return "\n".join(parts)
@@ -234,7 +238,7 @@ def test_no_raw_secret_is_stored_logged_or_shown(
     session = auth.create_session("alice", {"theme": "dark"}, request_info=CLIENT)
     auth.end_session(session.session_id)
     for bad in ("", "x" * 300):
-        expect_error(lambda bad=bad: auth.verify_token(bad))
+        expect_error(partial(auth.verify_token, bad))
     expect_error(lambda: auth.authenticate("alice", "pass\x00word"))
 
     logged = [

@@ -66,7 +66,7 @@ class Http:
         try:
             conn.putrequest(method, path)
             for name, value in headers or []:
-                conn.putheader(name, value)  # type: ignore[arg-type]
+                conn.putheader(name, value)
             if body is not None:
                 conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)

@@ -24,6 +24,7 @@ import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def test_concurrent_guesses_in_threads(storage: AuthStorage, gated: Any) -> None
     user_id = str(auth.register_user("alice", PASSWORD).pk)
     gated.reset()
 
-    join = start_together([lambda i=i: attempt(auth, f"wrong {i}") for i in range(GUESSES)])
+    join = start_together([partial(attempt, auth, f"wrong {i}") for i in range(GUESSES)])
     Gate.wait_settled(GUESSES)  # every guess answered or inside the hasher
     join_last = start_together([lambda: attempt(auth, PASSWORD)])
     Gate.wait_settled(GUESSES + 1)
@@ -188,7 +189,7 @@ def test_concurrent_guesses_over_http(
 
     # Connected first: the burst is 40 requests at once, not 40 SYNs for a short accept queue.
     conns = [connect(live_server.url) for _ in range(GUESSES + 1)]
-    join = start_together([lambda i=i: post_token(conns[i], f"wrong {i}") for i in range(GUESSES)])
+    join = start_together([partial(post_token, conns[i], f"wrong {i}") for i in range(GUESSES)])
     Gate.wait_settled(GUESSES)
     join_last = start_together([lambda: post_token(conns[GUESSES], PASSWORD)])
     Gate.wait_settled(GUESSES + 1)

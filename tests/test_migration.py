@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -287,7 +287,8 @@ def test_preserve_ttl_false_recomputes_expiries(
     finished = utcnow()
     assert summary.ok, summary.mismatches
 
-    def between(value: Any, delta: timedelta) -> bool:
+    def between(value: datetime | None, delta: timedelta) -> bool:
+        assert value is not None
         return started + delta <= value <= finished + delta
 
     moved = target.get_token("live")
@@ -497,7 +498,7 @@ def test_migrate_command_options(backend: str, aliases: Any, make_user: Callable
     assert f"would copy {len(data.kv)}" in out.getvalue()
     assert is_empty(storages["new"])
 
-    out = io.StringIO()
+    plain = io.StringIO()
     call_command(
         "authfw_migrate",
         "--from",
@@ -507,12 +508,12 @@ def test_migrate_command_options(backend: str, aliases: Any, make_user: Callable
         "--only",
         "kv,sessions",
         "--no-preserve-ttl",
-        stdout=out,
+        stdout=plain,
     )
     after = snapshot(storages["new"])
     assert len(after.kv) == len(data.kv) and len(after.sessions) == len(data.sessions)
     assert not after.tokens and not after.audit
-    assert "expiries from AUTHFW TTLs" in out.getvalue()
+    assert "expiries from AUTHFW TTLs" in plain.getvalue()
 
 
 def test_migrate_command_errors(aliases: Any, make_user: Callable[..., str]) -> None:

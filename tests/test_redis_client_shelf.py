@@ -209,8 +209,8 @@ def test_a_forked_child_opens_its_own_connection(server: ServerProcess) -> None:
     reply = os.read(read_end, 200).decode()
     os.waitpid(pid, 0)
     os.close(read_end)
-    value, port = reply.split()
-    assert value == "b'v'"
+    shown, port = reply.split()
+    assert shown == "b'v'"
     assert int(port) != parent_port
     assert storage.kv_get("k") == b"v"  # the parent's kept connection still works
     storage.flush()

@@ -292,7 +292,11 @@ def test_cluster_prunes_stale_entries_but_not_a_write_in_flight(
     time.sleep(0.3)  # cleanup has seen both ids without a record and is waiting
     cluster_storage.store_token(in_flight)  # ... when the delayed record arrives
     cleanup.join(10)
-    assert {m.decode() for m in raw.smembers(index)} == {live.token_id, "in-flight"}
+    members = raw.smembers(index)
+    assert {m.decode() if isinstance(m, bytes) else m for m in members} == {
+        live.token_id,
+        "in-flight",
+    }
     assert {t.token_id for t in cluster_storage.list_user_tokens("u1")} == {
         live.token_id,
         "in-flight",
