@@ -189,10 +189,12 @@ def test_token_keys_json_and_ttls(
     assert datetime.fromisoformat(stored["expires_at"]) == token.expires_at
     assert stored["expires_at"].endswith("Z")  # UTC, written the short way
     # Fields at their default value are left out (the reader restores them).
-    assert "revoked_at" not in stored and "replaced_by" not in stored
+    assert "revoked_at" not in stored
+    assert "replaced_by" not in stored
     storage.revoke_token(token.token_id, at=now, replaced_by="next")
     stored = raw_json(raw_redis.get(f"{prefix}token:{token.token_id}"))
-    assert datetime.fromisoformat(stored["revoked_at"]) == now and stored["replaced_by"] == "next"
+    assert datetime.fromisoformat(stored["revoked_at"]) == now
+    assert stored["replaced_by"] == "next"
     token = replace(token, revoked_at=now, replaced_by="next", updated_at=now)
     assert storage.get_token(token.token_id) == token
     assert raw_redis.get(f"{prefix}access:{token.access_digest}") == token.token_id.encode()
@@ -325,7 +327,8 @@ def test_audit_keys_are_readable(redis_cache_storage: CacheStorage, raw_redis: r
     redis_cache_storage.append_audit(event)  # same event id: stored once
     assert redis_cache_storage.count_audit() == 1
     body = raw_json(raw_redis.hget(f"{prefix}audit:{{log}}:events", event.event_id))
-    assert body["action"] == "login" and body["ip_address"] == "192.0.2.1"
+    assert body["action"] == "login"
+    assert body["ip_address"] == "192.0.2.1"
     assert raw_redis.zcard(f"{prefix}audit:{{log}}:order") == 1
     assert raw_redis.ttl(f"{prefix}audit:{{log}}:order") == -1  # the log is kept
 
@@ -572,7 +575,8 @@ def test_concurrent_revocations_have_one_winner(concurrent_storage: CacheStorage
     assert results.count(True) == 1
     winner = results.index(True)
     stored = concurrent_storage.get_token(token.token_id)
-    assert stored is not None and stored.replaced_by == f"n{winner}"
+    assert stored is not None
+    assert stored.replaced_by == f"n{winner}"
 
 
 def test_concurrent_kv_incr_counts_every_call(concurrent_storage: CacheStorage) -> None:
@@ -638,7 +642,8 @@ def test_a_blocking_django_redis_pool_queues_a_burst(settings: Any, raw_redis: r
     )
     storage = CacheStorage(cache=alias, key_prefix=unique_prefix(), retry_attempts=0)
     pool = storage.engine.call.client.connection_pool  # type: ignore[attr-defined]
-    assert isinstance(pool, redis.BlockingConnectionPool) and pool.max_connections == 10
+    assert isinstance(pool, redis.BlockingConnectionPool)
+    assert pool.max_connections == 10
     assert burst(storage) == []
     assert storage.kv_get("burst") == str(THREADS).encode()
     ours = [c for c in raw_redis.client_list() if c["name"] == client_name]
@@ -860,7 +865,8 @@ def test_a_refused_password_fails_at_once(
         lambda: storage.kv_incr("n"),
     ):
         error = assert_refused_at_once(password_admin, call)
-        assert "wrong-password" not in str(error) and "wrong-password" not in repr(storage)
+        assert "wrong-password" not in str(error)
+        assert "wrong-password" not in repr(storage)
     storage.close()
     right = RedisStorage(url=f"redis://:{PASSWORD}@{HOST}:{password_redis.port}/0")
     assert right.get_token("x") is None  # the same server with the right password works
@@ -894,7 +900,9 @@ def make_event() -> AuditEvent:
 def test_sweep_thread_removes_expired_records_and_stops_on_close() -> None:
     storage = InMemoryStorage(cleanup_interval=0.1)
     sweeper = storage._sweeper
-    assert sweeper is not None and sweeper.is_alive() and sweeper.daemon
+    assert sweeper is not None
+    assert sweeper.is_alive()
+    assert sweeper.daemon
     now = utcnow()
     short = AuthTokenFactory.build(
         user_id="1",
@@ -972,7 +980,8 @@ def test_constructors_refuse_bad_options(settings: Any) -> None:
 
 def test_options_take_timedeltas() -> None:
     storage = RedisStorage(timeout=timedelta(milliseconds=1500), retry_delay=timedelta(seconds=1))
-    assert storage.timeout == 1.5 and storage.retry_delay == 1.0
+    assert storage.timeout == 1.5
+    assert storage.retry_delay == 1.0
     assert storage.retry_budget == pytest.approx(1.5 * 4 + 3)
     storage.close()  # never connected: building a storage does not touch the server
 
@@ -1068,8 +1077,10 @@ def test_check_a_pool_that_does_not_wait_warns(name: str) -> None:
         CACHES=pool_caches(burst=NON_BLOCKING[name]), AUTHFW=storages_on("burst")
     ):
         [message] = run_cache_checks()
-    assert isinstance(message, Warning) and message.id == "authfw.W021"
-    assert "10 connections" in message.msg and "Too many connections" in message.msg
+    assert isinstance(message, Warning)
+    assert message.id == "authfw.W021"
+    assert "10 connections" in message.msg
+    assert "Too many connections" in message.msg
     builtin = "OPTIONS['pool_class'] = 'redis.BlockingConnectionPool'"
     expected = {"django-redis sentinel": "BoundedSentinelPool"}.get(
         name, builtin if name.startswith("builtin") else "CONNECTION_POOL_CLASS'] = 'redis.Blocking"
@@ -1087,13 +1098,15 @@ def test_check_a_pool_that_waits_is_fine(name: str) -> None:
 @override_settings(CACHES=CACHES, AUTHFW=storages_on("dummy"))
 def test_check_dummy_cache_is_an_error() -> None:
     [message] = run_cache_checks()
-    assert isinstance(message, Error) and message.id == "authfw.E020"
+    assert isinstance(message, Error)
+    assert message.id == "authfw.E020"
 
 
 @override_settings(CACHES=CACHES, AUTHFW=storages_on("db"))
 def test_check_unsupported_cache_is_an_error() -> None:
     [message] = run_cache_checks()
-    assert message.id == "authfw.E021" and "DatabaseCache" in message.msg
+    assert message.id == "authfw.E021"
+    assert "DatabaseCache" in message.msg
 
 
 @override_settings(CACHES=CACHES, AUTHFW=storages_on("nowhere"))
@@ -1108,7 +1121,8 @@ def test_check_locmem_with_several_processes_warns(monkeypatch: pytest.MonkeyPat
     assert run_cache_checks() == []  # one process, as far as can be seen
     monkeypatch.setenv("GUNICORN_CMD_ARGS", "--bind 0.0.0.0 --workers 4")
     [message] = run_cache_checks()
-    assert isinstance(message, Warning) and message.id == "authfw.W020"
+    assert isinstance(message, Warning)
+    assert message.id == "authfw.W020"
     assert "gunicorn" in message.msg
     monkeypatch.delenv("GUNICORN_CMD_ARGS")
     monkeypatch.setenv("WEB_CONCURRENCY", "3")

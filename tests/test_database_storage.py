@@ -415,7 +415,8 @@ def test_both_counter_paths_keep_a_fixed_window(increment: Any) -> None:
     assert increment("default", models.KVEntry, "c", now, window) == 1
     assert increment("default", models.KVEntry, "c", now, now + timedelta(hours=9)) == 2
     row = models.KVEntry.objects.get(key="c")
-    assert row.expires_at == window and bytes(row.value) == b"2"
+    assert row.expires_at == window
+    assert bytes(row.value) == b"2"
     later = window + timedelta(seconds=1)
     assert increment("default", models.KVEntry, "c", later, later + timedelta(hours=1)) == 1
     assert models.KVEntry.objects.get(key="c").expires_at == later + timedelta(hours=1)
@@ -433,7 +434,9 @@ def test_times_round_trip_without_use_tz(settings: Any) -> None:
     at = utcnow()
     assert storage.revoke_token(token.token_id, at=at)
     revoked = storage.get_token(token.token_id)
-    assert revoked is not None and revoked.revoked_at == at and revoked.updated_at == at
+    assert revoked is not None
+    assert revoked.revoked_at == at
+    assert revoked.updated_at == at
 
 
 # Concurrency (PostgreSQL) ----------------------------------------------------------------------
@@ -575,8 +578,10 @@ def test_statistics_name_the_vendor_and_size_the_tables() -> None:
     stats = storage.statistics()
     assert stats["backend"] == f"database:{connection.vendor}"
     assert stats["total_tokens"] == 2
-    assert stats["active_tokens"] == 1 and stats["expired_tokens"] == 1
-    assert stats["total_sessions"] == 1 and stats["active_sessions"] == 0
+    assert stats["active_tokens"] == 1
+    assert stats["expired_tokens"] == 1
+    assert stats["total_sessions"] == 1
+    assert stats["active_sessions"] == 0
     assert stats["memory_used_bytes"] is None
     if ON_POSTGRESQL:
         assert isinstance(stats["database_size_mb"], float)
@@ -671,7 +676,8 @@ def test_query_watchers_see_the_verification_lookup() -> None:
 
     with connection.execute_wrapper(watch):
         assert storage.get_token_by_access(token.access_digest) == token
-    assert len(seen) == 1 and models.Token._meta.db_table in seen[0]
+    assert len(seen) == 1
+    assert models.Token._meta.db_table in seen[0]
     seen.clear()
     assert storage.get_token_by_access(token.access_digest) == token  # unwatched again
     assert seen == []
@@ -687,7 +693,8 @@ def test_query_watchers_see_the_token_insert_and_revocation() -> None:
         assert storage.revoke_token(token.token_id, at=utcnow(), replaced_by="next")
     assert [q["sql"].split()[0] for q in captured.captured_queries] == ["INSERT", "UPDATE"]
     [stored] = storage.list_user_tokens(user_id)
-    assert stored.revoked_at is not None and stored.replaced_by == "next"
+    assert stored.revoked_at is not None
+    assert stored.replaced_by == "next"
 
 
 @pytest.mark.django_db

@@ -74,7 +74,8 @@ def test_bad_credentials_input_writes_nothing(
         message = str(caught.value)
         assert "must" in message  # says what to do
         if isinstance(password, str) and len(password) > 1 and password != PASSWORD:
-            assert password not in message and password[:8] not in message
+            assert password not in message
+            assert password[:8] not in message
     # Nothing hashed, nothing written: no user, no token, no counter, no audit row.
     assert counting_hasher.calls == 0
     assert list(User.objects.values_list("username", flat=True)) == ["alice"]
@@ -108,7 +109,8 @@ def test_request_info_validation() -> None:
         RequestInfo(ip_address="localhost")
     assert RequestInfo(ip_address="fe80::1%eth0").ip_address == "fe80::1"
     info = RequestInfo(user_agent="a\x00b" + "x" * 1000)
-    assert "\x00" not in info.user_agent and len(info.user_agent) == MAX_USER_AGENT_LENGTH
+    assert "\x00" not in info.user_agent
+    assert len(info.user_agent) == MAX_USER_AGENT_LENGTH
     request = RequestFactory().get("/", REMOTE_ADDR="not-an-ip", HTTP_USER_AGENT="ua/1")
     assert RequestInfo.from_request(request) == RequestInfo(None, "ua/1")
     request = RequestFactory().get("/", REMOTE_ADDR="2001:db8::5")
@@ -254,7 +256,8 @@ def test_no_raw_secret_is_stored_logged_or_shown(
         "database audit table": repr(list(AuditLog.objects.values_list())),
         "database tokens": repr(list(Token.objects.values_list())),
     }
-    assert places["stored records"] and places["exception messages"]
+    assert places["stored records"]
+    assert places["exception messages"]
     for secret in secrets:
         assert secret
         for where, text in places.items():
@@ -293,5 +296,6 @@ def test_an_unaudited_login_is_refused(
         blind.authenticate("alice", "wrong password")  # failures are not dropped silently either
 
     errors = [r for r in caplog.records if r.name == "django_authfw.audit"]
-    assert len(errors) >= 5 and all(r.levelno == logging.ERROR for r in errors)
+    assert len(errors) >= 5
+    assert all(r.levelno == logging.ERROR for r in errors)
     assert all(PASSWORD not in r.getMessage() for r in errors)

@@ -271,7 +271,8 @@ def test_concurrent_guesses_from_two_processes(
                 )
             )
         for process, log in workers:
-            assert process.stdin and process.stdout
+            assert process.stdin
+            assert process.stdout
             process.stdin.write(json.dumps(config) + "\n")
             process.stdin.flush()
             if process.stdout.readline().strip() != "ready":

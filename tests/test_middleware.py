@@ -338,7 +338,8 @@ def test_decorator_works_without_the_middleware(
 
 
 def test_middleware_is_sync_and_async_capable() -> None:
-    assert BearerTokenMiddleware.sync_capable and BearerTokenMiddleware.async_capable
+    assert BearerTokenMiddleware.sync_capable
+    assert BearerTokenMiddleware.async_capable
 
     async def async_view(request: HttpRequest) -> HttpResponse:
         return HttpResponse()

@@ -114,10 +114,12 @@ def test_a_failed_call_closes_its_client(server: ServerProcess) -> None:
 
     with pytest.raises(RuntimeError):
         storage._engine.call(fails)  # type: ignore[attr-defined]
-    assert shelf._count == 0 and shelf._idle == []
+    assert shelf._count == 0
+    assert shelf._idle == []
     assert kept.connection is None  # closed: its connection went back to the pool
     assert storage.kv_get("warm") is None  # a new client works
-    assert shelf._idle and shelf._idle[0] is not kept
+    assert shelf._idle
+    assert shelf._idle[0] is not kept
     storage.close()
 
 

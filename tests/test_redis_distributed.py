@@ -89,7 +89,8 @@ def test_failover_keeps_acknowledged_writes(own_sentinel_group: SentinelInfo) ->
     for token in tokens[1:]:
         assert storage.get_token_by_access(token.access_digest) == token
     revoked = storage.get_token(tokens[0].token_id)
-    assert revoked is not None and revoked.revoked_at is not None  # the revocation survived
+    assert revoked is not None
+    assert revoked.revoked_at is not None  # the revocation survived
     assert storage.kv_get("config") == b"kept"
     assert {t.token_id for t in storage.list_user_tokens("u1")} == {t.token_id for t in tokens}
 
@@ -132,7 +133,8 @@ def test_django_redis_sentinel_alias_with_bounded_pool_queues_a_burst(
     }
     storage = CacheStorage(cache="authfw-sentinel-burst", key_prefix=unique_prefix())
     pool = storage.engine.call.client.connection_pool  # type: ignore[attr-defined]
-    assert isinstance(pool, BoundedSentinelPool) and pool.max_connections == 10
+    assert isinstance(pool, BoundedSentinelPool)
+    assert pool.max_connections == 10
     assert burst(storage) == []
     assert storage.kv_get("burst") == b"100"
     storage.flush()
@@ -261,7 +263,8 @@ def test_cluster_spreads_keys_and_keeps_audit_in_one_slot(
     prefix = cluster_storage.key_prefix
     slots = {raw.keyslot(f"{prefix}token:{t.token_id}") for t in tokens}
     nodes = {raw.get_node_from_key(f"{prefix}token:{t.token_id}").name for t in tokens}
-    assert len(slots) > 1 and len(nodes) == 3  # records really live on every master
+    assert len(slots) > 1  # records really live on every master
+    assert len(nodes) == 3
     for token in tokens:  # pointer and record in different slots, found all the same
         assert cluster_storage.get_token_by_access(token.access_digest) == token
         assert cluster_storage.list_user_tokens(token.user_id) == [token]

@@ -215,6 +215,7 @@ def test_everything_works_again_once_the_database_is_back(
         _assert_unavailable(web.json("GET", "/api/me/", token=access))
     # Django closes the server thread's broken connection at the next request and reconnects.
     reply = web.json("GET", "/api/me/", token=access)
-    assert reply.status == 200 and reply.json["username"] == "down-ann"
+    assert reply.status == 200
+    assert reply.json["username"] == "down-ann"
     login = {"username": "down-ann", "password": PASSWORD}
     assert web.json("POST", "/auth/token/", login).status == 200
