@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 import ipaddress
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
@@ -100,7 +100,16 @@ def preview_bytes(value: bytes | memoryview | None, limit: int = PREVIEW_LENGTH)
     return printable
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+if TYPE_CHECKING:
+    # django-stubs makes ModelAdmin generic over its model; Django's own class cannot be
+    # subscripted at run time, so the parameter exists for the type checker only.
+    _AnyModelAdmin = admin.ModelAdmin[Any]
+    _AuditLogModelAdmin = admin.ModelAdmin[models.AuditLog]
+else:
+    _AnyModelAdmin = _AuditLogModelAdmin = admin.ModelAdmin
+
+
+class ReadOnlyAdmin(_AnyModelAdmin):
     """No add, no change form; rows change through actions only."""
 
     paginator = EstimatedCountPaginator
@@ -311,7 +320,7 @@ def usernames_for(user_ids: set[str]) -> dict[str, str]:
     }
 
 
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(_AuditLogModelAdmin):
     """The audit log, read-only for everyone; "Lift lockout" resets failed-login counters."""
 
     paginator = EstimatedCountPaginator
@@ -391,6 +400,7 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     @admin.display(description="user")
     def who(self, obj: models.AuditLog) -> str:
+        username: str | None
         if hasattr(obj, "authfw_username"):  # resolved for the whole page by AuditChangeList
             username = obj.authfw_username
         else:

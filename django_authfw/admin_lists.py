@@ -15,7 +15,7 @@ table or index. Here:
 from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib import admin
@@ -26,8 +26,15 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+if TYPE_CHECKING:
+    # django-stubs makes Paginator generic over its items; Django's class cannot be subscripted
+    # at run time.
+    _Paginator = Paginator[Any]
+else:
+    _Paginator = Paginator
 
-class EstimatedCountPaginator(Paginator):
+
+class EstimatedCountPaginator(_Paginator):
     """A paginator whose count reads at most ``max_exact_count`` rows on PostgreSQL.
 
     An unfiltered queryset of a table the planner estimates at ``max_exact_count`` rows or more

@@ -81,7 +81,9 @@ def _create_user(
                 try:
                     # password=None: the manager stores an unusable password, at no hashing
                     # cost; the real hash is set just below, in the same transaction.
-                    user = manager.create_user(username, password=None, **extra_fields)
+                    user: AbstractBaseUser = manager.create_user(
+                        username, password=None, **extra_fields
+                    )
                 except (TypeError, ValueError) as exc:
                     raise InvalidInput(f"The user could not be created: {exc}") from None
                 # An UPDATE rather than save(): it sends no pre_save signal, so a new

@@ -168,7 +168,8 @@ class RegisterView(Endpoint):
         params = self.params()
         username = string_param(params, "username")
         password = string_param(params, "password")
-        assert username is not None and password is not None  # required above
+        assert username is not None  # required above
+        assert password is not None
         _validate_new_account(username)
         try:
             user = self.framework.register_user(
@@ -190,7 +191,8 @@ class TokenView(Endpoint):
         _check_grant_type(params, "password")
         username = string_param(params, "username")
         password = string_param(params, "password")
-        assert username is not None and password is not None  # required above
+        assert username is not None  # required above
+        assert password is not None
         try:
             issued = self.framework.authenticate(
                 username, password, request_info=self.request_info()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -65,11 +66,11 @@ ASGI_APPLICATION = "testproject.asgi.application"
 SQLITE_OPTIONS = {"transaction_mode": "IMMEDIATE", "timeout": 20}
 
 
-def sqlite_database(name: object) -> dict[str, object]:
+def sqlite_database(name: object) -> dict[str, Any]:
     return {"ENGINE": "django.db.backends.sqlite3", "NAME": name, "OPTIONS": dict(SQLITE_OPTIONS)}
 
 
-def database_from_url(url: str) -> dict[str, object]:
+def database_from_url(url: str) -> dict[str, Any]:
     """Turn ``postgres://user:pass@host:port/name`` or ``sqlite:///path`` into a DATABASES entry."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
@@ -102,7 +103,7 @@ DATABASES["authfw_second"] = sqlite_database(":memory:")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-CACHES = {
+CACHES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "authfw": (
         {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}
@@ -116,7 +117,7 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
 
-AUTHFW = {
+AUTHFW: dict[str, Any] = {
     "STORAGES": {
         "default": {"BACKEND": "django_authfw.storage.DatabaseStorage"},
         "cache": {

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect the contract classes (tests/contract) of backends the run does not cover."""
     selected = set(selected_backends(servers=True))
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         name = getattr(getattr(item, "cls", None), "backend_name", None)
         (dropped if name is not None and name not in selected else kept).append(item)
@@ -56,7 +58,7 @@ def pytest_report_header() -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _cheap_argon2(settings: object) -> None:
+def _cheap_argon2(settings: Any) -> None:
     """Real Argon2 with a small work factor for every test; the default costs ~100 MiB a hash.
 
     Tests about hashing policy set PASSWORD_HASHERS themselves (Django's own Argon2 included).
@@ -64,7 +66,7 @@ def _cheap_argon2(settings: object) -> None:
     settings.PASSWORD_HASHERS = [
         COUNTING_HASHER,
         "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-    ]  # type: ignore[attr-defined]
+    ]
 
 
 @pytest.fixture
@@ -86,6 +88,6 @@ def make_user(db: None) -> Callable[..., str]:
     """Create a real user and return its id as records carry it (str of the pk)."""
 
     def make(**kwargs: object) -> str:
-        return str(UserFactory(**kwargs).pk)
+        return str(UserFactory.create(**kwargs).pk)
 
     return make

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -43,7 +43,7 @@ def user_factory(db: None, fast_hashing: None) -> Callable[..., AbstractBaseUser
     """Make a real user with the factories' password (``tests.factories.PASSWORD``)."""
 
     def make(**kwargs: Any) -> AbstractBaseUser:
-        user: AbstractBaseUser = UserFactory(**kwargs)
+        user: AbstractBaseUser = UserFactory.create(**kwargs)
         return user
 
     return make
@@ -60,7 +60,17 @@ def login(fast_hashing: None) -> Callable[..., IssuedToken]:
     return issue
 
 
-def bearer(token: str) -> dict[str, str]:
+class BearerHeader(TypedDict):
+    """The test client's WSGI-environ keyword for the ``Authorization`` header.
+
+    A TypedDict, not ``dict[str, str]``: unpacked into ``Client.get(url, **bearer(token))`` its
+    one key can only land in ``**extra``, never in ``follow``, ``secure`` or ``headers``.
+    """
+
+    HTTP_AUTHORIZATION: str
+
+
+def bearer(token: str) -> BearerHeader:
     """Test-client keyword arguments that send ``Authorization: Bearer <token>``."""
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
 

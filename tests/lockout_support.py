@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .hashers import CountingArgon2PasswordHasher
@@ -143,8 +144,8 @@ def _worker() -> None:
 
     auth = AuthFramework()
     info = RequestInfo(ip_address=config["ip_address"])
-    calls = [
-        (lambda i=i: auth.authenticate(config["username"], f"wrong {i}", request_info=info))
+    calls: list[Callable[[], Any]] = [
+        partial(auth.authenticate, config["username"], f"wrong {i}", request_info=info)
         for i in range(config["guesses"])
     ]
     print("ready", flush=True)

@@ -161,7 +161,8 @@ def measure(names: list[str], count: int) -> list[tuple[str, float]]:
                     report = StorageMigration(
                         source, target, batch_size=1000, verify=True
                     ).migrate_tokens()
-                assert report.ok and report.verified == count, report
+                assert report.ok, report
+                assert report.verified == count, report
                 target.flush()
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "backup.gz"

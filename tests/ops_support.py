@@ -84,7 +84,7 @@ def populate(
     data = Dataset()
 
     def token(**kwargs: Any) -> AuthToken:
-        made = AuthTokenFactory(**kwargs)
+        made = AuthTokenFactory.build(**kwargs)
         storage.store_token(made)
         data.tokens[made.token_id] = made
         return made
@@ -160,7 +160,7 @@ def add_expiring(storage: AuthStorage, user_id: str, count: int = 2) -> None:
     soon = utcnow() + SHORT
     for i in range(count):
         storage.store_token(
-            AuthTokenFactory(user_id=user_id, expires_at=soon, refresh_expires_at=soon)
+            AuthTokenFactory.build(user_id=user_id, expires_at=soon, refresh_expires_at=soon)
         )
         storage.store_session(
             SessionData(session_id=f"old-{uuid.uuid4().hex}", user_id=user_id, expires_at=soon)

@@ -320,7 +320,10 @@ class SentinelInfo:
         return self.sentinels[index].client(password=self.password)
 
     def current_primary_port(self) -> int:
-        _host, port = self.sentinel_client().sentinel_get_master_addr_by_name(self.master_name)
+        address = self.sentinel_client().sentinel_get_master_addr_by_name(self.master_name)
+        # redis-py types the reply as the pair, None (unknown master) or a bool (pipelined).
+        assert isinstance(address, tuple), f"Sentinel knows no primary: {address!r}"
+        _host, port = address
         return int(port)
 
 

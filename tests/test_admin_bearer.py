@@ -143,7 +143,8 @@ def test_admin_mounted_without_a_namespace_is_skipped_too(
     victim = user_factory(username="victim")
     for url in ("/bare-admin/", "/bare-admin/auth/user/", f"/bare-admin/auth/user/{victim.pk}/"):
         reply = _get(web, url, token=root_token)
-        assert reply.status == 302 and "/login/" in reply.headers["Location"], (url, reply.status)
+        assert reply.status == 302, (url, reply.status)
+        assert "/login/" in reply.headers["Location"], (url, reply.status)
     # Listing the site by name covers it too; a list without it does not.
     settings.AUTHFW = {**settings.AUTHFW, "BEARER_EXEMPT_NAMESPACES": ["backoffice"]}
     assert _get(web, "/bare-admin/", token=root_token).status == 200
@@ -154,16 +155,19 @@ def test_no_exemptions_restores_the_old_behaviour(
 ) -> None:
     settings.AUTHFW = {**settings.AUTHFW, "BEARER_EXEMPT_NAMESPACES": []}
     reply = _get(web, "/admin/", token=root_token)
-    assert reply.status == 200 and b"Site administration" in reply.raw
+    assert reply.status == 200
+    assert b"Site administration" in reply.raw
     victim = user_factory(username="victim")
     reply = _delete_user(web, "admin", root_token, victim.pk)
-    assert reply.status == 302 and not reply.headers["Location"].startswith("/admin/login/")
+    assert reply.status == 302
+    assert not reply.headers["Location"].startswith("/admin/login/")
     assert not get_user_model().objects.filter(pk=victim.pk).exists()
 
 
 def test_other_views_still_take_bearer_tokens(web: Http, root_token: str) -> None:
     reply = _get(web, "/api/me/", token=root_token)
-    assert reply.status == 200 and reply.json["username"] == "root"
+    assert reply.status == 200
+    assert reply.json["username"] == "root"
     assert _get(web, "/plain/", token=root_token).json == {"auth": True, "user": True}
     assert _get(web, "/plain/", token="junk value").status == 400
 
@@ -171,7 +175,8 @@ def test_other_views_still_take_bearer_tokens(web: Http, root_token: str) -> Non
 def test_bearer_exempt_view_ignores_the_header(web: Http, root_token: str) -> None:
     assert _get(web, "/cookie-only/", token=root_token).json == {"auth": False, "user": False}
     reply = _get(web, "/cookie-only/", token="junk value")
-    assert reply.status == 200 and reply.json == {"auth": False, "user": False}
+    assert reply.status == 200
+    assert reply.json == {"auth": False, "user": False}
 
 
 def test_listed_namespace_by_instance_name(web: Http, root_token: str, settings: Any) -> None:
@@ -200,7 +205,8 @@ class TenantRouting:
 
     def __call__(self, request: HttpRequest) -> Any:
         if request.path_info.startswith("/tenant/"):
-            request.urlconf = TenantURLs  # type: ignore[attr-defined]
+            # Django accepts any object with ``urlpatterns`` here; django-stubs types it as str.
+            request.urlconf = TenantURLs  # type: ignore[assignment]
         return self.get_response(request)
 
 

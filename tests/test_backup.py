@@ -71,7 +71,7 @@ def edit_line(source: Path, target: Path, index: int, edit: Callable[[Any], None
 
 def test_schemas_cover_every_record_field() -> None:
     for kind, (cls, codecs) in SCHEMAS.items():
-        assert {f for f in cls.__dataclass_fields__} == {c.name for c in codecs}, kind
+        assert set(cls.__dataclass_fields__) == {c.name for c in codecs}, kind
 
 
 def test_file_layout_header_records_trailer(
@@ -104,9 +104,11 @@ def test_file_layout_header_records_trailer(
         for line in records
         if line["kind"] == "token" and line["record"]["refresh_digest"] is None
     ]
-    assert no_refresh and no_refresh[0]["refresh_expires_at"] is None
+    assert no_refresh
+    assert no_refresh[0]["refresh_expires_at"] is None
     info = read_backup(path)
-    assert info.counts == counts and info.version == VERSION
+    assert info.counts == counts
+    assert info.version == VERSION
 
 
 def test_backup_file_is_private_and_written_atomically(
@@ -134,12 +136,13 @@ def test_backup_holds_digests_never_raw_tokens(
     storage: AuthStorage, make_user: Callable[..., str], tmp_path: Path
 ) -> None:
     raw, digest = raw_token_pair()
-    storage.store_token(AuthTokenFactory(user_id=make_user(), access_digest=digest))
+    storage.store_token(AuthTokenFactory.build(user_id=make_user(), access_digest=digest))
     path = tmp_path / "b.gz"
     storage.create_backup(path)
     content = gzip.decompress(path.read_bytes()).decode()
     assert digest in content
-    assert raw not in content and raw[len("afw_at_") :] not in content
+    assert raw not in content
+    assert raw[len("afw_at_") :] not in content
 
 
 # Round trips ----------------------------------------------------------------------------------
@@ -188,7 +191,7 @@ def test_restore_skips_records_that_expired_since_the_backup(
 
     user = make_user()
     add_expiring(storage, user, count=2)
-    kept = AuthTokenFactory(user_id=user)
+    kept = AuthTokenFactory.build(user_id=user)
     storage.store_token(kept)
     path = tmp_path / "b.gz"
     counts = storage.create_backup(path)
@@ -388,9 +391,11 @@ def test_backup_and_restore_commands(
 
     out = io.StringIO()
     call_command("authfw_restore", str(path), "--storage", "spare", stdout=out)
-    assert "Checked" in out.getvalue() and "restored" in out.getvalue()
+    assert "Checked" in out.getvalue()
+    assert "restored" in out.getvalue()
     # Sessions ended since the backup come back, even with --merge: the command says so.
-    assert before.sessions and "session ended since" in out.getvalue()
+    assert before.sessions
+    assert "session ended since" in out.getvalue()
     skip_created = not keeps_kv_created_at(backend)
     assert_same_records(snapshot(storages["spare"]), before, ignore_kv_created_at=skip_created)
 
@@ -453,7 +458,8 @@ def test_progress_bar_only_on_a_terminal(
         "5",
         stdout=out,
     )
-    assert "\r" in out.getvalue() and "tokens" in out.getvalue()
+    assert "\r" in out.getvalue()
+    assert "tokens" in out.getvalue()
 
 
 def test_kv_entry_round_trip_keeps_bytes_and_none(tmp_path: Path) -> None:

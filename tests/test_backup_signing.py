@@ -170,7 +170,9 @@ def test_legacy_unsigned_file_needs_the_unsafe_opt_in(
         read_backup(legacy)
 
     info = read_backup(legacy, allow_unsigned=True)
-    assert info.version == 1 and info.signed_with is None and not info.signed
+    assert info.version == 1
+    assert info.signed_with is None
+    assert not info.signed
     report = restore_backup(storage, legacy, allow_unsigned=True)
     assert report.user_ids_unchecked
     assert sum(report.written.values()) == info.total
@@ -250,7 +252,8 @@ def test_restore_command_refuses_forged_and_unsigned_files(
     call_command(
         "authfw_restore", str(legacy), "--storage", "main", "--unsafe-allow-unsigned", stdout=out
     )
-    assert "UNSIGNED" in out.getvalue() and "not signed" in out.getvalue()
+    assert "UNSIGNED" in out.getvalue()
+    assert "not signed" in out.getvalue()
     assert not is_empty(main)
 
     main.flush()
@@ -275,7 +278,8 @@ def test_merge_of_an_older_backup_never_unrevokes(
     report = restore_backup(storage, path, if_not_empty="merge")
     for token in live:
         held = storage.get_token(token.token_id)
-        assert held is not None and held.revoked_at is not None, token.token_id
+        assert held is not None, token.token_id
+        assert held.revoked_at is not None, token.token_id
     assert report.kept_revoked == len(live)
 
 

@@ -67,7 +67,7 @@ class Stored:
 def store_records(storage: AuthStorage, ids: dict[str, str]) -> Stored:
     stored = Stored(ids=ids)
     for name, user_id in ids.items():
-        token = AuthTokenFactory(user_id=user_id)
+        token = AuthTokenFactory.build(user_id=user_id)
         storage.store_token(token)
         stored.tokens[name] = token
         session = SessionData(session_id=f"s-{uuid.uuid4().hex}", user_id=user_id)
@@ -89,7 +89,8 @@ def change_users(stored: Stored, db: str = "default") -> dict[str, str]:
     delete_user(ids["carol"], db)
     now["mallory"] = create_user("mallory", db, pk=int(ids["carol"]))
     delete_user(ids["dave"], db)
-    assert now["alice"] != ids["alice"] and now["mallory"] == ids["carol"]
+    assert now["alice"] != ids["alice"]
+    assert now["mallory"] == ids["carol"]
     return now
 
 
@@ -191,7 +192,8 @@ def test_records_of_users_already_gone_at_backup_time(
     assert report.skipped_missing_user["sessions"] == 1
     assert [c.outcome for c in report.user_changes] == ["no_username"]
     tokens, sessions, _audit = all_of(storage)
-    assert stored.tokens["ghost"].token_id not in tokens and not sessions
+    assert stored.tokens["ghost"].token_id not in tokens
+    assert not sessions
 
 
 def test_restore_command_says_truly_what_became_of_users_gone_at_backup_time(
@@ -211,7 +213,8 @@ def test_restore_command_says_truly_what_became_of_users_gone_at_backup_time(
     # Its audit events are restored (without a user): the line must not call them "not
     # restored". (Deleting the user already deleted its tokens and sessions in "main".)
     kept = [e for e in all_of(main)[2].values() if "backup_user" in e.metadata]
-    assert kept and all(e.user_id is None for e in kept)
+    assert kept
+    assert all(e.user_id is None for e in kept)
     assert (
         f"(unknown username) (id {ghost} in the backup, already deleted when it was written): "
         f"kept without a user: {len(kept)} audit events."
@@ -261,13 +264,14 @@ def test_many_users_in_one_batch(storage: AuthStorage, db: None, tmp_path: Path)
     )
     ids = [str(user.pk) for user in model._default_manager.filter(username__startswith="bulk-")]
     assert len(ids) == len(users)
-    storage.import_tokens([AuthTokenFactory(user_id=user_id) for user_id in ids])
+    storage.import_tokens([AuthTokenFactory.build(user_id=user_id) for user_id in ids])
     path = tmp_path / "many.gz"
     storage.create_backup(path)
     storage.flush()
     report = restore_backup(storage, path, batch_size=1200)
     assert report.written["tokens"] == 1200
-    assert report.user_changes == [] and report.remapped["tokens"] == 0
+    assert report.user_changes == []
+    assert report.remapped["tokens"] == 0
 
 
 def test_another_username_field_is_refused(

@@ -142,9 +142,11 @@ def test_demo_page_walkthrough(browser: WebDriver, live_server: Any, fast_hashin
     browser.find_element(By.ID, "login").click()
     wait_for_text(browser, "status-login", "200")
     login_body = browser.find_element(By.ID, "body-login").text
-    assert "Bearer" in login_body and "expires_in" in login_body
+    assert "Bearer" in login_body
+    assert "expires_in" in login_body
     access_shown = browser.find_element(By.ID, "access-token").text
-    assert access_shown.startswith("afw_at_") and "(50 characters)" in access_shown
+    assert access_shown.startswith("afw_at_")
+    assert "(50 characters)" in access_shown
 
     browser.find_element(By.ID, "call").click()
     wait_for_text(browser, "status-call", "200")

@@ -71,6 +71,12 @@ def make_session(user_id: str, **kwargs: Any) -> SessionData:
 # Fixtures -------------------------------------------------------------------------------------
 
 
+def raw_json(value: bytes | str | None) -> Any:
+    """The JSON document a raw Redis read returned (None: nothing was stored there)."""
+    assert value is not None, "nothing stored under that key"
+    return json.loads(value)
+
+
 @pytest.fixture
 def raw_redis() -> Iterator[redis.Redis]:
     """A plain redis-py client on the test database, as ``redis-cli -n 15`` would be."""
@@ -169,24 +175,26 @@ def test_token_keys_json_and_ttls(
     storage = redis_cache_storage
     prefix = storage.key_prefix
     now = utcnow()
-    token = AuthTokenFactory(
+    token = AuthTokenFactory.build(
         user_id="42",
         expires_at=now + timedelta(hours=1),
         refresh_expires_at=now + timedelta(days=1),
     )
     storage.store_token(token)
 
-    stored = json.loads(raw_redis.get(f"{prefix}token:{token.token_id}"))
+    stored = raw_json(raw_redis.get(f"{prefix}token:{token.token_id}"))
     assert stored["token_id"] == token.token_id
     assert stored["user_id"] == "42"
     assert stored["access_digest"] == token.access_digest
     assert datetime.fromisoformat(stored["expires_at"]) == token.expires_at
     assert stored["expires_at"].endswith("Z")  # UTC, written the short way
     # Fields at their default value are left out (the reader restores them).
-    assert "revoked_at" not in stored and "replaced_by" not in stored
+    assert "revoked_at" not in stored
+    assert "replaced_by" not in stored
     storage.revoke_token(token.token_id, at=now, replaced_by="next")
-    stored = json.loads(raw_redis.get(f"{prefix}token:{token.token_id}"))
-    assert datetime.fromisoformat(stored["revoked_at"]) == now and stored["replaced_by"] == "next"
+    stored = raw_json(raw_redis.get(f"{prefix}token:{token.token_id}"))
+    assert datetime.fromisoformat(stored["revoked_at"]) == now
+    assert stored["replaced_by"] == "next"
     token = replace(token, revoked_at=now, replaced_by="next", updated_at=now)
     assert storage.get_token(token.token_id) == token
     assert raw_redis.get(f"{prefix}access:{token.access_digest}") == token.token_id.encode()
@@ -214,7 +222,7 @@ def test_token_keys_json_and_ttls(
 
 def test_token_json_leaves_out_defaults_and_reads_both_forms() -> None:
     now = utcnow()
-    plain = AuthTokenFactory(user_id="7", permissions=[], roles=[], metadata={})
+    plain = AuthTokenFactory.build(user_id="7", permissions=[], roles=[], metadata={})
     full = replace(
         plain,
         token_type="DPoP",
@@ -253,8 +261,8 @@ def test_user_index_ttl_follows_the_longest_lived_token(
 ) -> None:
     now = utcnow()
     index = f"{redis_cache_storage.key_prefix}user:7:tokens"
-    long = AuthTokenFactory(user_id="7", refresh_expires_at=now + timedelta(days=2))
-    short = AuthTokenFactory(user_id="7", refresh_expires_at=now + timedelta(hours=2))
+    long = AuthTokenFactory.build(user_id="7", refresh_expires_at=now + timedelta(days=2))
+    short = AuthTokenFactory.build(user_id="7", refresh_expires_at=now + timedelta(hours=2))
     redis_cache_storage.store_token(long)
     redis_cache_storage.store_token(short)  # must not shorten the index's life
     assert abs(raw_redis.pttl(index) - 2 * 86400 * 1000) < TTL_SLACK_MS
@@ -264,7 +272,7 @@ def test_session_and_kv_keys(redis_cache_storage: CacheStorage, raw_redis: redis
     prefix = redis_cache_storage.key_prefix
     session = make_session("9", expires_at=utcnow() + timedelta(minutes=30))
     redis_cache_storage.store_session(session)
-    assert json.loads(raw_redis.get(f"{prefix}session:{session.session_id}"))["data"] == {
+    assert raw_json(raw_redis.get(f"{prefix}session:{session.session_id}"))["data"] == {
         "theme": "dark"
     }
     assert abs(raw_redis.pttl(f"{prefix}session:{session.session_id}") - 1800_000) < TTL_SLACK_MS
@@ -301,7 +309,7 @@ def test_expired_records_are_not_written(
 ) -> None:
     prefix = redis_cache_storage.key_prefix
     past = utcnow() - timedelta(seconds=1)
-    token = AuthTokenFactory(user_id="5", expires_at=past, refresh_expires_at=past)
+    token = AuthTokenFactory.build(user_id="5", expires_at=past, refresh_expires_at=past)
     redis_cache_storage.store_token(token)
     redis_cache_storage.store_session(make_session("5", expires_at=past))
     assert list(raw_redis.scan_iter(match=f"{prefix}*")) == []
@@ -319,8 +327,9 @@ def test_audit_keys_are_readable(redis_cache_storage: CacheStorage, raw_redis: r
     redis_cache_storage.append_audit(event)
     redis_cache_storage.append_audit(event)  # same event id: stored once
     assert redis_cache_storage.count_audit() == 1
-    body = json.loads(raw_redis.hget(f"{prefix}audit:{{log}}:events", event.event_id))
-    assert body["action"] == "login" and body["ip_address"] == "192.0.2.1"
+    body = raw_json(raw_redis.hget(f"{prefix}audit:{{log}}:events", event.event_id))
+    assert body["action"] == "login"
+    assert body["ip_address"] == "192.0.2.1"
     assert raw_redis.zcard(f"{prefix}audit:{{log}}:order") == 1
     assert raw_redis.ttl(f"{prefix}audit:{{log}}:order") == -1  # the log is kept
 
@@ -328,7 +337,7 @@ def test_audit_keys_are_readable(redis_cache_storage: CacheStorage, raw_redis: r
 def test_upsert_with_new_digest_drops_the_old_pointer(
     redis_cache_storage: CacheStorage, raw_redis: redis.Redis
 ) -> None:
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     redis_cache_storage.store_token(token)
     moved = replace(token, access_digest="f" * 64, user_id="2")
     assert redis_cache_storage.import_tokens([moved]) == 1
@@ -345,7 +354,7 @@ def test_stale_index_entries_are_pruned(
 ) -> None:
     """What a crash between index and record writes (Cluster) would leave behind."""
     prefix = redis_cache_storage.key_prefix
-    token = AuthTokenFactory(user_id="11")
+    token = AuthTokenFactory.build(user_id="11")
     redis_cache_storage.store_token(token)
     raw_redis.sadd(f"{prefix}user:11:tokens", "never-written")
     assert redis_cache_storage.list_user_tokens("11") == [token]
@@ -363,7 +372,7 @@ def test_flush_leaves_other_keys_alone(
     neighbour = f"authfw-test-neighbour:{uuid.uuid4().hex}"
     raw_redis.set(neighbour, b"keep", ex=60)
     try:
-        redis_cache_storage.store_token(AuthTokenFactory(user_id="1"))
+        redis_cache_storage.store_token(AuthTokenFactory.build(user_id="1"))
         redis_cache_storage.flush()
         assert list(raw_redis.scan_iter(match=f"{redis_cache_storage.key_prefix}*")) == []
         assert raw_redis.get(neighbour) == b"keep"
@@ -396,7 +405,7 @@ def test_prefix_with_glob_characters(settings: Any, raw_redis: redis.Redis) -> N
 def exercise(storage: AuthStorage) -> AuthToken:
     """Every kind of operation once, as a storage sees them in production."""
     user = "77"
-    token = AuthTokenFactory(user_id=user)
+    token = AuthTokenFactory.build(user_id=user)
     storage.store_token(token)
     storage.get_token_by_access(token.access_digest)
     storage.list_user_tokens(user)
@@ -434,7 +443,7 @@ def test_no_keys_or_flush_command_is_ever_sent(
 def test_verification_is_one_round_trip(
     private_storage: RedisStorage, private_redis: ServerProcess, tmp_path: Path
 ) -> None:
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     private_storage.store_token(token)
     private_storage.get_token_by_access(token.access_digest)  # script cached on the server
     monitor = Monitor(private_redis.port, tmp_path / "monitor.log")
@@ -456,7 +465,7 @@ def test_django_builtin_redis_cache_alias(settings: Any, raw_redis: redis.Redis)
     }
     storage = CacheStorage(cache="builtin", key_prefix=unique_prefix())
     try:
-        token = AuthTokenFactory(user_id="1")
+        token = AuthTokenFactory.build(user_id="1")
         storage.store_token(token)
         assert storage.native_expiry is True
         assert storage.get_token_by_access(token.access_digest) == token
@@ -466,12 +475,14 @@ def test_django_builtin_redis_cache_alias(settings: Any, raw_redis: redis.Redis)
 
 
 def test_memory_verification_returns_copies(locmem_storage: CacheStorage) -> None:
-    token = AuthTokenFactory(user_id="1", permissions=["a"], metadata={"deep": {"x": 1}})
+    token = AuthTokenFactory.build(user_id="1", permissions=["a"], metadata={"deep": {"x": 1}})
     locmem_storage.store_token(token)
     found = locmem_storage.get_token_by_access(token.access_digest)
-    assert found == token and found is not token
-    found.permissions.append("admin")  # type: ignore[union-attr]
-    found.metadata["deep"]["x"] = 2  # type: ignore[union-attr]
+    assert found is not None
+    assert found == token
+    assert found is not token
+    found.permissions.append("admin")
+    found.metadata["deep"]["x"] = 2
     assert locmem_storage.get_token_by_access(token.access_digest) == token
 
 
@@ -521,7 +532,7 @@ def check_consistent(storage: CacheStorage, tokens: list[AuthToken]) -> None:
 
 
 def test_concurrent_store_and_list_threads(concurrent_storage: CacheStorage) -> None:
-    tokens = [AuthTokenFactory(user_id=f"u{i % USERS}") for i in range(THREADS)]
+    tokens = [AuthTokenFactory.build(user_id=f"u{i % USERS}") for i in range(THREADS)]
     barrier = threading.Barrier(THREADS)
 
     def work(token: AuthToken) -> None:
@@ -537,7 +548,7 @@ def test_concurrent_store_and_list_threads(concurrent_storage: CacheStorage) -> 
 
 
 def test_concurrent_store_and_list_asyncio(concurrent_storage: CacheStorage) -> None:
-    tokens = [AuthTokenFactory(user_id=f"u{i % USERS}") for i in range(THREADS)]
+    tokens = [AuthTokenFactory.build(user_id=f"u{i % USERS}") for i in range(THREADS)]
 
     async def work(token: AuthToken) -> None:
         await concurrent_storage.astore_token(token)
@@ -552,7 +563,7 @@ def test_concurrent_store_and_list_asyncio(concurrent_storage: CacheStorage) -> 
 
 
 def test_concurrent_revocations_have_one_winner(concurrent_storage: CacheStorage) -> None:
-    token = AuthTokenFactory(user_id="u1")
+    token = AuthTokenFactory.build(user_id="u1")
     concurrent_storage.store_token(token)
     barrier = threading.Barrier(20)
 
@@ -565,7 +576,8 @@ def test_concurrent_revocations_have_one_winner(concurrent_storage: CacheStorage
     assert results.count(True) == 1
     winner = results.index(True)
     stored = concurrent_storage.get_token(token.token_id)
-    assert stored is not None and stored.replaced_by == f"n{winner}"
+    assert stored is not None
+    assert stored.replaced_by == f"n{winner}"
 
 
 def test_concurrent_kv_incr_counts_every_call(concurrent_storage: CacheStorage) -> None:
@@ -596,7 +608,7 @@ def burst_alias(settings: Any, **options: Any) -> tuple[str, str]:
 def burst(storage: CacheStorage, threads: int = THREADS) -> list[str]:
     """``threads`` callers released at once, each doing what a login and a few requests do;
     returns the errors they met."""
-    tokens = [AuthTokenFactory(user_id=f"u{i % USERS}") for i in range(threads)]
+    tokens = [AuthTokenFactory.build(user_id=f"u{i % USERS}") for i in range(threads)]
     barrier = threading.Barrier(threads)
     errors: list[str] = []
 
@@ -631,7 +643,8 @@ def test_a_blocking_django_redis_pool_queues_a_burst(settings: Any, raw_redis: r
     )
     storage = CacheStorage(cache=alias, key_prefix=unique_prefix(), retry_attempts=0)
     pool = storage.engine.call.client.connection_pool  # type: ignore[attr-defined]
-    assert isinstance(pool, redis.BlockingConnectionPool) and pool.max_connections == 10
+    assert isinstance(pool, redis.BlockingConnectionPool)
+    assert pool.max_connections == 10
     assert burst(storage) == []
     assert storage.kv_get("burst") == str(THREADS).encode()
     ours = [c for c in raw_redis.client_list() if c["name"] == client_name]
@@ -746,7 +759,7 @@ def test_unreachable_redis_raises_storage_unavailable() -> None:
     digest = "a" * 64
     assert_unavailable_within(storage.retry_budget, lambda: storage.get_token_by_access(digest))
     assert_unavailable_within(
-        storage.retry_budget, lambda: storage.store_token(AuthTokenFactory(user_id="1"))
+        storage.retry_budget, lambda: storage.store_token(AuthTokenFactory.build(user_id="1"))
     )
     assert_unavailable_within(0.5, lambda: storage.kv_incr("n"))  # never retried
     assert "secret" not in repr(storage)
@@ -792,7 +805,7 @@ def test_replica_acks_without_replicas_fails_writes_closed(private_redis: Server
         retry_attempts=1,
         retry_delay=0,
     )
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     with pytest.raises(StorageUnavailable, match="0 of 1 replicas"):
         storage.store_token(token)
     with pytest.raises(StorageUnavailable):
@@ -849,11 +862,12 @@ def test_a_refused_password_fails_at_once(
     )
     for call in (
         lambda: storage.get_token_by_access("a" * 64),  # on a kept connection (the shelf)
-        lambda: storage.store_token(AuthTokenFactory(user_id="1")),
+        lambda: storage.store_token(AuthTokenFactory.build(user_id="1")),
         lambda: storage.kv_incr("n"),
     ):
         error = assert_refused_at_once(password_admin, call)
-        assert "wrong-password" not in str(error) and "wrong-password" not in repr(storage)
+        assert "wrong-password" not in str(error)
+        assert "wrong-password" not in repr(storage)
     storage.close()
     right = RedisStorage(url=f"redis://:{PASSWORD}@{HOST}:{password_redis.port}/0")
     assert right.get_token("x") is None  # the same server with the right password works
@@ -887,14 +901,16 @@ def make_event() -> AuditEvent:
 def test_sweep_thread_removes_expired_records_and_stops_on_close() -> None:
     storage = InMemoryStorage(cleanup_interval=0.1)
     sweeper = storage._sweeper
-    assert sweeper is not None and sweeper.is_alive() and sweeper.daemon
+    assert sweeper is not None
+    assert sweeper.is_alive()
+    assert sweeper.daemon
     now = utcnow()
-    short = AuthTokenFactory(
+    short = AuthTokenFactory.build(
         user_id="1",
         expires_at=now + timedelta(milliseconds=100),
         refresh_expires_at=now + timedelta(milliseconds=100),
     )
-    keep = AuthTokenFactory(user_id="1")
+    keep = AuthTokenFactory.build(user_id="1")
     storage.store_token(short)
     storage.store_token(keep)
     storage.kv_set("brief", b"x", ttl=timedelta(milliseconds=100))
@@ -965,7 +981,8 @@ def test_constructors_refuse_bad_options(settings: Any) -> None:
 
 def test_options_take_timedeltas() -> None:
     storage = RedisStorage(timeout=timedelta(milliseconds=1500), retry_delay=timedelta(seconds=1))
-    assert storage.timeout == 1.5 and storage.retry_delay == 1.0
+    assert storage.timeout == 1.5
+    assert storage.retry_delay == 1.0
     assert storage.retry_budget == pytest.approx(1.5 * 4 + 3)
     storage.close()  # never connected: building a storage does not touch the server
 
@@ -1061,12 +1078,15 @@ def test_check_a_pool_that_does_not_wait_warns(name: str) -> None:
         CACHES=pool_caches(burst=NON_BLOCKING[name]), AUTHFW=storages_on("burst")
     ):
         [message] = run_cache_checks()
-    assert isinstance(message, Warning) and message.id == "authfw.W021"
-    assert "10 connections" in message.msg and "Too many connections" in message.msg
+    assert isinstance(message, Warning)
+    assert message.id == "authfw.W021"
+    assert "10 connections" in message.msg
+    assert "Too many connections" in message.msg
     builtin = "OPTIONS['pool_class'] = 'redis.BlockingConnectionPool'"
     expected = {"django-redis sentinel": "BoundedSentinelPool"}.get(
         name, builtin if name.startswith("builtin") else "CONNECTION_POOL_CLASS'] = 'redis.Blocking"
     )
+    assert message.hint is not None
     assert expected in message.hint
 
 
@@ -1079,13 +1099,15 @@ def test_check_a_pool_that_waits_is_fine(name: str) -> None:
 @override_settings(CACHES=CACHES, AUTHFW=storages_on("dummy"))
 def test_check_dummy_cache_is_an_error() -> None:
     [message] = run_cache_checks()
-    assert isinstance(message, Error) and message.id == "authfw.E020"
+    assert isinstance(message, Error)
+    assert message.id == "authfw.E020"
 
 
 @override_settings(CACHES=CACHES, AUTHFW=storages_on("db"))
 def test_check_unsupported_cache_is_an_error() -> None:
     [message] = run_cache_checks()
-    assert message.id == "authfw.E021" and "DatabaseCache" in message.msg
+    assert message.id == "authfw.E021"
+    assert "DatabaseCache" in message.msg
 
 
 @override_settings(CACHES=CACHES, AUTHFW=storages_on("nowhere"))
@@ -1100,7 +1122,8 @@ def test_check_locmem_with_several_processes_warns(monkeypatch: pytest.MonkeyPat
     assert run_cache_checks() == []  # one process, as far as can be seen
     monkeypatch.setenv("GUNICORN_CMD_ARGS", "--bind 0.0.0.0 --workers 4")
     [message] = run_cache_checks()
-    assert isinstance(message, Warning) and message.id == "authfw.W020"
+    assert isinstance(message, Warning)
+    assert message.id == "authfw.W020"
     assert "gunicorn" in message.msg
     monkeypatch.delenv("GUNICORN_CMD_ARGS")
     monkeypatch.setenv("WEB_CONCURRENCY", "3")
@@ -1146,7 +1169,7 @@ def test_locmem_keyspace_outlives_its_storage(settings: Any) -> None:
             "LOCATION": location,
         },
     }
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     CacheStorage(cache="outlive").store_token(token)
     gc.collect()
     again = CacheStorage(cache="outlive")

@@ -47,7 +47,7 @@ def second_db_user() -> str:
 
 def expired_token(user_id: str) -> Any:
     past = utcnow() - timedelta(minutes=1)
-    return AuthTokenFactory(user_id=user_id, expires_at=past, refresh_expires_at=past)
+    return AuthTokenFactory.build(user_id=user_id, expires_at=past, refresh_expires_at=past)
 
 
 def session(user_id: str, session_id: str, **kwargs: Any) -> SessionData:
@@ -122,7 +122,7 @@ def run_in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
 
 def test_unknown_options_and_aliases_are_refused() -> None:
     with pytest.raises(TypeError, match="unknown OPTIONS: cache"):
-        DatabaseStorage(cache="default")  # type: ignore[call-arg]
+        DatabaseStorage(cache="default")
     with pytest.raises(StorageError, match="no such alias in DATABASES"):
         DatabaseStorage(using="nope")
     with pytest.raises(TypeError):
@@ -145,7 +145,7 @@ def test_storage_module_imports_before_apps_are_ready() -> None:
 def test_using_sends_every_query_to_that_database() -> None:
     storage = DatabaseStorage(using=SECOND)
     user_id = second_db_user()
-    token = AuthTokenFactory(user_id=user_id)
+    token = AuthTokenFactory.build(user_id=user_id)
     with CaptureQueriesContext(connections["default"]) as on_default:
         storage.store_token(token)
         storage.store_session(session(user_id, "s1"))
@@ -192,7 +192,7 @@ def test_routers_choose_the_database(settings: Any) -> None:
     settings.DATABASE_ROUTERS = [f"{__name__}.AuthfwToSecond"]
     storage = DatabaseStorage()
     user_id = second_db_user()
-    token = AuthTokenFactory(user_id=user_id)
+    token = AuthTokenFactory.build(user_id=user_id)
     storage.store_token(token)
     storage.kv_set("k", b"v")
     assert models.Token.objects.using(SECOND).count() == 1
@@ -205,7 +205,7 @@ def test_routers_choose_the_database(settings: Any) -> None:
 def test_reads_and_writes_follow_their_own_router_method(settings: Any) -> None:
     settings.DATABASE_ROUTERS = [f"{__name__}.ReadsFromSecond"]
     storage = DatabaseStorage()
-    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    token = AuthTokenFactory.build(user_id=str(UserFactory.create().pk))
     storage.store_token(token)  # db_for_write: default
     storage.kv_set("k", b"v")
     assert models.Token.objects.using("default").count() == 1
@@ -248,7 +248,7 @@ def test_tables_carry_the_guide_indexes_and_no_pattern_indexes() -> None:
 def test_verification_is_one_select_without_the_user_table(
     django_assert_num_queries: Any,
 ) -> None:
-    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    token = AuthTokenFactory.build(user_id=str(UserFactory.create().pk))
     storage = DatabaseStorage()
     storage.store_token(token)
     with django_assert_num_queries(1) as captured:
@@ -266,7 +266,7 @@ def test_verification_is_one_select_without_the_user_table(
 def test_verification_from_many_threads() -> None:
     # Each thread compiles the lookup for its own connection (database_lookup's cache).
     storage = DatabaseStorage()
-    tokens = [AuthTokenFactory(user_id=str(UserFactory().pk)) for _ in range(4)]
+    tokens = [AuthTokenFactory.build(user_id=str(UserFactory.create().pk)) for _ in range(4)]
     for token in tokens:
         storage.store_token(token)
 
@@ -278,9 +278,9 @@ def test_verification_from_many_threads() -> None:
 
 @pytest.mark.django_db
 def test_cleanup_deletes_in_batches_of_primary_keys() -> None:
-    user_id = str(UserFactory().pk)
+    user_id = str(UserFactory.create().pk)
     storage = DatabaseStorage()
-    live = AuthTokenFactory(user_id=user_id)
+    live = AuthTokenFactory.build(user_id=user_id)
     storage.store_token(live)
     for _ in range(5):
         storage.store_token(expired_token(user_id))
@@ -298,7 +298,7 @@ def test_cleanup_deletes_in_batches_of_primary_keys() -> None:
 
 @pytest.mark.django_db
 def test_session_and_kv_cleanup_batches() -> None:
-    user_id = str(UserFactory().pk)
+    user_id = str(UserFactory.create().pk)
     storage = DatabaseStorage()
     past = utcnow() - timedelta(seconds=1)
     for i in range(3):
@@ -314,9 +314,9 @@ def test_session_and_kv_cleanup_batches() -> None:
 
 @pytest.mark.django_db
 def test_iteration_pages_by_key_without_offset() -> None:
-    user_id = str(UserFactory().pk)
+    user_id = str(UserFactory.create().pk)
     storage = DatabaseStorage()
-    tokens = [AuthTokenFactory(user_id=user_id) for _ in range(7)]
+    tokens = [AuthTokenFactory.build(user_id=user_id) for _ in range(7)]
     for token in tokens:
         storage.store_token(token)
     with CaptureQueriesContext(connection) as queries:
@@ -347,9 +347,9 @@ def test_audit_iteration_is_oldest_first_across_equal_timestamps() -> None:
 @pytest.mark.django_db
 def test_import_refuses_tokens_of_missing_users_and_writes_nothing() -> None:
     storage = DatabaseStorage()
-    user_id = str(UserFactory().pk)
-    good = AuthTokenFactory(user_id=user_id)
-    orphans = [AuthTokenFactory(user_id="999001"), AuthTokenFactory(user_id="999002")]
+    user_id = str(UserFactory.create().pk)
+    good = AuthTokenFactory.build(user_id=user_id)
+    orphans = [AuthTokenFactory.build(user_id="999001"), AuthTokenFactory.build(user_id="999002")]
     with pytest.raises(MissingUsers, match="2 user id") as raised:
         storage.import_tokens([good, *orphans])
     assert raised.value.missing_user_ids == ["999001", "999002"]
@@ -367,19 +367,19 @@ def test_user_ids_that_cannot_be_keys() -> None:
     assert storage.revoke_user_tokens("not-a-number", at=utcnow()) == 0
     assert storage.delete_user_sessions("not-a-number") == 0
     with pytest.raises(InvalidInput, match="primary key"):
-        storage.store_token(AuthTokenFactory(user_id="not-a-number"))
+        storage.store_token(AuthTokenFactory.build(user_id="not-a-number"))
 
 
 @pytest.mark.django_db
 def test_bad_records_are_refused_before_any_query(django_assert_num_queries: Any) -> None:
     storage = DatabaseStorage()
-    user_id = str(UserFactory().pk)
+    user_id = str(UserFactory.create().pk)
     naive = utcnow().replace(tzinfo=None)
     with django_assert_num_queries(0):
         with pytest.raises(InvalidInput, match="digest"):
-            storage.store_token(AuthTokenFactory(user_id=user_id, access_digest="afw_at_raw"))
+            storage.store_token(AuthTokenFactory.build(user_id=user_id, access_digest="afw_at_raw"))
         with pytest.raises(InvalidInput, match="timezone-aware"):
-            storage.store_token(AuthTokenFactory(user_id=user_id, expires_at=naive))
+            storage.store_token(AuthTokenFactory.build(user_id=user_id, expires_at=naive))
         with pytest.raises(InvalidInput, match="ip_address"):
             storage.store_session(session(user_id, "s", ip_address="not an ip"))
         with pytest.raises(InvalidInput, match="JSON"):
@@ -415,7 +415,8 @@ def test_both_counter_paths_keep_a_fixed_window(increment: Any) -> None:
     assert increment("default", models.KVEntry, "c", now, window) == 1
     assert increment("default", models.KVEntry, "c", now, now + timedelta(hours=9)) == 2
     row = models.KVEntry.objects.get(key="c")
-    assert row.expires_at == window and bytes(row.value) == b"2"
+    assert row.expires_at == window
+    assert bytes(row.value) == b"2"
     later = window + timedelta(seconds=1)
     assert increment("default", models.KVEntry, "c", later, later + timedelta(hours=1)) == 1
     assert models.KVEntry.objects.get(key="c").expires_at == later + timedelta(hours=1)
@@ -424,7 +425,7 @@ def test_both_counter_paths_keep_a_fixed_window(increment: Any) -> None:
 @pytest.mark.django_db
 def test_times_round_trip_without_use_tz(settings: Any) -> None:
     storage = DatabaseStorage()
-    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    token = AuthTokenFactory.build(user_id=str(UserFactory.create().pk))
     settings.USE_TZ = False
     settings.TIME_ZONE = "Europe/Paris"
     storage.store_token(token)
@@ -433,7 +434,9 @@ def test_times_round_trip_without_use_tz(settings: Any) -> None:
     at = utcnow()
     assert storage.revoke_token(token.token_id, at=at)
     revoked = storage.get_token(token.token_id)
-    assert revoked is not None and revoked.revoked_at == at and revoked.updated_at == at
+    assert revoked is not None
+    assert revoked.revoked_at == at
+    assert revoked.updated_at == at
 
 
 # Concurrency (PostgreSQL) ----------------------------------------------------------------------
@@ -443,16 +446,15 @@ def test_times_round_trip_without_use_tz(settings: Any) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_revocations_have_exactly_one_winner() -> None:
     storage = DatabaseStorage()
-    user_id = str(UserFactory().pk)
+    user_id = str(UserFactory.create().pk)
     for _ in range(5):
-        token = AuthTokenFactory(user_id=user_id)
+        token = AuthTokenFactory.build(user_id=user_id)
         storage.store_token(token)
-        results = run_in_threads(
-            8,
-            lambda i, token_id=token.token_id: storage.revoke_token(
-                token_id, at=utcnow(), replaced_by=f"winner-{i}"
-            ),
-        )
+
+        def revoke(i: int, token_id: str = token.token_id) -> bool:
+            return storage.revoke_token(token_id, at=utcnow(), replaced_by=f"winner-{i}")
+
+        results = run_in_threads(8, revoke)
         assert results.count(True) == 1, results
         stored = storage.get_token(token.token_id)
         assert stored is not None
@@ -565,17 +567,21 @@ def test_unmigrated_database_says_to_migrate(django_db_blocker: Any, tmp_path: A
 @pytest.mark.django_db
 def test_statistics_name_the_vendor_and_size_the_tables() -> None:
     storage = DatabaseStorage()
-    user_id = str(UserFactory().pk)
-    storage.store_token(AuthTokenFactory(user_id=user_id))
-    access_expired = AuthTokenFactory(user_id=user_id, expires_at=utcnow() - timedelta(seconds=1))
+    user_id = str(UserFactory.create().pk)
+    storage.store_token(AuthTokenFactory.build(user_id=user_id))
+    access_expired = AuthTokenFactory.build(
+        user_id=user_id, expires_at=utcnow() - timedelta(seconds=1)
+    )
     storage.store_token(access_expired)  # its refresh token still works: counted, expired
     storage.store_token(expired_token(user_id))  # past retain_until: invisible, not counted
     storage.store_session(session(user_id, "gone", expires_at=utcnow() - timedelta(seconds=1)))
     stats = storage.statistics()
     assert stats["backend"] == f"database:{connection.vendor}"
     assert stats["total_tokens"] == 2
-    assert stats["active_tokens"] == 1 and stats["expired_tokens"] == 1
-    assert stats["total_sessions"] == 1 and stats["active_sessions"] == 0
+    assert stats["active_tokens"] == 1
+    assert stats["expired_tokens"] == 1
+    assert stats["total_sessions"] == 1
+    assert stats["active_sessions"] == 0
     assert stats["memory_used_bytes"] is None
     if ON_POSTGRESQL:
         assert isinstance(stats["database_size_mb"], float)
@@ -587,7 +593,7 @@ def test_statistics_name_the_vendor_and_size_the_tables() -> None:
 @pytest.mark.django_db
 def test_deleting_an_expired_record_reports_it_gone() -> None:
     storage = DatabaseStorage()
-    user_id = str(UserFactory().pk)
+    user_id = str(UserFactory.create().pk)
     past = utcnow() - timedelta(seconds=1)
     token = expired_token(user_id)
     storage.store_token(token)
@@ -622,7 +628,7 @@ def test_lookups_prepare_only_where_the_alias_asks_for_it(
     ):
         user = get_user_model().objects.using(plain).create(username="authfw-prepare-test")
         try:
-            token = AuthTokenFactory(user_id=str(user.pk))
+            token = AuthTokenFactory.build(user_id=str(user.pk))
             kept_session = session(str(user.pk), "authfw-prepare-test")
             writer = DatabaseStorage(using=plain)
             writer.store_token(token)
@@ -633,7 +639,7 @@ def test_lookups_prepare_only_where_the_alias_asks_for_it(
                 for _ in range(3):
                     assert storage.get_token_by_access(token.access_digest) == token
                     assert storage.get_token_by_access("e" * 64) is None
-                    spare = AuthTokenFactory(user_id=str(user.pk))
+                    spare = AuthTokenFactory.build(user_id=str(user.pk))
                     storage.store_token(spare)
                     assert storage.revoke_token(spare.token_id, at=utcnow())
                     assert not storage.revoke_token(spare.token_id, at=utcnow())
@@ -659,7 +665,7 @@ def test_lookups_prepare_only_where_the_alias_asks_for_it(
 
 @pytest.mark.django_db
 def test_query_watchers_see_the_verification_lookup() -> None:
-    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    token = AuthTokenFactory.build(user_id=str(UserFactory.create().pk))
     storage = DatabaseStorage()
     storage.store_token(token)
     seen: list[str] = []
@@ -670,7 +676,8 @@ def test_query_watchers_see_the_verification_lookup() -> None:
 
     with connection.execute_wrapper(watch):
         assert storage.get_token_by_access(token.access_digest) == token
-    assert len(seen) == 1 and models.Token._meta.db_table in seen[0]
+    assert len(seen) == 1
+    assert models.Token._meta.db_table in seen[0]
     seen.clear()
     assert storage.get_token_by_access(token.access_digest) == token  # unwatched again
     assert seen == []
@@ -679,20 +686,21 @@ def test_query_watchers_see_the_verification_lookup() -> None:
 @pytest.mark.django_db
 def test_query_watchers_see_the_token_insert_and_revocation() -> None:
     storage = DatabaseStorage()
-    user_id = str(UserFactory().pk)
-    token = AuthTokenFactory(user_id=user_id)
+    user_id = str(UserFactory.create().pk)
+    token = AuthTokenFactory.build(user_id=user_id)
     with CaptureQueriesContext(connection) as captured:
         storage.store_token(token)
         assert storage.revoke_token(token.token_id, at=utcnow(), replaced_by="next")
     assert [q["sql"].split()[0] for q in captured.captured_queries] == ["INSERT", "UPDATE"]
     [stored] = storage.list_user_tokens(user_id)
-    assert stored.revoked_at is not None and stored.replaced_by == "next"
+    assert stored.revoked_at is not None
+    assert stored.replaced_by == "next"
 
 
 @pytest.mark.django_db
 def test_a_failed_insert_marks_the_atomic_block_for_rollback() -> None:
     storage = DatabaseStorage()
-    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    token = AuthTokenFactory.build(user_id=str(UserFactory.create().pk))
     storage.store_token(token)
     with transaction.atomic():
         with pytest.raises(StorageError):
@@ -704,7 +712,7 @@ def test_a_failed_insert_marks_the_atomic_block_for_rollback() -> None:
 @pytest.mark.django_db
 def test_insert_row_falls_back_to_create_for_partial_values() -> None:
     """Values that leave a field to its default go through Model.objects.create()."""
-    token = AuthTokenFactory(user_id=str(UserFactory().pk))
+    token = AuthTokenFactory.build(user_id=str(UserFactory.create().pk))
     values = convert.token_fields(models.Token, token)
     del values["created_at"]
     insert_row("default", models.Token, values)

@@ -4,7 +4,7 @@ introspect, sessions, key-value, lockout."""
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -37,7 +37,10 @@ from .hashers import FAST_PBKDF2_HASHER
 User = get_user_model()
 
 
-def close_to(value: Any, expected: Any, slack: timedelta = timedelta(seconds=5)) -> bool:
+def close_to(
+    value: datetime | None, expected: datetime, slack: timedelta = timedelta(seconds=5)
+) -> bool:
+    assert value is not None
     return abs(value - expected) < slack
 
 
@@ -61,11 +64,14 @@ def test_with_storage(storage: AuthStorage, settings: Any) -> None:
 def test_register_user(auth: AuthFramework, storage: AuthStorage) -> None:
     user = auth.register_user("alice", PASSWORD, request_info=CLIENT, email="a@example.com")
     assert isinstance(user, User)
-    assert user.get_username() == "alice" and user.email == "a@example.com"
-    assert user.pk is not None and user.check_password(PASSWORD)
+    assert user.get_username() == "alice"
+    assert user.email == "a@example.com"
+    assert user.pk is not None
+    assert user.check_password(PASSWORD)
     assert user.password.startswith("argon2$")
     [event] = storage.query_audit(action="register")
-    assert event.outcome is True and event.user_id == str(user.pk)
+    assert event.outcome is True
+    assert event.user_id == str(user.pk)
     assert (event.ip_address, event.user_agent) == (CLIENT.ip_address, CLIENT.user_agent)
 
 
@@ -97,7 +103,8 @@ def test_authenticate_issues_a_token_pair(
 
     assert isinstance(issued, IssuedToken)
     assert issued.token_type == "Bearer"
-    assert issued.access_token.startswith("afw_at_") and issued.refresh_token
+    assert issued.access_token.startswith("afw_at_")
+    assert issued.refresh_token
     assert issued.refresh_token.startswith("afw_rt_")
     assert len(issued.access_token) == len(issued.refresh_token) == tokens.RAW_TOKEN_LENGTH
     assert issued.user_id == str(user.pk)
@@ -111,12 +118,15 @@ def test_authenticate_issues_a_token_pair(
     assert record is not None
     assert record.access_digest == hashlib.sha256(issued.access_token.encode()).hexdigest()
     assert record.refresh_digest == hashlib.sha256(issued.refresh_token.encode()).hexdigest()
-    assert record.family_id and record.family_id != record.token_id
-    assert record.permissions == list(issued.permissions) and record.roles == list(issued.roles)
+    assert record.family_id
+    assert record.family_id != record.token_id
+    assert record.permissions == list(issued.permissions)
+    assert record.roles == list(issued.roles)
     assert record.metadata == {"ip_address": "203.0.113.9", "user_agent": "pytest-client/1.0"}
 
     [event] = storage.query_audit(action="login")
-    assert event.outcome is True and event.user_id == str(user.pk)
+    assert event.outcome is True
+    assert event.user_id == str(user.pk)
     assert event.metadata == {"token_id": issued.token_id, "family_id": record.family_id}
     assert event.ip_address == "203.0.113.9"
 
@@ -171,7 +181,8 @@ def test_verify_token(auth: AuthFramework, storage: AuthStorage) -> None:
     assert record == before
     assert storage.get_token(issued.token_id) == before  # nothing written
     user = auth.get_user(record)
-    assert user is not None and user.get_username() == "alice"
+    assert user is not None
+    assert user.get_username() == "alice"
 
 
 def test_verify_token_is_one_query_on_the_database(
@@ -209,7 +220,8 @@ def test_verify_unknown_revoked_expired(auth: AuthFramework, storage: AuthStorag
     unknown = tokens.new_secret(tokens.ACCESS_PREFIX)
     with pytest.raises(InvalidToken) as caught:
         auth.verify_token(unknown)
-    assert type(caught.value) is InvalidToken and unknown not in str(caught.value)
+    assert type(caught.value) is InvalidToken
+    assert unknown not in str(caught.value)
 
     expired = auth.authenticate("alice", PASSWORD)
     record = storage.get_token(expired.token_id)
@@ -247,18 +259,24 @@ def test_refresh_rotates(auth: AuthFramework, storage: AuthStorage) -> None:
 
     assert second.access_token != first.access_token
     assert second.refresh_token != first.refresh_token
-    assert second.token_id != first.token_id and second.user_id == first.user_id
-    assert second.permissions == ("auth.change_user",) and second.roles == ("ops",)
+    assert second.token_id != first.token_id
+    assert second.user_id == first.user_id
+    assert second.permissions == ("auth.change_user",)
+    assert second.roles == ("ops",)
     old, new = storage.get_token(first.token_id), storage.get_token(second.token_id)
-    assert old is not None and new is not None
-    assert old.is_revoked and old.replaced_by == second.token_id
-    assert new.family_id == old.family_id and not new.is_revoked
+    assert old is not None
+    assert new is not None
+    assert old.is_revoked
+    assert old.replaced_by == second.token_id
+    assert new.family_id == old.family_id
+    assert not new.is_revoked
     assert new.metadata["parent_id"] == first.token_id
     with pytest.raises(TokenRevoked):
         auth.verify_token(first.access_token)
     assert auth.verify_token(second.access_token).token_id == second.token_id
     [event] = storage.query_audit(action="refresh")
-    assert event.outcome is True and event.metadata["token_id"] == second.token_id
+    assert event.outcome is True
+    assert event.metadata["token_id"] == second.token_id
 
     third = auth.refresh(second.refresh_token or "")
     assert storage.get_token(third.token_id).family_id == old.family_id  # type: ignore[union-attr]
@@ -283,7 +301,8 @@ def test_refresh_token_reuse_revokes_the_family(auth: AuthFramework, storage: Au
     assert auth.verify_token(other_login.access_token)
 
     events = storage.query_audit(action="refresh_reuse")
-    assert events and all(e.outcome is False for e in events)
+    assert events
+    assert all(e.outcome is False for e in events)
     first = events[-1]
     assert first.metadata["token_id"] == stolen.token_id
     assert first.metadata["revoked"] == 1  # only `newest` was still live
@@ -336,7 +355,8 @@ def test_refresh_without_rotation(auth: AuthFramework, storage: AuthStorage, set
     first = auth.authenticate("alice", PASSWORD)
     second = auth.refresh(first.refresh_token or "")
     assert second.refresh_token == first.refresh_token
-    assert second.token_id == first.token_id and second.access_token != first.access_token
+    assert second.token_id == first.token_id
+    assert second.access_token != first.access_token
     with pytest.raises(InvalidToken):
         auth.verify_token(first.access_token)
     assert auth.verify_token(second.access_token).token_id == first.token_id
@@ -418,7 +438,8 @@ def test_introspect(auth: AuthFramework, storage: AuthStorage) -> None:
         "jti": issued.token_id,
     }
     refresh_view = auth.introspect(issued.refresh_token or "")
-    assert refresh_view["active"] is True and refresh_view["token_type"] == "refresh_token"
+    assert refresh_view["active"] is True
+    assert refresh_view["token_type"] == "refresh_token"
     assert refresh_view["exp"] == int(issued.refresh_expires_at.timestamp())  # type: ignore[union-attr]
 
     inactive = {"active": False}
@@ -446,7 +467,8 @@ def test_sessions(auth: AuthFramework, storage: AuthStorage, settings: Any) -> N
     s1 = auth.create_session("alice", {"cart": [1, 2]}, request_info=CLIENT)
     s2 = auth.create_session(alice, ttl=timedelta(minutes=10))
     s3 = auth.create_session(bob)
-    assert len(s1.session_id) == 43 and s1.user_id == str(alice.pk)
+    assert len(s1.session_id) == 43
+    assert s1.user_id == str(alice.pk)
     assert close_to(s1.expires_at, utcnow() + timedelta(hours=2))
     assert close_to(s2.expires_at, utcnow() + timedelta(minutes=10))
     assert (s1.ip_address, s1.user_agent) == (CLIENT.ip_address, CLIENT.user_agent)
@@ -455,7 +477,8 @@ def test_sessions(auth: AuthFramework, storage: AuthStorage, settings: Any) -> N
 
     assert auth.touch_session(s2.session_id) is True
     touched = auth.get_session(s2.session_id)
-    assert touched is not None and touched.last_accessed > s2.last_accessed
+    assert touched is not None
+    assert touched.last_accessed > s2.last_accessed
     assert close_to(touched.expires_at, touched.last_accessed + timedelta(minutes=10))
     assert auth.touch_session("no-such-session") is False
 
@@ -495,8 +518,10 @@ def test_session_bad_input(auth: AuthFramework, storage: AuthStorage) -> None:
 def test_kv(auth: AuthFramework, storage: AuthStorage) -> None:
     auth.kv_set("greeting", b"hello")
     auth.kv_set("short", b"x", ttl=timedelta(hours=1))
-    assert auth.kv_get("greeting") == b"hello" and auth.kv_get("short") == b"x"
-    assert auth.kv_delete("greeting") is True and auth.kv_delete("greeting") is False
+    assert auth.kv_get("greeting") == b"hello"
+    assert auth.kv_get("short") == b"x"
+    assert auth.kv_delete("greeting") is True
+    assert auth.kv_delete("greeting") is False
     assert auth.kv_get("greeting") is None
     with pytest.raises(InvalidInput, match="bytes"):
         auth.kv_set("text", "not bytes")  # type: ignore[arg-type]
@@ -667,7 +692,8 @@ def test_custom_audit_event(auth: AuthFramework, storage: AuthStorage) -> None:
         "7",
         "report",
     )
-    assert event.metadata == {"n": 1} and event.ip_address == CLIENT.ip_address
+    assert event.metadata == {"n": 1}
+    assert event.ip_address == CLIENT.ip_address
     with pytest.raises(InvalidInput):
         auth.audit("", True)
     with pytest.raises(InvalidInput):

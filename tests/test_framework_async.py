@@ -44,17 +44,21 @@ def test_async_register_login_verify_refresh(
     async def scenario() -> None:
         loop_threads.add(threading.get_ident())
         user = await auth.aregister_user("alice", PASSWORD, request_info=CLIENT, email="a@x.org")
-        assert user.pk is not None and user.email == "a@x.org"
+        assert isinstance(user, User)
+        assert user.pk is not None
+        assert user.email == "a@x.org"
         with pytest.raises(UserExists):
             await auth.aregister_user("alice", PASSWORD)
         await sync_to_async(grant_perms)(user, "view_user", groups=("staff",))
 
         issued = await auth.aauthenticate("alice", PASSWORD, request_info=CLIENT)
-        assert issued.permissions == ("auth.view_user",) and issued.roles == ("staff",)
+        assert issued.permissions == ("auth.view_user",)
+        assert issued.roles == ("staff",)
         record = await auth.averify_token(issued.access_token)
         assert record.token_id == issued.token_id
         found = await auth.aget_user(record)
-        assert found is not None and found.pk == user.pk
+        assert found is not None
+        assert found.pk == user.pk
 
         rotated = await auth.arefresh(issued.refresh_token or "", request_info=CLIENT)
         assert rotated.token_id != issued.token_id
@@ -77,11 +81,14 @@ def test_async_register_login_verify_refresh(
     run(scenario)
     # The password was hashed (register, login, two failures) but never on the event loop.
     assert counting_hasher.calls >= 4
-    assert counting_hasher.threads and not (counting_hasher.threads & loop_threads)
+    assert counting_hasher.threads
+    assert not (counting_hasher.threads & loop_threads)
     assert User.objects.get(username="alice").check_password(PASSWORD)
     actions = [e.action for e in storage.query_audit(limit=1000)]
-    assert actions.count("register") == 1 and actions.count("refresh_reuse") == 1
-    assert actions.count("login") == 3 and actions.count("refresh") == 1
+    assert actions.count("register") == 1
+    assert actions.count("refresh_reuse") == 1
+    assert actions.count("login") == 3
+    assert actions.count("refresh") == 1
 
 
 def test_async_revoke_introspect_sessions_kv(auth: AuthFramework, storage: AuthStorage) -> None:
@@ -93,7 +100,8 @@ def test_async_revoke_introspect_sessions_kv(auth: AuthFramework, storage: AuthS
         bobs = await auth.aauthenticate("bob", PASSWORD)
 
         view = await auth.aintrospect(first.access_token)
-        assert view["active"] is True and view["username"] == "alice"
+        assert view["active"] is True
+        assert view["username"] == "alice"
         assert view["jti"] == first.token_id
         assert await auth.aintrospect("junk") == {"active": False}
 

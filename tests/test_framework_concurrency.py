@@ -108,7 +108,8 @@ def check_single_winner(
     """Exactly one refresh won; the others were treated as reuse and ended the family."""
     winners = [o for o in outcomes if isinstance(o, IssuedToken)]
     losers = [o for o in outcomes if isinstance(o, TokenRevoked)]
-    assert len(winners) == 1 and len(losers) == len(outcomes) - 1, outcomes
+    assert len(winners) == 1, outcomes
+    assert len(losers) == len(outcomes) - 1, outcomes
     auth = AuthFramework(storage=storage, audit_storage=storage)
     for token in [*family_tokens, *winners]:
         with pytest.raises(TokenRevoked):

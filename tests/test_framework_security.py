@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -58,7 +59,7 @@ def test_bad_credentials_input_writes_nothing(
     username: Any,
     password: Any,
 ) -> None:
-    UserFactory(username="alice", password=PASSWORD)
+    UserFactory.create(username="alice", password=PASSWORD)
     counting_hasher.reset()
     calls: list[Callable[[], Any]] = [
         lambda: auth.register_user(username, password),
@@ -73,7 +74,8 @@ def test_bad_credentials_input_writes_nothing(
         message = str(caught.value)
         assert "must" in message  # says what to do
         if isinstance(password, str) and len(password) > 1 and password != PASSWORD:
-            assert password not in message and password[:8] not in message
+            assert password not in message
+            assert password[:8] not in message
     # Nothing hashed, nothing written: no user, no token, no counter, no audit row.
     assert counting_hasher.calls == 0
     assert list(User.objects.values_list("username", flat=True)) == ["alice"]
@@ -107,7 +109,8 @@ def test_request_info_validation() -> None:
         RequestInfo(ip_address="localhost")
     assert RequestInfo(ip_address="fe80::1%eth0").ip_address == "fe80::1"
     info = RequestInfo(user_agent="a\x00b" + "x" * 1000)
-    assert "\x00" not in info.user_agent and len(info.user_agent) == MAX_USER_AGENT_LENGTH
+    assert "\x00" not in info.user_agent
+    assert len(info.user_agent) == MAX_USER_AGENT_LENGTH
     request = RequestFactory().get("/", REMOTE_ADDR="not-an-ip", HTTP_USER_AGENT="ua/1")
     assert RequestInfo.from_request(request) == RequestInfo(None, "ua/1")
     request = RequestFactory().get("/", REMOTE_ADDR="2001:db8::5")
@@ -174,19 +177,22 @@ def _raw_store_dump(storage: AuthStorage) -> str:
 
         backend = caches[storage.cache_alias]
         if type(backend).__module__.startswith("django_redis"):
+            import redis
             from django_redis import get_redis_connection
 
-            client = get_redis_connection(storage.cache_alias)
+            client: redis.Redis = get_redis_connection(storage.cache_alias)
             parts = []
+            readers: dict[str, Callable[[bytes], object]] = {
+                "string": lambda k: client.get(k),
+                "set": lambda k: client.smembers(k),
+                "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+                "hash": lambda k: client.hgetall(k),
+                "list": lambda k: client.lrange(k, 0, -1),
+            }
             for key in client.scan_iter(match=f"{storage.key_prefix}*", count=1000):
-                kind = client.type(key).decode()
-                value: Any = {
-                    "string": lambda k: client.get(k),
-                    "set": lambda k: client.smembers(k),
-                    "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
-                    "hash": lambda k: client.hgetall(k),
-                    "list": lambda k: client.lrange(k, 0, -1),
-                }.get(kind, lambda k: b"")(key)
+                kind = client.type(key)  # bytes: the client does not decode replies
+                reader = readers.get(kind.decode() if isinstance(kind, bytes) else kind)
+                value = reader(key) if reader is not None else b""
                 parts.append(f"{key!r} {value!r}")
             assert parts, "the Redis dump found nothing: the scan pattern is wrong"
             return "\n".join(parts)
@@ -234,7 +240,7 @@ def test_no_raw_secret_is_stored_logged_or_shown(
     session = auth.create_session("alice", {"theme": "dark"}, request_info=CLIENT)
     auth.end_session(session.session_id)
     for bad in ("", "x" * 300):
-        expect_error(lambda bad=bad: auth.verify_token(bad))
+        expect_error(partial(auth.verify_token, bad))
     expect_error(lambda: auth.authenticate("alice", "pass\x00word"))
 
     logged = [
@@ -250,7 +256,8 @@ def test_no_raw_secret_is_stored_logged_or_shown(
         "database audit table": repr(list(AuditLog.objects.values_list())),
         "database tokens": repr(list(Token.objects.values_list())),
     }
-    assert places["stored records"] and places["exception messages"]
+    assert places["stored records"]
+    assert places["exception messages"]
     for secret in secrets:
         assert secret
         for where, text in places.items():
@@ -289,5 +296,6 @@ def test_an_unaudited_login_is_refused(
         blind.authenticate("alice", "wrong password")  # failures are not dropped silently either
 
     errors = [r for r in caplog.records if r.name == "django_authfw.audit"]
-    assert len(errors) >= 5 and all(r.levelno == logging.ERROR for r in errors)
+    assert len(errors) >= 5
+    assert all(r.levelno == logging.ERROR for r in errors)
     assert all(PASSWORD not in r.getMessage() for r in errors)

@@ -66,7 +66,7 @@ class Http:
         try:
             conn.putrequest(method, path)
             for name, value in headers or []:
-                conn.putheader(name, value)  # type: ignore[arg-type]
+                conn.putheader(name, value)
             if body is not None:
                 conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
@@ -116,9 +116,11 @@ def test_every_endpoint_over_http(web: Http, user_factory: Any) -> None:
 
     # A protected endpoint.
     reply = web.json("GET", "/api/me/", token=pair["access_token"])
-    assert reply.status == 200 and reply.json["username"] == "http-ann"
+    assert reply.status == 200
+    assert reply.json["username"] == "http-ann"
     reply = web.json("GET", "/api/me/")
-    assert reply.status == 401 and reply.headers["WWW-Authenticate"] == "Bearer"
+    assert reply.status == 401
+    assert reply.headers["WWW-Authenticate"] == "Bearer"
 
     # token/refresh/: rotation.
     reply = web.json("POST", "/auth/token/refresh/", {"refresh_token": pair["refresh_token"]})
@@ -129,7 +131,9 @@ def test_every_endpoint_over_http(web: Http, user_factory: Any) -> None:
 
     # token/introspect/ (authenticated callers only).
     reply = web.json("POST", "/auth/token/introspect/", {"token": token}, token=token)
-    assert reply.status == 200 and reply.json["active"] is True and reply.json["sub"] == user_id
+    assert reply.status == 200
+    assert reply.json["active"] is True
+    assert reply.json["sub"] == user_id
     assert web.json("POST", "/auth/token/introspect/", {"token": token}).status == 401
 
     # sessions/: list and end.
@@ -138,18 +142,22 @@ def test_every_endpoint_over_http(web: Http, user_factory: Any) -> None:
     assert reply.status == 200
     assert [s["session_id"] for s in reply.json["sessions"]] == [session.session_id]
     reply = web.json("DELETE", f"/auth/sessions/{session.session_id}/", token=token)
-    assert reply.status == 200 and reply.json == {"ended": True}
+    assert reply.status == 200
+    assert reply.json == {"ended": True}
     reply = web.json("DELETE", f"/auth/sessions/{session.session_id}/", token=token)
-    assert reply.status == 404 and reply.json["error"] == "not_found"
+    assert reply.status == 404
+    assert reply.json["error"] == "not_found"
 
     # logout-all/, then token/revoke/ (RFC 7009: 200 even for a dead or unknown token).
     second = web.form("/auth/token/", {"username": "http-ann", "password": "passphrase 1"}).json
     reply = web.json("POST", "/auth/logout-all/", token=token)
-    assert reply.status == 200 and reply.json["revoked_tokens"] == 2
+    assert reply.status == 200
+    assert reply.json["revoked_tokens"] == 2
     assert web.json("GET", "/api/me/", token=second["access_token"]).status == 401
     for dead in (second["refresh_token"], "afw_rt_" + "Z" * 43, "junk"):
         reply = web.json("POST", "/auth/token/revoke/", {"token": dead})
-        assert reply.status == 200 and reply.json == {}
+        assert reply.status == 200
+        assert reply.json == {}
 
     # Wrong method: JSON 405 with Allow.
     reply = web.json("GET", "/auth/token/")
@@ -298,7 +306,8 @@ def test_demo_script_serves_the_walkthrough_and_the_admin(
     url, username, password = demo_server
     web = Http(url)
     page = web.send("GET", "/")
-    assert page.status == 200 and b"django_authfw demo" in page.raw
+    assert page.status == 200
+    assert b"django_authfw demo" in page.raw
     assert web.send("GET", "/static/demo/demo.js").status == 200
     assert (
         web.json(

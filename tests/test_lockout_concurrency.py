@@ -24,6 +24,7 @@ import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def test_concurrent_guesses_in_threads(storage: AuthStorage, gated: Any) -> None
     user_id = str(auth.register_user("alice", PASSWORD).pk)
     gated.reset()
 
-    join = start_together([lambda i=i: attempt(auth, f"wrong {i}") for i in range(GUESSES)])
+    join = start_together([partial(attempt, auth, f"wrong {i}") for i in range(GUESSES)])
     Gate.wait_settled(GUESSES)  # every guess answered or inside the hasher
     join_last = start_together([lambda: attempt(auth, PASSWORD)])
     Gate.wait_settled(GUESSES + 1)
@@ -183,12 +184,12 @@ def post_token(conn: http.client.HTTPConnection, password: str) -> tuple[int, di
 def test_concurrent_guesses_over_http(
     live_server: Any, default_storage_backend: str, gated: Any
 ) -> None:
-    user = UserFactory(username="alice")
+    user = UserFactory.create(username="alice")
     gated.reset()
 
     # Connected first: the burst is 40 requests at once, not 40 SYNs for a short accept queue.
     conns = [connect(live_server.url) for _ in range(GUESSES + 1)]
-    join = start_together([lambda i=i: post_token(conns[i], f"wrong {i}") for i in range(GUESSES)])
+    join = start_together([partial(post_token, conns[i], f"wrong {i}") for i in range(GUESSES)])
     Gate.wait_settled(GUESSES)
     join_last = start_together([lambda: post_token(conns[GUESSES], PASSWORD)])
     Gate.wait_settled(GUESSES + 1)
@@ -227,7 +228,7 @@ def test_concurrent_guesses_from_two_processes(
         "LOCKOUT_WINDOW": WINDOW,
     }
     settings.PASSWORD_HASHERS = ["tests.hashers.CountingArgon2PasswordHasher"]
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     auth = AuthFramework()
     caches = {
         alias: settings.CACHES[alias]
@@ -270,7 +271,8 @@ def test_concurrent_guesses_from_two_processes(
                 )
             )
         for process, log in workers:
-            assert process.stdin and process.stdout
+            assert process.stdin
+            assert process.stdout
             process.stdin.write(json.dumps(config) + "\n")
             process.stdin.flush()
             if process.stdout.readline().strip() != "ready":

@@ -67,7 +67,7 @@ def protected_realm(request: HttpRequest) -> HttpResponse:
 
 
 async def async_whoami(request: HttpRequest) -> JsonResponse:
-    user = await request.auser()  # type: ignore[attr-defined]
+    user = await request.auser()
     record = request.auth  # type: ignore[attr-defined]
     return JsonResponse(
         {
@@ -80,7 +80,7 @@ async def async_whoami(request: HttpRequest) -> JsonResponse:
 
 @bearer_required
 async def async_protected(request: HttpRequest) -> JsonResponse:
-    user = await request.auser()  # type: ignore[attr-defined]
+    user = await request.auser()
     return JsonResponse({"username": user.get_username()})
 
 
@@ -235,8 +235,7 @@ def test_another_scheme_passes_as_anonymous(client: Client) -> None:
 def test_protected_view_without_bearer_gets_bare_challenge(
     client: Client, path: str, header: str | None
 ) -> None:
-    extra = {"HTTP_AUTHORIZATION": header} if header else {}
-    response = client.get(path, **extra)
+    response = client.get(path, headers={"Authorization": header} if header else {})
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == "Bearer"
     assert body(response)["error"] == "not_authenticated"
@@ -339,7 +338,8 @@ def test_decorator_works_without_the_middleware(
 
 
 def test_middleware_is_sync_and_async_capable() -> None:
-    assert BearerTokenMiddleware.sync_capable and BearerTokenMiddleware.async_capable
+    assert BearerTokenMiddleware.sync_capable
+    assert BearerTokenMiddleware.async_capable
 
     async def async_view(request: HttpRequest) -> HttpResponse:
         return HttpResponse()
@@ -470,7 +470,9 @@ def test_backend_turns_a_token_into_a_session(
     assert found is not None
     django_login(request, found)
     request.session.save()
-    client.cookies["sessionid"] = request.session.session_key
+    session_key = request.session.session_key
+    assert session_key is not None
+    client.cookies["sessionid"] = session_key
     assert body(client.get("/t/whoami/")) == {"authenticated": True, "username": "gina"}
 
 

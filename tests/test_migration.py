@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -158,7 +158,9 @@ def test_interrupted_migration_finishes_when_run_again(
     with pytest.raises(Killed):
         StorageMigration(source, target, batch_size=3, on_progress=kill_half_way).migrate_all()
     partial = snapshot(target)
-    assert partial.tokens and not partial.kv and not partial.audit
+    assert partial.tokens
+    assert not partial.kv
+    assert not partial.audit
 
     summary = StorageMigration(source, target, batch_size=3, verify=True).migrate_all()
     assert summary.ok
@@ -234,8 +236,10 @@ def test_catch_up_after_switch_never_undoes_the_target(
     catch_up = StorageMigration(old, new, missing_only=True, since=switch, verify=True)
     summary = catch_up.migrate_all()
     assert summary.ok, summary.mismatches
-    assert summary["tokens"].copied == 1 and summary["tokens"].revocations_carried == 1
-    assert summary["sessions"].copied == 1 and summary["sessions"].skipped_older == 1
+    assert summary["tokens"].copied == 1
+    assert summary["tokens"].revocations_carried == 1
+    assert summary["sessions"].copied == 1
+    assert summary["sessions"].skipped_older == 1
     assert new.get_token(rotated.token_id).revoked_at is not None  # type: ignore[union-attr]
     assert new.get_token(revoked_on_old.token_id).revoked_at is not None  # type: ignore[union-attr]
     assert new.get_token("straggler") == straggler
@@ -287,7 +291,8 @@ def test_preserve_ttl_false_recomputes_expiries(
     finished = utcnow()
     assert summary.ok, summary.mismatches
 
-    def between(value: Any, delta: timedelta) -> bool:
+    def between(value: datetime | None, delta: timedelta) -> bool:
+        assert value is not None
         return started + delta <= value <= finished + delta
 
     moved = target.get_token("live")
@@ -299,9 +304,11 @@ def test_preserve_ttl_false_recomputes_expiries(
     assert kept.expires_at == access_expired.expires_at  # never revived
     assert between(kept.refresh_expires_at, timedelta(days=3))
     timed = target.get_session("timed")
-    assert timed is not None and between(timed.expires_at, timedelta(hours=5))
+    assert timed is not None
+    assert between(timed.expires_at, timedelta(hours=5))
     forever = target.get_session("forever")
-    assert forever is not None and forever.expires_at is None
+    assert forever is not None
+    assert forever.expires_at is None
     entry = next(e for b in target.iter_kv() for e in b if e.key == "k")
     assert entry.expires_at is not None
     assert abs(entry.expires_at - (now + timedelta(minutes=30))) < timedelta(seconds=2)
@@ -373,7 +380,8 @@ def test_records_a_source_still_lists_past_their_life_are_skipped(
     assert [summary[k].skipped_expired for k in ("tokens", "sessions", "kv")] == [1, 1, 1]
     assert summary["tokens"].copied == 1
     assert [t for b in storage.iter_tokens() for t in b] == [live]
-    assert not list(storage.iter_sessions()) and not [e for b in storage.iter_kv() for e in b]
+    assert not list(storage.iter_sessions())
+    assert not [e for b in storage.iter_kv() for e in b]
 
 
 def test_dry_run_writes_nothing(
@@ -396,8 +404,10 @@ def test_only_some_kinds(
         assert migration.migrate_kv_data().copied == len(data.kv)
         assert migration.migrate_sessions().copied == len(data.sessions)
         after = snapshot(target)
-        assert not after.tokens and not after.audit
-        assert len(after.kv) == len(data.kv) and len(after.sessions) == len(data.sessions)
+        assert not after.tokens
+        assert not after.audit
+        assert len(after.kv) == len(data.kv)
+        assert len(after.sessions) == len(data.sessions)
         summary = migration.migrate_all(only="audit,tokens")
         assert list(summary.reports) == ["tokens", "audit"]
 
@@ -427,7 +437,8 @@ def test_verify_reports_mismatches(
     assert len(token_mismatches) == len(data.tokens)
     assert all(m.fields == ("metadata",) for m in token_mismatches)
     assert [(m.record_id, m.fields) for m in summary["kv"].mismatches] == [("plain", ("value",))]
-    assert summary["sessions"].ok and summary["audit"].ok
+    assert summary["sessions"].ok
+    assert summary["audit"].ok
     assert "metadata" in str(token_mismatches[0])
 
 
@@ -497,7 +508,7 @@ def test_migrate_command_options(backend: str, aliases: Any, make_user: Callable
     assert f"would copy {len(data.kv)}" in out.getvalue()
     assert is_empty(storages["new"])
 
-    out = io.StringIO()
+    plain = io.StringIO()
     call_command(
         "authfw_migrate",
         "--from",
@@ -507,12 +518,14 @@ def test_migrate_command_options(backend: str, aliases: Any, make_user: Callable
         "--only",
         "kv,sessions",
         "--no-preserve-ttl",
-        stdout=out,
+        stdout=plain,
     )
     after = snapshot(storages["new"])
-    assert len(after.kv) == len(data.kv) and len(after.sessions) == len(data.sessions)
-    assert not after.tokens and not after.audit
-    assert "expiries from AUTHFW TTLs" in out.getvalue()
+    assert len(after.kv) == len(data.kv)
+    assert len(after.sessions) == len(data.sessions)
+    assert not after.tokens
+    assert not after.audit
+    assert "expiries from AUTHFW TTLs" in plain.getvalue()
 
 
 def test_migrate_command_errors(aliases: Any, make_user: Callable[..., str]) -> None:
@@ -539,7 +552,8 @@ def test_migrate_command_errors(aliases: Any, make_user: Callable[..., str]) -> 
             stdout=io.StringIO(),
             stderr=err,
         )
-    assert "mismatch: tokens" in err.getvalue() and "(metadata)" in err.getvalue()
+    assert "mismatch: tokens" in err.getvalue()
+    assert "(metadata)" in err.getvalue()
 
 
 def test_migrate_command_names_the_failing_storage(

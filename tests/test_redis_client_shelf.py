@@ -76,7 +76,7 @@ def shelf_of(storage: RedisStorage) -> ClientShelf:
 def test_reads_reuse_one_kept_connection(server: ServerProcess, admin: redis.Redis) -> None:
     before = client_ids(admin)
     storage = make_storage(server)
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     storage.store_token(token)
     for _ in range(50):
         assert storage.get_token_by_access(token.access_digest) == token
@@ -89,7 +89,7 @@ def test_reads_reuse_one_kept_connection(server: ServerProcess, admin: redis.Red
 
 def test_a_dropped_kept_connection_is_recovered(server: ServerProcess, admin: redis.Redis) -> None:
     storage = make_storage(server)
-    token = AuthTokenFactory(user_id="1")
+    token = AuthTokenFactory.build(user_id="1")
     storage.store_token(token)
     assert storage.get_token_by_access(token.access_digest) == token
     # The server drops every connection (a restart, an idle timeout, a proxy).
@@ -114,10 +114,12 @@ def test_a_failed_call_closes_its_client(server: ServerProcess) -> None:
 
     with pytest.raises(RuntimeError):
         storage._engine.call(fails)  # type: ignore[attr-defined]
-    assert shelf._count == 0 and shelf._idle == []
+    assert shelf._count == 0
+    assert shelf._idle == []
     assert kept.connection is None  # closed: its connection went back to the pool
     assert storage.kv_get("warm") is None  # a new client works
-    assert shelf._idle and shelf._idle[0] is not kept
+    assert shelf._idle
+    assert shelf._idle[0] is not kept
     storage.close()
 
 
@@ -125,7 +127,7 @@ def test_at_most_half_the_pool_is_kept(server: ServerProcess, admin: redis.Redis
     before = client_ids(admin)
     storage = make_storage(server, pool_size=4)
     shelf = shelf_of(storage)
-    tokens = [AuthTokenFactory(user_id=str(i % 3)) for i in range(40)]
+    tokens = [AuthTokenFactory.build(user_id=str(i % 3)) for i in range(40)]
     storage.import_tokens(tokens)
     barrier = threading.Barrier(8)
 
@@ -161,7 +163,7 @@ def test_kept_connections_never_starve_a_blocking_pool(
         retry_attempts=0,
     )
     shelf = shelf_of(storage)
-    tokens = [AuthTokenFactory(user_id=str(i % 5)) for i in range(60)]
+    tokens = [AuthTokenFactory.build(user_id=str(i % 5)) for i in range(60)]
     storage.import_tokens(tokens)
     for index in range(20):
         storage.kv_set(f"k{index}", b"v")
@@ -209,8 +211,8 @@ def test_a_forked_child_opens_its_own_connection(server: ServerProcess) -> None:
     reply = os.read(read_end, 200).decode()
     os.waitpid(pid, 0)
     os.close(read_end)
-    value, port = reply.split()
-    assert value == "b'v'"
+    shown, port = reply.split()
+    assert shown == "b'v'"
     assert int(port) != parent_port
     assert storage.kv_get("k") == b"v"  # the parent's kept connection still works
     storage.flush()

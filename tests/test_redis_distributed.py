@@ -67,7 +67,7 @@ def test_failover_keeps_acknowledged_writes(own_sentinel_group: SentinelInfo) ->
     # replica_acks=1: a write is acknowledged only after WAIT 1 on the connection that made
     # it returned 1, i.e. the replica has it (replication is one ordered stream).
     storage = sentinel_storage(group, replica_acks=1, replica_ack_timeout=2)
-    tokens = [AuthTokenFactory(user_id="u1") for _ in range(20)]
+    tokens = [AuthTokenFactory.build(user_id="u1") for _ in range(20)]
     for token in tokens:
         storage.store_token(token)
     storage.kv_set("config", b"kept")
@@ -89,13 +89,14 @@ def test_failover_keeps_acknowledged_writes(own_sentinel_group: SentinelInfo) ->
     for token in tokens[1:]:
         assert storage.get_token_by_access(token.access_digest) == token
     revoked = storage.get_token(tokens[0].token_id)
-    assert revoked is not None and revoked.revoked_at is not None  # the revocation survived
+    assert revoked is not None
+    assert revoked.revoked_at is not None  # the revocation survived
     assert storage.kv_get("config") == b"kept"
     assert {t.token_id for t in storage.list_user_tokens("u1")} == {t.token_id for t in tokens}
 
     # The new primary has no replica left: a write that must reach one fails closed ...
     strict = sentinel_storage(group, replica_acks=1, replica_ack_timeout=0.2, retry_attempts=1)
-    late = AuthTokenFactory(user_id="u1")
+    late = AuthTokenFactory.build(user_id="u1")
     with pytest.raises(StorageUnavailable, match="1 replicas"):
         strict.store_token(late)
     strict.close()
@@ -132,7 +133,8 @@ def test_django_redis_sentinel_alias_with_bounded_pool_queues_a_burst(
     }
     storage = CacheStorage(cache="authfw-sentinel-burst", key_prefix=unique_prefix())
     pool = storage.engine.call.client.connection_pool  # type: ignore[attr-defined]
-    assert isinstance(pool, BoundedSentinelPool) and pool.max_connections == 10
+    assert isinstance(pool, BoundedSentinelPool)
+    assert pool.max_connections == 10
     assert burst(storage) == []
     assert storage.kv_get("burst") == b"100"
     storage.flush()
@@ -184,7 +186,7 @@ def test_a_refused_data_node_password_behind_sentinel_fails_at_once(
     )
     before = connections_received(primary)
     with pytest.raises(CredentialsRefused, match="the server refused the credentials"):
-        storage.store_token(AuthTokenFactory(user_id="u1"))
+        storage.store_token(AuthTokenFactory.build(user_id="u1"))
     assert connections_received(primary) - before == 1
     storage.close()
     primary.close()
@@ -254,14 +256,15 @@ def test_cluster_refused_password_and_unreachable_seeds(redis_cluster: ClusterIn
 def test_cluster_spreads_keys_and_keeps_audit_in_one_slot(
     cluster_storage: RedisStorage, redis_cluster: ClusterInfo
 ) -> None:
-    tokens = [AuthTokenFactory(user_id=f"u{i}") for i in range(30)]
+    tokens = [AuthTokenFactory.build(user_id=f"u{i}") for i in range(30)]
     for token in tokens:
         cluster_storage.store_token(token)
     raw = cluster_client(redis_cluster)
     prefix = cluster_storage.key_prefix
     slots = {raw.keyslot(f"{prefix}token:{t.token_id}") for t in tokens}
     nodes = {raw.get_node_from_key(f"{prefix}token:{t.token_id}").name for t in tokens}
-    assert len(slots) > 1 and len(nodes) == 3  # records really live on every master
+    assert len(slots) > 1  # records really live on every master
+    assert len(nodes) == 3
     for token in tokens:  # pointer and record in different slots, found all the same
         assert cluster_storage.get_token_by_access(token.access_digest) == token
         assert cluster_storage.list_user_tokens(token.user_id) == [token]
@@ -280,19 +283,23 @@ def test_cluster_prunes_stale_entries_but_not_a_write_in_flight(
     raw = cluster_client(redis_cluster)
     prefix = cluster_storage.key_prefix
     index = f"{prefix}user:u1:tokens"
-    live = AuthTokenFactory(user_id="u1")
+    live = AuthTokenFactory.build(user_id="u1")
     cluster_storage.store_token(live)
     raw.sadd(index, "crashed", "in-flight")
     # Listing filters stale ids without pruning them (Cluster prunes only in cleanup).
     assert cluster_storage.list_user_tokens("u1") == [live]
 
-    in_flight = AuthTokenFactory(user_id="u1", token_id="in-flight")
+    in_flight = AuthTokenFactory.build(user_id="u1", token_id="in-flight")
     cleanup = threading.Thread(target=cluster_storage.cleanup_expired_tokens)
     cleanup.start()
     time.sleep(0.3)  # cleanup has seen both ids without a record and is waiting
     cluster_storage.store_token(in_flight)  # ... when the delayed record arrives
     cleanup.join(10)
-    assert {m.decode() for m in raw.smembers(index)} == {live.token_id, "in-flight"}
+    members = raw.smembers(index)
+    assert {m.decode() if isinstance(m, bytes) else m for m in members} == {
+        live.token_id,
+        "in-flight",
+    }
     assert {t.token_id for t in cluster_storage.list_user_tokens("u1")} == {
         live.token_id,
         "in-flight",
@@ -305,7 +312,7 @@ def test_cluster_index_ttl_and_kv(
 ) -> None:
     raw = cluster_client(redis_cluster)
     prefix = cluster_storage.key_prefix
-    token = AuthTokenFactory(user_id="u9", refresh_expires_at=utcnow() + timedelta(hours=3))
+    token = AuthTokenFactory.build(user_id="u9", refresh_expires_at=utcnow() + timedelta(hours=3))
     cluster_storage.store_token(token)
     assert abs(raw.pttl(f"{prefix}user:u9:tokens") - 3 * 3600_000) < 3000
     assert abs(raw.pttl(f"{prefix}access:{token.access_digest}") - 3 * 3600_000) < 3000
@@ -327,7 +334,7 @@ def test_sentinel_pool_queues_a_burst(redis_sentinel: SentinelInfo) -> None:
         pool_size=4,
         timeout=5,
     )
-    tokens = [AuthTokenFactory(user_id=f"u{i % 10}") for i in range(100)]
+    tokens = [AuthTokenFactory.build(user_id=f"u{i % 10}") for i in range(100)]
     barrier = threading.Barrier(len(tokens))
 
     def work(token: AuthToken) -> None:

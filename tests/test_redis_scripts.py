@@ -20,7 +20,7 @@ def test_calls_survive_a_script_flush(tmp_path: Path) -> None:
     raw = server.client()
     storage = RedisStorage(url=f"redis://127.0.0.1:{server.port}/0", key_prefix="t:")
     try:
-        token = AuthTokenFactory(user_id="7")
+        token = AuthTokenFactory.build(user_id="7")
         storage.store_token(token)
         assert raw.script_flush()
         assert storage.kv_incr("n") == 1  # not idempotent: must run once, not twice
@@ -28,7 +28,9 @@ def test_calls_survive_a_script_flush(tmp_path: Path) -> None:
         assert storage.get_token_by_access(token.access_digest) is not None
         raw.script_flush()
         assert storage.revoke_token(token.token_id, at=token.created_at)
-        assert storage.get_token(token.token_id).is_revoked
+        revoked = storage.get_token(token.token_id)
+        assert revoked is not None
+        assert revoked.is_revoked
         assert storage.kv_incr("n") == 2
         # Loaded again by the first call after the flush.
         assert raw.script_exists(redis_engine.KV_INCR.sha) == [True]

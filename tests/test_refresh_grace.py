@@ -90,13 +90,15 @@ def test_replay_within_the_grace_gets_a_new_pair(
     assert len(family) == 1
     # The pair the lost answer carried is rotated into the new one: one live token per login.
     replaced = storage.get_token(second.token_id)
-    assert replaced is not None and replaced.replaced_by == retry.token_id
+    assert replaced is not None
+    assert replaced.replaced_by == retry.token_id
     assert live_tokens(storage, first) == [retry.token_id]
     with pytest.raises(TokenRevoked):
         auth.verify_token(second.access_token)
 
     [event] = storage.query_audit(action="refresh_grace")
-    assert event.outcome is True and event.ip_address == CLIENT.ip_address
+    assert event.outcome is True
+    assert event.ip_address == CLIENT.ip_address
     assert event.metadata["token_id"] == retry.token_id
     assert event.metadata["presented"] == first.token_id
     assert event.metadata["replaced"] == second.token_id

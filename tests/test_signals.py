@@ -137,7 +137,8 @@ def test_deactivation_ends_access_everywhere(
     assert_access_ended(grants, deleted=False)
     assert_access_kept(bobs)
     [event] = db_audit.query_audit(action="user_deactivated")
-    assert event.user_id == str(alice.pk) and event.outcome is True
+    assert event.user_id == str(alice.pk)
+    assert event.outcome is True
     assert event.metadata == {
         "reason": "deactivated",
         "password_changed": False,
@@ -310,7 +311,8 @@ def test_deletion_deletes_tokens_and_sessions_everywhere(
         async_to_sync(alice.adelete)()
     assert_access_ended(grants, deleted=True)
     [event] = db_audit.query_audit(action="user_deactivated")
-    assert event.user_id == user_id and event.metadata["reason"] == "deleted"
+    assert event.user_id == user_id
+    assert event.metadata["reason"] == "deleted"
     assert event.metadata["tokens"] == len(aliases)
 
 
@@ -471,11 +473,9 @@ def test_a_change_committed_while_a_login_checks_the_password_refuses_it(
     for alias in aliases:
         VerifyHookedArgon2PasswordHasher.hook = change_elsewhere
         auth = AuthFramework(storage=alias)
+        login = auth.authenticate if how == "authenticate" else async_to_sync(auth.aauthenticate)
         with pytest.raises(InvalidCredentials):
-            if how == "authenticate":
-                auth.authenticate("alice", PASSWORD)
-            else:
-                async_to_sync(auth.aauthenticate)("alice", PASSWORD)
+            login("alice", PASSWORD)
         assert auth.storage.list_user_tokens(str(user.pk)) == [], alias
         User.objects.filter(pk=user.pk).update(password=make_password(PASSWORD), is_active=True)
     reasons = [e.metadata.get("reason") for e in db_audit.query_audit(action="login")]

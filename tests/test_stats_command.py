@@ -58,9 +58,11 @@ def test_json_output(backend: str, aliases: Any, make_user: Callable[..., str]) 
     assert main["audit_events"] == len(data.audit)
     assert parsed["spare"]["total_tokens"] == 0
     if backend == "database" and connection.vendor == "postgresql":
-        assert isinstance(main["database_size_mb"], float) and main["database_size_mb"] > 0
+        assert isinstance(main["database_size_mb"], float)
+        assert main["database_size_mb"] > 0
     if backend == "redis":
-        assert isinstance(main["memory_used_bytes"], int) and main["memory_used_bytes"] > 0
+        assert isinstance(main["memory_used_bytes"], int)
+        assert main["memory_used_bytes"] > 0
 
     out = io.StringIO()
     call_command("authfw_stats", "--json", "--storage", "spare", stdout=out)

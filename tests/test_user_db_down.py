@@ -14,7 +14,7 @@ loopback port until the test restores them, so no reconnect can succeed meanwhil
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -74,7 +74,7 @@ urlpatterns = _urlpatterns()
 
 
 @pytest.fixture
-def web(live_server: Any, fast_hashing: None, settings: Any) -> Http:
+def web(live_server: Any, fast_hashing: None, settings: Any) -> Iterator[Http]:
     settings.ROOT_URLCONF = __name__
     settings.AUTHFW = {**settings.AUTHFW, "STORAGES": storages_for("redis", settings)}
     yield Http(live_server.url)
@@ -191,7 +191,7 @@ def test_the_framework_raises_storage_unavailable_sync_and_async(
 ) -> None:
     framework = AuthFramework()
     record = framework.verify_token(pairs[0].access_token)  # Redis: still fine
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "authenticate": lambda: framework.authenticate("down-ann", PASSWORD),
         "aauthenticate": lambda: async_to_sync(framework.aauthenticate)("down-ann", PASSWORD),
         "get_user": lambda: framework.get_user(record),
@@ -215,6 +215,7 @@ def test_everything_works_again_once_the_database_is_back(
         _assert_unavailable(web.json("GET", "/api/me/", token=access))
     # Django closes the server thread's broken connection at the next request and reconnects.
     reply = web.json("GET", "/api/me/", token=access)
-    assert reply.status == 200 and reply.json["username"] == "down-ann"
+    assert reply.status == 200
+    assert reply.json["username"] == "down-ann"
     login = {"username": "down-ann", "password": PASSWORD}
     assert web.json("POST", "/auth/token/", login).status == 200

@@ -314,7 +314,8 @@ def test_unlock_command_lifts_the_lockout(client: Client, user_factory: Any, set
     _fail(client, "max", 5)
     out = StringIO()
     call_command("authfw_unlock", "--username", "max", "--dry-run", stdout=out)
-    assert "locked for" in out.getvalue() and "Nothing changed" in out.getvalue()
+    assert "locked for" in out.getvalue()
+    assert "Nothing changed" in out.getvalue()
     assert post_json(client, TOKEN, {"username": "max", "password": PASSWORD}).status_code == 429
     out = StringIO()
     call_command("authfw_unlock", "--username", "max", stdout=out)

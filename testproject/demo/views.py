@@ -17,7 +17,8 @@ def _storage_label() -> str:
         engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
         return f"the database ({engine})"
     cache = conf.STORAGES["default"].get("OPTIONS", {}).get("cache", "default")
-    return f"the cache {cache!r} ({settings.CACHES[cache]['BACKEND'].rsplit('.', 1)[-1]})"
+    cache_backend = str(settings.CACHES[cache]["BACKEND"])
+    return f"the cache {cache!r} ({cache_backend.rsplit('.', 1)[-1]})"
 
 
 @require_GET

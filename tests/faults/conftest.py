@@ -56,7 +56,8 @@ def run_json(command: list[str], env: dict[str, str], timeout: float = 120) -> d
     )
     if done.returncode != 0:
         raise AssertionError(f"{command} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    reply: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return reply
 
 
 def worker_command(*args: str) -> list[str]:

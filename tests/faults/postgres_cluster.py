@@ -39,6 +39,14 @@ def postgres_bin() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+def _postgres_program(name: str) -> str:
+    """The path of the server program ``name`` (``initdb``, ``pg_ctl``)."""
+    directory = postgres_bin()
+    if directory is None:  # missing_prerequisites() skips the tests before this is reached
+        raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
+    return str(directory / name)
+
+
 def missing_prerequisites() -> str | None:
     """Why this machine cannot run a cluster of our own, or None if it can."""
     if postgres_bin() is None:
@@ -108,7 +116,7 @@ class PostgresCluster:
             "-c shared_buffers=16MB -c max_connections=40"
         )
         _as_postgres(
-            str(postgres_bin() / "pg_ctl"),
+            _postgres_program("pg_ctl"),
             "start",
             "-w",
             "-t",
@@ -159,7 +167,7 @@ def create_cluster() -> PostgresCluster:
     cluster = None
     try:
         _as_postgres(
-            str(postgres_bin() / "initdb"),
+            _postgres_program("initdb"),
             "-D",
             str(root / "data"),
             "-U",

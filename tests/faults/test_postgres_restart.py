@@ -97,7 +97,8 @@ def test_long_lived_process_recovers_after_postgres_restart(
             lambda s: s["ok"] >= first_ok["ok"] + AFTER,
             RECOVERY_DEADLINE,
         )
-        assert process.pid == worker_pid and process.poll() is None
+        assert process.pid == worker_pid
+        assert process.poll() is None
     finally:
         assert process.stdin is not None
         process.stdin.close()  # the worker stops at EOF and prints its final counts

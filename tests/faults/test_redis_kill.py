@@ -27,7 +27,7 @@ def test_redis_sigkill_loses_no_issued_token(aof_redis: AofRedis, settings: obje
         url=aof_redis.url, key_prefix="faults:", timeout=0.5, retry_attempts=2, retry_delay=0.1
     )
     auth = AuthFramework(storage=storage)
-    user = UserFactory()
+    user = UserFactory.create()
 
     with Callers(auth, user.username, PASSWORD) as callers:
         callers.wait_for(f"{BEFORE} tokens", lambda: callers.issued_count() >= BEFORE)

@@ -30,7 +30,7 @@ DATA_ARGS = ("--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "
 
 def test_sentinel_failover_followed_by_the_app(tmp_path: Path, settings: object) -> None:
     settings.AUTHFW = {**settings.AUTHFW, "LOCKOUT_THRESHOLD": 1_000_000}  # type: ignore[attr-defined]
-    user = UserFactory()
+    user = UserFactory.create()
     with sentinel_group(tmp_path) as group:
         storage = RedisStorage(
             url="redis://127.0.0.1/0",
@@ -102,7 +102,8 @@ def test_sentinel_failover_followed_by_the_app(tmp_path: Path, settings: object)
         f"budget of a read {storage.retry_budget:.2f}s)"
     )
     assert primary_at_end == new_port
-    assert replica_of["role"] == "slave" and int(replica_of["master_port"]) == new_port
+    assert replica_of["role"] == "slave"
+    assert int(replica_of["master_port"]) == new_port
     assert lost == []
     assert set(tally.errors) <= {"StorageUnavailable"}, tally.errors
     # A verification is one read: it gives up within the read budget. (authenticate makes

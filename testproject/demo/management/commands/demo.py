@@ -79,7 +79,8 @@ class Command(BaseCommand):
 
     def _admin(self, username: str, password: str) -> None:
         model = get_user_model()
-        user, _ = model._default_manager.get_or_create(**{model.USERNAME_FIELD: username})
+        lookup: dict[str, Any] = {model.USERNAME_FIELD: username}
+        user, _ = model._default_manager.get_or_create(**lookup)
         user.is_staff = True
         user.is_superuser = True
         user.is_active = True
