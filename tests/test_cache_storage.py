@@ -37,6 +37,7 @@ from django_authfw.exceptions import (
 )
 from django_authfw.records import AuditEvent, AuthToken, SessionData, replace, utcnow
 from django_authfw.storage import AuthStorage, CacheStorage, InMemoryStorage, RedisStorage, codec
+from django_authfw.storage.cache import EngineStorage
 
 from .backends import REDIS_TEST_URL
 from .factories import AuthTokenFactory
@@ -508,10 +509,10 @@ USERS = 10
 
 
 @pytest.fixture(params=["redis", "locmem", "redis-pool-of-4"])
-def concurrent_storage(request: pytest.FixtureRequest, settings: Any) -> Iterator[CacheStorage]:
+def concurrent_storage(request: pytest.FixtureRequest, settings: Any) -> Iterator[EngineStorage]:
     if request.param == "redis-pool-of-4":
         # Fewer connections than threads: callers wait for a free one (BlockingConnectionPool).
-        storage: CacheStorage = RedisStorage(
+        storage: EngineStorage = RedisStorage(
             url=REDIS_TEST_URL, pool_size=4, key_prefix=unique_prefix()
         )
     else:

@@ -28,11 +28,11 @@ def authfw_messages(databases: list[str] | None = None) -> list[checks.CheckMess
     """What `check --tag authfw` reports, plus the database checks for ``databases``."""
     tags = ["authfw"] if databases is None else ["authfw", checks.Tags.database]
     messages = checks.run_checks(tags=tags, databases=databases)
-    return [m for m in messages if m.id.startswith("authfw.")]
+    return [m for m in messages if m.id is not None and m.id.startswith("authfw.")]
 
 
 def ids(messages: list[checks.CheckMessage]) -> list[str]:
-    return sorted(m.id for m in messages)
+    return sorted(str(m.id) for m in messages)
 
 
 @pytest.fixture
@@ -68,7 +68,9 @@ def test_every_message_has_an_id_and_a_hint(settings: Any) -> None:
         "authfw.W002",
     ]
     for message in messages:
-        assert message.hint and message.msg and message.obj
+        assert message.hint
+        assert message.msg
+        assert message.obj
 
 
 def test_e001_unknown_keys(authfw: Any) -> None:
@@ -76,8 +78,10 @@ def test_e001_unknown_keys(authfw: Any) -> None:
     messages = authfw_messages()
     assert ids(messages) == ["authfw.E001", "authfw.E001"]
     assert "'ACCES_TOKEN_TTL'" in messages[0].msg or "'ACCES_TOKEN_TTL'" in messages[1].msg
+    hint = messages[0].hint
+    assert hint is not None
     for key in DEFAULTS:
-        assert key in messages[0].hint
+        assert key in hint
 
 
 @pytest.mark.django_db(databases="__all__")  # Django's model checks look at every database
@@ -113,7 +117,8 @@ def test_e001_through_the_check_command(authfw: Any) -> None:
 def test_e002_bad_storage_entries(authfw: Any, config: Any, fragment: str) -> None:
     authfw(STORAGES={"default": config})
     [message] = authfw_messages()
-    assert message.id == "authfw.E002" and fragment in message.msg
+    assert message.id == "authfw.E002"
+    assert fragment in message.msg
     assert message.hint
 
 
@@ -136,7 +141,8 @@ def test_e002_refuses_another_backends_options_on_all_four(
     path = f"django_authfw.storage.{class_name}"
     authfw(STORAGES={"default": {"BACKEND": path, "OPTIONS": options}})
     [message] = authfw_messages()
-    assert message.id == "authfw.E002" and "unknown option(s)" in message.msg
+    assert message.id == "authfw.E002"
+    assert "unknown option(s)" in message.msg
     with pytest.raises(TypeError, match="unknown OPTIONS"):
         import_string(path)(**options)
 
@@ -176,7 +182,9 @@ def test_e002_accepts_real_options(authfw: Any) -> None:
 def test_e002_unknown_alias_for_audit_or_lockout(authfw: Any) -> None:
     authfw(AUDIT_STORAGE="audit", LOCKOUT_STORAGE="default")
     [message] = authfw_messages()
-    assert message.id == "authfw.E002" and "AUDIT_STORAGE" in message.msg
+    assert message.id == "authfw.E002"
+    assert "AUDIT_STORAGE" in message.msg
+    assert message.hint is not None
     assert "'default'" in message.hint
 
 
@@ -188,7 +196,8 @@ def test_e002_empty_storages(authfw: Any) -> None:
 def test_w002_no_default_alias(authfw: Any) -> None:
     authfw(STORAGES={"main": {"BACKEND": "django_authfw.storage.DatabaseStorage"}})
     [message] = authfw_messages()
-    assert message.id == "authfw.W002" and isinstance(message, checks.Warning)
+    assert message.id == "authfw.W002"
+    assert isinstance(message, checks.Warning)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +221,8 @@ def test_w001_argon2_first(settings: Any, hashers: list[str], warned: bool) -> N
 def test_e004_migration_mode(authfw: Any) -> None:
     authfw(MIGRATION_MODE="lazy")
     [message] = authfw_messages()
-    assert message.id == "authfw.E004" and "'lazy'" in message.msg
+    assert message.id == "authfw.E004"
+    assert "'lazy'" in message.msg
 
 
 @pytest.mark.parametrize(
@@ -247,7 +257,8 @@ def test_e004_migration_mode(authfw: Any) -> None:
 def test_e005_bad_values(authfw: Any, key: str, value: Any) -> None:
     authfw(**{key: value})
     [message] = authfw_messages()
-    assert message.id == "authfw.E005" and key in message.msg
+    assert message.id == "authfw.E005"
+    assert key in message.msg
 
 
 @pytest.mark.parametrize(
@@ -283,7 +294,8 @@ def test_e005_authfw_not_a_dict(settings: Any) -> None:
 def forget_migration() -> str:
     """Make the test database look as if the latest django_authfw migration were unapplied."""
     graph = MigrationLoader(connection).graph
-    [(_, name)] = graph.leaf_nodes("django_authfw")
+    leaves: list[tuple[str, str]] = graph.leaf_nodes("django_authfw")
+    [(_, name)] = leaves
     MigrationRecorder.Migration.objects.filter(app="django_authfw", name=name).delete()
     return name
 
@@ -306,7 +318,8 @@ def test_e003_strict_with_unapplied_migrations(authfw: Any, db: None) -> None:
     authfw(MIGRATION_MODE="strict")
     name = forget_migration()
     [message] = authfw_messages(databases=["default"])
-    assert message.id == "authfw.E003" and name in message.msg
+    assert message.id == "authfw.E003"
+    assert name in message.msg
     assert message.hint == "Run `python manage.py migrate django_authfw --database default`."
     with pytest.raises(SystemCheckError, match=r"authfw\.E003"):
         call_command("check", "--database", "default")
@@ -374,7 +387,8 @@ def test_w030_sqlite_without_immediate_transactions_and_a_timeout(
         assert messages == []
         return
     [message] = messages
-    assert message.id == "authfw.W030" and isinstance(message, checks.Warning)
+    assert message.id == "authfw.W030"
+    assert isinstance(message, checks.Warning)
     assert message.obj == "DATABASES['default']"
     for name in missing:
         assert name in message.msg

@@ -27,7 +27,7 @@ PAIRS = list(itertools.permutations(selected_backends(), 2))
 
 def _write_everything(storage: AuthStorage, user_id: str) -> dict[str, object]:
     now = utcnow()
-    token = AuthTokenFactory(
+    token = AuthTokenFactory.build(
         user_id=user_id,
         permissions=["read", "write"],
         roles=["staff"],
@@ -110,7 +110,8 @@ def test_records_of_every_backend_migrate_into_every_other(
         for session_id in ("s-v4", "s-v6", "s-none"):
             assert target.get_session(session_id) == source.get_session(session_id)
         moved = target.get_session("s-v6")
-        assert moved is not None and moved.ip_address == "2001:db8::1"
+        assert moved is not None
+        assert moved.ip_address == "2001:db8::1"
         assert target.kv_get("ttl") == b"\x00\xffbinary"
         assert target.kv_get("forever") == b"kept"
         assert target.kv_get("counter") == b"2"
@@ -123,5 +124,6 @@ def test_records_of_every_backend_migrate_into_every_other(
             assert gap <= KV_EXPIRY_TOLERANCE
         [event] = target.query_audit()
         [original] = source.query_audit()
-        assert event == original and event.event_id == written["event_id"]
+        assert event == original
+        assert event.event_id == written["event_id"]
         assert event.ip_address == "::ffff:192.0.2.1"

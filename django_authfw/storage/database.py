@@ -226,7 +226,7 @@ class DatabaseStorage(AuthStorage):
             return 0
         db = self._write_db(model)
         with database_errors(db):
-            deleted, _ = model.objects.using(db).filter(user_id=user_pk).delete()
+            deleted: int = model.objects.using(db).filter(user_id=user_pk).delete()[0]
         return deleted
 
     def _delete_user_tokens(self, user_id: str) -> int:
@@ -440,7 +440,8 @@ class DatabaseStorage(AuthStorage):
         queryset = model.objects.using(db).filter(**{f"{expiry_field}__lte": now})
         with database_errors(db):
             if dry_run:
-                return queryset.count()
+                count: int = queryset.count()
+                return count
             return delete_in_batches(queryset, batch_size)
 
     def _cleanup_expired_tokens(self, *, batch_size: int, dry_run: bool) -> int:

@@ -109,9 +109,10 @@ def find_unexpired(
     if statement is None or statement.connection is not connection:
         statement = cache[key] = _compile(alias, model, column, columns, expiry, now)
     params = [value, connection.ops.adapt_datetimefield_value(to_db(now))]
+    rows: list[Sequence[Any]]
     if statement.server_binding and database_cursor.usable(connection):
-        row = database_cursor.execute(connection, statement.sql, params, fetch=True)
-        rows = [] if row is None else [row]
+        fetched = database_cursor.execute(connection, statement.sql, params, fetch=True)
+        rows = [] if fetched is None else [fetched]
     else:
         with connection.cursor() as cursor:
             cursor.execute(statement.sql, params)
@@ -119,5 +120,8 @@ def find_unexpired(
     if not rows:
         return None
     if statement.converters:
-        return next(iter(statement.compiler.apply_converters(rows, statement.converters)))
+        converted: Sequence[Any] = next(
+            iter(statement.compiler.apply_converters(rows, statement.converters))
+        )
+        return converted
     return rows[0]

@@ -94,7 +94,8 @@ class RedisEngine(CacheEngine):
     # Shared helpers -----------------------------------------------------------------------
 
     def _get(self, key: str) -> bytes | None:
-        return self.call(lambda c: c.get(key))
+        value: bytes | None = self.call(lambda c: c.get(key))
+        return value
 
     def _mget(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
@@ -278,7 +279,8 @@ class RedisEngine(CacheEngine):
     def _via_pointer(self, pointer: str) -> bytes | None:
         if not self.cluster:
             prefix = self.keys.token_prefix
-            return self.call(lambda c: GET_VIA_POINTER(c, [pointer], [prefix]))
+            record: bytes | None = self.call(lambda c: GET_VIA_POINTER(c, [pointer], [prefix]))
+            return record
 
         # Cluster: the pointer and the record hash to different slots, so this takes two GETs
         # (no key layout could co-locate them: the digest is known only from the secret).
@@ -735,7 +737,8 @@ class RedisEngine(CacheEngine):
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.memory_usage(key)
-        return pipe.execute()
+        sizes: list[int | None] = pipe.execute()
+        return sizes
 
     def flush(self) -> None:
         # Only our prefix, by SCAN + UNLINK: the database may hold other applications' keys.
@@ -770,7 +773,8 @@ class RedisEngine(CacheEngine):
                 for key in keys:
                     pipe.get(key)
                     pipe.pttl(key)
-                return pipe.execute()
+                replies: list[Any] = pipe.execute()
+                return replies
 
             replies = self.call(read)
             now = utcnow()

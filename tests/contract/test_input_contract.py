@@ -91,7 +91,8 @@ def test_session_address_is_stored_in_canonical_form(
     user_id = make_user()
     storage.store_session(SessionData(session_id="s1", user_id=user_id, ip_address="2001:DB8::01"))
     stored = storage.get_session("s1")
-    assert stored is not None and stored.ip_address == "2001:db8::1"
+    assert stored is not None
+    assert stored.ip_address == "2001:db8::1"
 
 
 def test_audit_event_with_a_malformed_address_is_refused(storage: AuthStorage) -> None:
@@ -146,7 +147,7 @@ def test_audit_event_with_an_action_longer_than_100_is_refused(storage: AuthStor
 def test_token_with_a_raw_secret_for_a_digest_is_refused(
     storage: AuthStorage, make_user: Callable[..., str]
 ) -> None:
-    token = AuthTokenFactory(user_id=make_user(), access_digest="afw_at_raw-secret")
+    token = AuthTokenFactory.build(user_id=make_user(), access_digest="afw_at_raw-secret")
     with pytest.raises(InvalidInput, match="digest"):
         storage.store_token(token)
     assert storage.get_token(token.token_id) is None
