@@ -63,7 +63,7 @@ class Token(models.Model):
             models.Index(fields=["family_id"], name="idx_tokens_family_id"),
         ]
         constraints = [
-            # The guide's idx_tokens_access_token, unique: the index of the verification path.
+            # idx_tokens_access_token, unique: the index of the verification path.
             models.UniqueConstraint(fields=["access_token"], name="idx_tokens_access_token"),
             models.UniqueConstraint(fields=["refresh_token"], name="idx_tokens_refresh_token"),
         ]

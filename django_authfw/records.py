@@ -173,7 +173,7 @@ class AuditEvent:
 
 
 class StorageStatistics(TypedDict):
-    """What :meth:`AuthStorage.statistics` returns; keys are named as in the guide."""
+    """What :meth:`AuthStorage.statistics` returns; keys as docs/commands.md lists them."""
 
     backend: str
     total_tokens: int

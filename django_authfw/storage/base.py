@@ -279,7 +279,7 @@ class AuthStorage:
         }
 
     def statistics(self) -> StorageStatistics:
-        """Counts and sizes, with the guide's key names (see :class:`StorageStatistics`)."""
+        """Counts and sizes, under the documented key names (see :class:`StorageStatistics`)."""
         raise _abstract("statistics")
 
     def flush(self) -> None:

@@ -1,5 +1,5 @@
-"""Cache-backed storages: :class:`CacheStorage` over a Django cache alias, and the guide's
-:class:`InMemoryStorage` and :class:`RedisStorage` built directly.
+"""Cache-backed storages: :class:`CacheStorage` over a Django cache alias, and
+:class:`InMemoryStorage` and :class:`RedisStorage` built directly from their own options.
 
 One front, two engines:
 
@@ -464,7 +464,7 @@ def _sweep(engine_ref: weakref.ref[CacheEngine], interval: float, stop: threadin
 
 
 class RedisStorage(EngineStorage):
-    """The guide's Redis storage, built from its own options on redis-py.
+    """A Redis storage built from its own options on redis-py (docs/backends.md#redis).
 
     ``RedisStorage(url="redis://localhost:6379", pool_size=10, timeout=5, key_prefix="auth:",
     default_ttl=3600, retry_attempts=3, retry_delay=0.1, cluster_mode=False,

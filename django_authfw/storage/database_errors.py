@@ -1,4 +1,4 @@
-"""Turning Django database errors into the storage exceptions of DESIGN.md.
+"""Turning Django database errors into the storage exceptions of :mod:`django_authfw.exceptions`.
 
 A lost or refused connection (or a database that is busy, full or shutting down) becomes
 :class:`StorageUnavailable`, which callers may retry later; anything else the database refuses
