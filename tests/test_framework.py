@@ -44,11 +44,11 @@ def close_to(
     return abs(value - expected) < slack
 
 
-# The guide's own scenario ---------------------------------------------------------------------
+# The README's scenario ------------------------------------------------------------------------
 
 
 def test_with_storage(storage: AuthStorage, settings: Any) -> None:
-    """The storage guide's test_with_storage, with Django's real Argon2 settings."""
+    """Register, log in, verify, revoke (the README's walk-through), with real Argon2."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.Argon2PasswordHasher"]
     auth = AuthFramework(storage=storage)
     auth.register_user("test", "password")
