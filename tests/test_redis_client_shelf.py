@@ -87,6 +87,29 @@ def test_reads_reuse_one_kept_connection(server: ServerProcess, admin: redis.Red
     assert client_ids(admin) - before == set()  # every connection it opened is closed
 
 
+def test_keep_connections_off_checks_out_of_the_pool_every_call(
+    server: ServerProcess, admin: redis.Redis
+) -> None:
+    before = client_ids(admin)
+    storage = RedisStorage(
+        url=f"redis://{HOST}:{server.port}/0",
+        key_prefix=f"authfw-test:{uuid.uuid4().hex[:12]}:",
+        keep_connections=False,
+    )
+    token = AuthTokenFactory.build(user_id="1")
+    storage.store_token(token)
+    for _ in range(20):
+        assert storage.get_token_by_access(token.access_digest) == token
+    caller = storage._engine.call  # type: ignore[attr-defined]
+    assert caller._shelf is None
+    pool = caller.client.connection_pool
+    # Every connection is back in the pool between calls: none is held aside.
+    assert len(pool._connections) == pool.pool.qsize() - pool.pool.queue.count(None)
+    assert len(client_ids(admin) - before) == 1
+    storage.flush()
+    storage.close()
+
+
 def test_a_dropped_kept_connection_is_recovered(server: ServerProcess, admin: redis.Redis) -> None:
     storage = make_storage(server)
     token = AuthTokenFactory.build(user_id="1")

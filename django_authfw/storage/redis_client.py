@@ -434,12 +434,14 @@ class RedisCaller:
         retry_delay: float,
         replica_acks: int = 0,
         replica_ack_timeout: float = 1.0,
+        keep_connections: bool = True,
     ) -> None:
         # The client is made on first use: a Cluster client talks to the servers as soon as
         # it is built, and building a storage (at startup) must not need Redis to be up.
         self._connect = connect
         self._client: Any = None
         self._shelf: ClientShelf | None = None
+        self._keep_connections = keep_connections
         self._lock = threading.Lock()
         self.description = description
         self.retry_attempts = retry_attempts
@@ -454,7 +456,7 @@ class RedisCaller:
             with self._lock:
                 if self._client is None:
                     client = self._connect()
-                    self._shelf = _shelf_for(client)
+                    self._shelf = _shelf_for(client) if self._keep_connections else None
                     self._client = client
         return self._client
 
