@@ -10,4 +10,5 @@ class AuthfwConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import cache_checks, checks, signals  # noqa: F401  (registers checks and receivers)
+        # Registers checks and receivers, and the backup writer behind create_backup().
+        from . import backup, cache_checks, checks, signals  # noqa: F401

@@ -58,7 +58,7 @@ from .backup_users import (
 )
 from .exceptions import InvalidInput
 from .records import AuditEvent, AuthToken, KVEntry, SessionData, utcnow
-from .storage.base import AuthStorage
+from .storage.base import AuthStorage, register_backup_writer
 from .transfer import (
     AUDIT,
     BY_LINE_KIND,
@@ -1003,3 +1003,6 @@ __all__ = [
     "restore_backup",
     "write_backup",
 ]
+
+# AuthStorage.create_backup calls this writer; the storage layer never imports this module.
+register_backup_writer(write_backup)

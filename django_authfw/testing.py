@@ -34,6 +34,12 @@ What the suite needs from a backend, beyond the methods of
   expires records by TTL (Redis) sets ``native_expiry = True`` on the storage (or on the test
   class): the clock tests are then skipped, and :meth:`~StorageContractTests.test_records_expire`
   waits out one real, short TTL instead.
+* **The engine methods, not the public ones.** The input tests (bad ids, a number for a TTL,
+  a ``bytearray`` value, a malformed address, a raw token for a digest, ...) expect every
+  backend to give the same answer, :class:`~django_authfw.exceptions.InvalidInput` with nothing
+  changed. :class:`~django_authfw.storage.AuthStorage` gives it when the backend implements the
+  ``_``-prefixed engine methods (``_store_token``, ``_kv_set``, ...) behind its validating
+  public front; a backend that overrides a public method fails them.
 * **Users.** :meth:`~StorageContractTests.make_user_id` creates a real user of
   ``AUTH_USER_MODEL`` (the database backend keeps a foreign key to it), so the test case needs
   database access (``django.test.TestCase``). Override it to return plain ids otherwise.
@@ -776,6 +782,125 @@ class StorageContractTests(_TestCaseBase):
         with self.assertRaises(InvalidInput):
             self.storage.kv_set("k", text)
         self.assertIsNone(self.storage.kv_get("k"))
+
+    # The input contract: every backend gives the same answer to the same bad input ----------
+    #
+    # Each call below once gave different answers on different backends (the database refused
+    # what the in-memory and cache stores took), so a record stored in one could fail to
+    # migrate into another. AuthStorage now checks every argument once, with
+    # django_authfw.validate, before any backend sees it; a refused call changes nothing. A
+    # backend that overrides a public method instead of its engine method fails here.
+
+    def test_kv_set_refuses_a_number_as_ttl(self) -> None:
+        # Refused, not read as seconds: the contract's type is timedelta, and code passing 5
+        # once worked on the cache backends only to fail once the project moved to the database.
+        for ttl in [5, 2.5, True]:
+            with self.subTest(ttl=ttl):
+                number: Any = ttl
+                with self.assertRaisesRegex(InvalidInput, "timedelta"):
+                    self.storage.kv_set("k", b"v", number)
+                with self.assertRaisesRegex(InvalidInput, "timedelta"):
+                    self.storage.kv_incr("n", number)
+                self.assertIsNone(self.storage.kv_get("k"))
+                self.assertIsNone(self.storage.kv_get("n"))
+
+    def test_async_kv_set_refuses_a_number_as_ttl(self) -> None:
+        number: Any = 5
+        with self.assertRaisesRegex(InvalidInput, "timedelta"):
+            async_to_sync(self.storage.akv_set)("k", b"v", number)
+        self.assertIsNone(self.storage.kv_get("k"))
+
+    def test_kv_set_refuses_a_ttl_already_over_and_keeps_the_entry(self) -> None:
+        for ttl in [timedelta(seconds=-5), timedelta(0)]:
+            with self.subTest(ttl=ttl):
+                self.storage.kv_set("k", b"before")
+                with self.assertRaisesRegex(InvalidInput, "positive timedelta"):
+                    self.storage.kv_set("k", b"after", ttl)
+                with self.assertRaisesRegex(InvalidInput, "positive timedelta"):
+                    self.storage.kv_incr("n", ttl)
+                self.assertEqual(self.storage.kv_get("k"), b"before")
+                self.assertIsNone(self.storage.kv_get("n"))
+
+    def test_kv_set_refuses_a_value_that_is_not_bytes(self) -> None:
+        for value in [bytearray(b"v"), memoryview(b"v"), "v"]:
+            with self.subTest(value=type(value).__name__):
+                not_bytes: Any = value
+                with self.assertRaisesRegex(InvalidInput, "must be bytes"):
+                    self.storage.kv_set("k", not_bytes)
+                with self.assertRaisesRegex(InvalidInput, "must be bytes"):
+                    self.storage.import_kv([KVEntry(key="k", value=not_bytes)])
+                self.assertIsNone(self.storage.kv_get("k"))
+
+    def test_session_with_a_malformed_address_is_refused(self) -> None:
+        session = SessionData(session_id="s1", user_id=self.make_user_id(), ip_address="not-an-ip")
+        with self.assertRaisesRegex(InvalidInput, "ip_address"):
+            self.storage.store_session(session)
+        with self.assertRaisesRegex(InvalidInput, "ip_address"):
+            self.storage.import_sessions([session])
+        self.assertIsNone(self.storage.get_session("s1"))
+
+    def test_session_address_is_stored_in_canonical_form(self) -> None:
+        # PostgreSQL's inet returns the canonical spelling; every backend stores that one.
+        session = SessionData(
+            session_id="s1", user_id=self.make_user_id(), ip_address="2001:DB8::01"
+        )
+        self.storage.store_session(session)
+        stored = self.storage.get_session("s1")
+        assert stored is not None
+        self.assertEqual(stored.ip_address, "2001:db8::1")
+
+    def test_audit_event_with_a_malformed_address_is_refused(self) -> None:
+        with self.assertRaisesRegex(InvalidInput, "ip_address"):
+            self.storage.append_audit(
+                AuditEvent(action="login", outcome=True, ip_address="999.1.1.1")
+            )
+        self.assertEqual(self.storage.count_audit(), 0)
+
+    def test_kv_incr_refuses_a_value_that_is_not_a_canonical_integer(self) -> None:
+        for stored in [b"03", b" 3", b"+3", b"3 ", b"-0", b"1.0", b"three"]:
+            with self.subTest(stored=stored):
+                self.storage.kv_set("n", stored)
+                with self.assertRaisesRegex(InvalidInput, "not an integer counter"):
+                    self.storage.kv_incr("n")
+                self.assertEqual(self.storage.kv_get("n"), stored)
+
+    def test_kv_incr_counts_on_from_a_canonical_integer(self) -> None:
+        for stored, result in [(b"0", 1), (b"41", 42), (b"-3", -2)]:
+            with self.subTest(stored=stored):
+                self.storage.kv_set("n", stored)
+                self.assertEqual(self.storage.kv_incr("n"), result)
+                self.assertEqual(self.storage.kv_get("n"), str(result).encode())
+
+    def test_query_audit_refuses_an_action_longer_than_any_event_holds(self) -> None:
+        with self.assertRaisesRegex(InvalidInput, "action"):
+            self.storage.query_audit(action="x" * 200)
+        with self.assertRaisesRegex(InvalidInput, "action"):
+            self.storage.count_audit(action="x" * 101)
+        self.assertEqual(self.storage.query_audit(action="x" * 100), [])
+        self.assertEqual(self.storage.count_audit(action="x" * 100), 0)
+
+    def test_audit_event_with_an_action_longer_than_100_is_refused(self) -> None:
+        with self.assertRaisesRegex(InvalidInput, "action"):
+            self.storage.append_audit(AuditEvent(action="x" * 101, outcome=True))
+        self.assertEqual(self.storage.count_audit(), 0)
+
+    def test_token_with_a_raw_secret_for_a_digest_is_refused(self) -> None:
+        token = make_token(self.make_user_id(), access_digest="afw_at_raw-secret")
+        with self.assertRaisesRegex(InvalidInput, "digest"):
+            self.storage.store_token(token)
+        self.assertIsNone(self.storage.get_token(token.token_id))
+
+    def test_lookup_by_a_value_that_cannot_be_a_digest_gives_none(self) -> None:
+        self.assertIsNone(self.storage.get_token_by_access(""))
+        self.assertIsNone(self.storage.get_token_by_refresh("not a digest"))
+        nothing: Any = None
+        with self.assertRaises(InvalidInput):
+            self.storage.get_token_by_access(nothing)
+
+    def test_touch_session_refuses_a_naive_time(self) -> None:
+        self.storage.store_session(SessionData(session_id="s1", user_id=self.make_user_id()))
+        with self.assertRaisesRegex(InvalidInput, "timezone-aware"):
+            self.storage.touch_session("s1", at=utcnow().replace(tzinfo=None))
 
     # Async twins ----------------------------------------------------------------------------
 

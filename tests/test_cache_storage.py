@@ -314,8 +314,8 @@ def test_expired_records_are_not_written(
     redis_cache_storage.store_token(token)
     redis_cache_storage.store_session(make_session("5", expires_at=past))
     assert list(raw_redis.scan_iter(match=f"{prefix}*")) == []
-    # A TTL that is already over is refused on every backend (tests/contract/
-    # test_input_contract.py) and leaves the entry as it was.
+    # A TTL that is already over is refused on every backend (django_authfw.testing:
+    # test_kv_set_refuses_a_ttl_already_over_and_keeps_the_entry) and leaves the entry as it was.
     redis_cache_storage.kv_set("k", b"1")
     with pytest.raises(InvalidInput):
         redis_cache_storage.kv_set("k", b"2", ttl=timedelta(seconds=-5))

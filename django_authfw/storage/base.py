@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 
 from .. import validate
 from ..records import (
@@ -58,6 +59,22 @@ async def _in_thread(method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 _DONE = object()
+
+# The writer behind AuthStorage.create_backup. The storage layer owns the method (it is public
+# contract) but not the file format: django_authfw.backup, an operation above this layer,
+# registers its writer when it is imported, so nothing here imports it.
+BackupWriter = Callable[["AuthStorage", "str | Path"], dict[str, int]]
+_backup_writer: BackupWriter | None = None
+
+
+def register_backup_writer(writer: BackupWriter | None) -> BackupWriter | None:
+    """Make ``writer(storage, path)`` the one :meth:`AuthStorage.create_backup` calls.
+
+    Returns the writer it replaces (None for none), so a caller can put it back.
+    """
+    global _backup_writer
+    previous, _backup_writer = _backup_writer, writer
+    return previous
 
 
 async def _aiterate(batches: Iterator[list[T]]) -> AsyncIterator[list[T]]:
@@ -327,10 +344,19 @@ class AuthStorage:
         return self._import_audit([validate.event(event) for event in events])
 
     def create_backup(self, path: str | Path) -> dict[str, int]:
-        """Write every record to a backup file at ``path``; return counts per kind."""
-        from ..backup import write_backup
+        """Write every record to a backup file at ``path``; return counts per kind.
 
-        return write_backup(self, path)
+        The file format belongs to :mod:`django_authfw.backup`, which registers its writer
+        here when imported (the app's ``AppConfig.ready()`` imports it); see
+        :func:`register_backup_writer`.
+        """
+        if _backup_writer is None:
+            raise ImproperlyConfigured(
+                "create_backup() has no backup writer: add 'django_authfw' to INSTALLED_APPS "
+                "(its AppConfig.ready() imports django_authfw.backup, which registers one), or "
+                "import django_authfw.backup first."
+            )
+        return _backup_writer(self, path)
 
     # Engine methods: what a backend writes -------------------------------------------------
     #

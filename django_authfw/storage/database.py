@@ -8,8 +8,9 @@ Reads go to ``router.db_for_read`` and writes to ``router.db_for_write`` of each
         "OPTIONS": {"using": "auth_db"},
     }}}
 
-Models are imported inside the methods (as ``django.contrib.sessions.backends.db`` does), so this
-module imports before the app registry is ready. Reads use ``values_list`` and build records
+Models (:mod:`.database_models`) are imported inside the methods (as
+``django.contrib.sessions.backends.db`` does), so this module imports before the app registry
+is ready. Reads use ``values_list`` and build records
 directly: no model instances, no user loads.
 """
 
@@ -48,8 +49,8 @@ from .database_queries import (
 from .database_revoke import revoke_row
 
 if TYPE_CHECKING:
-    from ..models import AuditLog, Session, Token
-    from ..models import KVEntry as KVRow
+    from .database_models import AuditLog, Session, Token
+    from .database_models import KVEntry as KVRow
 
 __all__ = ["DatabaseStorage", "MissingUsers"]
 
@@ -57,25 +58,25 @@ _BYTES_PER_MB = 1024 * 1024
 
 
 def _token_model() -> type[Token]:
-    from ..models import Token
+    from .database_models import Token
 
     return Token
 
 
 def _session_model() -> type[Session]:
-    from ..models import Session
+    from .database_models import Session
 
     return Session
 
 
 def _kv_model() -> type[KVRow]:
-    from ..models import KVEntry
+    from .database_models import KVEntry
 
     return KVEntry
 
 
 def _audit_model() -> type[AuditLog]:
-    from ..models import AuditLog
+    from .database_models import AuditLog
 
     return AuditLog
 

@@ -1,0 +1,164 @@
+"""Database tables of :class:`~django_authfw.storage.DatabaseStorage`.
+
+Defined here, in the storage layer that queries them, and exported to Django by
+``django_authfw.models`` (the module the app registry loads), so that the storage imports
+nothing above the records layer.
+
+Four tables (tokens, sessions, key-value entries, audit log), their columns and index names
+fixed by the migrations: token columns hold SHA-256 digests (never the raw secret), tokens and
+sessions point at ``AUTH_USER_MODEL``, and table names carry ``AUTHFW["TABLE_PREFIX"]`` (default
+``auth_``). Beyond the classic token-table layout there are refresh-token expiry, rotation
+families, revocation, and ``retain_until`` so that cleanup is one indexed range delete.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from ..conf import conf
+
+
+class Token(models.Model):
+    """An issued token pair, stored by digest."""
+
+    token_id = models.CharField(primary_key=True, max_length=255)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        db_column="user_id",
+        db_index=False,  # indexed below under a fixed name (Meta.indexes)
+        related_name="authfw_tokens",
+    )
+    # Unique through Meta.constraints rather than unique=True: on PostgreSQL a field-level
+    # unique CharField also gets a varchar_pattern_ops "_like" index, which LIKE queries would
+    # need and digest lookups never make; every insert would maintain it for nothing.
+    access_token = models.CharField(
+        "access token digest", max_length=64, help_text="SHA-256 hex digest."
+    )
+    # NULL when there is no refresh token: unique constraints allow many NULLs, not many "".
+    refresh_token = models.CharField(  # noqa: DJ001
+        "refresh token digest", max_length=64, null=True, blank=True
+    )
+    token_type = models.CharField(max_length=50, default="Bearer")
+    family_id = models.CharField(max_length=255, blank=True)
+    expires_at = models.DateTimeField()
+    refresh_expires_at = models.DateTimeField(null=True, blank=True)
+    retain_until = models.DateTimeField(
+        help_text="The later of both expiries; cleanup deletes the row after this."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # NULL (not "") for "none", as the records' None: no rotation happened / no user known.
+    replaced_by = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    permissions = models.JSONField(default=list, blank=True)
+    roles = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = conf.table("tokens")
+        verbose_name = "token"
+        indexes = [
+            models.Index(fields=["user"], name="idx_tokens_user_id"),
+            models.Index(fields=["expires_at"], name="idx_tokens_expires_at"),
+            models.Index(fields=["retain_until"], name="idx_tokens_retain_until"),
+            models.Index(fields=["family_id"], name="idx_tokens_family_id"),
+        ]
+        constraints = [
+            # idx_tokens_access_token, unique: the index of the verification path.
+            models.UniqueConstraint(fields=["access_token"], name="idx_tokens_access_token"),
+            models.UniqueConstraint(fields=["refresh_token"], name="idx_tokens_refresh_token"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.token_type} {self.access_token[:8]}… ({self.token_id})"
+
+
+class Session(models.Model):
+    """A server-side session with JSON data."""
+
+    session_id = models.CharField(primary_key=True, max_length=255)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        db_column="user_id",
+        db_index=False,
+        related_name="authfw_sessions",
+    )
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_accessed = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = conf.table("sessions")
+        verbose_name = "session"
+        indexes = [
+            models.Index(fields=["user"], name="idx_sessions_user_id"),
+            models.Index(fields=["expires_at"], name="idx_sessions_expires_at"),
+        ]
+
+    def __str__(self) -> str:
+        return self.session_id
+
+
+class KVEntry(models.Model):
+    """A key-value entry; ``expires_at`` NULL means it persists."""
+
+    key = models.CharField(primary_key=True, max_length=255)
+    value = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = conf.table("kv_store")
+        verbose_name = "key-value entry"
+        verbose_name_plural = "key-value entries"
+        indexes = [models.Index(fields=["expires_at"], name="idx_kv_expires_at")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class AuditLog(models.Model):
+    """One audit event. Rows are appended, never changed; deleted only by retention."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Room for any id scheme an imported log uses (uuid4().hex is 32, a dashed UUID 36).
+    event_id = models.CharField(max_length=64)  # unique: see Meta.constraints
+    # NULL for "no user" / "no resource", as the records' None (not the same as "").
+    user_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    action = models.CharField(max_length=100)
+    resource = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    outcome = models.BooleanField(help_text="True for success, False for failure.")
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = conf.table("audit_log")
+        verbose_name = "audit event"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["user_id"], name="idx_audit_user_id"),
+            # (created_at, id) orders the log and drives keyset pagination of iter_audit.
+            models.Index(fields=["created_at", "id"], name="idx_audit_created_at"),
+            models.Index(fields=["action", "created_at"], name="idx_audit_action"),
+            # The admin's search (django_authfw.admin): an exact user id or address, newest
+            # first, stays an index range on millions of rows.
+            models.Index(fields=["user_id", "created_at"], name="idx_audit_user_created"),
+            models.Index(fields=["ip_address", "created_at"], name="idx_audit_ip_created"),
+        ]
+        constraints = [
+            # A constraint, not unique=True, for the reason given on Token.access_token.
+            models.UniqueConstraint(fields=["event_id"], name="idx_audit_event_id"),
+        ]
+
+    def __str__(self) -> str:
+        result = "ok" if self.outcome else "failed"
+        return f"{self.action} {result} ({self.created_at:%Y-%m-%d %H:%M:%S})"
