@@ -18,7 +18,7 @@ from .conf import conf
 from .exceptions import InvalidCredentials, InvalidInput
 from .lockout import RESERVED_PREFIX
 from .records import SessionData, utcnow
-from .request_info import EMPTY, RequestInfo
+from .request_info import RequestInfo, request_info_of
 from .tokens import check_id
 from .users import aresolve_user, aresolve_user_id, can_authenticate, resolve_user, resolve_user_id
 from .users import user_id_of as _user_id_of
@@ -47,16 +47,6 @@ def _kv_key(key: object) -> str:
             "choose another prefix."
         )
     return key
-
-
-def _info(value: object) -> RequestInfo:
-    if value is None:
-        return EMPTY
-    if not isinstance(value, RequestInfo):
-        raise InvalidInput(
-            "request_info must be a RequestInfo (RequestInfo.from_request(request))."
-        )
-    return value
 
 
 def _new_session(
@@ -100,7 +90,7 @@ class SessionAPI:
         request_info: RequestInfo | None = None,
     ) -> SessionData:
         """Start a server-side session for an active user; audited as ``session_create``."""
-        data, ttl, info = _data(data), validate.ttl(ttl), _info(request_info)
+        data, ttl, info = _data(data), validate.ttl(ttl), request_info_of(request_info)
         found = resolve_user(user)
         if not can_authenticate(found):
             raise InvalidCredentials("This account is inactive; it cannot start a session.")
@@ -118,7 +108,7 @@ class SessionAPI:
         request_info: RequestInfo | None = None,
     ) -> SessionData:
         """Async twin of :meth:`create_session`."""
-        data, ttl, info = _data(data), validate.ttl(ttl), _info(request_info)
+        data, ttl, info = _data(data), validate.ttl(ttl), request_info_of(request_info)
         found = await aresolve_user(user)
         if not can_authenticate(found):
             raise InvalidCredentials("This account is inactive; it cannot start a session.")
@@ -155,7 +145,7 @@ class SessionAPI:
 
     def end_session(self, session_id: str, *, request_info: RequestInfo | None = None) -> bool:
         """Delete a session; return whether it existed. Audited as ``session_end``."""
-        info = _info(request_info)
+        info = request_info_of(request_info)
         session = self.get_session(session_id)
         if session is None or not self.storage.delete_session(session.session_id):
             return False
@@ -166,7 +156,7 @@ class SessionAPI:
         self, session_id: str, *, request_info: RequestInfo | None = None
     ) -> bool:
         """Async twin of :meth:`end_session`."""
-        info = _info(request_info)
+        info = request_info_of(request_info)
         session = await self.aget_session(session_id)
         if session is None or not await self.storage.adelete_session(session.session_id):
             return False
@@ -183,7 +173,7 @@ class SessionAPI:
 
     def end_user_sessions(self, user: Any, *, request_info: RequestInfo | None = None) -> int:
         """Delete every session of a user; return how many. Audited as ``session_end``."""
-        info = _info(request_info)
+        info = request_info_of(request_info)
         user_id = resolve_user_id(user)
         count = self.storage.delete_user_sessions(user_id)
         if count:
@@ -194,7 +184,7 @@ class SessionAPI:
         self, user: Any, *, request_info: RequestInfo | None = None
     ) -> int:
         """Async twin of :meth:`end_user_sessions`."""
-        info = _info(request_info)
+        info = request_info_of(request_info)
         user_id = await aresolve_user_id(user)
         count = await self.storage.adelete_user_sessions(user_id)
         if count:
