@@ -180,13 +180,22 @@ def test_other_saves_keep_access(aliases: list[str], alice: Any, db_audit: Datab
     assert db_audit.count_audit(action="user_deactivated") == 0
 
 
-def test_hash_upgrade_is_not_a_password_change(
-    aliases: list[str], settings: Any, db_audit: DatabaseStorage
-) -> None:
+def outdated_hash_logged_in_everywhere(
+    aliases: list[str], settings: Any
+) -> tuple[Any, dict[str, tuple[IssuedToken, str]]]:
+    """Alice, registered under an outdated hasher and logged in in every alias; then Argon2
+    becomes the preferred hasher, so her next correct password check upgrades her hash."""
     settings.PASSWORD_HASHERS = [FAST_PBKDF2_HASHER, *settings.PASSWORD_HASHERS]
     user = AuthFramework(storage=aliases[0]).register_user("alice", PASSWORD)
     grants = log_in_everywhere(aliases, user)
     settings.PASSWORD_HASHERS = settings.PASSWORD_HASHERS[1:]
+    return user, grants
+
+
+def test_hash_upgrade_is_not_a_password_change(
+    aliases: list[str], settings: Any, db_audit: DatabaseStorage
+) -> None:
+    user, grants = outdated_hash_logged_in_everywhere(aliases, settings)
     assert user.check_password(PASSWORD)  # Django's own upgrade path saves a new hash
     assert User.objects.get(pk=user.pk).password.startswith("argon2$")
     assert_access_kept(grants)
@@ -227,10 +236,7 @@ def test_every_way_of_changing_the_hash_ends_access(
 def test_our_login_upgrading_the_hash_keeps_access(
     aliases: list[str], settings: Any, db_audit: DatabaseStorage, how: str
 ) -> None:
-    settings.PASSWORD_HASHERS = [FAST_PBKDF2_HASHER, *settings.PASSWORD_HASHERS]
-    user = AuthFramework(storage=aliases[0]).register_user("alice", PASSWORD)
-    grants = log_in_everywhere(aliases, user)
-    settings.PASSWORD_HASHERS = settings.PASSWORD_HASHERS[1:]
+    user, grants = outdated_hash_logged_in_everywhere(aliases, settings)
     auth = AuthFramework(storage=aliases[0])
     if how == "authenticate":
         auth.authenticate("alice", PASSWORD)
@@ -258,10 +264,7 @@ def test_django_async_upgrade_fails_closed(
     aliases: list[str], settings: Any, db_audit: DatabaseStorage
 ) -> None:
     """Django's acheck_password saves in another thread, out of sight: treated as a change."""
-    settings.PASSWORD_HASHERS = [FAST_PBKDF2_HASHER, *settings.PASSWORD_HASHERS]
-    user = AuthFramework(storage=aliases[0]).register_user("alice", PASSWORD)
-    grants = log_in_everywhere(aliases, user)
-    settings.PASSWORD_HASHERS = settings.PASSWORD_HASHERS[1:]
+    user, grants = outdated_hash_logged_in_everywhere(aliases, settings)
     assert async_to_sync(user.acheck_password)(PASSWORD)
     assert User.objects.get(pk=user.pk).password.startswith("argon2$")
     assert_access_ended(grants, deleted=False)
