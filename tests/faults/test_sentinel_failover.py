@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from django_authfw import AuthFramework
 from django_authfw.storage import RedisStorage
@@ -84,8 +85,11 @@ def test_sentinel_failover_followed_by_the_app(tmp_path: Path, settings: object)
                     auth.verify_token(token)
                 except Exception as exc:
                     lost.append(type(exc).__name__)
-            replica_of = rejoined.client().info("replication")
+            # Whichever node the Sentinels name at the end (on a loaded machine they may fail
+            # over once more, back to the rejoined node), the app writes there.
             primary_at_end = group.current_primary_port()
+            storage.kv_set("probe", b"written after the failover")
+            at_primary = Redis(host=HOST, port=primary_at_end).get("faults:kv:probe")
         finally:
             storage.close()
             if rejoined is not None:
@@ -101,9 +105,10 @@ def test_sentinel_failover_followed_by_the_app(tmp_path: Path, settings: object)
         f"{dict(tally.errors) or 'none'}; slowest failed calls {slowest(tally)} (retry "
         f"budget of a read {storage.retry_budget:.2f}s)"
     )
-    assert primary_at_end == new_port
-    assert replica_of["role"] == "slave"
-    assert int(replica_of["master_port"]) == new_port
+    if primary_at_end != new_port:
+        print(f"the Sentinels failed over again, to {primary_at_end}")
+    assert primary_at_end in (old_port, new_port)
+    assert at_primary == b"written after the failover"
     assert lost == []
     assert set(tally.errors) <= {"StorageUnavailable"}, tally.errors
     # A verification is one read: it gives up within the read budget. (authenticate makes
