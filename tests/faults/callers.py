@@ -133,3 +133,14 @@ class Callers:
 
 def slowest(tally: Tally) -> str:
     return ", ".join(f"{method} {took:.2f}s" for method, took in tally.slowest_failure.items())
+
+
+def unverifiable(auth: AuthFramework, issued: list[str]) -> list[str]:
+    """The error names of the issued access tokens that no longer verify (a lost write each)."""
+    failures = []
+    for token in issued:
+        try:
+            auth.verify_token(token)
+        except Exception as exc:
+            failures.append(type(exc).__name__)
+    return failures

@@ -18,7 +18,7 @@ from django_authfw.storage import RedisStorage
 
 from ..factories import PASSWORD, UserFactory
 from ..redis_servers import HOST, sentinel_group, start_server, wait_until
-from .callers import Callers, slowest
+from .callers import Callers, slowest, unverifiable
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
@@ -79,12 +79,7 @@ def test_sentinel_failover_followed_by_the_app(tmp_path: Path, settings: object)
                     lambda: callers.issued_count() >= issued_at_rejoin + AFTER,
                 )
             tally = callers.tally
-            lost = []
-            for token in tally.issued:
-                try:
-                    auth.verify_token(token)
-                except Exception as exc:
-                    lost.append(type(exc).__name__)
+            lost = unverifiable(auth, tally.issued)
             # Whichever node the Sentinels name at the end (on a loaded machine they may fail
             # over once more, back to the rejoined node), the app writes there.
             primary_at_end = group.current_primary_port()
