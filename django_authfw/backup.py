@@ -58,6 +58,7 @@ from .backup_users import (
 )
 from .exceptions import InvalidInput
 from .records import AuditEvent, AuthToken, KVEntry, SessionData, utcnow
+from .storage import backend_path
 from .storage.base import AuthStorage, register_backup_writer
 from .transfer import (
     AUDIT,
@@ -292,11 +293,6 @@ def _dumps(obj: Any) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def _backend_name(storage: AuthStorage) -> str:
-    cls = type(storage)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 def _mac(secret: str | bytes) -> hmac.HMAC:
     """A fresh HMAC-SHA256 keyed from ``secret`` and :data:`SIGNATURE_SALT`, fed line by line."""
     return salted_hmac(SIGNATURE_SALT, b"", secret=secret, algorithm="sha256")
@@ -368,7 +364,7 @@ def write_backup(
                         "format": FORMAT,
                         "version": VERSION,
                         "created_at": utcnow().isoformat(),
-                        "source_backend": _backend_name(storage),
+                        "source_backend": backend_path(storage),
                         "source_alias": storage.alias,
                         "generator": f"django-authfw {__version__}",
                         "user_model": user_model_label(),

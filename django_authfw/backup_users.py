@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import router
 
 from .storage.base import AuthStorage
-from .storage.database_errors import database_errors
+from .storage.database.errors import database_errors
 from .users import user_model
 
 Pair = tuple[str, str | None]

@@ -155,7 +155,7 @@ def _non_blocking_pool(entry: Mapping[str, Any]) -> tuple[str, int, str] | None:
     enforces by raising, not by waiting; None when it waits or has no limit set."""
     import redis
 
-    from .storage.redis_client import BoundedSentinelPool
+    from .storage.redis.client import BoundedSentinelPool
 
     options = entry.get("OPTIONS") or {}
     if not isinstance(options, Mapping):
@@ -167,7 +167,7 @@ def _non_blocking_pool(entry: Mapping[str, Any]) -> tuple[str, int, str] | None:
         path = options.get("CONNECTION_POOL_CLASS", default)
         fix = (
             "OPTIONS['CONNECTION_POOL_CLASS'] = "
-            "'django_authfw.storage.redis_client.BoundedSentinelPool' and a 'wait' (seconds) "
+            "'django_authfw.storage.redis.BoundedSentinelPool' and a 'wait' (seconds) "
             "in CONNECTION_POOL_KWARGS"
             if sentinel
             else "OPTIONS['CONNECTION_POOL_CLASS'] = 'redis.BlockingConnectionPool' and a "

@@ -480,7 +480,7 @@ _SQLITE_LOCKING_MODES = ("IMMEDIATE", "EXCLUSIVE")
 
 def sqlite_lock_warnings(databases: Mapping[str, Any]) -> list[CheckMessage]:
     """authfw.W030 for each SQLite entry of ``databases`` that lets concurrent writers fail."""
-    from .storage.database_errors import SQLITE_RECOMMENDED_OPTIONS
+    from .storage.database.errors import SQLITE_RECOMMENDED_OPTIONS
 
     warnings: list[CheckMessage] = []
     for alias, entry in databases.items():

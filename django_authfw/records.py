@@ -8,7 +8,7 @@ Each dataclass is the one schema of its kind: its fields, with their types, defa
 each field's ``metadata`` (see :func:`spec`), the kind of value and its limits. Everything else
 is derived from ``dataclasses.fields()``: the input checks (:mod:`django_authfw.validate`), the
 Redis JSON (:mod:`django_authfw.storage.codec`), database rows
-(:mod:`django_authfw.storage.database_convert`), backup lines (:mod:`django_authfw.backup`) and
+(:mod:`django_authfw.storage.database.rows`), backup lines (:mod:`django_authfw.backup`) and
 the in-memory store's copies. Adding a field is an edit here plus a migration for the tables.
 """
 

@@ -18,7 +18,7 @@ from .audit import AuditWriter, register_event
 from .exceptions import InvalidInput, UserExists
 from .passwords import ahash_password
 from .request_info import RequestInfo, request_info_of
-from .storage.database_errors import database_errors
+from .storage.database.errors import database_errors
 from .users import get_by_username, user_id_of, user_model
 
 if TYPE_CHECKING:

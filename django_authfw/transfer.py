@@ -15,6 +15,7 @@ from typing import Any
 
 from .exceptions import StorageError
 from .records import AuditEvent, AuthToken, KVEntry, SessionData
+from .storage import backend_path
 from .storage.base import AuthStorage
 
 
@@ -161,5 +162,4 @@ def storage_label(storage: AuthStorage) -> str:
     """How output names a storage: its alias, or its class for one built in code."""
     if storage.alias is not None:
         return storage.alias
-    cls = type(storage)
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return backend_path(storage)

@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import router
 
 from .exceptions import InvalidInput
-from .storage.database_errors import database_errors
+from .storage.database.errors import database_errors
 from .tokens import check_id
 
 if TYPE_CHECKING:

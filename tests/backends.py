@@ -86,6 +86,10 @@ def database_storage() -> AuthStorage:
     return DatabaseStorage()
 
 
+def database_storage_without_fast_sql() -> AuthStorage:
+    return DatabaseStorage(fast_sql=False)
+
+
 def memory_storage() -> AuthStorage:
     return InMemoryStorage()
 

@@ -8,7 +8,9 @@ assert a figure; docs/performance.md has the measured ones.
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +20,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from django_authfw.bench.burst import run_burst
 from django_authfw.bench.runner import Measurement, measure, merge, percentile
 from django_authfw.bench.suite import Options, bench_storage
 from django_authfw.bench.workload import OPERATIONS
@@ -101,7 +104,13 @@ def test_json_report_covers_every_operation_and_cleans_up(backend: str, bench_al
     report = _run("--storage", bench_alias, *TINY)
 
     assert set(report) == {"machine", "options", "storages"}
-    assert report["options"] == {"seconds": 0.02, "tokens": 30, "processes": 1, "grow_to": None}
+    assert report["options"] == {
+        "seconds": 0.02,
+        "tokens": 30,
+        "processes": 1,
+        "grow_to": None,
+        "burst": None,
+    }
     assert {"cpu", "cores", "python", "django", "redis_py", "psycopg"} <= set(report["machine"])
     result = report["storages"][bench_alias]
     assert result["stored_tokens"] == 30
@@ -193,6 +202,36 @@ def test_profile_maps_the_verify_path(backend: str, bench_alias: str) -> None:
     assert profile["top_functions"]
 
 
+def test_burst_releases_threads_together_and_counts_failures(
+    backend: str, bench_alias: str
+) -> None:
+    report = _run("--storage", bench_alias, *TINY, "--burst", "8")
+
+    burst = report["storages"][bench_alias]["burst"]
+    assert burst["threads"] == 8
+    assert burst["errors"] == 0, burst["first_error"]
+    assert burst["calls"] > 0
+    assert burst["ops_per_sec"] > 0
+    assert burst["p99_us"] >= burst["p50_us"] > 0
+
+
+def test_burst_counts_the_calls_that_fail() -> None:
+    calls = itertools.count()
+    lock = threading.Lock()
+
+    def every_third_fails() -> None:
+        with lock:
+            number = next(calls)
+        if number % 3 == 0:
+            raise ConnectionError("Too many connections")
+
+    burst = run_burst(every_third_fails, threads=4, seconds=0.05)
+
+    assert burst["calls"] == next(calls)  # every call counted once
+    assert burst["errors"] == pytest.approx(burst["calls"] / 3, abs=1)
+    assert burst["first_error"] == "ConnectionError: Too many connections"
+
+
 @pytest.mark.django_db
 def test_grow_to_must_exceed_tokens() -> None:
     with pytest.raises(CommandError, match="--grow-to"):
@@ -233,7 +272,13 @@ def test_unknown_alias_is_a_command_error() -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--seconds", "0"), ("--seconds", "nan"), ("--tokens", "0"), ("--processes", "-1")],
+    [
+        ("--seconds", "0"),
+        ("--seconds", "nan"),
+        ("--tokens", "0"),
+        ("--processes", "-1"),
+        ("--burst", "0"),
+    ],
 )
 def test_bad_numbers_are_refused(option: str, value: str) -> None:
     with pytest.raises(CommandError, match=option.lstrip("-")):

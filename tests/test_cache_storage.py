@@ -606,7 +606,7 @@ def burst_alias(settings: Any, **options: Any) -> tuple[str, str]:
     return name, name
 
 
-def burst(storage: CacheStorage, threads: int = THREADS) -> list[str]:
+def burst(storage: AuthStorage, threads: int = THREADS) -> list[str]:
     """``threads`` callers released at once, each doing what a login and a few requests do;
     returns the errors they met."""
     tokens = [AuthTokenFactory.build(user_id=f"u{i % USERS}") for i in range(threads)]
@@ -653,6 +653,31 @@ def test_a_blocking_django_redis_pool_queues_a_burst(settings: Any, raw_redis: r
     storage.flush()
     storage.close()
     pool.disconnect()
+
+
+@pytest.mark.parametrize("waits", [True, False], ids=["waits", "refuses"])
+def test_redis_storage_wait_for_connection_option(waits: bool) -> None:
+    """RedisStorage on one server: a blocking pool by default, redis-py's refusing pool
+    with ``wait_for_connection=False`` (a burst then fails where it finds no connection)."""
+    storage = RedisStorage(
+        url=REDIS_TEST_URL,
+        key_prefix=unique_prefix(),
+        pool_size=4,
+        timeout=5,
+        retry_attempts=0,
+        wait_for_connection=waits,
+    )
+    storage.kv_set("warm", b"1")
+    pool = storage.engine.call.client.connection_pool  # type: ignore[attr-defined]
+    assert isinstance(pool, redis.BlockingConnectionPool) is waits
+    errors = burst(storage)
+    if waits:
+        assert errors == []
+    else:
+        assert errors, "a pool of 4 that does not wait served 100 callers at once"
+        assert all("Too many connections" in error for error in errors), errors[:3]
+    storage.flush()
+    storage.close()
 
 
 def test_two_storages_on_one_blocking_pool_never_starve_it(settings: Any) -> None:
@@ -1063,7 +1088,7 @@ WAITING = {
         "redis://authfw/0",
         CLIENT_CLASS="django_redis.client.SentinelClient",
         SENTINELS=[("127.0.0.1", 26379)],
-        CONNECTION_POOL_CLASS="django_authfw.storage.redis_client.BoundedSentinelPool",
+        CONNECTION_POOL_CLASS="django_authfw.storage.redis.BoundedSentinelPool",
         CONNECTION_POOL_KWARGS={"max_connections": 10, "wait": 5},
     ),
     "builtin blocking": builtin_redis(

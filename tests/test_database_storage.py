@@ -15,16 +15,17 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, connections, transaction
+from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 
 from django_authfw import models
 from django_authfw.exceptions import InvalidInput, StorageError, StorageUnavailable
 from django_authfw.records import AuditEvent, KVEntry, SessionData, utcnow
 from django_authfw.storage import DatabaseStorage
-from django_authfw.storage import database_convert as convert
-from django_authfw.storage.database_errors import MissingUsers
-from django_authfw.storage.database_insert import insert_row
-from django_authfw.storage.database_kv import incr_locked, incr_upsert
+from django_authfw.storage.database import rows as convert
+from django_authfw.storage.database.counters import incr_locked, incr_upsert
+from django_authfw.storage.database.errors import MissingUsers
+from django_authfw.storage.database.fast_sql import insert_row
 
 from .factories import AuthTokenFactory, UserFactory
 
@@ -264,7 +265,7 @@ def test_verification_is_one_select_without_the_user_table(
 
 @pytest.mark.django_db(transaction=True)
 def test_verification_from_many_threads() -> None:
-    # Each thread compiles the lookup for its own connection (database_lookup's cache).
+    # Each thread compiles the lookup for its own connection (fast_sql.s lookup cache).
     storage = DatabaseStorage()
     tokens = [AuthTokenFactory.build(user_id=str(UserFactory.create().pk)) for _ in range(4)]
     for token in tokens:
@@ -605,7 +606,7 @@ def test_deleting_an_expired_record_reports_it_gone() -> None:
     assert storage.cleanup_expired() == {"tokens": 1, "sessions": 1, "kv": 1}
 
 
-# The verification lookup's own cursor (database_lookup) -----------------------------------------
+# The fast SQL path (storage/database/fast_sql.py) ------------------------------------------------
 
 
 def prepared_statements(alias: str) -> list[str]:
@@ -695,6 +696,57 @@ def test_query_watchers_see_the_token_insert_and_revocation() -> None:
     [stored] = storage.list_user_tokens(user_id)
     assert stored.revoked_at is not None
     assert stored.replaced_by == "next"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("watched", [False, True], ids=["unwatched", "watched"])
+@pytest.mark.parametrize("fast", [True, False], ids=["fast_sql", "orm"])
+def test_token_insert_signals_depend_on_the_option_only(fast: bool, watched: bool) -> None:
+    """The fast path sends no save signals, whatever the vendor and whether queries are
+    watched; the ORM path sends them. Both store the same row."""
+    storage = DatabaseStorage(fast_sql=fast)
+    token = AuthTokenFactory.build(user_id=str(UserFactory.create().pk))
+    saved: list[str] = []
+
+    def on_save(sender: Any, instance: Any, **kwargs: Any) -> None:
+        saved.append(instance.token_id)
+
+    post_save.connect(on_save, sender=models.Token)
+    try:
+        if watched:
+            with CaptureQueriesContext(connection) as captured:
+                storage.store_token(token)
+            assert [q["sql"].split()[0] for q in captured.captured_queries] == ["INSERT"]
+        else:
+            storage.store_token(token)
+    finally:
+        post_save.disconnect(on_save, sender=models.Token)
+    assert saved == ([] if fast else [token.token_id])
+    assert storage.get_token(token.token_id) == token
+    assert DatabaseStorage(fast_sql=not fast).get_token_by_access(token.access_digest) == token
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fast", [True, False], ids=["fast_sql", "orm"])
+def test_both_paths_revoke_once_and_read_the_same(fast: bool) -> None:
+    storage = DatabaseStorage(fast_sql=fast)
+    user_id = str(UserFactory.create().pk)
+    token = AuthTokenFactory.build(user_id=user_id)
+    storage.store_token(token)
+    assert storage.revoke_token(token.token_id, at=utcnow(), replaced_by="next")
+    assert not storage.revoke_token(token.token_id, at=utcnow())
+    other = DatabaseStorage(fast_sql=not fast)
+    assert token.refresh_digest is not None
+    stored = other.get_token_by_refresh(token.refresh_digest)
+    assert stored is not None
+    assert stored.revoked_at is not None
+    assert stored.replaced_by == "next"
+    assert stored == storage.get_token(token.token_id)
+
+
+def test_fast_sql_option_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="fast_sql"):
+        DatabaseStorage(fast_sql="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.django_db

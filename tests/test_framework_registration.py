@@ -17,7 +17,7 @@ from django.db import connection
 from django_authfw import AuthFramework
 from django_authfw.exceptions import InvalidInput
 from django_authfw.storage import AuthStorage
-from django_authfw.storage.database_errors import SQLITE_RECOMMENDED_OPTIONS
+from django_authfw.storage.database.errors import SQLITE_RECOMMENDED_OPTIONS
 
 from .framework_support import (  # noqa: F401  (fixtures are used by name)
     PASSWORD,

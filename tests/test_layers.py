@@ -128,3 +128,14 @@ def test_create_backup_without_a_registered_writer_says_what_to_do(tmp_path: Pat
         storage.close()
     assert previous is not None  # AuthfwConfig.ready() imported django_authfw.backup
     assert not (tmp_path / "backup.gz").exists()
+
+
+def test_backend_path_is_the_public_one_for_shipped_backends() -> None:
+    from django_authfw.storage import backend_path
+
+    from .dict_backend import DictStorage
+
+    assert backend_path(InMemoryStorage(cleanup_interval=None)) == (
+        "django_authfw.storage.InMemoryStorage"
+    )
+    assert backend_path(DictStorage()) == "tests.dict_backend.DictStorage"

@@ -13,7 +13,7 @@ import pytest
 from django_authfw import backup, models
 from django_authfw.records import AuditEvent, AuthToken, KVEntry, SessionData
 from django_authfw.storage import codec
-from django_authfw.storage import database_convert as convert
+from django_authfw.storage.database import rows as convert
 
 KINDS = [
     (AuthToken, models.Token, convert.TOKEN_COLUMNS),

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from django_authfw.storage import RedisStorage
-from django_authfw.storage.redis_client import ClientShelf
+from django_authfw.storage.redis.client import ClientShelf
 
 from .factories import AuthTokenFactory
 from .redis_servers import CLUSTER_PORTS, HOST, ServerProcess, free_block, start_server

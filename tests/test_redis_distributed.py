@@ -24,7 +24,7 @@ import redis
 from django_authfw.exceptions import CredentialsRefused, StorageUnavailable
 from django_authfw.records import AuthToken, utcnow
 from django_authfw.storage import CacheStorage, RedisStorage
-from django_authfw.storage.redis_client import BoundedSentinelPool
+from django_authfw.storage.redis.client import BoundedSentinelPool
 
 from .factories import AuthTokenFactory
 from .redis_servers import ClusterInfo, SentinelInfo, connections_received, sentinel_group
@@ -126,7 +126,7 @@ def test_django_redis_sentinel_alias_with_bounded_pool_queues_a_burst(
                 "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
                 "SENTINELS": [("127.0.0.1", s.port) for s in redis_sentinel.sentinels],
                 "SENTINEL_KWARGS": {"password": redis_sentinel.password},
-                "CONNECTION_POOL_CLASS": "django_authfw.storage.redis_client.BoundedSentinelPool",
+                "CONNECTION_POOL_CLASS": "django_authfw.storage.redis.BoundedSentinelPool",
                 "CONNECTION_POOL_KWARGS": {"max_connections": 10, "wait": 20},
             },
         },
@@ -349,6 +349,37 @@ def test_sentinel_pool_queues_a_burst(redis_sentinel: SentinelInfo) -> None:
     for user in range(10):
         expected = {t.token_id for t in tokens if t.user_id == f"u{user}"}
         assert {t.token_id for t in storage.list_user_tokens(f"u{user}")} == expected
+    storage.flush()
+    storage.close()
+
+
+@pytest.mark.parametrize("waits", [True, False], ids=["waits", "refuses"])
+def test_wait_for_connection_decides_whether_a_sentinel_burst_queues(
+    redis_sentinel: SentinelInfo, waits: bool
+) -> None:
+    """With ``wait_for_connection`` (the default) the pool is a BoundedSentinelPool and a
+    burst of 100 callers on 4 connections queues; without it redis-py's Sentinel pool
+    refuses the callers it has no connection for (no retries here, so they fail)."""
+    storage = RedisStorage(
+        url="redis://127.0.0.1/0",
+        master_name=redis_sentinel.master_name,
+        sentinels=redis_sentinel.sentinel_urls,
+        sentinel_password=redis_sentinel.password,
+        key_prefix=unique_prefix(),
+        pool_size=4,
+        timeout=5,
+        retry_attempts=0,
+        wait_for_connection=waits,
+    )
+    storage.kv_set("warm", b"1")
+    pool = storage.engine.call.client.connection_pool  # type: ignore[attr-defined]
+    assert isinstance(pool, BoundedSentinelPool) is waits
+    errors = burst(storage)
+    if waits:
+        assert errors == []
+    else:
+        assert errors, "a pool of 4 that does not wait served 100 callers at once"
+        assert all("Too many connections" in error for error in errors), errors[:3]
     storage.flush()
     storage.close()
 

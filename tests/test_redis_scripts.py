@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django_authfw.storage import RedisStorage, redis_engine
+from django_authfw.storage import RedisStorage
+from django_authfw.storage.redis import engine as redis_engine
 
 from .factories import AuthTokenFactory
 from .redis_servers import private_server

@@ -17,7 +17,7 @@ import pytest
 
 from django_authfw.exceptions import InvalidInput, StorageError
 from django_authfw.storage import RedisStorage
-from django_authfw.storage.redis_client import parse_url
+from django_authfw.storage.redis.client import parse_url
 
 from .redis_servers import CLUSTER_PORTS, ServerProcess, free_block, private_server
 

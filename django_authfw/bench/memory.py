@@ -179,7 +179,7 @@ def redis_key_usage(
     ]
     if not sample:
         return None
-    from ..storage.keyspace import Keyspace
+    from ..storage.redis.keys import Keyspace
 
     keys = Keyspace(backend.key_prefix)
     client = backend.redis

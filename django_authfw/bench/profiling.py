@@ -43,7 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "record decoding",
-        ("storage/codec.py", "database_convert.py", "json/", "'loads'", "fromisoformat"),
+        ("storage/codec.py", "storage/database/rows.py", "json/", "'loads'", "fromisoformat"),
     ),
     ("storage (front, engine, queries)", ("django_authfw/storage/",)),
     ("database client (Django db layer, psycopg, sqlite3)", ("django/db/", "psycopg", "sqlite3")),

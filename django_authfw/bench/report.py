@@ -158,6 +158,17 @@ def _rows(result: dict[str, Any]) -> list[str]:
     baseline = result.get("baseline")
     if baseline:
         lines.append(f"  baseline: {baseline['name']}")
+    burst = result.get("burst")
+    if burst:
+        line = (
+            f"  burst of {burst['threads']} threads released at once (verify valid token): "
+            f"{_rate(burst['ops_per_sec'])} ops/sec, "
+            f"p50 {_us(burst['p50_us'])} µs, p99 {_us(burst['p99_us'])} µs, "
+            f"{burst['errors']:,} of {burst['calls']:,} calls failed"
+        )
+        lines.append(line)
+        if burst["first_error"]:
+            lines.append(f"    first error: {burst['first_error'][:200]}")
     growth = result.get("growth")
     if growth:
         for name in ("verify_valid", "verify_unknown"):

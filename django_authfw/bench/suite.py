@@ -23,6 +23,7 @@ from ..framework import AuthFramework
 from ..storage import AuthStorage, DatabaseStorage
 from ..tokens import digest
 from .baselines import BASELINE_NAMES, baseline_for, token_record_size
+from .burst import run_burst
 from .memory import TRACED_SAMPLE, MemoryFigure, MemoryMeter, redis_key_usage
 from .probe import Backend, probe, server_version
 from .profiling import profile_operation
@@ -45,6 +46,8 @@ class Options:
     grow_to: int | None = None
     #: Also run the valid-token verification under cProfile (see :mod:`.profiling`).
     profile: bool = False
+    #: Also time valid-token verification by this many threads released at once (a burst).
+    burst: int | None = None
 
 
 def new_run_id() -> str:
@@ -217,6 +220,11 @@ def bench_storage(
             log(f"{alias}: profiling verify_valid")
             result["profile"] = profile_operation(
                 workload.operations()["verify_valid"], options.seconds
+            )
+        if options.burst:
+            log(f"{alias}: timing verify_valid in a burst of {options.burst} threads")
+            result["burst"] = run_burst(
+                workload.operations()["verify_valid"], options.burst, options.seconds
             )
         if options.grow_to is not None and options.grow_to > options.tokens:
             result["growth"] = _grow(

@@ -26,10 +26,21 @@ __all__ = [
     "DatabaseStorage",
     "InMemoryStorage",
     "RedisStorage",
+    "backend_path",
     "build_storage",
     "get_storage",
     "reset_storages",
 ]
+
+
+def backend_path(storage: AuthStorage) -> str:
+    """The dotted path of ``storage``'s class as settings name it: the public one for a
+    shipped backend (``django_authfw.storage.DatabaseStorage``), the class's own otherwise."""
+    cls = type(storage)
+    if globals().get(cls.__qualname__) is cls:
+        return f"{__name__}.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
 
 _instances: dict[str, AuthStorage] = {}
 _lock = threading.Lock()

@@ -4,8 +4,8 @@
 One front, two engines:
 
 * a Redis alias (django-redis, or Django's own ``RedisCache``) and :class:`RedisStorage` use
-  :class:`~django_authfw.storage.redis_engine.RedisEngine`: the raw redis-py client, the key
-  names of :mod:`~django_authfw.storage.keyspace` (not Django's ``make_key``), JSON values,
+  :class:`~django_authfw.storage.redis.engine.RedisEngine`: the raw redis-py client, the key
+  names of :mod:`~django_authfw.storage.redis.keys` (not Django's ``make_key``), JSON values,
   Lua scripts for atomic multi-key writes, TTLs on every expiring key;
 * a ``LocMemCache`` alias and :class:`InMemoryStorage` use
   :class:`~django_authfw.storage.memory.MemoryEngine`: dicts in this process.
@@ -322,8 +322,8 @@ class CacheStorage(EngineStorage):
             location = str(settings.CACHES[alias].get("LOCATION", ""))
             return shared_engine(location, self.key_prefix, self.default_ttl)
 
-        from .redis_client import RedisCaller, client_timeout, django_cache_client
-        from .redis_engine import RedisEngine
+        from .redis.client import RedisCaller, client_timeout, django_cache_client
+        from .redis.engine import RedisEngine
 
         client = django_cache_client(cache)
         if client is None:
@@ -490,7 +490,11 @@ class RedisStorage(EngineStorage):
       ``sentinel_password`` for the Sentinels; ``url`` then gives db and data-node password.
 
     ``timeout`` (seconds or ``timedelta``) bounds connecting, each reply and the wait for one
-    of the ``pool_size`` connections. A call fails with ``StorageUnavailable`` after at most
+    of the ``pool_size`` connections. ``wait_for_connection`` (default True) makes callers
+    beyond ``pool_size`` queue for a connection (a blocking pool; for Sentinel,
+    :class:`~django_authfw.storage.redis.BoundedSentinelPool`); False gives redis-py's own
+    pools, which refuse them at once ("Too many connections", retried like any connection
+    error). A call fails with ``StorageUnavailable`` after at most
     ``timeout * (retry_attempts + 1) + retry_delay * retry_attempts`` (plus
     ``replica_ack_timeout`` per attempt for writes); only idempotent calls are retried.
 
@@ -520,11 +524,12 @@ class RedisStorage(EngineStorage):
         replica_acks: int = 0,
         replica_ack_timeout: float | timedelta = 1,
         keep_connections: bool = True,
+        wait_for_connection: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        from . import redis_client
-        from .redis_engine import RedisEngine
+        from .redis import client as redis_client
+        from .redis.engine import RedisEngine
 
         self.key_prefix = _key_prefix(key_prefix)
         self.default_ttl = _default_ttl(default_ttl)
@@ -546,6 +551,9 @@ class RedisStorage(EngineStorage):
                 "replica_acks is not supported with cluster_mode (WAIT is per node); use "
                 "Sentinel or a single primary with replicas."
             )
+        if not isinstance(wait_for_connection, bool):
+            raise InvalidInput("wait_for_connection must be True or False.")
+        waits = wait_for_connection
         redis_client.parse_url(url)  # fail now on a malformed URL, not at first use
 
         connect: Callable[[], Any]
@@ -556,7 +564,9 @@ class RedisStorage(EngineStorage):
             description = "cluster " + ",".join(_public(s) for s in seeds)
 
             def connect() -> Any:
-                return redis_client.cluster_client(seeds, pool_size=size, timeout=wait)
+                return redis_client.cluster_client(
+                    seeds, pool_size=size, timeout=wait, wait_for_connection=waits
+                )
 
         elif master_name is not None:
             check_id(master_name, "master_name")
@@ -577,13 +587,16 @@ class RedisStorage(EngineStorage):
                     pool_size=size,
                     timeout=wait,
                     sentinel_password=sentinel_password,
+                    wait_for_connection=waits,
                 )
 
         else:
             description = _public(url)
 
             def connect() -> Any:
-                return redis_client.single_client(url, pool_size=size, timeout=wait)
+                return redis_client.single_client(
+                    url, pool_size=size, timeout=wait, wait_for_connection=waits
+                )
 
         self.url = _public(url)
         self.pool_size = size

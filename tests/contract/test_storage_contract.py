@@ -26,6 +26,13 @@ class TestDatabaseStorage(StorageContractTests, TestCase):
     storage_factory = backends.database_storage
 
 
+class TestDatabaseStorageWithoutFastSQL(StorageContractTests, TestCase):
+    """The ORM path (``fast_sql=False``) answers every call exactly as the fast path does."""
+
+    backend_name = "database"
+    storage_factory = backends.database_storage_without_fast_sql
+
+
 class TestInMemoryStorage(StorageContractTests, TestCase):
     backend_name = "memory"
     storage_factory = backends.memory_storage

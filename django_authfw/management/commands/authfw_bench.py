@@ -90,6 +90,15 @@ class Command(BaseCommand):
             "waiting for the server).",
         )
         parser.add_argument(
+            "--burst",
+            type=positive_int,
+            default=None,
+            metavar="THREADS",
+            help="Also release THREADS threads at once, each verifying tokens for --seconds, "
+            "and report their combined rate, latency and failed calls: how the storage's "
+            "connection pool copes with more callers than connections.",
+        )
+        parser.add_argument(
             "--json",
             action="store_true",
             dest="as_json",
@@ -105,6 +114,7 @@ class Command(BaseCommand):
         processes: int,
         grow_to: int | None,
         profile: bool,
+        burst: int | None,
         as_json: bool,
         **options: Any,
     ) -> None:
@@ -123,7 +133,12 @@ class Command(BaseCommand):
             )
         aliases = selected_aliases(storages)
         settings = Options(
-            seconds=seconds, tokens=tokens, processes=processes, grow_to=grow_to, profile=profile
+            seconds=seconds,
+            tokens=tokens,
+            processes=processes,
+            grow_to=grow_to,
+            profile=profile,
+            burst=burst,
         )
         report: dict[str, Any] = {
             "machine": render.machine(),
@@ -132,6 +147,7 @@ class Command(BaseCommand):
                 "tokens": tokens,
                 "processes": processes,
                 "grow_to": grow_to,
+                "burst": burst,
             },
             "storages": {},
         }

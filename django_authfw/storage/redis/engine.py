@@ -1,4 +1,4 @@
-"""The Redis keyspace: records as JSON under :mod:`~django_authfw.storage.keyspace` names.
+"""The Redis keyspace: records as JSON under :mod:`~django_authfw.storage.redis.keys` names.
 
 Consistency rules (the user index never misses a live token):
 
@@ -30,13 +30,14 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from .. import validate
-from ..exceptions import StorageError
-from ..records import AuditEvent, AuthToken, KVEntry, SessionData, StorageStatistics, utcnow
-from . import codec, redis_scripts
-from .engine import CacheEngine
-from .keyspace import Keyspace
-from .redis_client import RedisCaller
+from ... import validate
+from ...exceptions import StorageError
+from ...records import AuditEvent, AuthToken, KVEntry, SessionData, StorageStatistics, utcnow
+from .. import codec
+from ..engine import CacheEngine
+from . import scripts as redis_scripts
+from .client import RedisCaller
+from .keys import Keyspace
 
 logger = logging.getLogger("django_authfw.storage")
 

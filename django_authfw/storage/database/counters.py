@@ -15,9 +15,9 @@ from datetime import datetime
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Model
 
-from .. import validate
-from .database_convert import from_db, to_db
-from .database_queries import column
+from ... import validate
+from .queries import column
+from .rows import from_db, to_db
 
 _CREATE_RETRIES = 3
 

@@ -24,7 +24,7 @@ from django.db import (
     connections,
 )
 
-from ..exceptions import StorageError, StorageUnavailable
+from ...exceptions import StorageError, StorageUnavailable
 
 # SQLSTATE classes that mean "cannot talk to the server right now": connection exception (08),
 # insufficient resources (53), operator intervention such as shutdown or a statement timeout

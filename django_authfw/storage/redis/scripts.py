@@ -3,7 +3,7 @@
 A script runs atomically on one server, so on a single server or behind Sentinel a token's
 record, its ``access:``/``refresh:`` pointers and its user's index change together. In Cluster
 mode only the single-key scripts are used (a script cannot span slots); see
-:mod:`django_authfw.storage.redis_engine` for the order in which Cluster writes are made.
+:mod:`django_authfw.storage.redis.engine` for the order in which Cluster writes are made.
 
 Conventions: a TTL argument ``px`` is in milliseconds, ``"0"`` meaning "no TTL"; compare-and-set
 scripts compare whole JSON values, which are encoded with a fixed field order.

@@ -20,9 +20,9 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from ..exceptions import InvalidInput
-from ..records import AuditEvent, AuthToken, KVEntry, SessionData
-from .database_queries import user_foreign_key
+from ...exceptions import InvalidInput
+from ...records import AuditEvent, AuthToken, KVEntry, SessionData
+from .queries import user_foreign_key
 
 # Times ----------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ Reads go to ``router.db_for_read`` and writes to ``router.db_for_write`` of each
         "OPTIONS": {"using": "auth_db"},
     }}}
 
-Models (:mod:`.database_models`) are imported inside the methods (as
+Models (:mod:`.models`) are imported inside the methods (as
 ``django.contrib.sessions.backends.db`` does), so this module imports before the app registry
 is ready. Reads use ``values_list`` and build records
 directly: no model instances, no user loads.
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections, router, transaction
 from django.db.models import Count, Model, Q, QuerySet
 
-from ..exceptions import StorageError
-from ..records import (
+from ...exceptions import StorageError
+from ...records import (
     AuditEvent,
     AuthToken,
     KVEntry,
@@ -32,25 +32,27 @@ from ..records import (
     StorageStatistics,
     utcnow,
 )
-from . import database_convert as convert
-from .base import AuthStorage
-from .database_bulk import import_new_events, import_rows
-from .database_errors import MissingUsers, database_errors
-from .database_insert import insert_row
-from .database_kv import incr_locked, incr_upsert, supports_upsert
-from .database_lookup import Expiry, find_unexpired
-from .database_queries import (
+from ..base import AuthStorage
+from . import fast_sql
+from . import rows as convert
+from .counters import incr_locked, incr_upsert, supports_upsert
+from .errors import MissingUsers, database_errors
+from .queries import (
+    EXPIRES,
+    RETAINED,
+    Expiry,
     concrete_field,
     delete_in_batches,
+    import_new_events,
+    import_rows,
     iterate_by_pk,
     iterate_by_time,
     upsert,
 )
-from .database_revoke import revoke_row
 
 if TYPE_CHECKING:
-    from .database_models import AuditLog, Session, Token
-    from .database_models import KVEntry as KVRow
+    from .models import AuditLog, Session, Token
+    from .models import KVEntry as KVRow
 
 __all__ = ["DatabaseStorage", "MissingUsers"]
 
@@ -58,42 +60,47 @@ _BYTES_PER_MB = 1024 * 1024
 
 
 def _token_model() -> type[Token]:
-    from .database_models import Token
+    from .models import Token
 
     return Token
 
 
 def _session_model() -> type[Session]:
-    from .database_models import Session
+    from .models import Session
 
     return Session
 
 
 def _kv_model() -> type[KVRow]:
-    from .database_models import KVEntry
+    from .models import KVEntry
 
     return KVEntry
 
 
 def _audit_model() -> type[AuditLog]:
-    from .database_models import AuditLog
+    from .models import AuditLog
 
     return AuditLog
-
-
-# Sessions and key-value entries end at expires_at; NULL there means they never expire.
-_EXPIRES = Expiry("expires_at", nullable=True)
 
 
 class DatabaseStorage(AuthStorage):
     """Tokens, sessions, key-value entries and the audit log in the ``django_authfw`` tables.
 
-    Options: ``using``, a ``DATABASES`` alias that receives every query (default: ask the
-    database routers, which without routers means ``"default"``).
+    Options:
+
+    * ``using``: a ``DATABASES`` alias that receives every query (default: ask the database
+      routers, which without routers means ``"default"``);
+    * ``fast_sql`` (default True): run the hot statements (token lookup, insert and
+      revocation; session and key-value reads) as SQL written once, on PostgreSQL on a
+      server-binding cursor (:mod:`.fast_sql`, which lists what that bypasses); False runs
+      them through the ORM.
     """
 
-    def __init__(self, *, using: str | None = None, **options: Any) -> None:
+    def __init__(self, *, using: str | None = None, fast_sql: bool = True, **options: Any) -> None:
         super().__init__(**options)
+        if not isinstance(fast_sql, bool):
+            raise TypeError(f"DatabaseStorage 'fast_sql' must be True or False, not {fast_sql!r}.")
+        self.fast_sql = fast_sql
         if using is not None:
             if not isinstance(using, str) or not using:
                 raise TypeError(f"DatabaseStorage 'using' must be a database alias, not {using!r}.")
@@ -125,18 +132,40 @@ class DatabaseStorage(AuthStorage):
         fields = convert.token_fields(model, token)
         db = self._write_db(model)
         with database_errors(db):
-            insert_row(db, model, fields)
+            if self.fast_sql:
+                fast_sql.insert_row(db, model, fields)
+            else:
+                model.objects.using(db).create(**fields)
 
     def _find_token(self, column: str, value: str) -> AuthToken | None:
         """The token whose unique ``column`` is ``value``, unless past ``retain_until``.
 
-        One SELECT, its SQL compiled once per connection (see :mod:`.database_lookup`).
+        One SELECT on the column's unique index.
         """
-        model = _token_model()
-        db = self._read_db(model)
-        with database_errors(db):
-            row = find_unexpired(db, model, column, value, convert.TOKEN_COLUMNS, utcnow())
+        row = self._find_unexpired(_token_model(), column, value, convert.TOKEN_COLUMNS, RETAINED)
         return None if row is None else convert.token_from_row(row)
+
+    def _find_unexpired(
+        self,
+        model: type[Model],
+        column: str,
+        value: str,
+        columns: tuple[str, ...],
+        expiry: Expiry,
+    ) -> tuple[Any, ...] | None:
+        """``columns`` of the row whose unique ``column`` is ``value``, unless ``expiry`` passed."""
+        db = self._read_db(model)
+        now = utcnow()
+        with database_errors(db):
+            if self.fast_sql:
+                row = fast_sql.find_unexpired(db, model, column, value, columns, now, expiry)
+                return None if row is None else tuple(row)
+            rows = list(
+                model._default_manager.using(db)
+                .filter(Q(**{column: value}), expiry.alive(convert.to_db(now)))
+                .values_list(*columns)[:1]
+            )
+        return rows[0] if rows else None
 
     def _get_token(self, token_id: str) -> AuthToken | None:
         return self._find_token("token_id", token_id)
@@ -168,10 +197,22 @@ class DatabaseStorage(AuthStorage):
         revoked_at = convert.to_db(at)
         model = _token_model()
         db = self._write_db(model)
+        now = utcnow()
         with database_errors(db):
-            updated = revoke_row(
-                db, model, token_id, at=revoked_at, replaced_by=replaced_by, now=utcnow()
-            )
+            if self.fast_sql:
+                updated = fast_sql.revoke_row(
+                    db, model, token_id, at=revoked_at, replaced_by=replaced_by, now=now
+                )
+            else:
+                updated = (
+                    model.objects.using(db)
+                    .filter(
+                        token_id=token_id,
+                        revoked_at__isnull=True,
+                        retain_until__gt=convert.to_db(now),
+                    )
+                    .update(revoked_at=revoked_at, replaced_by=replaced_by, updated_at=revoked_at)
+                )
         return updated == 1
 
     def _revoke_user_tokens(self, user_id: str, *, at: datetime, family_id: str | None) -> int:
@@ -246,12 +287,9 @@ class DatabaseStorage(AuthStorage):
             upsert(db, model, [model(**fields)], update)
 
     def _get_session(self, session_id: str) -> SessionData | None:
-        model = _session_model()
-        db = self._read_db(model)
-        with database_errors(db):
-            row = find_unexpired(
-                db, model, "session_id", session_id, convert.SESSION_COLUMNS, utcnow(), _EXPIRES
-            )
+        row = self._find_unexpired(
+            _session_model(), "session_id", session_id, convert.SESSION_COLUMNS, EXPIRES
+        )
         return None if row is None else convert.session_from_row(row)
 
     def _touch_session(self, session_id: str, *, at: datetime, expires_at: datetime | None) -> bool:
@@ -264,7 +302,7 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             updated = (
                 model.objects.using(db)
-                .filter(_EXPIRES.alive(now), session_id=session_id)
+                .filter(EXPIRES.alive(now), session_id=session_id)
                 .update(**changes)
             )
         return updated > 0
@@ -276,7 +314,7 @@ class DatabaseStorage(AuthStorage):
         now = convert.to_db(utcnow())
         with database_errors(db):
             deleted, _ = (
-                model.objects.using(db).filter(_EXPIRES.alive(now), session_id=session_id).delete()
+                model.objects.using(db).filter(EXPIRES.alive(now), session_id=session_id).delete()
             )
         return deleted > 0
 
@@ -290,7 +328,7 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             rows = list(
                 model.objects.using(db)
-                .filter(_EXPIRES.alive(now), user_id=user_pk)
+                .filter(EXPIRES.alive(now), user_id=user_pk)
                 .order_by("created_at", "session_id")
                 .values_list(*convert.SESSION_COLUMNS)
             )
@@ -304,7 +342,7 @@ class DatabaseStorage(AuthStorage):
         db = self._read_db(model)
         now = convert.to_db(utcnow())
         with database_errors(db):
-            return model.objects.using(db).filter(_EXPIRES.alive(now)).count()
+            return model.objects.using(db).filter(EXPIRES.alive(now)).count()
 
     # Key-value ------------------------------------------------------------------------------
 
@@ -322,10 +360,7 @@ class DatabaseStorage(AuthStorage):
             )
 
     def _kv_get(self, key: str) -> bytes | None:
-        model = _kv_model()
-        db = self._read_db(model)
-        with database_errors(db):
-            row = find_unexpired(db, model, "key", key, ("value",), utcnow(), _EXPIRES)
+        row = self._find_unexpired(_kv_model(), "key", key, ("value",), EXPIRES)
         return None if row is None else bytes(row[0])
 
     def _kv_delete(self, key: str) -> bool:
@@ -334,7 +369,7 @@ class DatabaseStorage(AuthStorage):
         db = self._write_db(model)
         now = convert.to_db(utcnow())
         with database_errors(db):
-            deleted, _ = model.objects.using(db).filter(_EXPIRES.alive(now), key=key).delete()
+            deleted, _ = model.objects.using(db).filter(EXPIRES.alive(now), key=key).delete()
         return deleted > 0
 
     def _kv_incr(self, key: str, ttl: timedelta | None) -> int:
@@ -484,12 +519,12 @@ class DatabaseStorage(AuthStorage):
         session_db = self._read_db(session_model)
         with database_errors(session_db):
             sessions = session_model.objects.using(session_db).aggregate(
-                total=Count("pk"), active=Count("pk", filter=_EXPIRES.alive(now))
+                total=Count("pk"), active=Count("pk", filter=EXPIRES.alive(now))
             )
         kv_model = _kv_model()
         kv_db = self._read_db(kv_model)
         with database_errors(kv_db):
-            kv_entries = kv_model.objects.using(kv_db).filter(_EXPIRES.alive(now)).count()
+            kv_entries = kv_model.objects.using(kv_db).filter(EXPIRES.alive(now)).count()
         audit_model = _audit_model()
         audit_db = self._read_db(audit_model)
         with database_errors(audit_db):
@@ -557,7 +592,7 @@ class DatabaseStorage(AuthStorage):
         model = _session_model()
         db = self._read_db(model)
         now = convert.to_db(utcnow())
-        queryset = model.objects.using(db).filter(_EXPIRES.alive(now))
+        queryset = model.objects.using(db).filter(EXPIRES.alive(now))
         with database_errors(db):
             yield from iterate_by_pk(
                 queryset, convert.SESSION_COLUMNS, convert.session_from_row, batch_size
@@ -568,7 +603,7 @@ class DatabaseStorage(AuthStorage):
         model = _kv_model()
         db = self._read_db(model)
         now = convert.to_db(utcnow())
-        queryset = model.objects.using(db).filter(_EXPIRES.alive(now))
+        queryset = model.objects.using(db).filter(EXPIRES.alive(now))
         with database_errors(db):
             yield from iterate_by_pk(queryset, convert.KV_COLUMNS, convert.kv_from_row, batch_size)
 

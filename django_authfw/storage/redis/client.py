@@ -45,7 +45,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-from ..exceptions import CredentialsRefused, InvalidInput, StorageError, StorageUnavailable
+from ...exceptions import CredentialsRefused, InvalidInput, StorageError, StorageUnavailable
 
 T = TypeVar("T")
 
@@ -171,20 +171,29 @@ def _common(timeout: float) -> dict[str, Any]:
     }
 
 
-def single_client(url: str, *, pool_size: int, timeout: float) -> redis.Redis:
-    """A client of one server; callers wait up to ``timeout`` for a free pooled connection."""
+def single_client(
+    url: str, *, pool_size: int, timeout: float, wait_for_connection: bool = True
+) -> redis.Redis:
+    """A client of one server. With ``wait_for_connection`` callers wait up to ``timeout``
+    for a free pooled connection; without, redis-py's pool refuses them at once."""
     options = parse_url(url)
     options.setdefault("connection_class", redis.Connection)
     # The URL's own query options (a socket_timeout, TLS files) win over our defaults, as in
     # redis-py's from_url.
-    pool = redis.BlockingConnectionPool(
-        max_connections=pool_size, timeout=timeout, **{**_common(timeout), **options}
+    kwargs = {**_common(timeout), **options}
+    pool = (
+        redis.BlockingConnectionPool(max_connections=pool_size, timeout=timeout, **kwargs)
+        if wait_for_connection
+        else redis.ConnectionPool(max_connections=pool_size, **kwargs)
     )
     return redis.Redis(connection_pool=pool)
 
 
-def cluster_client(urls: Sequence[str], *, pool_size: int, timeout: float) -> RedisCluster:
-    """A Redis Cluster client seeded with ``urls`` (any reachable node is enough)."""
+def cluster_client(
+    urls: Sequence[str], *, pool_size: int, timeout: float, wait_for_connection: bool = True
+) -> RedisCluster:
+    """A Redis Cluster client seeded with ``urls`` (any reachable node is enough); its
+    per-node pools wait for a free connection as in :func:`single_client`."""
     endpoints = [parse_url(url) for url in urls]
     if not endpoints:
         raise InvalidInput("cluster_mode=True needs cluster_urls (or url) naming seed nodes.")
@@ -197,7 +206,11 @@ def cluster_client(urls: Sequence[str], *, pool_size: int, timeout: float) -> Re
         password=first.get("password"),
         **_ssl_options(first),
         max_connections=pool_size,
-        connection_pool_class=functools.partial(redis.BlockingConnectionPool, timeout=timeout),
+        connection_pool_class=(
+            functools.partial(redis.BlockingConnectionPool, timeout=timeout)
+            if wait_for_connection
+            else redis.ConnectionPool
+        ),
         # No retries of its own (RedisCaller owns the budget); MOVED/ASK redirects are
         # followed regardless.
         **_common(timeout),
@@ -257,8 +270,12 @@ def sentinel_client(
     pool_size: int,
     timeout: float,
     sentinel_password: str | None,
+    wait_for_connection: bool = True,
 ) -> redis.Redis:
-    """A client of the primary that the Sentinels name; it follows failovers by itself."""
+    """A client of the primary that the Sentinels name; it follows failovers by itself.
+
+    With ``wait_for_connection`` its pool is a :class:`BoundedSentinelPool` that queues
+    callers up to ``timeout``; without, redis-py's Sentinel pool, which refuses them at once."""
     if not sentinels:
         raise InvalidInput("master_name needs sentinels, e.g. ['redis://sentinel1:26379'].")
     nodes = [parse_url(s, default_port=26379) for s in sentinels]
@@ -275,7 +292,11 @@ def sentinel_client(
     )
     client: redis.Redis = manager.master_for(
         master_name,
-        connection_pool_class=functools.partial(BoundedSentinelPool, wait=timeout),
+        connection_pool_class=(
+            functools.partial(BoundedSentinelPool, wait=timeout)
+            if wait_for_connection
+            else SentinelConnectionPool
+        ),
         db=data["db"],
         username=data.get("username"),
         password=data.get("password"),

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from ..conf import conf
+from ...conf import conf
 
 
 class Token(models.Model):
