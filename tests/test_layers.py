@@ -1,4 +1,4 @@
-"""The storage layer imports nothing above the records layer (DESIGN.md, "Layers").
+"""The storage layer imports nothing above the records layer (docs/architecture.md, "Layers").
 
 Every module under ``django_authfw/storage`` is parsed with :mod:`ast`, and every import in it
 is checked, at module level, inside functions and under ``if TYPE_CHECKING:`` alike: a lazy
