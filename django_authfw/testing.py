@@ -319,6 +319,12 @@ class StorageContractTests(_TestCaseBase):
         self.assertEqual(self.storage.revoke_user_tokens(alice, at=at), 0)
         self.assertTrue(all(t.revoked_at == at for t in self.storage.list_user_tokens(alice)))
         self.assertIsNone(self._stored_token(b1.token_id).revoked_at)
+        # Every lookup sees the revocation: the hot path most of all.
+        for token in (a1, a2, a3):
+            by_access = self.storage.get_token_by_access(token.access_digest)
+            by_refresh = self.storage.get_token_by_refresh(token.refresh_digest or "")
+            self.assertEqual(by_access and by_access.revoked_at, at, token.token_id)
+            self.assertEqual(by_refresh and by_refresh.revoked_at, at, token.token_id)
 
     def _stored_token(self, token_id: str) -> AuthToken:
         token = self.storage.get_token(token_id)
@@ -498,6 +504,16 @@ class StorageContractTests(_TestCaseBase):
         self.assertEqual(self.storage.cleanup_expired_kv(), 1)
         self.assertEqual([e.key for batch in self.storage.iter_kv() for e in batch], ["forever"])
 
+    def test_kv_set_without_ttl_makes_an_entry_persist(self) -> None:
+        clock = self.hold_clock()
+        self.storage.kv_set("k", b"1", ttl=STEP)
+        self.storage.kv_set("k", b"2")  # no ttl: it persists, whatever expiry it had
+        clock.advance(STEP + SECOND)
+        self.assertEqual(self.storage.kv_get("k"), b"2")
+        self.storage.kv_set("k", b"3", ttl=STEP)  # and a new ttl replaces no expiry
+        clock.advance(STEP + SECOND)
+        self.assertIsNone(self.storage.kv_get("k"))
+
     def test_kv_incr(self) -> None:
         clock = self.hold_clock()
         self.assertEqual(self.storage.kv_incr("fails", ttl=STEP), 1)
@@ -612,6 +628,8 @@ class StorageContractTests(_TestCaseBase):
         for event in events:
             self.storage.append_audit(event)
 
+        self.storage.revoke_token(stored_tokens[0].token_id, at=utcnow())  # iterated too
+        stored_tokens[0] = self._stored_token(stored_tokens[0].token_id)
         token_batches = list(self.storage.iter_tokens(batch_size=10))
         self.assertTrue(all(0 < len(batch) <= 10 for batch in token_batches))
         copied = [t for batch in token_batches for t in batch]
@@ -637,6 +655,23 @@ class StorageContractTests(_TestCaseBase):
         self.assertIsNone({e.key: e.expires_at for e in kv}["k1"])
         self.assertEqual(other.count_audit(), 7)
         self.assertEqual(other.import_audit(audit), 0)
+
+    def test_import_replaces_what_the_target_holds(self) -> None:
+        """Imports upsert: a restore brings back a revocation, new session data, a new value."""
+        user = self.make_user_id()
+        token = make_token(user)
+        session = make_session(user)
+        self.storage.store_token(token)
+        self.storage.store_session(session)
+        self.storage.kv_set("k", b"old")
+        revoked = replace(token, revoked_at=utcnow(), replaced_by="next-id", updated_at=utcnow())
+        changed = replace(session, data={"theme": "light"})
+        self.assertEqual(self.storage.import_tokens([revoked]), 1)
+        self.storage.import_sessions([changed])
+        self.storage.import_kv([KVEntry(key="k", value=b"new")])
+        self.assertEqual(self.storage.get_token_by_access(token.access_digest), revoked)
+        self.assertEqual(self.storage.get_session(session.session_id), changed)
+        self.assertEqual(self.storage.kv_get("k"), b"new")
 
     def test_statistics(self) -> None:
         user = self.make_user_id()
@@ -741,6 +776,11 @@ class StorageContractTests(_TestCaseBase):
         self.assertEqual(self.storage.get_token(kept_token.token_id), kept_token)
         self.assertEqual(self.storage.get_session(kept_session.session_id), kept_session)
         self.assertEqual(self.storage.query_audit(), [kept_event])
+        # The object given to update_token is the caller's too.
+        updated = copy.deepcopy(kept_token)
+        self.assertIs(self.storage.update_token(updated), True)
+        _scribble_token(updated)
+        self.assertEqual(self.storage.get_token(kept_token.token_id), kept_token)
 
     def test_imported_records_do_not_share_containers_with_the_caller(self) -> None:
         user = self.make_user_id()

@@ -104,9 +104,21 @@ def check_id(value: object, what: str = "id", max_length: int = MAX_ID_LENGTH) -
         raise InvalidInput(f"{what} must not be empty.")
     if len(value) > max_length:
         raise InvalidInput(f"{what} must be at most {max_length} characters long.")
+    check_text_chars(value, what)
+    return value
+
+
+def check_text_chars(value: str, what: str) -> None:
+    """Refuse the characters no store holds: NUL (PostgreSQL text and jsonb) and lone
+    surrogates (UTF-8 cannot encode them: PostgreSQL and Redis failed, memory stored them)."""
     if "\x00" in value:
         raise InvalidInput(f"{what} must not contain NUL characters.")
-    return value
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            message = f"{what} must not contain lone surrogates (invalid Unicode)."
+            raise InvalidInput(message) from None
 
 
 def check_password(value: object) -> str:

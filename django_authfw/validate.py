@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from . import records
 from .exceptions import InvalidInput
 from .records import AuditEvent, AuthToken, KVEntry, SessionData
-from .tokens import MAX_ID_LENGTH, check_id
+from .tokens import MAX_ID_LENGTH, check_id, check_text_chars
 
 __all__ = [
     "ACTION_MAX_LENGTH",
@@ -59,6 +59,16 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 # A counter's stored text: canonical decimal (no sign on zero, no leading zeros or spaces),
 # at most 18 digits, the widest every store increments natively (PostgreSQL's bigint text).
 _COUNTER = re.compile(r"0|-?[1-9][0-9]{0,17}")
+# Times every store holds in UTC and in a local TIME_ZONE (USE_TZ = False) without overflow:
+# a day's margin inside Python's range (PostgreSQL accepted years before 1 in UTC, then failed
+# reading them back; SQLite and the in-process stores overflowed converting them).
+EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+# The widest limit, offset or batch size: every store's integer arguments take it (PostgreSQL's
+# bigint, Redis's long long, islice's ssize_t) with room for offset + limit.
+MAX_COUNT = 2**31 - 1
+# How deep a JSON value may nest: the in-process stores copy it recursively.
+MAX_JSON_DEPTH = 100
 
 identifier = check_id
 
@@ -71,11 +81,19 @@ def optional_identifier(value: object, what: str) -> str | None:
 
 
 def aware(value: object, what: str) -> datetime:
-    """A timezone-aware datetime, or :class:`InvalidInput` saying how to fix it."""
+    """A timezone-aware datetime, returned in UTC (records hold UTC on every backend), or
+    :class:`InvalidInput` saying how to fix it."""
     if not isinstance(value, datetime):
         raise InvalidInput(f"{what} must be a datetime, not {type(value).__name__}.")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidInput(f"{what} must be timezone-aware (use django_authfw.records.utcnow()).")
+    if value.tzinfo is not UTC:
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            value = None
+    if value is None or not EARLIEST <= value <= LATEST:
+        raise InvalidInput(f"{what} must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} UTC.")
     return value
 
 
@@ -102,6 +120,8 @@ def ttl(value: object, what: str = "ttl") -> timedelta | None:
             f"{what} must be a positive timedelta or None, not {value!r}; "
             "to remove an entry, delete it."
         )
+    if value > LATEST - records.utcnow():
+        raise InvalidInput(f"{what} must end before {LATEST:%Y-%m-%d}; for no expiry pass None.")
     return value
 
 
@@ -126,9 +146,12 @@ def seconds(value: object, what: str, *, allow_none: bool = False) -> float | No
 
 
 def count(value: object, what: str, *, minimum: int = 0) -> int:
-    """A limit, offset, batch size or pool size: an int (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInput(f"{what} must be an integer >= {minimum}, not {value!r}.")
+    """A limit, offset, batch size or pool size: an int (not a bool) from ``minimum`` to
+    :data:`MAX_COUNT`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_COUNT:
+        raise InvalidInput(
+            f"{what} must be an integer from {minimum} to {MAX_COUNT}, not {value!r}."
+        )
     return value
 
 
@@ -146,8 +169,7 @@ def text(value: object, what: str, max_length: int | None = None, *, blank: bool
         raise InvalidInput(f"{what} must not be empty.")
     if max_length is not None and len(value) > max_length:
         raise InvalidInput(f"{what} must be at most {max_length} characters long.")
-    if "\x00" in value:
-        raise InvalidInput(f"{what} must not contain NUL characters.")
+    check_text_chars(value, what)
     return value
 
 
@@ -182,19 +204,46 @@ def ip_address(value: object, what: str = "ip_address") -> str | None:
             f"{what} must be an IPv4 or IPv6 address (or None), as in REMOTE_ADDR, not {value!r}."
         )
     mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:  # PostgreSQL's spelling on every Python (3.13 changed str())
-        return f"::ffff:{mapped}"
-    return str(address)
+    # PostgreSQL's spelling of a mapped address on every Python (3.13 changed str()).
+    canonical = f"::ffff:{mapped}" if mapped is not None else str(address)
+    return value if canonical == value else canonical
 
 
 def json_value(value: object, what: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
-    """A list or dict that JSON holds exactly (no NaN or infinities, no other types)."""
+    """A list or dict that every store gives back as it was given: objects with string keys,
+    lists, strings, numbers (finite), booleans and None, nested at most
+    :data:`MAX_JSON_DEPTH` deep; no tuples or non-string keys (JSON would turn them into lists
+    and strings, and two keys could collide), and no NUL or lone surrogates in any string
+    (PostgreSQL's jsonb and UTF-8 cannot hold them)."""
     if not isinstance(value, kind):
         raise InvalidInput(f"{what} must be a {kind.__name__}, not {type(value).__name__}.")
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{what} must hold only JSON values: {exc}") from None
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidInput(f"{what} is nested too deep (at most {MAX_JSON_DEPTH} levels).")
+            if isinstance(item, dict):
+                for key in item:
+                    if not isinstance(key, str):
+                        raise InvalidInput(
+                            f"{what} must have string keys only, not {type(key).__name__} "
+                            f"{key!r}: JSON would give it back as a string."
+                        )
+                    check_text_chars(key, what)
+                pending.extend((child, depth + 1) for child in item.values())
+            else:
+                pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            check_text_chars(item, what)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidInput(f"{what} must hold only finite numbers, not {item!r}.")
+        elif item is not None and not isinstance(item, int):  # bool is an int
+            raise InvalidInput(
+                f"{what} must hold only JSON values (objects, lists, strings, numbers, "
+                f"booleans, None), not {type(item).__name__}."
+            )
     return value
 
 
@@ -269,7 +318,7 @@ def record(value: object, kind: type[_Record]) -> _Record:
     """A valid record of ``kind``: every field checked as its schema says.
 
     Returns the record itself, or a copy if a field had to be put in canonical form (an IP
-    address), so every backend stores the same value.
+    address, a time in UTC), so every backend stores the same value.
     """
     if not isinstance(value, kind):
         raise InvalidInput(f"expected {kind.__name__} record, not {type(value).__name__}.")
@@ -279,7 +328,7 @@ def record(value: object, kind: type[_Record]) -> _Record:
         if current is None and field.metadata["null"]:
             continue
         checked = _CHECKS[field.metadata["kind"]](current, field.name, field.metadata)
-        if checked is not current and checked != current:
+        if checked is not current:  # put in canonical form (a time in UTC, an address)
             changes[field.name] = checked
     return dataclasses.replace(value, **changes) if changes else value
 

@@ -30,7 +30,8 @@ def parse_counter(key: str, value: bytes | memoryview) -> int:
 # In both statements an existing row counts as expired when its expiry is at or before the
 # ``created_at`` of the row being inserted, which is "now" of this call; a reset row takes the
 # new created_at and expiry, an increment keeps them (a fixed window). The DO UPDATE ... WHERE
-# refuses values that are not canonical integers: no row comes back and nothing changes.
+# refuses values that are not canonical integers of at most 18 digits (validate.counter): no
+# row comes back and nothing changes.
 _POSTGRESQL = """
 INSERT INTO {table} AS t ({key}, {value}, {created}, {expires}) VALUES (%s, %s, %s, %s)
 ON CONFLICT ({key}) DO UPDATE SET
@@ -52,7 +53,8 @@ ON CONFLICT ({key}) DO UPDATE SET
     {created} = CASE WHEN {expired} THEN excluded.{created} ELSE t.{created} END,
     {expires} = CASE WHEN {expired} THEN excluded.{expires} ELSE t.{expires} END
 WHERE {expired}
-    OR CAST(CAST(CAST(t.{value} AS TEXT) AS INTEGER) AS TEXT) = CAST(t.{value} AS TEXT)
+    OR (CAST(CAST(CAST(t.{value} AS TEXT) AS INTEGER) AS TEXT) = CAST(t.{value} AS TEXT)
+        AND length(ltrim(CAST(t.{value} AS TEXT), '-')) <= 18)
 RETURNING {value}
 """
 
@@ -102,7 +104,9 @@ def incr_upsert(
         row = cursor.fetchone()
     if row is None:  # the WHERE refused the stored value (the same rule as validate.counter)
         raise validate.not_a_counter(key)
-    return parse_counter(key, row[0])
+    # The new value, written already: one past the widest counter (10**18) is a result, not
+    # an error (the next increment refuses it, as on every backend).
+    return int(bytes(row[0]))
 
 
 def incr_locked(

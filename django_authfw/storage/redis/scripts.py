@@ -122,14 +122,20 @@ return removed
 """
 
 # KEYS: counter; ARGV: px for a new counter. A missing counter starts at 1 with the TTL; an
-# existing one keeps the expiry it has (a fixed window).
+# existing one keeps the expiry it has (a fixed window). INCR refuses what is not a canonical
+# integer; the length test refuses more than 18 digits, as validate.counter does. The new value
+# comes back as the stored text: an integer reply passes through a Lua number (a double), which
+# is wrong past 2**53.
 KV_INCR = """
-local existed = redis.call('EXISTS', KEYS[1])
-local value = redis.call('INCR', KEYS[1])
-if existed == 0 and ARGV[1] ~= '0' then
+local current = redis.call('GET', KEYS[1])
+if current and #current > 18 and not (#current == 19 and string.sub(current, 1, 1) == '-') then
+  return redis.error_reply('ERR value is not an integer or out of range')
+end
+redis.call('INCR', KEYS[1])
+if not current and ARGV[1] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
-return value
+return redis.call('GET', KEYS[1])
 """
 
 # KEYS: order (sorted set), events (hash), sequence; ARGV: event id, time key, JSON.
