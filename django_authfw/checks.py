@@ -122,6 +122,28 @@ def _rejected_options(cls: type, options: Mapping[str, Any]) -> str:
     return ""
 
 
+def _refused_values(cls: type, options: Mapping[str, Any]) -> str:
+    """Why this package's ``cls(**options)`` refuses the option values, or "".
+
+    Building one of our storages checks every option and never contacts a server (clients
+    connect on first use), so the check builds a throwaway instance and closes it. A problem
+    with what an option names (a missing cache or database alias) is left to the checks of
+    that setting; a storage from elsewhere is not built, as its constructor may do anything.
+    """
+    from .exceptions import InvalidInput
+
+    if not cls.__module__.startswith("django_authfw."):
+        return ""
+    try:
+        storage = cls(**options)
+    except (TypeError, ValueError, InvalidInput) as exc:
+        return str(exc)
+    except Exception:  # a missing alias: reported by the checks of that setting
+        return ""
+    storage.close()
+    return ""
+
+
 def _storage_errors(alias: object, config: object) -> list[Any]:
     where = f"AUTHFW['STORAGES'][{alias!r}]"
 
@@ -179,6 +201,14 @@ def _storage_errors(alias: object, config: object) -> list[Any]:
             error(
                 f"{where}['OPTIONS'] are not accepted by {cls.__name__}: {rejected}.",
                 f"Use only the keyword arguments {cls.__name__}() takes; see docs/settings.md.",
+            )
+        ]
+    refused = _refused_values(cls, options)
+    if refused:
+        return [
+            error(
+                f"{where}['OPTIONS'] are refused by {cls.__name__}: {refused}",
+                f"Fix the value; {cls.__name__}'s options and their types are in docs/backends.md.",
             )
         ]
     unknown = sorted(set(config) - {"BACKEND", "OPTIONS"})

@@ -221,10 +221,6 @@ _ = (KVEntry, SessionData)
 # authfw.E002 and the types of OPTIONS ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: E002 checks OPTIONS names only; building the storage refuses the type",
-)
 @pytest.mark.parametrize(
     ("class_name", "options"),
     [
