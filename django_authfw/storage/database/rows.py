@@ -55,15 +55,18 @@ def _to_db_optional(value: datetime | None) -> datetime | None:
 
 
 def user_pk(model: type[models.Model], user_id: object) -> Any | None:
-    """Return the user primary key named by ``user_id`` (``str(pk)``), or None if it cannot be one.
+    """Return the user primary key whose ``str(pk)`` is ``user_id``, or None if there is none.
 
     ``model`` is the storage model whose ``user`` foreign key gives the key's type, so custom
-    user models with UUID or string keys work too.
+    user models with UUID or string keys work too. Only the canonical text names a key:
+    ``"01"`` or ``" 1"`` would convert to user 1, but the other backends keep them apart
+    from ``"1"``, so here they name no user either (a write refuses them, a read finds none).
     """
     try:
-        return user_foreign_key(model).target_field.to_python(user_id)
+        pk = user_foreign_key(model).target_field.to_python(user_id)
     except (ValidationError, ValueError, TypeError):
         return None
+    return pk if pk is not None and str(pk) == user_id else None
 
 
 def require_user_pk(model: type[models.Model], user_id: object) -> Any:
