@@ -424,11 +424,19 @@ def test_both_counter_paths_keep_a_fixed_window(increment: Any) -> None:
 
 
 @pytest.mark.django_db
-def test_times_round_trip_without_use_tz(settings: Any) -> None:
-    storage = DatabaseStorage()
+@pytest.mark.parametrize("fast", [True, False], ids=["fast_sql", "orm"])
+def test_times_round_trip_without_use_tz(settings: Any, fast: bool) -> None:
+    storage = DatabaseStorage(fast_sql=fast)
     token = AuthTokenFactory.build(user_id=str(UserFactory.create().pk))
     settings.USE_TZ = False
     settings.TIME_ZONE = "Europe/Paris"
+    kept = session(token.user_id, "paris", expires_at=utcnow() + timedelta(minutes=5))
+    storage.store_session(kept)
+    assert storage.get_session("paris") == kept
+    storage.store_session(session(token.user_id, "gone", expires_at=utcnow() - timedelta(1)))
+    assert storage.get_session("gone") is None  # expiry compared in the same time zone
+    storage.kv_set("paris", b"v", ttl=timedelta(minutes=5))
+    assert storage.kv_get("paris") == b"v"
     storage.store_token(token)
     assert storage.get_token_by_access(token.access_digest) == token
     assert storage.list_user_tokens(token.user_id) == [token]
