@@ -202,8 +202,8 @@ def parse_body(request: HttpRequest, max_bytes: int = MAX_BODY_BYTES) -> dict[st
     """Return the request's parameters from a JSON object or form fields.
 
     JSON (``application/json``) must be an object without repeated member names; its values are
-    returned as they are and the endpoint checks their types. Form bodies (``application/x-www-form-urlencoded`` or
-    ``multipart/form-data``) give strings. An empty body gives ``{}``. Raises :class:`APIError`
+    returned as they are and the endpoint checks their types. Form bodies
+    (``application/x-www-form-urlencoded`` or ``multipart/form-data``) give strings. An empty body gives ``{}``. Raises :class:`APIError`
     for a body over ``max_bytes`` (413), another media type (415) and anything malformed (400):
     bad JSON, JSON nested too deeply, an undecodable charset, too many fields. No body, however
     hostile, raises anything else.
