@@ -203,10 +203,11 @@ def parse_body(request: HttpRequest, max_bytes: int = MAX_BODY_BYTES) -> dict[st
 
     JSON (``application/json``) must be an object without repeated member names; its values are
     returned as they are and the endpoint checks their types. Form bodies
-    (``application/x-www-form-urlencoded`` or ``multipart/form-data``) give strings. An empty body gives ``{}``. Raises :class:`APIError`
-    for a body over ``max_bytes`` (413), another media type (415) and anything malformed (400):
-    bad JSON, JSON nested too deeply, an undecodable charset, too many fields. No body, however
-    hostile, raises anything else.
+    (``application/x-www-form-urlencoded`` or ``multipart/form-data``) give strings. An empty
+    body gives ``{}``. Raises :class:`APIError` for a body over ``max_bytes`` (413), another
+    media type (415) and anything malformed (400): bad JSON, JSON nested too deeply, repeated
+    members, an undecodable charset, too many fields. No body, however hostile, raises anything
+    else.
     """
     content_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
     body = _read_limited(request, max_bytes)
