@@ -311,11 +311,15 @@ def test_a_views_realm_wins_over_the_middlewares(
     ]
     junk = {"Authorization": "Bearer afw_at_" + "U" * 43}
     # The view's realm on its own view, the middleware's elsewhere.
-    assert Client().get("/t/protected-realm/", headers=junk)["WWW-Authenticate"].startswith(
-        'Bearer realm="example", error="invalid_token"'
+    assert (
+        Client()
+        .get("/t/protected-realm/", headers=junk)["WWW-Authenticate"]
+        .startswith('Bearer realm="example", error="invalid_token"')
     )
-    assert Client().get("/t/protected/", headers=junk)["WWW-Authenticate"].startswith(
-        'Bearer realm="site", error="invalid_token"'
+    assert (
+        Client()
+        .get("/t/protected/", headers=junk)["WWW-Authenticate"]
+        .startswith('Bearer realm="site", error="invalid_token"')
     )
 
 
