@@ -358,6 +358,28 @@ def test_lockout_after_threshold_with_retry_after(client: Client, user_factory: 
     assert AuditLog.objects.filter(action="login", outcome=False).count() == 6
 
 
+@pytest.mark.parametrize("url", [TOKEN, REFRESH])
+def test_the_refresh_grant_follows_the_same_lockout_rules_at_both_urls(
+    client: Client, user_factory: Any, login: Any, url: str
+) -> None:
+    # A refresh carries no password: a locked username still refreshes, and failed refreshes
+    # are never counted as failed logins.
+    issued = login(user_factory(username="lou"))
+    assert _fail(client, "lou", 5) == [400] * 5
+    assert post_json(client, TOKEN, {"username": "lou", "password": PASSWORD}).status_code == 429
+    grant = {"grant_type": "refresh_token"}
+    fresh = post_json(client, url, {**grant, "refresh_token": issued.refresh_token})
+    assert fresh.status_code == 200
+    other = login(user_factory(username="max"))
+    for _ in range(10):
+        bad = post_json(client, url, {**grant, "refresh_token": "afw_rt_" + "Z" * 43})
+        assert_error(bad, 400, "invalid_grant")
+    assert post_json(client, TOKEN, {"username": "max", "password": PASSWORD}).status_code == 200
+    assert (
+        post_json(client, url, {**grant, "refresh_token": other.refresh_token}).status_code == 200
+    )
+
+
 def test_lockout_threshold_and_window_follow_settings(
     client: Client, settings: Any, user_factory: Any
 ) -> None:
