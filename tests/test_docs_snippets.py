@@ -130,20 +130,14 @@ def postgres_database() -> Iterator[dict[str, str]]:
         "PASSWORD": url.password or "",
     }
     name = f"authfw_docs_{uuid.uuid4().hex[:12]}"
-    conninfo = {
-        "host": server["HOST"],
-        "port": server["PORT"],
-        "user": server["USER"],
-        "password": server["PASSWORD"],
-        "dbname": "postgres",
-        "connect_timeout": 10,
-    }
-    with psycopg.connect(**conninfo, autocommit=True) as admin:
+    # The server's maintenance database, reached the way the test server is.
+    admin_url = url._replace(path="/postgres", query="connect_timeout=10").geturl()
+    with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield {**server, "NAME": name}
     finally:
-        with psycopg.connect(**conninfo, autocommit=True) as admin:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -88,18 +88,12 @@ def busy_database() -> Iterator[tuple[str, str]]:
 
     url = os.environ.get("AUTHFW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
     parts = urlsplit(url)
-    conninfo = {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 5432,
-        "user": parts.username or "postgres",
-        "password": parts.password or "",
-        "connect_timeout": 10,
-    }
+    admin_url = parts._replace(path="/postgres", query="connect_timeout=10").geturl()
     name = f"authfw_busy_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(**conninfo, dbname="postgres", autocommit=True) as admin:
+    with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            with psycopg.connect(**conninfo, dbname=name):
+            with psycopg.connect(parts._replace(path=f"/{name}").geturl()):
                 yield url, name
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
