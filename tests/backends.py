@@ -158,3 +158,17 @@ def built_storage(name: str, settings: object) -> Iterator[AuthStorage]:
             storage.flush()
         finally:
             storage.close()
+
+
+def postgres_server_url() -> str:
+    """``postgres://user:password@host:port/`` of the server the run's database is on, else of
+    ``AUTHFW_TEST_POSTGRES_URL`` (the tests that need a PostgreSQL server of their own)."""
+    from urllib.parse import quote
+
+    db = connection.settings_dict
+    if connection.vendor != "postgresql":
+        url = os.environ.get("AUTHFW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/")
+        return url.rsplit("/", 1)[0] + "/"
+    user = quote(db.get("USER") or "", safe="")
+    password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/"

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from .backends import postgres_server_url
+
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 INSTALLATION = REPO / "docs" / "installation.md"
@@ -120,9 +122,7 @@ def postgres_database() -> Iterator[dict[str, str]]:
     """A database of the test's own on the suite's PostgreSQL server, dropped afterwards."""
     import psycopg
 
-    url = urlsplit(
-        os.environ.get("AUTHFW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/")
-    )
+    url = urlsplit(postgres_server_url())
     server = {
         "HOST": url.hostname or "127.0.0.1",
         "PORT": str(url.port or 5432),

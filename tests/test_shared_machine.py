@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.db import connection
 
-from .backends import CHECKOUT_ID, RUN_ID, unique_prefix
+from .backends import CHECKOUT_ID, RUN_ID, postgres_server_url, unique_prefix
 from .conftest import run_database_name
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ def busy_database() -> Iterator[tuple[str, str]]:
     """(server URL, name): a database another client is connected to, as another run's is."""
     import psycopg
 
-    url = os.environ.get("AUTHFW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+    url = postgres_server_url() + "test"
     parts = urlsplit(url)
     admin_url = parts._replace(path="/postgres", query="connect_timeout=10").geturl()
     name = f"authfw_busy_{uuid.uuid4().hex[:10]}"
