@@ -16,6 +16,7 @@ from typing import Any
 from .exceptions import StorageError
 from .records import AuditEvent, AuthToken, KVEntry, SessionData
 from .storage.base import AuthStorage
+from .wording import counted
 
 
 def _token_expired(record: AuthToken, now: datetime) -> bool:
@@ -38,6 +39,8 @@ class RecordKind:
     """The ``kind`` of its lines in a backup file: token, session, kv, audit."""
     label: str
     """Human name for output: "tokens", "sessions", "key-value entries", "audit events"."""
+    singular: str
+    """The same for one record: "token", "session", "key-value entry", "audit event"."""
     iterate: Callable[[AuthStorage, int], Iterator[list[Any]]]
     write: Callable[[AuthStorage, list[Any]], int]
     record_id: Callable[[Any], str]
@@ -51,6 +54,7 @@ TOKENS = RecordKind(
     record_type=AuthToken,
     line_kind="token",
     label="tokens",
+    singular="token",
     iterate=lambda storage, size: storage.iter_tokens(batch_size=size),
     write=lambda storage, records: storage.import_tokens(records),
     record_id=lambda record: record.token_id,
@@ -62,6 +66,7 @@ SESSIONS = RecordKind(
     record_type=SessionData,
     line_kind="session",
     label="sessions",
+    singular="session",
     iterate=lambda storage, size: storage.iter_sessions(batch_size=size),
     write=lambda storage, records: storage.import_sessions(records),
     record_id=lambda record: record.session_id,
@@ -73,6 +78,7 @@ KV = RecordKind(
     record_type=KVEntry,
     line_kind="kv",
     label="key-value entries",
+    singular="key-value entry",
     iterate=lambda storage, size: storage.iter_kv(batch_size=size),
     write=lambda storage, records: storage.import_kv(records),
     record_id=lambda record: record.key,
@@ -84,6 +90,7 @@ AUDIT = RecordKind(
     record_type=AuditEvent,
     line_kind="audit",
     label="audit events",
+    singular="audit event",
     iterate=lambda storage, size: storage.iter_audit(batch_size=size),
     write=lambda storage, records: storage.import_audit(records),
     record_id=lambda record: record.event_id,
@@ -95,6 +102,14 @@ KINDS: tuple[RecordKind, ...] = (TOKENS, SESSIONS, KV, AUDIT)
 """Every kind, in the order migration and backup handle them."""
 
 BY_NAME: dict[str, RecordKind] = {kind.name: kind for kind in KINDS}
+
+
+def counted_records(name: str, count: int) -> str:
+    """``"1 session"``, ``"2 key-value entries"``: ``count`` records of the kind ``name``."""
+    kind = BY_NAME[name]
+    return counted(count, kind.singular, kind.label)
+
+
 BY_LINE_KIND: dict[str, RecordKind] = {kind.line_kind: kind for kind in KINDS}
 
 
