@@ -70,6 +70,7 @@ from .transfer import (
     storage_label,
     write_records,
 )
+from .wording import sentence
 
 FORMAT = "django-authfw-backup"
 VERSION = 2
@@ -650,7 +651,7 @@ def _record_line(
         record = decode_record(kind.line_kind, obj["record"])
         username = _dec_opt_str(obj["username"]) if named else None
     except BackupError as exc:
-        raise BackupError(f"{name}: line {number}: {exc}.") from None
+        raise BackupError(f"{name}: line {number}: {sentence(exc)}") from None
     if named and record.user_id is None and username is not None:
         raise BackupError(f"{name}: line {number}: a username without a user_id; corrupt file.")
     return kind, record, username

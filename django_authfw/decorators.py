@@ -12,7 +12,10 @@
     async def items(request): ...
 
 Without a token the view answers 401 with the bare ``WWW-Authenticate: Bearer`` challenge
-(RFC 6750 section 3.1: no error code when no credentials were sent). With a token whose user has
+(RFC 6750 section 3.1: no error code when no credentials were sent). A ``realm`` is in every
+challenge for the view, the middleware's refusals of a bad or malformed token included: the
+decorator marks the view function with it (put other decorators that do not copy function
+attributes inside it, as for ``csrf_exempt``). With a token whose user has
 since been deleted or deactivated it answers 401 ``invalid_token``. Both sync and async views
 work. It relies on :class:`~django_authfw.middleware.BearerTokenMiddleware`; where the middleware
 is not installed it verifies the header itself, with the same rules. When the token storage or the
@@ -34,6 +37,7 @@ from django.http import HttpRequest, HttpResponse
 from .exceptions import StorageUnavailable
 from .middleware import (
     EXEMPT_ATTRIBUTE,
+    REALM_ATTRIBUTE,
     aauthenticate_request,
     authenticate_request,
     invalid_token_response,
@@ -98,6 +102,14 @@ async def abearer_refusal(request: HttpRequest, realm: str | None = None) -> Htt
 
 
 def _decorate(view: ViewFunc, realm: str | None) -> ViewFunc:
+    wrapped = _wrap(view, realm)
+    # The middleware refuses a bad or malformed token before the view runs; this attribute tells
+    # it the view's realm, so that those challenges carry it too.
+    setattr(wrapped, REALM_ATTRIBUTE, realm)
+    return wrapped
+
+
+def _wrap(view: ViewFunc, realm: str | None) -> ViewFunc:
     if iscoroutinefunction(view):
 
         @functools.wraps(view)

@@ -78,6 +78,8 @@ def issued(record: AuthToken, access: str, refresh: str | None) -> IssuedToken:
         user_id=record.user_id,
         permissions=tuple(record.permissions),
         roles=tuple(record.roles),
+        # The moment the access token's lifetime counts from: minted now, or renewed in place.
+        issued_at=record.updated_at,
     )
 
 

@@ -19,6 +19,8 @@ Then, on each request:
   error="invalid_token"`` and the same body whatever the reason (RFC 6750 section 3.1);
 * a malformed Bearer header (bad characters, extra parts, over 4 KB, binary junk): 400 with
   ``error="invalid_request"``;
+* the challenges carry the ``realm`` of the view the URL resolves to when it has one
+  (``@bearer_required(realm="api")``), else the middleware's own ``realm`` (default none);
 * a request for a view in one of ``AUTHFW["BEARER_EXEMPT_NAMESPACES"]`` (default: the admin),
   or for a view marked with :func:`~django_authfw.decorators.bearer_exempt`: the header is
   ignored, as if absent. Those views authenticate with a session cookie and CSRF, and a Bearer
@@ -71,6 +73,9 @@ _USER_CACHE = "_authfw_user"
 _BEFORE_BEARER = "_authfw_before_bearer"
 #: The attribute :func:`~django_authfw.decorators.bearer_exempt` sets on a view function.
 EXEMPT_ATTRIBUTE = "bearer_exempt"
+#: The attribute :func:`~django_authfw.decorators.bearer_required` sets on a view function: the
+#: view's ``realm``, which the middleware's own challenges for that view carry too.
+REALM_ATTRIBUTE = "bearer_realm"
 
 
 def get_framework(storage: str = "default") -> AuthFramework:
@@ -245,6 +250,15 @@ def _namespaces(match: Any) -> set[str]:
     return names
 
 
+def _resolve(request: HttpRequest) -> Any:
+    """The URL match of ``request`` as Django will resolve it, or None for a 404."""
+    urlconf = getattr(request, "urlconf", None)
+    try:
+        return get_resolver(urlconf).resolve(request.path_info)
+    except Resolver404:
+        return None
+
+
 def is_exempt(request: HttpRequest, namespaces: Iterable[str] | None = None) -> bool:
     """Whether the view ``request`` resolves to takes no Bearer tokens.
 
@@ -255,12 +269,14 @@ def is_exempt(request: HttpRequest, namespaces: Iterable[str] | None = None) -> 
     Django will resolve it (``request.urlconf`` if an earlier middleware set one); a path that
     resolves to nothing is not exempt (it will be a 404 anyway).
     """
-    urlconf = getattr(request, "urlconf", None)
-    try:
-        match = get_resolver(urlconf).resolve(request.path_info)
-    except Resolver404:
-        return False
-    return _exempt_view(match, match.func, namespaces)
+    match = _resolve(request)
+    return match is not None and _exempt_view(match, match.func, namespaces)
+
+
+def view_realm(view: Any) -> str | None:
+    """The ``realm`` a view asks for in its challenges (``@bearer_required(realm=...)``)."""
+    realm = getattr(view, REALM_ATTRIBUTE, None)
+    return realm if isinstance(realm, str) else None
 
 
 def _exempt_view(match: Any, view: Any, namespaces: Iterable[str] | None) -> bool:
@@ -311,27 +327,37 @@ class BearerTokenMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
 
-    def _skips(self, request: HttpRequest) -> bool:
-        # Only a request that sends an Authorization header pays for resolving its URL.
+    def _route(self, request: HttpRequest) -> tuple[bool, str | None]:
+        """Whether the request's view is exempt, and the realm of its challenges.
+
+        Only a request that sends an Authorization header pays for resolving its URL: the
+        view's own realm (``@bearer_required(realm=...)``) wins over the middleware's, so that
+        a bad token is refused with the same challenge the view gives a missing one.
+        """
         if not request.META.get("HTTP_AUTHORIZATION"):
-            return False
-        if is_exempt(request, self.exempt_namespaces):
+            return False, self.realm
+        match = _resolve(request)
+        if match is None:
+            return False, self.realm
+        if _exempt_view(match, match.func, self.exempt_namespaces):
             _no_credentials(request)
-            return True
-        return False
+            return True, None
+        return False, view_realm(match.func) or self.realm
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        if not self._skips(request):
-            refused = authenticate_request(request, realm=self.realm, storage=self.storage)
+        exempt, realm = self._route(request)
+        if not exempt:
+            refused = authenticate_request(request, realm=realm, storage=self.storage)
             if refused is not None:
                 return refused
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        if not self._skips(request):
-            refused = await aauthenticate_request(request, realm=self.realm, storage=self.storage)
+        exempt, realm = self._route(request)
+        if not exempt:
+            refused = await aauthenticate_request(request, realm=realm, storage=self.storage)
             if refused is not None:
                 return refused
         response: HttpResponse = await self.get_response(request)

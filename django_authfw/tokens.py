@@ -54,6 +54,8 @@ class IssuedToken:
     user_id: str
     permissions: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
+    #: When the access token was issued, on the clock that set ``expires_at``.
+    issued_at: datetime | None = None
 
     def __repr__(self) -> str:
         return (
@@ -63,10 +65,20 @@ class IssuedToken:
 
     @property
     def expires_in(self) -> int:
-        """Seconds until the access token expires (RFC 6749 ``expires_in``)."""
-        from .records import utcnow
+        """The access token's lifetime in seconds (RFC 6749 section 5.1 ``expires_in``).
 
-        return max(0, int((self.expires_at - utcnow()).total_seconds()))
+        ``expires_at - issued_at``, both from the one clock reading taken at issue, so a token
+        issued with a one-hour ``ACCESS_TOKEN_TTL`` says 3600, not the 3599 that truncating the
+        time left a moment later would give. Without ``issued_at``, the seconds left from now,
+        rounded.
+        """
+        if self.issued_at is not None:
+            lifetime = self.expires_at - self.issued_at
+        else:
+            from .records import utcnow
+
+            lifetime = self.expires_at - utcnow()
+        return max(0, round(lifetime.total_seconds()))
 
 
 def new_secret(prefix: str) -> str:

@@ -17,6 +17,7 @@ from .exceptions import StorageError
 from .records import AuditEvent, AuthToken, KVEntry, SessionData
 from .storage import backend_path
 from .storage.base import AuthStorage
+from .wording import counted
 
 
 def _token_expired(record: AuthToken, now: datetime) -> bool:
@@ -39,6 +40,8 @@ class RecordKind:
     """The ``kind`` of its lines in a backup file: token, session, kv, audit."""
     label: str
     """Human name for output: "tokens", "sessions", "key-value entries", "audit events"."""
+    singular: str
+    """The same for one record: "token", "session", "key-value entry", "audit event"."""
     iterate: Callable[[AuthStorage, int], Iterator[list[Any]]]
     write: Callable[[AuthStorage, list[Any]], int]
     record_id: Callable[[Any], str]
@@ -52,6 +55,7 @@ TOKENS = RecordKind(
     record_type=AuthToken,
     line_kind="token",
     label="tokens",
+    singular="token",
     iterate=lambda storage, size: storage.iter_tokens(batch_size=size),
     write=lambda storage, records: storage.import_tokens(records),
     record_id=lambda record: record.token_id,
@@ -63,6 +67,7 @@ SESSIONS = RecordKind(
     record_type=SessionData,
     line_kind="session",
     label="sessions",
+    singular="session",
     iterate=lambda storage, size: storage.iter_sessions(batch_size=size),
     write=lambda storage, records: storage.import_sessions(records),
     record_id=lambda record: record.session_id,
@@ -74,6 +79,7 @@ KV = RecordKind(
     record_type=KVEntry,
     line_kind="kv",
     label="key-value entries",
+    singular="key-value entry",
     iterate=lambda storage, size: storage.iter_kv(batch_size=size),
     write=lambda storage, records: storage.import_kv(records),
     record_id=lambda record: record.key,
@@ -85,6 +91,7 @@ AUDIT = RecordKind(
     record_type=AuditEvent,
     line_kind="audit",
     label="audit events",
+    singular="audit event",
     iterate=lambda storage, size: storage.iter_audit(batch_size=size),
     write=lambda storage, records: storage.import_audit(records),
     record_id=lambda record: record.event_id,
@@ -96,6 +103,14 @@ KINDS: tuple[RecordKind, ...] = (TOKENS, SESSIONS, KV, AUDIT)
 """Every kind, in the order migration and backup handle them."""
 
 BY_NAME: dict[str, RecordKind] = {kind.name: kind for kind in KINDS}
+
+
+def counted_records(name: str, count: int) -> str:
+    """``"1 session"``, ``"2 key-value entries"``: ``count`` records of the kind ``name``."""
+    kind = BY_NAME[name]
+    return counted(count, kind.singular, kind.label)
+
+
 BY_LINE_KIND: dict[str, RecordKind] = {kind.line_kind: kind for kind in KINDS}
 
 

@@ -113,6 +113,11 @@ class Endpoint(View):
             return unavailable_response()
         return response
 
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """The methods the endpoint takes, as JSON (Django's default is an empty text/html)."""
+        allowed: list[str] = self._allowed_methods()  # type: ignore[attr-defined]
+        return json_response({"methods": allowed}, headers={"Allow": ", ".join(allowed)})
+
     def http_method_not_allowed(
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:
@@ -183,12 +188,26 @@ class RegisterView(Endpoint):
 
 
 class TokenView(Endpoint):
-    """``POST token/`` with ``username`` and ``password``: log in (RFC 6749 section 4.3)."""
+    """``POST token/``: the token endpoint of RFC 6749 (section 3.2).
+
+    ``grant_type=password`` (or no ``grant_type``) with ``username`` and ``password`` logs in
+    (section 4.3); ``grant_type=refresh_token`` with ``refresh_token`` refreshes (section 6),
+    exactly as ``token/refresh/`` does, so that a standard OAuth 2.0 client's automatic refresh
+    works against the one token URL it knows.
+    """
 
     @sensitive_variables()
     def post(self, request: HttpRequest) -> HttpResponse:
         params = self.params()
-        _check_grant_type(params, "password")
+        grant_type = string_param(params, "grant_type", required=False)
+        if grant_type == "refresh_token":
+            return refresh_grant(self.framework, params, self.request_info())
+        if grant_type not in (None, "password"):
+            raise APIError(
+                400,
+                UNSUPPORTED_GRANT_TYPE,
+                "This endpoint does grant_type 'password' and 'refresh_token' only.",
+            )
         username = string_param(params, "username")
         password = string_param(params, "password")
         assert username is not None  # required above
@@ -211,20 +230,33 @@ class TokenView(Endpoint):
         return token_response(issued)
 
 
+@sensitive_variables()  # the presented and the issued refresh tokens
+def refresh_grant(
+    framework: AuthFramework, params: Mapping[str, Any], info: RequestInfo
+) -> HttpResponse:
+    """The refresh grant (RFC 6749 section 6), shared by ``token/`` and ``token/refresh/``:
+    rotation, reuse detection and audit are the framework's, so both answer alike."""
+    refresh_token = string_param(params, "refresh_token")
+    assert refresh_token is not None  # required above
+    try:
+        issued = framework.refresh(refresh_token, request_info=info)
+    except (InvalidToken, InvalidInput):
+        raise APIError(400, INVALID_GRANT, INVALID_GRANT_REFRESH) from None
+    return token_response(issued)
+
+
 class RefreshView(Endpoint):
-    """``POST token/refresh/`` with ``refresh_token``: a new token pair (RFC 6749 section 6)."""
+    """``POST token/refresh/`` with ``refresh_token``: a new token pair (RFC 6749 section 6).
+
+    The same grant as ``token/`` with ``grant_type=refresh_token``; here ``grant_type`` is
+    optional.
+    """
 
     @sensitive_variables()
     def post(self, request: HttpRequest) -> HttpResponse:
         params = self.params()
         _check_grant_type(params, "refresh_token")
-        refresh_token = string_param(params, "refresh_token")
-        assert refresh_token is not None  # required above
-        try:
-            issued = self.framework.refresh(refresh_token, request_info=self.request_info())
-        except (InvalidToken, InvalidInput):
-            raise APIError(400, INVALID_GRANT, INVALID_GRANT_REFRESH) from None
-        return token_response(issued)
+        return refresh_grant(self.framework, params, self.request_info())
 
 
 class RevokeView(Endpoint):

@@ -84,6 +84,8 @@ def database_from_url(url: str) -> dict[str, Any]:
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
             "CONN_MAX_AGE": 60,
+            # A server that does not answer fails within seconds, not after the TCP timeout.
+            "OPTIONS": {"connect_timeout": 10},
         }
     raise ValueError(f"DATABASE_URL scheme {parts.scheme!r} is not supported")
 
@@ -95,7 +97,7 @@ DATABASES = {
     else sqlite_database(BASE_DIR / "demo.sqlite3")
 }
 if os.environ.get("AUTHFW_TEST_DB_NAME"):
-    # Lets several test runs share one PostgreSQL server without dropping each other's database.
+    # The test suite names its PostgreSQL database per run (tests/conftest.py); this sets it.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["AUTHFW_TEST_DB_NAME"]}
 # A second, in-memory database for the tests of DatabaseStorage's `using` option and of database
 # routers. Nothing else connects to it; test runs create it only for tests that list it.

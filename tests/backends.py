@@ -7,6 +7,7 @@ run: nothing here skips.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,13 @@ from django_authfw.storage import (
 )
 
 REDIS_TEST_URL = os.environ.get("AUTHFW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# What this run owns on shared servers: the checkout (a hash of its path) and the process. Two
+# checkouts, or two runs in one checkout, never share a PostgreSQL test database
+# (``authfw_test_<RUN_ID>``, see conftest.py) or a Redis key (every storage's prefix starts with
+# ``authfw-test:<RUN_ID>:``), so they can run at the same time on one machine.
+CHECKOUT_ID = hashlib.sha256(str(os.path.realpath(__file__)).encode()).hexdigest()[:8]
+RUN_ID = f"{CHECKOUT_ID}_{os.getpid()}"
 
 ALL_BACKENDS = ("database", "memory", "locmem", "redis", "redis-cluster", "redis-sentinel")
 # Backends whose servers the tests start themselves (tests/redis_servers.py); their tests are
@@ -79,7 +87,8 @@ def with_test_caches(caches: dict[str, Any]) -> dict[str, Any]:
 
 
 def unique_prefix() -> str:
-    return f"authfw-test:{uuid.uuid4().hex[:12]}:"
+    """A Redis key prefix no other storage, test or run uses (``flush()`` deletes only it)."""
+    return f"authfw-test:{RUN_ID}:{uuid.uuid4().hex[:12]}:"
 
 
 def database_storage() -> AuthStorage:
@@ -153,3 +162,17 @@ def built_storage(name: str, settings: object) -> Iterator[AuthStorage]:
             storage.flush()
         finally:
             storage.close()
+
+
+def postgres_server_url() -> str:
+    """``postgres://user:password@host:port/`` of the server the run's database is on, else of
+    ``AUTHFW_TEST_POSTGRES_URL`` (the tests that need a PostgreSQL server of their own)."""
+    from urllib.parse import quote
+
+    db = connection.settings_dict
+    if connection.vendor != "postgresql":
+        url = os.environ.get("AUTHFW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/")
+        return url.rsplit("/", 1)[0] + "/"
+    user = quote(db.get("USER") or "", safe="")
+    password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/"

@@ -18,7 +18,7 @@ from django.test import Client
 from django_authfw import AuthFramework
 from django_authfw.tokens import IssuedToken
 
-from .backends import REDIS_TEST_URL
+from .backends import REDIS_TEST_URL, RUN_ID
 from .factories import PASSWORD, UserFactory
 from .hashers import COUNTING_HASHER
 
@@ -103,7 +103,10 @@ def storages_for(backend: str, settings: Any) -> dict[str, dict[str, Any]]:
         settings.CACHES = {**settings.CACHES, alias: cache}
         default = {
             "BACKEND": "django_authfw.storage.CacheStorage",
-            "OPTIONS": {"cache": alias, "key_prefix": f"authfw-http:{uuid.uuid4().hex[:12]}:"},
+            "OPTIONS": {
+                "cache": alias,
+                "key_prefix": f"authfw-test:{RUN_ID}:http-{uuid.uuid4().hex[:12]}:",
+            },
         }
     else:
         raise ValueError(backend)

@@ -34,7 +34,7 @@ from django_authfw.records import (
 )
 from django_authfw.storage import AuthStorage, get_storage
 
-from .backends import REDIS_TEST_URL
+from .backends import REDIS_TEST_URL, RUN_ID
 from .factories import AuthTokenFactory
 
 SHORT = timedelta(milliseconds=300)
@@ -273,7 +273,7 @@ def storage_config(name: str, settings: Any) -> dict[str, Any]:
     settings.CACHES = {**settings.CACHES, cache_alias: cache}
     return {
         "BACKEND": "django_authfw.storage.CacheStorage",
-        "OPTIONS": {"cache": cache_alias, "key_prefix": f"authfw-ops:{unique}:"},
+        "OPTIONS": {"cache": cache_alias, "key_prefix": f"authfw-test:{RUN_ID}:ops-{unique}:"},
     }
 
 

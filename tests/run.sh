@@ -35,7 +35,7 @@ DATABASE_URL="sqlite://" AUTHFW_TEST_BACKENDS=database \
     pytest -m "not browser and not slow" "${VENDOR_TESTS[@]}"
 
 echo "== pytest on Django 5.2 LTS, SQLite and in-process backends"
-make_venv .venv-lts 3.11 "django>=5.2,<5.3"
+make_venv .venv-lts 3.11 ".[test]" "django>=5.2,<5.3"
 DATABASE_URL="sqlite://" AUTHFW_TEST_BACKENDS=database,memory \
     .venv-lts/bin/python -m pytest -q -p no:cacheprovider -m "not browser and not slow" \
     "${VENDOR_TESTS[@]}"

@@ -29,6 +29,7 @@ from django.core.management import call_command
 from django_authfw.backup import BackupError, RestoreReport, restore_backup
 from django_authfw.records import AuditEvent, AuthToken, SessionData
 from django_authfw.storage import AuthStorage, DatabaseStorage
+from django_authfw.wording import counted
 
 from . import ops_support
 from .factories import AuthTokenFactory
@@ -166,7 +167,7 @@ def test_restore_command_maps_users_and_says_so(backend: str, aliases: Any, tmp_
     assert f"'alice': id {ids['alice']} in the backup is id {now['alice']} here" in text
     assert (
         f"'carol' (id {ids['carol']} in the backup): no such user here, and id {ids['carol']} "
-        "here is 'mallory'; not given to them: 1 tokens, 1 sessions, 1 audit events." in text
+        "here is 'mallory'; not given to them: 1 token, 1 session, 1 audit event." in text
     )
     assert f"'dave' (id {ids['dave']} in the backup): no such user here" in text
     assert "restored 2 of 4, 1 skipped (no user with that username here), 1 skipped" in text
@@ -217,7 +218,7 @@ def test_restore_command_says_truly_what_became_of_users_gone_at_backup_time(
     assert all(e.user_id is None for e in kept)
     assert (
         f"(unknown username) (id {ghost} in the backup, already deleted when it was written): "
-        f"kept without a user: {len(kept)} audit events."
+        f"kept without a user: {counted(len(kept), 'audit event')}."
     ) in out.getvalue()
 
 

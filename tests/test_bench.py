@@ -26,7 +26,7 @@ from django_authfw.bench.suite import Options, bench_storage
 from django_authfw.bench.workload import OPERATIONS
 from django_authfw.storage import get_storage
 
-from .backends import REDIS_TEST_URL
+from .backends import REDIS_TEST_URL, RUN_ID
 
 ALIAS = "bench"
 TINY = ["--seconds", "0.02", "--tokens", "30"]
@@ -40,7 +40,7 @@ def _storage_config(backend: str, settings: Any) -> dict[str, Any]:
         return {"BACKEND": "django_authfw.storage.InMemoryStorage"}
     suffix = uuid.uuid4().hex[:8]
     # A prefix of its own: the run never sees other data on the server.
-    prefix = f"authfw-test-bench:{suffix}:"
+    prefix = f"authfw-test:{RUN_ID}:bench-{suffix}:"
     if backend in ("redis-cluster", "redis-sentinel"):
         from .redis_servers import ensure_cluster, ensure_sentinel
 

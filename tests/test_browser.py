@@ -21,6 +21,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from django_authfw.models import AuditLog
+
 from .http_support import fast_hashing, user_factory
 
 __all__ = ["fast_hashing", "user_factory"]
@@ -156,13 +158,30 @@ def test_demo_page_walkthrough(browser: WebDriver, live_server: Any, fast_hashin
     wait_for_text(browser, "status-call", "401")
     assert "WWW-Authenticate: Bearer" in browser.find_element(By.ID, "result-call").text
 
+    # Replaying before any refresh: the page says what to do, nothing is sent.
+    browser.find_element(By.ID, "replay").click()
+    assert "refresh (step 4) first" in wait_for_text(browser, "status-replay", "first")
+
     browser.find_element(By.ID, "refresh").click()
-    wait_for_text(browser, "status-refresh", "200")
+    assert "/auth/token/" in wait_for_text(browser, "status-refresh", "200")
     assert browser.find_element(By.ID, "access-token").text != access_shown
 
     browser.find_element(By.ID, "call").click()
     wait_for_text(browser, "status-call", "200")
 
+    # The refresh token from before the refresh, sent again: reuse, the whole login revoked.
+    browser.find_element(By.ID, "replay").click()
+    wait_for_text(browser, "status-replay", "400")
+    assert "invalid_grant" in browser.find_element(By.ID, "body-replay").text
+    wait_for_text(browser, "status-replay-check", "401")
+    assert "whole login was revoked" in browser.find_element(By.ID, "replay-verdict").text
+    assert AuditLog.objects.filter(action="refresh_reuse").count() == 1
+    browser.find_element(By.ID, "call").click()
+    wait_for_text(browser, "status-call", "401")
+
+    # A new login, then log out: the refresh step then asks for a login, not a raw 400.
+    browser.find_element(By.ID, "login").click()
+    wait_for_text(browser, "status-login", "200")
     browser.find_element(By.ID, "logout").click()
     wait_for_text(browser, "status-logout", "200")
     assert browser.find_element(By.ID, "refresh-token").text == "none"
@@ -170,6 +189,10 @@ def test_demo_page_walkthrough(browser: WebDriver, live_server: Any, fast_hashin
     browser.find_element(By.ID, "call").click()
     wait_for_text(browser, "status-call", "401")
     assert 'error="invalid_token"' in browser.find_element(By.ID, "result-call").text
+
+    browser.find_element(By.ID, "refresh").click()
+    refused = wait_for_text(browser, "status-refresh", "log in first")
+    assert refused == "There is no refresh token: log in first (step 2)."
 
     # The page shows masked tokens only; a raw one never lands in the document.
     assert not re.search(r"afw_(at|rt)_[A-Za-z0-9_-]{43}", browser.page_source)

@@ -39,7 +39,7 @@ from django_authfw.records import AuditEvent, AuthToken, SessionData, replace, u
 from django_authfw.storage import AuthStorage, CacheStorage, InMemoryStorage, RedisStorage, codec
 from django_authfw.storage.cache import EngineStorage
 
-from .backends import REDIS_TEST_URL
+from .backends import REDIS_TEST_URL, RUN_ID
 from .factories import AuthTokenFactory
 from .redis_servers import (
     CLUSTER_PORTS,
@@ -55,7 +55,7 @@ TTL_SLACK_MS = 3000  # a loaded CI machine may take a while between write and PT
 
 
 def unique_prefix() -> str:
-    return f"authfw-test:{uuid.uuid4().hex[:12]}:"
+    return f"authfw-test:{RUN_ID}:{uuid.uuid4().hex[:12]}:"
 
 
 def make_session(user_id: str, **kwargs: Any) -> SessionData:

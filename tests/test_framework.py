@@ -112,7 +112,7 @@ def test_authenticate_issues_a_token_pair(
     assert issued.roles == ("editors", "staff")
     assert close_to(issued.expires_at, utcnow() + timedelta(hours=1))
     assert close_to(issued.refresh_expires_at, utcnow() + timedelta(days=3))
-    assert 3590 <= issued.expires_in <= 3600
+    assert issued.expires_in == 3600
 
     record = storage.get_token(issued.token_id)
     assert record is not None

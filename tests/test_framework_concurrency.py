@@ -179,7 +179,7 @@ def test_a_revocation_in_another_process_is_seen_at_once(kind: str) -> None:
     import sys
     import uuid
 
-    from .backends import REDIS_TEST_URL
+    from .backends import REDIS_TEST_URL, RUN_ID
 
     if kind == "database":
         storage: AuthStorage = DatabaseStorage()
@@ -187,7 +187,7 @@ def test_a_revocation_in_another_process_is_seen_at_once(kind: str) -> None:
     else:
         from django_authfw.storage import RedisStorage
 
-        prefix = f"authfw-test:{uuid.uuid4().hex[:12]}:"
+        prefix = f"authfw-test:{RUN_ID}:{uuid.uuid4().hex[:12]}:"
         storage = RedisStorage(url=REDIS_TEST_URL, key_prefix=prefix)
     auth = AuthFramework(storage=storage)
     auth.register_user("ann", PASSWORD)

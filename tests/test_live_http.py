@@ -250,16 +250,59 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def demo_server(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
-    """``bash testproject/demo.sh`` on a fresh SQLite file; yields (url, username, password)."""
-    port = _free_port()
+def _demo_env(database: Path) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL", "AUTHFW_TEST_DB_NAME")
     }
-    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    env["DATABASE_URL"] = f"sqlite:///{database}"
+    return env
+
+
+def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(REPO / "testproject" / "demo.sh"), *args],
+        cwd=tmp_path,
+        env=_demo_env(tmp_path / "demo.sqlite3"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_demo_refuses_a_taken_port_before_changing_anything(tmp_path: Path) -> None:
+    database = tmp_path / "demo.sqlite3"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # A fresh database: refused before the migration creates it.
+        result = _demo(tmp_path, f"127.0.0.1:{port}")
+        assert result.returncode != 0
+        assert not database.exists(), result.stdout
+        message = result.stderr.strip().splitlines()[-1]
+        assert message.startswith(f"CommandError: Cannot serve on 127.0.0.1:{port} ("), message
+        assert "Nothing was changed. Choose another port with the ADDR:PORT argument: " in message
+        assert "bash testproject/demo.sh [ADDR:PORT]" in message
+        assert "password" not in result.stdout
+
+        # A set-up demo: the admin's password (and everything else) stays as it was.
+        setup = _demo(tmp_path, "--no-serve", "--password", "first password")
+        assert setup.returncode == 0, setup.stderr
+        before = database.read_bytes()
+        result = _demo(tmp_path, f"127.0.0.1:{port}", "--password", "second password")
+        assert result.returncode != 0
+        assert "Cannot serve on" in result.stderr
+        assert database.read_bytes() == before
+        assert "second password" not in result.stdout
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """``bash testproject/demo.sh`` on a fresh SQLite file; yields (url, username, password)."""
+    port = _free_port()
+    env = _demo_env(tmp_path / "demo.sqlite3")
     log = (tmp_path / "demo.log").open("w+")
     process = subprocess.Popen(
         ["bash", str(REPO / "testproject" / "demo.sh"), f"127.0.0.1:{port}"],

@@ -78,6 +78,11 @@ async def async_whoami(request: HttpRequest) -> JsonResponse:
     )
 
 
+@bearer_required(realm="example")
+async def async_protected_realm(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
 @bearer_required
 async def async_protected(request: HttpRequest) -> JsonResponse:
     user = await request.auser()
@@ -91,6 +96,7 @@ urlpatterns = [
     path("t/protected-realm/", protected_realm),
     path("t/async-whoami/", async_whoami),
     path("t/async-protected/", async_protected),
+    path("t/async-protected-realm/", async_protected_realm),
     path("", include("testproject.urls")),
 ]
 
@@ -246,6 +252,79 @@ def test_realm_appears_in_the_challenge(client: Client) -> None:
     response = client.get("/t/protected-realm/")
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == 'Bearer realm="example"'
+
+
+def _realm_cases(user_factory: Any, login: Any) -> dict[str, tuple[dict[str, str], int, str]]:
+    """Every way a request to a realm view is refused: headers, status, expected challenge."""
+    revoked = login(user_factory())
+    AuthFramework().revoke_token(revoked.access_token)
+    inactive_user = user_factory()
+    inactive = login(inactive_user)
+    get_user_model().objects.filter(pk=inactive_user.pk).update(is_active=False)
+    described = 'error_description="The access token is invalid, expired or revoked."'
+    return {
+        "missing": ({}, 401, 'Bearer realm="example"'),
+        # Refused by the middleware, before the view runs:
+        "revoked": (
+            {"Authorization": f"Bearer {revoked.access_token}"},
+            401,
+            f'Bearer realm="example", error="invalid_token", {described}',
+        ),
+        "malformed": (
+            {"Authorization": "Bearer a b"},
+            400,
+            'Bearer realm="example", error="invalid_request", error_description="',
+        ),
+        # Refused by the decorator, once the user is loaded:
+        "inactive user": (
+            {"Authorization": f"Bearer {inactive.access_token}"},
+            401,
+            f'Bearer realm="example", error="invalid_token", {described}',
+        ),
+    }
+
+
+@pytest.mark.parametrize("path", ["/t/protected-realm/", "/t/async-protected-realm/"])
+@pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "no-middleware"])
+def test_the_views_realm_is_in_every_challenge(
+    settings: Any, user_factory: Any, login: Any, path: str, middleware: bool
+) -> None:
+    if not middleware:
+        settings.MIDDLEWARE = [
+            m for m in settings.MIDDLEWARE if m != "django_authfw.middleware.BearerTokenMiddleware"
+        ]
+    get = async_to_sync(AsyncClient().get) if path.startswith("/t/async") else Client().get
+    for case, (headers, status, expected) in _realm_cases(user_factory, login).items():
+        response = get(path, headers=headers)
+        assert response.status_code == status, case
+        assert response["WWW-Authenticate"].startswith(expected), (case, response)
+
+
+def test_a_views_realm_wins_over_the_middlewares(
+    settings: Any, user_factory: Any, login: Any
+) -> None:
+    settings.MIDDLEWARE = [
+        "tests.test_middleware.RealmMiddleware"
+        if m == "django_authfw.middleware.BearerTokenMiddleware"
+        else m
+        for m in settings.MIDDLEWARE
+    ]
+    junk = {"Authorization": "Bearer afw_at_" + "U" * 43}
+    # The view's realm on its own view, the middleware's elsewhere.
+    assert (
+        Client()
+        .get("/t/protected-realm/", headers=junk)["WWW-Authenticate"]
+        .startswith('Bearer realm="example", error="invalid_token"')
+    )
+    assert (
+        Client()
+        .get("/t/protected/", headers=junk)["WWW-Authenticate"]
+        .startswith('Bearer realm="site", error="invalid_token"')
+    )
+
+
+class RealmMiddleware(BearerTokenMiddleware):
+    realm = "site"
 
 
 def _invalid_token_cases(user_factory: Any, login: Any) -> dict[str, str]:

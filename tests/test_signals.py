@@ -25,7 +25,7 @@ from django_authfw.exceptions import (
 from django_authfw.storage import DatabaseStorage, get_storage
 from django_authfw.tokens import IssuedToken
 
-from .backends import REDIS_TEST_URL, selected_backends
+from .backends import REDIS_TEST_URL, RUN_ID, selected_backends
 from .framework_support import (  # noqa: F401  (fixtures are used by name)
     PASSWORD,
     counting_hasher_fixture,
@@ -53,7 +53,7 @@ def storages_config(prefix: str) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def aliases(settings: Any, db: None) -> Iterator[list[str]]:
-    prefix = f"authfw-test:{uuid.uuid4().hex[:12]}"
+    prefix = f"authfw-test:{RUN_ID}:{uuid.uuid4().hex[:12]}"
     settings.CACHES = {
         **settings.CACHES,
         "sig-locmem": {

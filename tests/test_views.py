@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -173,6 +174,53 @@ def test_bodies_are_checked(
         assert_error(response, status, code)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"username": "nobody", "username": "ann", "password": "x"}',
+        b'{"username": "ann", "password": "x", "password": "y"}',
+        b'{"refresh_token": "a", "token": "b", "refresh_token": "c", "token": "d"}',
+        b'{"username": {"a": 1, "a": 2}, "password": "x"}',
+    ],
+    ids=["first-member", "last-member", "every-endpoints-own", "nested"],
+)
+def test_repeated_json_members_are_refused_like_repeated_form_fields(
+    client: Client, user_factory: Any, raw: bytes
+) -> None:
+    # "ann" would log in if the last member won (json.loads' default): refused before that.
+    user_factory(username="ann")
+    for url in (REGISTER, TOKEN, REFRESH, REVOKE):
+        data = assert_error(
+            client.post(url, raw, content_type="application/json"), 400, "invalid_request"
+        )
+        assert "is sent more than once" in data["error_description"]
+    assert not AuditLog.objects.filter(action="login").exists()
+
+
+ENDPOINT_METHODS = {
+    REGISTER: "POST, OPTIONS",
+    TOKEN: "POST, OPTIONS",
+    REFRESH: "POST, OPTIONS",
+    REVOKE: "POST, OPTIONS",
+    INTROSPECT: "POST, OPTIONS",
+    LOGOUT_ALL: "POST, OPTIONS",
+    SESSIONS: "GET, HEAD, OPTIONS",
+    SESSIONS + "abc/": "POST, DELETE, OPTIONS",
+}
+
+
+@pytest.mark.parametrize(("url", "allowed"), ENDPOINT_METHODS.items())
+def test_options_answers_json_with_no_store(client: Client, url: str, allowed: str) -> None:
+    # Without a token too: a CORS preflight never carries one.
+    response = client.options(url)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response["Cache-Control"] == "no-store"
+    assert response["Pragma"] == "no-cache"
+    assert response["Allow"] == allowed
+    assert body(response) == {"methods": allowed.split(", ")}
+
+
 def test_too_many_parameters(client: Client) -> None:
     payload = {f"p{i}": "x" for i in range(50)}
     assert_error(post_json(client, TOKEN, payload), 400, "invalid_request")
@@ -233,7 +281,7 @@ def test_password_login_returns_rfc6749_response(client: Client, user_factory: A
     data = body(response)
     assert set(data) == {"access_token", "token_type", "expires_in", "refresh_token"}
     assert data["token_type"] == "Bearer"
-    assert 3590 <= data["expires_in"] <= 3600
+    assert data["expires_in"] == 3600  # the configured lifetime, as docs/http-api.md shows
     assert data["access_token"].startswith("afw_at_")
     assert data["refresh_token"].startswith("afw_rt_")
     assert response["Cache-Control"] == "no-store"
@@ -251,6 +299,23 @@ def test_grant_type_password_is_accepted_and_others_refused(
     assert post_json(client, TOKEN, {**creds, "grant_type": "password"}).status_code == 200
     response = post_json(client, TOKEN, {**creds, "grant_type": "client_credentials"})
     assert_error(response, 400, "unsupported_grant_type")
+
+
+@pytest.mark.parametrize(
+    ("ttl", "expected"),
+    [(timedelta(hours=1), 3600), (timedelta(minutes=5), 300), (timedelta(seconds=90), 90)],
+)
+def test_expires_in_is_the_configured_lifetime(
+    client: Client, user_factory: Any, settings: Any, ttl: timedelta, expected: int
+) -> None:
+    settings.AUTHFW = {**settings.AUTHFW, "ACCESS_TOKEN_TTL": ttl}
+    user_factory(username="ike")
+    pair = body(post_json(client, TOKEN, {"username": "ike", "password": PASSWORD}))
+    assert pair["expires_in"] == expected
+    fresh = body(post_json(client, REFRESH, {"refresh_token": pair["refresh_token"]}))
+    assert fresh["expires_in"] == expected
+    grant = {"grant_type": "refresh_token", "refresh_token": fresh["refresh_token"]}
+    assert body(client.post(TOKEN, grant))["expires_in"] == expected
 
 
 def test_wrong_password_and_unknown_user_look_the_same(client: Client, user_factory: Any) -> None:
@@ -291,6 +356,28 @@ def test_lockout_after_threshold_with_retry_after(client: Client, user_factory: 
     # Audited: the failures, the lockout, and the refused attempt while locked.
     assert AuditLog.objects.filter(action="lockout").exists()
     assert AuditLog.objects.filter(action="login", outcome=False).count() == 6
+
+
+@pytest.mark.parametrize("url", [TOKEN, REFRESH])
+def test_the_refresh_grant_follows_the_same_lockout_rules_at_both_urls(
+    client: Client, user_factory: Any, login: Any, url: str
+) -> None:
+    # A refresh carries no password: a locked username still refreshes, and failed refreshes
+    # are never counted as failed logins.
+    issued = login(user_factory(username="lou"))
+    assert _fail(client, "lou", 5) == [400] * 5
+    assert post_json(client, TOKEN, {"username": "lou", "password": PASSWORD}).status_code == 429
+    grant = {"grant_type": "refresh_token"}
+    fresh = post_json(client, url, {**grant, "refresh_token": issued.refresh_token})
+    assert fresh.status_code == 200
+    other = login(user_factory(username="max"))
+    for _ in range(10):
+        bad = post_json(client, url, {**grant, "refresh_token": "afw_rt_" + "Z" * 43})
+        assert_error(bad, 400, "invalid_grant")
+    assert post_json(client, TOKEN, {"username": "max", "password": PASSWORD}).status_code == 200
+    assert (
+        post_json(client, url, {**grant, "refresh_token": other.refresh_token}).status_code == 200
+    )
 
 
 def test_lockout_threshold_and_window_follow_settings(
@@ -368,6 +455,57 @@ def test_refresh_rotates_and_detects_reuse(client: Client, user_factory: Any, lo
     assert_error(replay, 400, "invalid_grant")
     assert client.get(ME, **bearer(fresh["access_token"])).status_code == 401
     assert AuditLog.objects.filter(action="refresh_reuse").exists()
+
+
+def test_token_endpoint_takes_the_refresh_grant(
+    client: Client, user_factory: Any, login: Any
+) -> None:
+    # RFC 6749 section 6: grant_type=refresh_token at the token endpoint, as form fields.
+    issued = login(user_factory(username="ria"))
+    response = client.post(
+        TOKEN, {"grant_type": "refresh_token", "refresh_token": issued.refresh_token}
+    )
+    assert response.status_code == 200
+    fresh = body(response)
+    assert set(fresh) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    assert response["Cache-Control"] == "no-store"
+    assert fresh["refresh_token"] != issued.refresh_token
+    assert body(client.get(ME, **bearer(fresh["access_token"])))["username"] == "ria"
+    assert client.get(ME, **bearer(issued.access_token)).status_code == 401
+    assert AuditLog.objects.filter(action="refresh", outcome=True).count() == 1
+    # A replay is reuse: the whole family goes, audited, as on token/refresh/.
+    replay = client.post(
+        TOKEN, {"grant_type": "refresh_token", "refresh_token": issued.refresh_token}
+    )
+    data = assert_error(replay, 400, "invalid_grant")
+    assert data["error_description"] == "The refresh token is invalid, expired or revoked."
+    assert client.get(ME, **bearer(fresh["access_token"])).status_code == 401
+    assert AuditLog.objects.filter(action="refresh_reuse").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"grant_type": "refresh_token"}, "invalid_request"),
+        ({"grant_type": "refresh_token", "refresh_token": ""}, "invalid_request"),
+        ({"grant_type": "refresh_token", "refresh_token": 5}, "invalid_request"),
+        ({"grant_type": "refresh_token", "refresh_token": ["afw_rt_x"]}, "invalid_request"),
+        ({"grant_type": "refresh_token", "refresh_token": "afw_rt_" + "Z" * 43}, "invalid_grant"),
+        ({"grant_type": "refresh_token", "refresh_token": "afw_at_" + "Z" * 43}, "invalid_grant"),
+        ({"grant_type": "refresh_token", "refresh_token": "x\u0000y"}, "invalid_grant"),
+        ({"grant_type": ["refresh_token"], "refresh_token": "afw_rt_x"}, "invalid_request"),
+        ({"grant_type": "authorization_code", "code": "x"}, "unsupported_grant_type"),
+        ({"grant_type": "client_credentials"}, "unsupported_grant_type"),
+        # A refresh token without grant_type is a password login missing its username.
+        ({"refresh_token": "afw_rt_" + "Z" * 43}, "invalid_request"),
+    ],
+)
+def test_token_endpoint_refresh_grant_refusals(
+    client: Client, params: dict[str, Any], code: str
+) -> None:
+    raw = json.dumps(params).encode()  # a NUL travels as the JSON escape \u0000
+    assert_error(client.post(TOKEN, raw, content_type="application/json"), 400, code)
+    assert not AuditLog.objects.filter(action="refresh", outcome=True).exists()
 
 
 def test_refresh_with_form_and_grant_type(client: Client, user_factory: Any, login: Any) -> None:

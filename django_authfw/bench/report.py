@@ -11,6 +11,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from ..wording import counted
 from .profiling import format_profile
 from .workload import OPERATIONS
 
@@ -183,7 +184,7 @@ def _rows(result: dict[str, Any]) -> list[str]:
                 if growth.get(key)
             ]
             lines.append(
-                f"  {LABELS[name]} at {growth['tokens']:,} tokens: "
+                f"  {LABELS[name]} at {counted(growth['tokens'], 'token')}: "
                 f"{_rate(figures['ops_per_sec'])} ops/sec, p50 {_us(figures['p50_us'])} µs, "
                 f"p99 {_us(figures['p99_us'])} µs"
                 + (f"; cost vs fewer tokens: {', '.join(shown)}" if shown else "")
@@ -201,11 +202,12 @@ def as_table(report: dict[str, Any]) -> str:
     info = report["machine"]
     options = report["options"]
     out = [
-        f"authfw_bench: {info['cores']} cores ({info['cpu']}), {info['implementation']} "
+        f"authfw_bench: {counted(info['cores'], 'core')} ({info['cpu']}), {info['implementation']} "
         f"{info['python']}, Django {info['django']}, redis-py {info['redis_py']}, "
         f"psycopg {info['psycopg']}; load average {info.get('load_average')}",
-        f"{options['tokens']:,} stored tokens, {options['seconds']:g} s per operation, "
-        f"{options['processes']} process(es); latency per call, or per call averaged over "
+        f"{counted(options['tokens'], 'stored token')}, {options['seconds']:g} s per operation, "
+        f"{counted(options['processes'], 'process', 'processes')}; latency per call, or per "
+        "call averaged over "
         "'batch' calls for sub-10 µs operations",
     ]
     for alias, result in report["storages"].items():
@@ -214,7 +216,7 @@ def as_table(report: dict[str, Any]) -> str:
         out.append("")
         out.append(
             f"{alias}: {result['storage_class']}{server} "
-            f"({processes} process{'es' if processes != 1 else ''})"
+            f"({counted(processes, 'process', 'processes')})"
         )
         out.extend(_headline(result))
         out.append("")
@@ -225,7 +227,8 @@ def as_table(report: dict[str, Any]) -> str:
             out.append(f"  note: {note}")
         cleanup = result.get("cleanup") or {}
         out.append(
-            f"  cleaned up: {cleanup.get('tokens', 0):,} tokens, {cleanup.get('sessions', 0):,} "
-            f"sessions, {cleanup.get('kv', 0):,} key-value entries"
+            f"  cleaned up: {counted(cleanup.get('tokens', 0), 'token')}, "
+            f"{counted(cleanup.get('sessions', 0), 'session')}, "
+            f"{counted(cleanup.get('kv', 0), 'key-value entry', 'key-value entries')}"
         )
     return "\n".join(out)

@@ -22,6 +22,7 @@ from django.db import connections, router
 from ..framework import AuthFramework
 from ..storage import AuthStorage, DatabaseStorage
 from ..tokens import digest
+from ..wording import counted
 from .baselines import BASELINE_NAMES, baseline_for, token_record_size
 from .burst import run_burst
 from .memory import TRACED_SAMPLE, MemoryFigure, MemoryMeter, redis_key_usage
@@ -187,7 +188,7 @@ def bench_storage(
     framework = AuthFramework(storage=storage)
     workload = Workload(storage, run_id=run_id, user_id=user.user_id, verify=framework.verify_token)
     try:
-        log(f"{alias}: storing {options.tokens:,} tokens")
+        log(f"{alias}: storing {counted(options.tokens, 'token')}")
 
         def fill_progress(done: int) -> None:
             if progress is not None:
@@ -263,7 +264,7 @@ def _time(
 ) -> dict[str, Measurement]:
     """Time the operations ``names`` (and the baseline) here or in worker processes."""
     if processes > 1:
-        log(f"{alias}: timing {', '.join(names)} in {processes} processes")
+        log(f"{alias}: timing {', '.join(names)} in {counted(processes, 'process', 'processes')}")
         plan = Plan(
             alias=alias,
             run_id=workload.run_id,
@@ -308,7 +309,7 @@ def _grow(
     """
     assert options.grow_to is not None
     more = options.grow_to - options.tokens
-    log(f"{alias}: storing {more:,} more tokens")
+    log(f"{alias}: storing {counted(more, 'more token')}")
 
     def fill_progress(done: int) -> None:
         if progress is not None:

@@ -17,6 +17,7 @@ from django.core.management.base import OutputWrapper
 from ..conf import conf
 from ..exceptions import StorageError, StorageUnavailable
 from ..storage import AuthStorage, get_storage
+from ..wording import counted, sentence
 
 
 def positive_int(text: str) -> int:
@@ -75,19 +76,24 @@ def open_storage(alias: str) -> AuthStorage:
 
 
 def storage_failure(alias: str, exc: BaseException) -> CommandError:
-    """A CommandError for a storage that failed, saying what to check."""
+    """A CommandError for a storage that failed, saying what to check (once: a storage's own
+    message may already say it)."""
+    message = sentence(exc)
+    where = f"AUTHFW['STORAGES'][{alias!r}] (and CACHES or DATABASES)"
     if isinstance(exc, StorageUnavailable):
         hint = (
-            "Check that its service (database server or Redis) is running and reachable with "
-            f"the settings of AUTHFW['STORAGES'][{alias!r}] (and CACHES or DATABASES)."
+            f"Its settings are {where}."
+            if "Check " in message
+            else "Check that its service (database server or Redis) is running and reachable "
+            f"with the settings of {where}."
         )
-        return CommandError(f"Storage {alias!r} is unavailable: {exc} {hint}")
+        return CommandError(f"Storage {alias!r} is unavailable: {message} {hint}")
     if isinstance(exc, StorageError):
         return CommandError(
-            f"Storage {alias!r} failed: {exc} Check AUTHFW['STORAGES'][{alias!r}] and, for a "
-            "database storage, that `manage.py migrate` has been run."
+            f"Storage {alias!r} failed: {message} Check AUTHFW['STORAGES'][{alias!r}] and, for "
+            "a database storage, that `manage.py migrate` has been run."
         )
-    return CommandError(f"Storage {alias!r} failed: {exc}")
+    return CommandError(f"Storage {alias!r} failed: {message}")
 
 
 class ProgressBar:
@@ -138,6 +144,5 @@ class ProgressBar:
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
-    """``"1 token"``, ``"2 tokens"``, with thousands separators."""
-    word = singular if count == 1 else (plural_form or singular + "s")
-    return f"{count:,} {word}"
+    """``"1 token"``, ``"2 tokens"``, with thousands separators (``ngettext``)."""
+    return counted(count, singular, plural_form)

@@ -9,8 +9,8 @@ from django.core.management import BaseCommand, CommandError, CommandParser
 
 from ...backup import write_backup
 from ...exceptions import InvalidInput, StorageError
-from ...transfer import BY_NAME
-from ..progress import ProgressBar, add_batch_size, open_storage, storage_failure
+from ...transfer import BY_NAME, counted_records
+from ..progress import ProgressBar, add_batch_size, open_storage, plural, storage_failure
 
 
 class Command(BaseCommand):
@@ -52,5 +52,5 @@ class Command(BaseCommand):
                 f"Cannot write {file}: {exc.strerror or exc}. No backup file was written."
             ) from exc
         total = sum(counts.values())
-        details = ", ".join(f"{counts[name]:,} {BY_NAME[name].label}" for name in counts)
-        self.stdout.write(f"Wrote {total:,} records of {storage!r} to {file} ({details}).")
+        details = ", ".join(counted_records(name, counts[name]) for name in counts)
+        self.stdout.write(f"Wrote {plural(total, 'record')} of {storage!r} to {file} ({details}).")

@@ -188,7 +188,7 @@ class Command(BaseCommand):
         if report.skipped_present:
             parts.append(f"{report.skipped_present:,} already in the target left as they are")
         if report.revocations_carried:
-            parts.append(f"{report.revocations_carried:,} revocations carried over")
+            parts.append(f"{plural(report.revocations_carried, 'revocation')} carried over")
         if report.skipped_older:
             parts.append(f"{report.skipped_older:,} missing but older than --since")
         if report.skipped_by_target:

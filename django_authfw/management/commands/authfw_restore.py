@@ -20,8 +20,8 @@ from ...backup import (
 )
 from ...exceptions import StorageError
 from ...storage import AuthStorage
-from ...transfer import BY_NAME, storage_is_empty
-from ..progress import ProgressBar, add_batch_size, open_storage, storage_failure
+from ...transfer import BY_NAME, counted_records, storage_is_empty
+from ..progress import ProgressBar, add_batch_size, open_storage, plural, storage_failure
 
 
 class Command(BaseCommand):
@@ -116,8 +116,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  {BY_NAME[name].label + ':':<19} {_kind_line(report, name)}")
         if report.kept_revoked:
             self.stdout.write(
-                f"Kept {report.kept_revoked:,} tokens revoked: {storage!r} revoked them after "
-                "the backup was written (--merge never un-revokes)."
+                f"Kept {plural(report.kept_revoked, 'token')} revoked: {storage!r} revoked them "
+                "after the backup was written (--merge never un-revokes)."
             )
         self._describe_users(report)
         if report.written["tokens"] and report.mode != "merge":
@@ -220,7 +220,7 @@ def _kind_line(report: RestoreReport, name: str) -> str:
 def _user_line(change: UserChange) -> str:
     who = f"{change.username!r}" if change.username is not None else "(unknown username)"
     records = ", ".join(
-        f"{count:,} {BY_NAME[name].label}" for name, count in change.records.items() if count
+        counted_records(name, count) for name, count in change.records.items() if count
     )
     if change.outcome == "remapped":
         return (
@@ -237,12 +237,12 @@ def _user_line(change: UserChange) -> str:
         # Its tokens and sessions are skipped, its audit events kept without a user.
         kept = change.records.get("audit", 0)
         skipped = ", ".join(
-            f"{count:,} {BY_NAME[name].label}"
+            counted_records(name, count)
             for name, count in change.records.items()
             if count and name != "audit"
         )
         what = [f"not restored: {skipped}"] if skipped else []
-        what += [f"kept without a user: {kept:,} {BY_NAME['audit'].label}"] if kept else []
+        what += [f"kept without a user: {counted_records('audit', kept)}"] if kept else []
         return (
             f"{who} (id {change.backup_user_id} in the backup, already deleted when it was "
             f"written): {'; '.join(what)}."

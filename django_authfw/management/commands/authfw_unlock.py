@@ -8,6 +8,8 @@ from django.core.management import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import InvalidInput, StorageError
 from ...framework import AuthFramework
+from ...wording import sentence
+from ..progress import plural
 
 
 class Command(BaseCommand):
@@ -55,7 +57,9 @@ class Command(BaseCommand):
             framework = AuthFramework(storage)
             remaining = framework.lockout_remaining(username or None, ip_address or None)
             if dry_run:
-                state = f"locked for {remaining} more seconds" if remaining else "not locked"
+                state = (
+                    f"locked for {plural(remaining, 'more second')}" if remaining else "not locked"
+                )
                 self.stdout.write(f"{who}: {state}. Nothing changed (--dry-run).")
                 return
             removed = framework.reset_lockout(
@@ -64,14 +68,20 @@ class Command(BaseCommand):
         except InvalidInput as exc:
             raise CommandError(f"{exc}") from exc
         except StorageError as exc:
-            raise CommandError(
-                f"The lockout storage failed: {exc}. Check AUTHFW['STORAGES'] and "
-                "AUTHFW['LOCKOUT_STORAGE'], then retry."
-            ) from exc
-        state = f"was locked for {remaining} more seconds" if remaining else "was not locked"
+            message = sentence(exc)
+            settings = "AUTHFW['STORAGES'] and AUTHFW['LOCKOUT_STORAGE']"
+            hint = (
+                f"Its settings are {settings}; retry once it is back."
+                if "Check " in message
+                else f"Check {settings}, then retry."
+            )
+            raise CommandError(f"The lockout storage failed: {message} {hint}") from exc
+        state = (
+            f"was locked for {plural(remaining, 'more second')}" if remaining else "was not locked"
+        )
         self.stdout.write(
             self.style.SUCCESS(
-                f"Unlocked {who} ({state}); {removed} lockout entr"
-                f"{'y' if removed == 1 else 'ies'} removed."
+                f"Unlocked {who} ({state}); "
+                f"{plural(removed, 'lockout entry', 'lockout entries')} removed."
             )
         )

@@ -529,7 +529,8 @@ class RedisCaller:
                 raise StorageError(f"Redis at {self.description} failed: {exc}") from exc
         raise StorageUnavailable(
             f"Redis at {self.description} is unreachable or too slow "
-            f"({attempts} attempt{'s' if attempts > 1 else ''}): {last}. "
+            # The client's own message may end with a full stop already.
+            f"({attempts} attempt{'s' if attempts > 1 else ''}): {str(last).rstrip('.')}. "
             "Check that the server is up, or raise timeout/retry_attempts."
         ) from last
 

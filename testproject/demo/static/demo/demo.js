@@ -3,7 +3,8 @@
 
 (function () {
   // Held in memory only: a token in localStorage is readable by any script on the origin.
-  const tokens = { access: null, refresh: null };
+  // ``previous`` is the refresh token a refresh replaced, for the replay step.
+  const tokens = { access: null, refresh: null, previous: null };
 
   const $ = (id) => document.getElementById(id);
 
@@ -49,6 +50,17 @@
     pre.id = "body-" + step;
     pre.textContent = JSON.stringify(hideSecrets(body), null, 2);
     box.appendChild(pre);
+  }
+
+  function note(step, text) {
+    // A step the page answers itself, without a request that could only fail.
+    const box = $("result-" + step);
+    box.textContent = "";
+    const line = document.createElement("p");
+    line.className = "status note";
+    line.id = "status-" + step;
+    line.textContent = text;
+    box.appendChild(line);
   }
 
   function busy(on) {
@@ -106,25 +118,64 @@
   $("register").addEventListener("click", () =>
     send("register", "POST", "/auth/register/", credentials(), false));
 
-  $("login").addEventListener("click", async () =>
-    keep(await send("login", "POST", "/auth/token/", credentials(), false)));
+  $("login").addEventListener("click", async () => {
+    const body = await send("login", "POST", "/auth/token/", credentials(), false);
+    if (body) tokens.previous = null; // a new login: nothing of the old one to replay
+    keep(body);
+  });
 
   $("call").addEventListener("click", () => send("call", "GET", "/api/me/", undefined, true));
 
   $("call-anonymous").addEventListener("click", () =>
     send("call", "GET", "/api/me/", undefined, false));
 
-  $("refresh").addEventListener("click", async () =>
-    keep(await send("refresh", "POST", "/auth/token/refresh/",
-      { refresh_token: tokens.refresh || "" }, false)));
+  $("refresh").addEventListener("click", async () => {
+    if (!tokens.refresh) {
+      note("refresh", "There is no refresh token: log in first (step 2).");
+      return;
+    }
+    const used = tokens.refresh;
+    const body = await send("refresh", "POST", "/auth/token/",
+      { grant_type: "refresh_token", refresh_token: used }, false);
+    if (body) tokens.previous = used;
+    keep(body);
+  });
+
+  $("replay").addEventListener("click", async () => {
+    $("result-replay-check").textContent = "";
+    if (!tokens.previous) {
+      note("replay", "There is no used refresh token yet: log in (step 2) and refresh (step 4) first.");
+      return;
+    }
+    const replayed = await send("replay", "POST", "/auth/token/",
+      { grant_type: "refresh_token", refresh_token: tokens.previous }, false);
+    if (replayed === null) {
+      // Refused: show that the current pair went with it.
+      await send("replay-check", "GET", "/api/me/", undefined, true);
+      const box = $("result-replay-check");
+      const line = document.createElement("p");
+      line.id = "replay-verdict";
+      line.textContent = "The whole login was revoked: the access token from step 4 is refused " +
+        "too. Log in again (step 2).";
+      box.prepend(line);
+      tokens.refresh = null;
+      tokens.previous = null;
+      showTokens();
+    }
+  });
 
   $("logout").addEventListener("click", async () => {
+    if (!tokens.refresh && !tokens.access) {
+      note("logout", "There is nothing to log out of: log in first (step 2).");
+      return;
+    }
     // Revoking the refresh token revokes every token of this login, the access token included.
     const body = await send("logout", "POST", "/auth/token/revoke/",
       { token: tokens.refresh || tokens.access || "" }, false);
     if (body !== null) {
       // Keep the (now revoked) access token so that step 3 shows the 401 it gets.
       tokens.refresh = null;
+      tokens.previous = null;
       showTokens();
     }
   });
