@@ -165,7 +165,7 @@ def _rows(result: dict[str, Any]) -> list[str]:
             f"  burst of {burst['threads']} threads released at once (verify valid token): "
             f"{_rate(burst['ops_per_sec'])} ops/sec, "
             f"p50 {_us(burst['p50_us'])} µs, p99 {_us(burst['p99_us'])} µs, "
-            f"{burst['errors']:,} of {burst['calls']:,} calls failed"
+            f"{burst['errors']:,} of {counted(burst['calls'], 'call')} failed"
         )
         lines.append(line)
         if burst["first_error"]:
