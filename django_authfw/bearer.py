@@ -74,6 +74,27 @@ def parse_bearer(header: str | None) -> str | None:
     return token
 
 
+# What a quoted-string may hold (RFC 9110 section 5.6.4: HTAB, SP, visible ASCII, obs-text),
+# less the C1 controls: no line break or other control character can reach a header.
+_QUOTABLE = re.compile(r"[\t\x20-\x7e\xa0-\xff]*")
+
+
+def check_realm(realm: str | None) -> str | None:
+    """Return ``realm`` if it can be a challenge's quoted ``realm``, else raise ValueError.
+
+    Checked where a realm is configured (``bearer_required(realm=...)``), so that a realm with a
+    line break fails there, not as Django's ``BadHeaderError`` (an HTML 500) on every refusal.
+    """
+    if realm is None:
+        return None
+    if not isinstance(realm, str) or not _QUOTABLE.fullmatch(realm):
+        raise ValueError(
+            f"The realm {realm!r} cannot go into a WWW-Authenticate header: use printable "
+            "Latin-1 characters, without line breaks or other control characters."
+        )
+    return realm
+
+
 def _quote(value: str) -> str:
     # quoted-string (RFC 7230 section 3.2.6): escape backslash and double quote.
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -34,6 +34,7 @@ from typing import Any, TypeVar, overload
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
+from .bearer import check_realm
 from .exceptions import StorageUnavailable
 from .middleware import (
     EXEMPT_ATTRIBUTE,
@@ -42,6 +43,7 @@ from .middleware import (
     authenticate_request,
     invalid_token_response,
     not_authenticated_response,
+    realm_for,
     unavailable_response,
 )
 
@@ -73,8 +75,10 @@ async def _arefusal_before_user(request: HttpRequest, realm: str | None) -> Http
 def bearer_refusal(request: HttpRequest, realm: str | None = None) -> HttpResponse | None:
     """The 401 a request without a valid Bearer token of an active user gets, or None.
 
-    What :func:`bearer_required` checks, for class-based views and other callers.
+    What :func:`bearer_required` checks, for class-based views and other callers. Without a
+    ``realm``, the challenges carry the middleware's (its subclass's ``realm``), if any.
     """
+    realm = realm_for(request, realm)
     refused = _refusal_before_user(request, realm)
     if refused is not None:
         return refused
@@ -89,6 +93,7 @@ def bearer_refusal(request: HttpRequest, realm: str | None = None) -> HttpRespon
 
 async def abearer_refusal(request: HttpRequest, realm: str | None = None) -> HttpResponse | None:
     """The async twin of :func:`bearer_refusal`."""
+    realm = realm_for(request, realm)
     refused = await _arefusal_before_user(request, realm)
     if refused is not None:
         return refused
@@ -143,8 +148,10 @@ def bearer_required(
     """Let the view run only for a request with a valid Bearer token of an active user.
 
     Usable bare (``@bearer_required``) or with a ``realm`` for the challenge
-    (``@bearer_required(realm="api")``).
+    (``@bearer_required(realm="api")``). A realm that cannot be a header value (a line
+    break, a control character) raises ValueError here.
     """
+    check_realm(realm)
     if view is not None:
         return _decorate(view, realm)
     return lambda func: _decorate(func, realm)

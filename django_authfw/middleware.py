@@ -76,6 +76,12 @@ EXEMPT_ATTRIBUTE = "bearer_exempt"
 #: The attribute :func:`~django_authfw.decorators.bearer_required` sets on a view function: the
 #: view's ``realm``, which the middleware's own challenges for that view carry too.
 REALM_ATTRIBUTE = "bearer_realm"
+#: A class attribute of :class:`django_authfw.contrib.drf.BearerTokenAuthentication`: an
+#: authentication class whose ``realm`` the middleware's challenges for a DRF view carry.
+AUTHENTICATION_CLASS_ATTRIBUTE = "authfw_bearer_authentication"
+#: The request attribute holding the realm of the middleware's challenges for the request, so
+#: that a view without a realm of its own answers a missing token with the same one.
+_REALM = "_authfw_realm"
 
 
 def get_framework(storage: str = "default") -> AuthFramework:
@@ -273,10 +279,43 @@ def is_exempt(request: HttpRequest, namespaces: Iterable[str] | None = None) -> 
     return match is not None and _exempt_view(match, match.func, namespaces)
 
 
-def view_realm(view: Any) -> str | None:
-    """The ``realm`` a view asks for in its challenges (``@bearer_required(realm=...)``)."""
+def view_realm(view: Any, method: str | None = None) -> str | None:
+    """The ``realm`` a view asks for in its challenges.
+
+    ``@bearer_required(realm=...)`` on the view function, or, for a class-based view, on its
+    handler for ``method`` (``method_decorator(bearer_required(realm=...))`` on ``get``); for a
+    DRF view, the ``realm`` of its first authentication class when that is a
+    ``BearerTokenAuthentication`` (the class DRF asks for the challenge of a missing token).
+    """
     realm = getattr(view, REALM_ATTRIBUTE, None)
-    return realm if isinstance(realm, str) else None
+    if isinstance(realm, str):
+        return realm
+    view_class = getattr(view, "view_class", None)
+    if view_class is None:
+        return None
+    name = (method or "").lower()
+    handler = getattr(view_class, name, None) if name else None
+    if handler is None and name == "head":  # View.setup() serves HEAD with get()
+        handler = getattr(view_class, "get", None)
+    realm = getattr(handler, REALM_ATTRIBUTE, None)
+    if isinstance(realm, str):
+        return realm
+    classes = getattr(view_class, "authentication_classes", None)
+    if isinstance(classes, list | tuple) and classes:
+        first = classes[0]
+        if getattr(first, AUTHENTICATION_CLASS_ATTRIBUTE, False):
+            realm = getattr(first, "realm", None)
+            return realm if isinstance(realm, str) else None
+    return None
+
+
+def realm_for(request: HttpRequest, realm: str | None) -> str | None:
+    """``realm``, or when it is None the realm of the middleware's challenges for ``request``
+    (its subclass's ``realm``), so that one view answers a missing and a bad token alike."""
+    if realm is not None:
+        return realm
+    found = getattr(request, _REALM, None)
+    return found if isinstance(found, str) else None
 
 
 def _exempt_view(match: Any, view: Any, namespaces: Iterable[str] | None) -> bool:
@@ -342,12 +381,13 @@ class BearerTokenMiddleware:
         if _exempt_view(match, match.func, self.exempt_namespaces):
             _no_credentials(request)
             return True, None
-        return False, view_realm(match.func) or self.realm
+        return False, view_realm(match.func, request.method) or self.realm
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
         exempt, realm = self._route(request)
+        setattr(request, _REALM, realm)
         if not exempt:
             refused = authenticate_request(request, realm=realm, storage=self.storage)
             if refused is not None:
@@ -356,6 +396,7 @@ class BearerTokenMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         exempt, realm = self._route(request)
+        setattr(request, _REALM, realm)
         if not exempt:
             refused = await aauthenticate_request(request, realm=realm, storage=self.storage)
             if refused is not None:

@@ -13,7 +13,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .exceptions import InvalidInput, InvalidToken
 
@@ -69,16 +69,16 @@ class IssuedToken:
 
         ``expires_at - issued_at``, both from the one clock reading taken at issue, so a token
         issued with a one-hour ``ACCESS_TOKEN_TTL`` says 3600, not the 3599 that truncating the
-        time left a moment later would give. Without ``issued_at``, the seconds left from now,
+        time left a moment later would give. A lifetime with a fraction of a second (a TTL of
+        ``90.7`` seconds) is rounded down: a client that trusts ``expires_in`` must never send
+        the token after it has expired. Without ``issued_at``, the seconds left from now,
         rounded.
         """
         if self.issued_at is not None:
-            lifetime = self.expires_at - self.issued_at
-        else:
-            from .records import utcnow
+            return max(0, (self.expires_at - self.issued_at) // timedelta(seconds=1))
+        from .records import utcnow
 
-            lifetime = self.expires_at - utcnow()
-        return max(0, round(lifetime.total_seconds()))
+        return max(0, round((self.expires_at - utcnow()).total_seconds()))
 
 
 def new_secret(prefix: str) -> str:

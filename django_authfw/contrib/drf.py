@@ -22,7 +22,7 @@ database cannot be reached the view answers 503 ``temporarily_unavailable`` with
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from django.views.decorators.debug import sensitive_variables
 from rest_framework import exceptions
@@ -37,6 +37,7 @@ from ..middleware import (
     UNAVAILABLE_RETRY_AFTER,
     _usable,
     get_framework,
+    realm_for,
 )
 from ..records import AuthToken
 
@@ -64,6 +65,9 @@ class BearerTokenAuthentication(BaseAuthentication):
 
     storage: str = "default"
     realm: str | None = None
+    #: Tells BearerTokenMiddleware to put this class's ``realm`` in its own challenges for a
+    #: view that lists it first (it refuses a bad token before DRF runs).
+    authfw_bearer_authentication: ClassVar[bool] = True
 
     def authenticate(self, request: Request) -> tuple[Any, AuthToken] | None:
         django_request = request._request
@@ -105,4 +109,4 @@ class BearerTokenAuthentication(BaseAuthentication):
     def authenticate_header(self, request: Request) -> str:
         """``Bearer``, with the error code when a presented token was refused."""
         error, description = getattr(request, _ERROR, (None, None))
-        return challenge(error, description, realm=self.realm)
+        return challenge(error, description, realm=realm_for(request._request, self.realm))
