@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +31,17 @@ REDIS_TEST_URL = os.environ.get("AUTHFW_TEST_REDIS_URL", "redis://127.0.0.1:6379
 # checkouts, or two runs in one checkout, never share a PostgreSQL test database
 # (``authfw_test_<RUN_ID>``, see conftest.py) or a Redis key (every storage's prefix starts with
 # ``authfw-test:<RUN_ID>:``), so they can run at the same time on one machine.
-CHECKOUT_ID = hashlib.sha256(str(os.path.realpath(__file__)).encode()).hexdigest()[:8]
+# The host name is in the hash too: containers that share a database or Redis server often
+# mount the checkout at the same path and, in a fresh PID namespace, start pytest with the same
+# pid.
+
+
+def checkout_id(host: str, path: str) -> str:
+    """Eight hex digits naming a checkout on a host."""
+    return hashlib.sha256(f"{host}:{path}".encode()).hexdigest()[:8]
+
+
+CHECKOUT_ID = checkout_id(socket.gethostname(), os.path.realpath(__file__))
 RUN_ID = f"{CHECKOUT_ID}_{os.getpid()}"
 
 ALL_BACKENDS = ("database", "memory", "locmem", "redis", "redis-cluster", "redis-sentinel")

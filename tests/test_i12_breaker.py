@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client
 from django.urls import include, path
@@ -25,12 +26,13 @@ from rest_framework.views import APIView
 from django_authfw import AuthFramework
 from django_authfw.contrib.drf import BearerTokenAuthentication
 from django_authfw.decorators import bearer_required
+from django_authfw.exceptions import InvalidToken
 from django_authfw.middleware import BearerTokenMiddleware
 
 from .factories import PASSWORD
-from .http_support import fast_hashing, login, user_factory
+from .http_support import default_storage_backend, fast_hashing, login, user_factory
 
-__all__ = ["fast_hashing", "login", "user_factory"]
+__all__ = ["default_storage_backend", "fast_hashing", "login", "user_factory"]
 
 JUNK = {"Authorization": "Bearer afw_at_" + "U" * 43}
 MALFORMED = {"Authorization": "Bearer a b"}
@@ -319,3 +321,112 @@ def test_options_and_head_answer_json_no_store(url: str, headers: dict[str, str]
             allowed = {m.strip() for m in response["Allow"].split(",")}
             assert "OPTIONS" in allowed
             assert set(json.loads(response.content)["methods"]) == allowed
+
+
+# Class-based views decorated on dispatch -------------------------------------------------------
+
+
+@method_decorator(bearer_required(realm="dispatch"), name="dispatch")
+class DispatchView(View):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse("ok")
+
+
+urlpatterns.append(path("b/dispatch/", DispatchView.as_view()))
+
+
+@pytest.mark.parametrize("method", ["get", "head", "post"])
+@pytest.mark.parametrize("headers", [{}, JUNK, MALFORMED], ids=["missing", "junk", "malformed"])
+def test_dispatch_realm_is_in_every_challenge(method: str, headers: dict[str, str]) -> None:
+    response = getattr(Client(), method)("/b/dispatch/", headers=headers)
+    assert response.status_code in (400, 401)
+    assert _challenge(response).startswith('Bearer realm="dispatch"'), _challenge(response)
+
+
+# token/ and token/refresh/ racing on one refresh token ----------------------------------------
+
+
+def _race_paths(base_url: str, paths: list[str], body: dict[str, str]) -> list[Any]:
+    import threading
+
+    from .test_live_http import Http, Reply
+
+    web = Http(base_url)
+    barrier = threading.Barrier(len(paths))
+    replies: list[Any] = [RuntimeError("not run")] * len(paths)
+
+    def send(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            replies[index] = web.form(paths[index], body)
+        except BaseException as exc:
+            replies[index] = exc
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(paths))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(isinstance(r, Reply) for r in replies), replies
+    return replies
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="requests served at once need a server database",
+)
+def test_token_and_token_refresh_race_on_one_refresh_token(
+    live_server: Any, default_storage_backend: str, user_factory: Any
+) -> None:
+    from django_authfw.models import AuditLog
+
+    user = user_factory()
+    pair = AuthFramework().authenticate(user.get_username(), PASSWORD)
+    assert pair.refresh_token is not None
+    paths = ["/auth/token/", "/auth/token/refresh/"] * 2
+    replies = _race_paths(
+        live_server.url, paths, {"grant_type": "refresh_token", "refresh_token": pair.refresh_token}
+    )
+    statuses = sorted(r.status for r in replies)
+    assert statuses == [200, 400, 400, 400], [r.raw for r in replies]
+    winner = next(r for r in replies if r.status == 200).json
+    # Every loser replayed a rotated token: the family is revoked, the winner's pair included.
+    framework = AuthFramework()
+    with pytest.raises(InvalidToken):
+        framework.verify_token(winner["access_token"])
+    assert AuditLog.objects.filter(action="refresh", outcome=True).count() == 1
+    assert AuditLog.objects.filter(action="refresh_reuse").count() >= 1
+
+
+# Wording ---------------------------------------------------------------------------------------
+
+
+def test_progress_without_a_total_counts_one_record() -> None:
+    """The progress line of a kind whose total is unknown read "1 records"."""
+    import io
+
+    from django.core.management.base import OutputWrapper
+
+    from django_authfw.management.progress import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(OutputWrapper(out), enabled=True)
+    bar.update("tokens", 1, None)
+    assert "1 record\x1b" in out.getvalue(), out.getvalue()
+    assert "1 records" not in out.getvalue()
+
+
+# The run's own test database -------------------------------------------------------------------
+
+
+def test_the_checkout_id_differs_between_hosts_with_the_same_path() -> None:
+    """Two containers sharing one PostgreSQL server mount the checkout at the same path and,
+    each in a fresh PID namespace, may run pytest with the same pid: with only the path in the
+    hash, both runs named the same test database and dropped each other's."""
+    from .backends import checkout_id
+
+    assert checkout_id("ci-a", "/builds/app/tests/backends.py") != checkout_id(
+        "ci-b", "/builds/app/tests/backends.py"
+    )
+    assert len(checkout_id("x" * 300, "/" + "deep/" * 500)) == 8

@@ -124,7 +124,7 @@ class ProgressBar:
             bar = "#" * filled + "." * (self.width - filled)
             text = f"{label:<18} [{bar}] {100 * shown // total:3d}% {done:,}/{total:,}"
         else:
-            text = f"{label:<18} {done:,} records"
+            text = f"{label:<18} {counted(done, 'record')}"
         self.stream.write(f"\r{text}\x1b[K", ending="")
         self.stream.flush()
         self._drawn = True
