@@ -294,7 +294,9 @@ def view_realm(view: Any, method: str | None = None) -> str | None:
     if view_class is None:
         return None
     name = (method or "").lower()
-    handler = getattr(view_class, name, None) if name else None
+    # Only the HTTP methods the class serves: the method is the client's to choose.
+    served = name in getattr(view_class, "http_method_names", ())
+    handler = getattr(view_class, name, None) if served else None
     if handler is None and name == "head":  # View.setup() serves HEAD with get()
         handler = getattr(view_class, "get", None)
     realm = getattr(handler, REALM_ATTRIBUTE, None)
