@@ -166,6 +166,12 @@ def refresh_failure_event(token: AuthToken, reason: str, info: RequestInfo) -> A
     )
 
 
+def refresh_unknown_event(reason: str, info: RequestInfo) -> AuditEvent:
+    """``refresh`` refused before any token was found: ``reason`` is ``malformed`` or
+    ``unknown`` (never stored, already cleaned up, or guessed). No user: none is known."""
+    return make_event(REFRESH, False, request_info=info, metadata={"reason": reason})
+
+
 def reuse_event(token: AuthToken, revoked: int, info: RequestInfo) -> AuditEvent:
     """``refresh_reuse``: the rotated ``token`` came back; ``revoked`` tokens of its family."""
     return make_event(

@@ -18,7 +18,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from . import audit as actions
 from . import refresh_grace, tokens
-from .audit import AuditWriter, refresh_failure_event, reuse_event
+from .audit import AuditWriter, refresh_failure_event, refresh_unknown_event, reuse_event
 from .conf import conf
 from .exceptions import InvalidToken, TokenExpired, TokenRevoked
 from .grants import Grant, aaudit_grant, audit_grant, client_metadata, issued, mint, same
@@ -135,10 +135,15 @@ class Rotation:
     @sensitive_variables()  # the presented and issued tokens
     def refresh(self, refresh_token: str, request_info: RequestInfo | None) -> IssuedToken:
         """:meth:`AuthFramework.refresh <django_authfw.AuthFramework.refresh>`."""
-        presented = _refresh_digest(refresh_token)
         info = request_info_of(request_info)
+        try:
+            presented = _refresh_digest(refresh_token)
+        except InvalidToken:
+            self.audit.write(refresh_unknown_event("malformed", info))
+            raise
         record = self.storage.get_token_by_refresh(presented)
         if record is None or not same(record.refresh_digest, presented):
+            self.audit.write(refresh_unknown_event("unknown", info))
             raise InvalidToken(_BAD_REFRESH)
         if record.is_revoked and record.replaced_by is not None:
             return self._grace_or_reuse(record, info)
@@ -169,10 +174,15 @@ class Rotation:
     @sensitive_variables()  # the presented and issued tokens
     async def arefresh(self, refresh_token: str, request_info: RequestInfo | None) -> IssuedToken:
         """Async twin of :meth:`refresh`."""
-        presented = _refresh_digest(refresh_token)
         info = request_info_of(request_info)
+        try:
+            presented = _refresh_digest(refresh_token)
+        except InvalidToken:
+            await self.audit.awrite(refresh_unknown_event("malformed", info))
+            raise
         record = await self.storage.aget_token_by_refresh(presented)
         if record is None or not same(record.refresh_digest, presented):
+            await self.audit.awrite(refresh_unknown_event("unknown", info))
             raise InvalidToken(_BAD_REFRESH)
         if record.is_revoked and record.replaced_by is not None:
             return await self._agrace_or_reuse(record, info)

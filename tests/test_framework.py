@@ -337,8 +337,19 @@ def test_refresh_errors(auth: AuthFramework, storage: AuthStorage) -> None:
     with pytest.raises(InvalidToken, match="no longer exists or cannot log in"):
         auth.refresh(live.refresh_token or "")
     assert storage.get_token(live.token_id).is_revoked  # type: ignore[union-attr]
-    reasons = [e.metadata["reason"] for e in storage.query_audit(action="refresh")]
-    assert sorted(reasons) == ["expired", "inactive_user", "revoked"]
+    events = storage.query_audit(action="refresh")
+    assert all(e.outcome is False for e in events)
+    assert sorted(e.metadata["reason"] for e in events) == [
+        "expired",
+        "inactive_user",
+        "malformed",
+        "revoked",
+        "unknown",
+    ]
+    # Refused before any token was found: audited with no user, nothing about the token.
+    unknown = [e for e in events if e.metadata["reason"] in {"malformed", "unknown"}]
+    assert [e.user_id for e in unknown] == [None, None]
+    assert all(e.metadata == {"reason": e.metadata["reason"]} for e in unknown)
 
 
 def test_refresh_of_a_deleted_user(auth: AuthFramework) -> None:

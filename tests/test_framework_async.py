@@ -77,6 +77,10 @@ def test_async_register_login_verify_refresh(
             await auth.aauthenticate("alice", "x" * 256)
         with pytest.raises(InvalidToken):
             await auth.averify_token("junk")
+        with pytest.raises(InvalidToken):
+            await auth.arefresh("junk")
+        with pytest.raises(InvalidToken):
+            await auth.arefresh("afw_rt_" + "A" * 43)
 
     run(scenario)
     # The password was hashed (register, login, two failures) but never on the event loop.
@@ -88,7 +92,9 @@ def test_async_register_login_verify_refresh(
     assert actions.count("register") == 1
     assert actions.count("refresh_reuse") == 1
     assert actions.count("login") == 3
-    assert actions.count("refresh") == 1
+    assert actions.count("refresh") == 3  # the rotation, then a malformed and an unknown one
+    refused = [e.metadata for e in storage.query_audit(action="refresh", outcome=False)]
+    assert sorted(m["reason"] for m in refused) == ["malformed", "unknown"]
 
 
 def test_async_revoke_introspect_sessions_kv(auth: AuthFramework, storage: AuthStorage) -> None:
