@@ -58,8 +58,11 @@ class Command(BaseCommand):
                 state = f"locked for {remaining} more seconds" if remaining else "not locked"
                 self.stdout.write(f"{who}: {state}. Nothing changed (--dry-run).")
                 return
+            # Audited (``unlock``) as the admin's lift is, saying where it came from.
             removed = framework.reset_lockout(
-                username=username or None, ip_address=ip_address or None
+                username=username or None,
+                ip_address=ip_address or None,
+                audit_metadata={"via": "command"},
             )
         except InvalidInput as exc:
             raise CommandError(f"{exc}") from exc
