@@ -100,7 +100,7 @@ class ReadOnlyAdmin(_AnyModelAdmin):
 
 class TokenAdmin(ReadOnlyAdmin):
     list_display = (
-        "token_id",
+        "token",
         "access_digest_prefix",
         "user",
         "created",
@@ -108,6 +108,7 @@ class TokenAdmin(ReadOnlyAdmin):
         "status",
         "revoked",
     )
+    list_display_links = ("token",)
     list_filter = (TokenStatusFilter,)
     list_select_related = ("user",)
     search_fields = (f"user__{get_user_model().USERNAME_FIELD}",)
@@ -139,7 +140,12 @@ class TokenAdmin(ReadOnlyAdmin):
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{models.Token._meta.app_label}.change_token")
 
-    @admin.display(description="access token digest")
+    @admin.display(description="token id", ordering="token_id")
+    def token(self, obj: models.Token) -> str:
+        # Not a secret, but long: its first characters, all of it in the tooltip.
+        return format_html('<span title="{}">{}</span>', obj.token_id, shown_prefix(obj.token_id))
+
+    @admin.display(description="access digest")
     def access_digest_prefix(self, obj: models.Token) -> str:
         return shown_prefix(obj.access_token)
 

@@ -78,16 +78,21 @@ def usernames_for(user_ids: set[str]) -> dict[str, str]:
 
 
 def compact_time(moment: datetime | None) -> SafeString | str:
-    """``2026-11-29 09:17`` in the admin's time zone, the full time in a tooltip; ``-`` if None.
+    """``Dec 01 09:17`` (this year) or ``2025-12-01 09:17``, in the admin's time zone, with the
+    full time in a tooltip; ``-`` if None.
 
-    Half the width of the admin's default format, so that a list of several times fits.
+    Half the width of the admin's default format, and it may take two lines, so that a list
+    of several times fits a 1400-pixel screen beside both sidebars.
     """
     if moment is None:
         return "-"
     local = timezone.localtime(moment) if timezone.is_aware(moment) else moment
+    this_year = local.year == timezone.localtime().year
     return format_html(
         '<time datetime="{}" title="{}">{}</time>',
         moment.isoformat(),
         local.strftime("%Y-%m-%d %H:%M:%S %Z").strip(),
-        local.strftime("%Y-%m-%d %H:%M"),
+        # A line may break between the date and the time (when the list is short of width),
+        # never inside the date.
+        local.strftime("%b\u00a0%d %H:%M" if this_year else "%Y-%m-%d %H:%M"),
     )

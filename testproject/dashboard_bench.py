@@ -309,8 +309,10 @@ def main() -> None:
             "SELECT pg_size_pretty(pg_total_relation_size(%s))", [AuditLog._meta.db_table]
         )
         (size,) = cursor.fetchone() or ("?",)
-    print(f"{version.split(' on ')[0]}; audit table with its indexes: {size}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"{version.split(' on ')[0]}; audit table with its indexes: {size}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
 
     admin = get_user_model()._default_manager.filter(username="bench-admin").first()
     if admin is None:
@@ -320,8 +322,10 @@ def main() -> None:
     client = Client()
     client.force_login(admin)
 
-    print(f"\n{'ms (median of %d runs)' % args.repeat:<34} {'median':>8} {'slowest':>8} "
-          f"{'SQL':>8} {'queries':>8}")
+    print(
+        f"\n{f'ms (median of {args.repeat} runs)':<34} {'median':>8} {'slowest':>8} "
+        f"{'SQL':>8} {'queries':>8}"
+    )
     for window in dashboard_queries.WINDOWS:
 
         def panels(window: dashboard_queries.Window = window) -> None:

@@ -17,6 +17,7 @@ Nothing is random: the same call gives the same picture (times are relative to n
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from datetime import timedelta
@@ -105,8 +106,13 @@ def _history(ids: dict[str, str], days: int) -> list[AuditEvent]:
             if n % 4 == 0:
                 made.append(
                     replace(
-                        events.session_event(ids[name], True, info, created=True,
-                                             session_id=f"sess{back:04d}{n:02d}xxxxxxxx"),
+                        events.session_event(
+                            ids[name],
+                            True,
+                            info,
+                            created=True,
+                            session_id=f"sess{back:04d}{n:02d}xxxxxxxx",
+                        ),
                         created_at=moment + timedelta(seconds=30),
                     )
                 )
@@ -164,11 +170,9 @@ def _now(ids: dict[str, str]) -> None:
     here = RequestInfo("192.0.2.10", AGENTS[0])
     pairs = [framework.authenticate(name, PASSWORD, request_info=here) for name in USERS[:4]]
     # A refresh token used twice: the second use is a reuse detection.
-    rotated = framework.refresh(pairs[0].refresh_token or "", request_info=here)
-    try:
+    framework.refresh(pairs[0].refresh_token or "", request_info=here)
+    with contextlib.suppress(AuthError):
         framework.refresh(pairs[0].refresh_token or "", request_info=RequestInfo("203.0.113.99"))
-    except AuthError:
-        pass
     framework.revoke_token(pairs[1].access_token, request_info=here)
     for name in USERS[:3]:
         framework.create_session(name, {"theme": "dark"}, request_info=here)
@@ -178,10 +182,7 @@ def _now(ids: dict[str, str]) -> None:
         second.authenticate(name, PASSWORD, request_info=here)
     # Wrong passwords until the username is locked out.
     for _ in range(6):
-        try:
+        with contextlib.suppress(AuthError):
             framework.authenticate(
                 LOCKED_USERNAME, "not the password", request_info=RequestInfo(LOCKED_FROM)
             )
-        except AuthError:
-            pass
-    del rotated

@@ -48,7 +48,7 @@ def main() -> None:
 
         # Cheap hashing: the sample logs in a few dozen times.
         override_settings(
-            PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]  # noqa: S303
+            PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]
         ).enable()
         call_command("migrate", verbosity=0)
         from django.contrib.auth import get_user_model
