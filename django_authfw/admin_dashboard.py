@@ -19,6 +19,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import django
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -115,6 +116,8 @@ class DashboardView(_AdminPage, TemplateView):
             "audit_url": audit_list_url(),
             "elapsed_ms": elapsed_ms,
             "audit_elsewhere": bool(conf.AUDIT_STORAGE) or not conf.ENABLE_AUDIT_LOG,
+            # The admin's breadcrumbs became an ordered list in Django 6.0.
+            "breadcrumbs_as_list": django.VERSION >= (6, 0),
         }
 
 

@@ -93,7 +93,7 @@ def index_sql(model: type[Model], connection: BaseDatabaseWrapper) -> str:
     sql, params = compiler.compile(expression)
     table = connection.ops.quote_name(model._meta.db_table)
     statement = (
-        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {connection.ops.quote_name(INDEX_NAME)} "
+        f"CREATE INDEX CONCURRENTLY {connection.ops.quote_name(INDEX_NAME)} "
         f"ON {table} USING gin (({sql}))"
     )
     # PostgreSQL's operations merge parameters client-side as psycopg does for the admin's

@@ -28,6 +28,28 @@ def _postgresql(schema_editor: BaseDatabaseSchemaEditor) -> bool:
     return schema_editor.connection.vendor == "postgresql"
 
 
+def _ready(schema_editor: BaseDatabaseSchemaEditor, name: str) -> bool:
+    """Whether the PostgreSQL index ``name`` exists and is valid; drop it if it is invalid.
+
+    A concurrent build that was interrupted leaves an INVALID index behind, and a migration
+    that is not atomic may have built some of its indexes before it failed: running
+    ``migrate`` again then finishes the job instead of failing on an existing index.
+    """
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = %s AND pg_catalog.pg_table_is_visible(c.oid)",
+            [name],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    if row[0]:
+        return True
+    schema_editor.execute(f"DROP INDEX CONCURRENTLY {schema_editor.quote_name(name)}")
+    return False
+
+
 class AddIndexConcurrently(migrations.AddIndex):
     """``AddIndex``, built without blocking writes on PostgreSQL (``CONCURRENTLY``).
 
@@ -47,9 +69,10 @@ class AddIndexConcurrently(migrations.AddIndex):
             super().database_forwards(app_label, schema_editor, from_state, to_state)
             return
         model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            # The PostgreSQL schema editor's own option; IF NOT EXISTS is not offered, and a
-            # failed concurrent build leaves an INVALID index to drop by hand (see the docs).
+        if self.allow_migrate_model(schema_editor.connection.alias, model) and not _ready(
+            schema_editor, self.index.name
+        ):
+            # The PostgreSQL schema editor's own option.
             schema_editor.add_index(model, self.index, concurrently=True)  # type: ignore[call-arg]
 
     def database_backwards(
@@ -98,8 +121,10 @@ class AddAuditSearchIndex(Operation):
         to_state: ProjectState,
     ) -> None:
         model = to_state.apps.get_model(app_label, self.model_name)
-        if _postgresql(schema_editor) and self.allow_migrate_model(
-            schema_editor.connection.alias, model
+        if (
+            _postgresql(schema_editor)
+            and self.allow_migrate_model(schema_editor.connection.alias, model)
+            and not _ready(schema_editor, audit_search.INDEX_NAME)
         ):
             schema_editor.execute(audit_search.index_sql(model, schema_editor.connection))
             # Statistics of the new expression: without them the planner guesses how many

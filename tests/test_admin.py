@@ -434,7 +434,7 @@ def test_ids_with_underscores_open_the_right_page(
 # Polish: words for codes, labels, no history, prefixes, actions audited alike --------------
 
 TITLE = r"<title>(.*?)</title>"
-BREADCRUMBS = r'<ol class="breadcrumbs">(.*?)</ol>'
+BREADCRUMBS = r'<(?:ol|div) class="breadcrumbs">(.*?)</(?:ol|div)>'
 SUBTITLE = r"<h2>(.*?)</h2>"
 
 

@@ -153,3 +153,35 @@ def test_migration_0003_goes_back_and_forth() -> None:
         call_command("migrate", "django_authfw", verbosity=0)
     assert added <= indexes()
     assert (audit_search.INDEX_NAME in indexes()) is POSTGRESQL
+
+
+@only_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_migration_0003_finishes_an_interrupted_run() -> None:
+    """Run again after a failure, it keeps what was built and rebuilds an INVALID index."""
+    table = AuditLog._meta.db_table
+    framework = AuthFramework()
+    framework.audit("login", True)
+    framework.audit("login", True)
+    try:
+        call_command("migrate", "django_authfw", "0002", verbosity=0)
+        with connection.cursor() as cursor:
+            # The first index built, as if the run stopped after it...
+            cursor.execute(
+                f"CREATE INDEX idx_audit_created_action ON {table} (created_at, action, outcome)"
+            )
+            # ... and the search index left INVALID by a failed concurrent build.
+            name = audit_search.INDEX_NAME
+            with pytest.raises(Exception, match="could not create unique index"):
+                cursor.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {name} ON {table} (action)")
+    finally:
+        call_command("migrate", "django_authfw", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index "
+            "WHERE indexrelid = to_regclass(%s)",
+            [audit_search.INDEX_NAME],
+        )
+        valid, definition = cursor.fetchone() or (None, "")
+    assert valid is True
+    assert "USING gin" in definition
