@@ -406,3 +406,18 @@ def test_panels_read_the_indexes_alone_on_postgresql() -> None:
             sql for sql in sqls if f'"{table}"."{column}" AS "{column}", COUNT(*)' in sql
         )
         assert "Index Only Scan using idx_audit_login_failures" in plan(grouped), column
+
+
+def test_attacker_chosen_usernames_are_shown_as_text(superuser_client: Client) -> None:
+    hostile = '<script>alert("x")</script>'
+    store(failed_login(datetime.now(UTC), hostile, "203.0.113.5"))
+    page = superuser_client.get(DASHBOARD).content.decode()
+    assert hostile not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+
+
+def test_lifting_needs_the_csrf_token(user_factory: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user_factory(is_staff=True, is_superuser=True))
+    assert client.post(LIFT, {"kind": "user", "value": "x"}).status_code == 403
+    assert not AuditLog.objects.filter(action="unlock").exists()
