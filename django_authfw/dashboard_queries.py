@@ -2,11 +2,11 @@
 
 The panels of one window (the last hour, 24 hours, 7 days or 30 days):
 
-* events per period (minute, hour or day), per action and outcome: one ``GROUP BY`` over
-  ``(date_trunc(period, created_at), action, outcome)``, read from the index
-  ``idx_audit_created_action`` alone. Successes against failures, the totals per action,
-  tokens issued against revocations, and the count of refresh-reuse detections are sums of
-  its few hundred rows;
+* events per period (minute, hour or day), per action and outcome: one statement of
+  ``COUNT(*)`` over ranges of the index ``idx_audit_action_outcome``
+  (:mod:`django_authfw.dashboard_counts`). Successes against failures, the totals per
+  action, tokens issued against revocations, and the count of refresh-reuse detections are
+  sums of its few hundred rows;
 * the most failed usernames and addresses: ``GROUP BY resource`` / ``ip_address`` over the
   failed logins, read from the partial index ``idx_audit_login_failures`` alone;
 * the latest refresh-reuse detections, newest first through ``idx_audit_action``;
@@ -27,11 +27,11 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 
 from django.db import DatabaseError, router
 from django.db.models import Count, Max, QuerySet
-from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from . import actions
 from .conf import conf
+from .dashboard_counts import period_counts
 from .exceptions import AuthError
 from .framework import AuthFramework
 from .lockout import address_subject
@@ -57,7 +57,7 @@ class Window:
 
     key: str
     label: str
-    unit: str  # "minute", "hour" or "day" (a Trunc kind)
+    unit: str  # "minute", "hour" or "day"
     buckets: int
 
     def starts(self, now: datetime, zone: tzinfo) -> list[datetime]:
@@ -220,7 +220,7 @@ def build(window: Window, *, now: datetime | None = None, zone: tzinfo | None = 
     starts = window.starts(now, zone)
     start, end = starts[0], window.end(starts, zone)
     in_window = AuditLog.objects.filter(created_at__gte=start, created_at__lt=end)
-    series, per_action = _series(in_window, window, starts, zone)
+    series, per_action = _series(window, starts, end)
     failed_logins = in_window.filter(action=actions.LOGIN, outcome=False)
     dashboard = Dashboard(
         window=window,
@@ -238,24 +238,12 @@ def build(window: Window, *, now: datetime | None = None, zone: tzinfo | None = 
 
 
 def _series(
-    in_window: QuerySet[AuditLog], window: Window, starts: list[datetime], zone: tzinfo
+    window: Window, starts: list[datetime], end: datetime
 ) -> tuple[Series, list[ActionCount]]:
-    # COUNT(*), not COUNT(id): the id is not in the index, the count must not need it.
-    bucket_zone = zone if window.unit == "day" else UTC
-    rows = (
-        in_window.annotate(bucket=Trunc("created_at", window.unit, tzinfo=bucket_zone))
-        .values_list("bucket", "action", "outcome")
-        .annotate(n=Count("*"))
-        .order_by()
-    )
-    index = {moment: position for position, moment in enumerate(starts)}
     size = len(starts)
     series = Series(starts, [0] * size, [0] * size, [0] * size, [0] * size)
     per_action: dict[str, list[int]] = {}
-    for bucket, action, outcome, n in rows:
-        position = index.get(bucket)
-        if position is None:  # a period the window does not show (clock changes)
-            continue
+    for action, outcome, position, n in period_counts([*starts, end]):
         (series.success if outcome else series.failure)[position] += n
         if outcome and action in ISSUING:
             series.issued[position] += n

@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
     operations = [
         AddIndexConcurrently(
             model_name='auditlog',
-            index=models.Index(fields=['created_at', 'action', 'outcome'], name='idx_audit_created_action'),
+            index=models.Index(fields=['action', 'outcome', 'created_at'], name='idx_audit_action_outcome'),
         ),
         AddIndexConcurrently(
             model_name='auditlog',
