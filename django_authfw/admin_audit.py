@@ -21,6 +21,7 @@ from django.db import router
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import URLPattern, path
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
@@ -136,7 +137,7 @@ class SinceFilter(ValueFilter):
         return Q(created_at__gte=value)
 
     def shown(self, value: datetime) -> str:
-        return f"since {compact_time(value)}"
+        return f"Since {timezone.localtime(value):%Y-%m-%d %H:%M}"
 
 
 class AuditChangeList(ChangeList):
