@@ -45,6 +45,8 @@ logger = logging.getLogger("django_authfw.audit")
 
 MAX_ACTION_LENGTH = 100  # the audit_log.action column
 MAX_RESOURCE_LENGTH = 255  # the audit_log.resource column
+#: What the resource of an event about a username starts with (a failed login, a lockout).
+USERNAME_RESOURCE = "username:"
 
 
 def make_event(
@@ -268,7 +270,7 @@ def username_resource(username: str) -> str:
 
     Cut at the column's 255 characters (a username may be as long).
     """
-    return f"username:{username}"[:MAX_RESOURCE_LENGTH]
+    return f"{USERNAME_RESOURCE}{username}"[:MAX_RESOURCE_LENGTH]
 
 
 def ip_resource(address: str) -> str:

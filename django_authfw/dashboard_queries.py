@@ -21,7 +21,7 @@ Nothing here reads the rows of the whole log; docs/admin.md has the plans and th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta, tzinfo
 
@@ -30,6 +30,7 @@ from django.db.models import Count, Max, QuerySet
 from django.utils import timezone
 
 from . import actions
+from .audit import USERNAME_RESOURCE
 from .conf import conf
 from .dashboard_counts import period_counts
 from .exceptions import AuthError
@@ -41,9 +42,8 @@ from .storage import AuthStorage, DatabaseStorage, get_storage
 #: How many usernames, addresses, reuse detections and lockouts a panel lists.
 TOP = 10
 MAX_LOCKOUTS = 50
-#: A login's own rows (resource ``username:<name>``) are what the username panel counts.
-USERNAME_PREFIX = "username:"
-IP_PREFIX = "ip:"
+#: Failed logins name the attempted username in their resource: ``username:<name>``.
+USERNAME_PREFIX = USERNAME_RESOURCE
 
 #: Successful events of these actions each issued one token pair.
 ISSUING = frozenset({actions.LOGIN, actions.REFRESH, actions.REFRESH_GRACE})
@@ -121,6 +121,8 @@ class Series:
 
 @dataclass(frozen=True, slots=True)
 class ActionCount:
+    """Successes and failures of one action in the window."""
+
     action: str
     success: int
     failure: int
@@ -157,6 +159,8 @@ class CurrentLockout:
 
 @dataclass(frozen=True, slots=True)
 class ReuseDetection:
+    """A ``refresh_reuse`` event: who replayed a rotated refresh token, from where."""
+
     event_id: int
     created_at: datetime
     user_id: str | None
@@ -167,6 +171,8 @@ class ReuseDetection:
 
 @dataclass(frozen=True, slots=True)
 class StorageCounts:
+    """Active tokens and sessions of one storage alias, or why they could not be counted."""
+
     alias: str
     backend: str
     active_tokens: int | None
@@ -176,6 +182,8 @@ class StorageCounts:
 
 @dataclass(slots=True)
 class Dashboard:
+    """Every panel of one window, as :func:`build` computed them."""
+
     window: Window
     start: datetime
     end: datetime
@@ -377,12 +385,3 @@ def _counts(alias: str, storage: AuthStorage, now: datetime) -> StorageCounts:
         statistics.get("active_tokens"),
         statistics.get("active_sessions"),
     )
-
-
-def iter_actions() -> Iterable[tuple[str, str]]:
-    """``(action, label)`` of every action the framework writes, by label."""
-    return sorted(((name, actions.action_label(name)) for name in actions.ACTIONS), key=_by_label)
-
-
-def _by_label(item: tuple[str, str]) -> str:
-    return item[1]
