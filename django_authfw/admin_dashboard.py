@@ -168,14 +168,18 @@ def _subject(kind: str, value: str) -> tuple[str | None, str | None] | None:
     return None
 
 
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number:,} {one if number == 1 else many}"
+
+
 def _charts(data: Dashboard) -> dict[str, Any]:
     series, window = data.series, data.window
-    unit = window.unit
-    per = {"minute": "minute", "hour": "hour", "day": "day"}[unit]
+    unit = per = window.unit
     events = admin_charts.stacked_bars(
         "authfw-chart-events",
         f"Auth events per {per}, {window.label.lower()}",
-        f"{data.success_total:,} successes and {data.failure_total:,} failures. "
+        f"{_count(data.success_total, 'success', 'successes')} and "
+        f"{_count(data.failure_total, 'failure', 'failures')}. "
         + admin_charts.describe_peak(
             series.starts,
             [ok + failed for ok, failed in zip(series.success, series.failure, strict=True)],
@@ -192,8 +196,8 @@ def _charts(data: Dashboard) -> dict[str, Any]:
     tokens = admin_charts.lines(
         "authfw-chart-tokens",
         f"Tokens issued and revocations per {per}, {window.label.lower()}",
-        f"{data.issued_total:,} token pairs issued and {data.revocations_total:,} "
-        "revocations. "
+        f"{_count(data.issued_total, 'token pair', 'token pairs')} issued and "
+        f"{_count(data.revocations_total, 'revocation', 'revocations')}. "
         + admin_charts.describe_peak(series.starts, series.revocations, unit, "revocations"),
         series.starts,
         unit,

@@ -294,6 +294,25 @@ def test_current_lockouts_and_the_lift_button(
     assert "Nobody is locked out now." in after
 
 
+def test_an_address_lockout_is_listed_and_lifted(
+    superuser_client: Client, settings: Any, fast_hashing: None
+) -> None:
+    settings.AUTHFW = {**settings.AUTHFW, "LOCKOUT_THRESHOLD": 50, "LOCKOUT_IP_THRESHOLD": 3}
+    sprayer = Client(REMOTE_ADDR="203.0.113.77")
+    for number in range(3):
+        post_json(sprayer, "/auth/token/", {"username": f"guess{number}", "password": "x"})
+    assert AuthFramework().lockout_remaining(None, "203.0.113.77") > 0
+    page = superuser_client.get(DASHBOARD).content.decode()
+    section = re.search(r'id="authfw-lockouts"(.*?)</section>', page, re.S)
+    assert section
+    assert "Address <strong>203.0.113.77</strong>" in section.group(1)
+    assert 'name="kind" value="ip"' in section.group(1)
+    response = superuser_client.post(LIFT, {"kind": "ip", "value": "203.0.113.77"}, follow=True)
+    assert "Lifted the lockout of 203.0.113.77" in response.content.decode()
+    assert AuthFramework().lockout_remaining(None, "203.0.113.77") == 0
+    assert AuditLog.objects.get(action="unlock").resource == "ip:203.0.113.77"
+
+
 def test_lifting_needs_the_user_change_permission(user_factory: Any, fast_hashing: None) -> None:
     user_factory(username="still-locked")
     lock_out("still-locked", "198.51.100.31")
@@ -379,7 +398,7 @@ def test_charts_are_accessible_svg_in_the_admins_colours(superuser_client: Clien
         assert re.search(rf'<desc id="{desc_id}">[^<]+</desc>', chart)
         # Colours come from CSS classes over the admin's variables, never fixed in the SVG.
         assert not re.search(r'(fill|stroke)="#', chart)
-    assert "1 successes and 1 failures" in page
+    assert "1 success and 1 failure." in page
     # The numbers as a table beside each chart.
     assert page.count("The numbers, per hour") == 2
     assert "/static/django_authfw/admin.css" in page
