@@ -21,10 +21,12 @@ Nothing here reads the rows of the whole log; docs/admin.md has the plans and th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta, tzinfo
 
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.db import DatabaseError, router
 from django.db.models import Count, Max, QuerySet
 from django.utils import timezone
@@ -37,6 +39,7 @@ from .exceptions import AuthError
 from .framework import AuthFramework
 from .lockout import address_subject
 from .models import AuditLog, Token
+from .records import StorageStatistics
 from .storage import AuthStorage, DatabaseStorage, get_storage
 
 #: How many usernames, addresses, reuse detections and lockouts a panel lists.
@@ -178,6 +181,7 @@ class StorageCounts:
     active_tokens: int | None
     active_sessions: int | None
     error: str = ""
+    counted_at: datetime | None = None  # a storage's own statistics(), maybe from the cache
 
 
 @dataclass(slots=True)
@@ -221,8 +225,17 @@ class Dashboard:
         return bool(self.actions)
 
 
-def build(window: Window, *, now: datetime | None = None, zone: tzinfo | None = None) -> Dashboard:
-    """Every panel of ``window``, ending at ``now`` (default: the current time)."""
+def build(
+    window: Window,
+    *,
+    now: datetime | None = None,
+    zone: tzinfo | None = None,
+    cached_statistics: bool = False,
+) -> Dashboard:
+    """Every panel of ``window``, ending at ``now`` (default: the current time).
+
+    ``cached_statistics``: see :func:`storage_counts` (the page passes True).
+    """
     now = now or timezone.now()
     zone = zone or timezone.get_current_timezone()
     starts = window.starts(now, zone)
@@ -241,7 +254,7 @@ def build(window: Window, *, now: datetime | None = None, zone: tzinfo | None = 
         reuse_recent=_reuse_recent(in_window),
     )
     dashboard.lockouts, dashboard.lockout_error = _current_lockouts(now)
-    dashboard.storages = storage_counts(now)
+    dashboard.storages = storage_counts(now, cached=cached_statistics)
     return dashboard
 
 
@@ -354,34 +367,67 @@ def _lockout_subject(event: AuditLog) -> tuple[str, str, str | None, str | None]
     return "user", username, username, None
 
 
-def storage_counts(now: datetime | None = None) -> list[StorageCounts]:
+def storage_counts(now: datetime | None = None, *, cached: bool = False) -> list[StorageCounts]:
     """Active tokens and sessions of every ``AUTHFW["STORAGES"]`` alias.
 
     A database storage is counted with two queries on its tables (``statistics()`` would also
-    count the whole audit log); any other storage reports its own ``statistics()``. A storage
-    that fails is listed with its error instead of its counts.
+    count the whole audit log); any other storage reports its own ``statistics()``, which on
+    Redis scans every token key: with ``cached``, that report is kept
+    :data:`STATISTICS_CACHE_SECONDS` in Django's default cache, so that reloading the
+    dashboard does not scan again. A storage that fails is listed with its error instead.
     """
     now = now or timezone.now()
     counted: list[StorageCounts] = []
     for alias in conf.STORAGES:
         try:
             storage = get_storage(alias)
-            counted.append(_counts(alias, storage, now))
+            counted.append(_counts(alias, storage, now, cached))
         except (AuthError, DatabaseError, NotImplementedError) as exc:
             counted.append(StorageCounts(alias, "", None, None, error=str(exc) or repr(exc)))
     return counted
 
 
-def _counts(alias: str, storage: AuthStorage, now: datetime) -> StorageCounts:
+#: How long the dashboard keeps a non-database storage's ``statistics()``.
+STATISTICS_CACHE_SECONDS = 60
+_STATISTICS_KEY = "django_authfw:dashboard:statistics:{alias}"
+
+
+def _counts(alias: str, storage: AuthStorage, now: datetime, cached: bool) -> StorageCounts:
     if isinstance(storage, DatabaseStorage):
         db = storage.using or router.db_for_read(Token)
         tokens = Token.objects.using(db).filter(revoked_at__isnull=True, expires_at__gt=now)
         backend = f"database ({db})"
         return StorageCounts(alias, backend, tokens.count(), storage.count_active_sessions())
-    statistics = storage.statistics()
+    statistics, counted_at = (
+        _statistics(alias, storage, now)
+        if cached
+        else (
+            storage.statistics(),
+            now,
+        )
+    )
     return StorageCounts(
         alias,
         statistics.get("backend", type(storage).__name__),
         statistics.get("active_tokens"),
         statistics.get("active_sessions"),
+        counted_at=counted_at,
     )
+
+
+def _statistics(
+    alias: str, storage: AuthStorage, now: datetime
+) -> tuple[StorageStatistics, datetime]:
+    key = _STATISTICS_KEY.format(alias=alias)
+    cache = caches[DEFAULT_CACHE_ALIAS]
+    try:
+        found = cache.get(key)
+    except Exception:  # the cache is an optimisation: a broken one costs a fresh count
+        found = None
+    if found is not None:
+        statistics, counted_at = found
+        return statistics, counted_at
+    statistics = storage.statistics()
+    with contextlib.suppress(Exception):
+        cache.set(key, (statistics, now), STATISTICS_CACHE_SECONDS)
+    return statistics, now

@@ -380,6 +380,33 @@ def test_active_tokens_and_sessions_of_every_storage_alias(
     assert counted["broken"].active_tokens is None
 
 
+def test_a_storages_own_statistics_are_kept_a_minute_for_the_page(
+    user_factory: Any, fast_hashing: None
+) -> None:
+    from django.core.cache import cache
+
+    from .factories import PASSWORD
+
+    cache.clear()
+    user_factory(username="cached")
+    second = AuthFramework("cache")  # locmem: may hold tokens of earlier tests
+    second.authenticate("cached", PASSWORD)
+    first = {row.alias: row for row in dashboard_queries.storage_counts(cached=True)}
+    before = first["cache"].active_tokens
+    assert before
+    second.authenticate("cached", PASSWORD)
+    again = {row.alias: row for row in dashboard_queries.storage_counts(cached=True)}
+    assert again["cache"].active_tokens == before
+    assert again["cache"].counted_at == first["cache"].counted_at
+    # The database's own tables are counted each time, and uncached calls count afresh.
+    assert again["default"].counted_at is None
+    fresh = {row.alias: row for row in dashboard_queries.storage_counts()}
+    assert fresh["cache"].active_tokens == before + 1
+    cache.clear()
+    recounted = {row.alias: row for row in dashboard_queries.storage_counts(cached=True)}
+    assert recounted["cache"].active_tokens == before + 1
+
+
 def test_charts_are_accessible_svg_in_the_admins_colours(superuser_client: Client) -> None:
     now = datetime.now(UTC)
     store(

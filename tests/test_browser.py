@@ -205,8 +205,11 @@ def rows(element: Any) -> list[str]:
 
 @pytest.fixture
 def sample(transactional_db: None, fast_hashing: None) -> Any:
+    from django.core.cache import cache
+
     from testproject.dashboard_sample import populate
 
+    cache.clear()  # the dashboard's cached storage statistics of an earlier test
     return populate()
 
 
