@@ -34,7 +34,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
-from django.db.models import Func, Q
+from django.db.models import Func, Q, TextField, Value
+from django.db.models.functions import Replace
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -58,13 +59,22 @@ def search_vector() -> Any:
     """The ``tsvector`` of an audit event: its text columns, then its metadata's values.
 
     ``to_tsvector('simple', user_id || ' ' || action || ' ' || resource || ' ' || user_agent)``
+    (with the user agent's slashes as spaces)
     joined with ``jsonb_to_tsvector('simple', metadata, '["string"]')``: metadata keys
     (``username``, ``reason``) are not words of the event, and neither are its numbers
     (counts, windows), which would make a numeric user id match most events.
     """
     from django.contrib.postgres.search import SearchVector
 
-    return SearchVector(*TEXT_COLUMNS, config=CONFIG) + _json_values_vector_class()(
+    columns: list[Any] = [
+        # "okhttp/4.12.0" is one word to the parser (a file name): the product and its
+        # version become two, so that "okhttp" finds it.
+        Replace(column, Value("/"), Value(" "), output_field=TextField())
+        if column == "user_agent"
+        else column
+        for column in TEXT_COLUMNS
+    ]
+    return SearchVector(*columns, config=CONFIG) + _json_values_vector_class()(
         JSON_COLUMN, config=CONFIG
     )
 
@@ -73,7 +83,8 @@ def search_condition(term: str, user_ids: Iterable[str] = ()) -> Q:
     """The events whose vector has every word of ``term``, or those of one of ``user_ids``."""
     from django.contrib.postgres.search import SearchQuery, SearchVectorExact
 
-    query = SearchQuery(term, config=CONFIG, search_type="plain")
+    # Split as the user agents are in the vector ("okhttp/4.12.0": "okhttp", "4.12.0").
+    query = SearchQuery(term.replace("/", " "), config=CONFIG, search_type="plain")
     for user_id in user_ids:
         query = query | SearchQuery(user_id, config=CONFIG, search_type="plain")
     return Q(SearchVectorExact(search_vector(), query))

@@ -75,6 +75,8 @@ def test_full_text_finds_words_of_the_action_resource_and_user_agent(
     assert found(superuser_client, "device_check") == ["device_check"]
     assert found(superuser_client, "laptop-0042") == ["device_check"]
     assert found(superuser_client, "corpvpn/4.2") == ["device_check"]
+    assert found(superuser_client, "corpvpn") == ["device_check"]  # the product alone
+    assert found(superuser_client, "CorpVPN 4.2") == ["device_check"]
     assert found(superuser_client, "unknown_user") == ["login"]
     # Metadata keys and numbers are not words of an event.
     assert found(superuser_client, "finding") == []
