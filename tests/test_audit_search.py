@@ -3,6 +3,7 @@ the planner), exact values elsewhere; addresses and users exactly everywhere."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from django.contrib.admin import site
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from django_authfw import AuthFramework, audit_search
 from django_authfw.admin_audit import AuditLogAdmin
@@ -124,6 +126,24 @@ def test_the_planner_answers_a_search_from_the_gin_index(
             cursor.execute("EXPLAIN " + sql, params)
             plan = "\n".join(row[0] for row in cursor.fetchall())
         assert f"Bitmap Index Scan on {audit_search.INDEX_NAME}" in plan, plan
+
+
+@only_postgresql
+def test_no_date_hierarchy_queries_while_searching_words(
+    superuser_client: Client, logged: dict[str, str]
+) -> None:
+    with CaptureQueriesContext(connection) as captured:
+        response = superuser_client.get(AUDIT, {"q": "quarantined"})
+    assert response.context["cl"].date_hierarchy is None
+    to_tsvector = [q["sql"] for q in captured.captured_queries if "to_tsvector" in q["sql"]]
+    assert to_tsvector  # the count and the page
+    for sql in to_tsvector:
+        assert not re.search(r"LIMIT 1\b", sql)
+        assert "MIN(" not in sql.upper()
+    # Without a search, and with an address search, the drill-down is there.
+    assert superuser_client.get(AUDIT).context["cl"].date_hierarchy == "created_at"
+    searched = superuser_client.get(AUDIT, {"q": "198.51.100.50"})
+    assert searched.context["cl"].date_hierarchy == "created_at"
 
 
 @only_postgresql
