@@ -362,7 +362,14 @@ def main() -> None:
 
         walls, sqls, queries = timed(page, args.repeat)
         print(row(f"whole dashboard page, {window.key}", walls, sqls, queries))
-    # The counting statement against the obvious GROUP BY, on the same data, back to back.
+    # The counting statement against the obvious GROUP BY, on the same data, back to back;
+    # the GROUP BY gets an index of its own that holds every column it reads, for the while.
+    table = AuditLog._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE INDEX IF NOT EXISTS bench_group_by ON {table} (created_at, action, outcome)"
+        )
+        cursor.execute(f"VACUUM ANALYZE {table}")
     for window in dashboard_queries.WINDOWS:
         zone = timezone.get_current_timezone()
         starts = window.starts(timezone.now(), zone)
@@ -389,6 +396,8 @@ def main() -> None:
         for name, run in (("range counts", ranges), ("GROUP BY date_trunc", group_by)):
             walls, sqls, queries = timed(run, args.repeat)
             print(row(f"{window.key} per period: {name}", walls, sqls, queries))
+    with connection.cursor() as cursor:
+        cursor.execute("DROP INDEX bench_group_by")
     searches = [
         ("audit list, unfiltered", ""),
         ("search: a username (rare word)", "?q=user7919"),
