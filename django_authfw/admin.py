@@ -2,73 +2,44 @@
 
 Everything is read-only: rows change only through :class:`~django_authfw.AuthFramework`, so the
 admin offers actions instead of edit forms (revoke tokens, end sessions, lift a lockout), each
-going through the framework and audited. The audit log cannot be added to, changed or deleted
-from the admin by anyone, superusers included. Raw tokens are never stored; the admin shows the
-first characters of a token's SHA-256 digest, enough to match it against a log line.
+going through the framework and audited the same way: ``metadata.via = "admin"``,
+``metadata.by`` the staff member, the staff member's address and user agent, and a resource
+naming what was acted on. The audit log cannot be added to, changed or deleted from the admin by
+anyone, superusers included. Raw tokens are never stored; the admin shows the first characters
+of a token's SHA-256 digest, enough to match it against a log line, and session ids (a session's
+credential) the same way.
 
-The changelists stay fast on millions of rows (see :mod:`django_authfw.admin_lists`). Storages
-other than the database (Redis, locmem) are not shown here; see docs/admin.md.
+The audit log and its dashboard are in :mod:`django_authfw.admin_audit`. The changelists stay
+fast on millions of rows (see :mod:`django_authfw.admin_lists`). Storages other than the
+database (Redis, locmem) are not listed here; the dashboard counts their tokens and sessions.
 """
 
 from __future__ import annotations
 
 import codecs
-import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
 from . import models
-from .admin_lists import (
-    ChoicesFilter,
-    EstimatedCountPaginator,
-    ExpiryFilter,
-    OutcomeFilter,
-    ProbingDateQuerySet,
-    TokenStatusFilter,
-)
-from .audit import ACTIONS
-from .conf import conf
-from .framework import AuthFramework
+from .admin_audit import AuditLogAdmin
+from .admin_lists import EstimatedCountPaginator, ExpiryFilter, TokenStatusFilter
+from .admin_support import admin_audit_metadata, compact_time, database_framework
+from .audit import REVOKE, token_resource
 from .records import utcnow
 from .request_info import RequestInfo
+from .tokens import shown_prefix
 
-DIGEST_PREFIX_LENGTH = 12
+__all__ = ["AuditLogAdmin", "KVEntryAdmin", "SessionAdmin", "TokenAdmin", "preview_bytes"]
+
 PREVIEW_LENGTH = 80
-USER_AGENT_LENGTH = 60
-
-
-def database_framework() -> AuthFramework:
-    """The framework on the database storage these tables belong to.
-
-    The first ``AUTHFW["STORAGES"]`` alias whose backend is ``DatabaseStorage`` (or a subclass),
-    else a plain ``DatabaseStorage``: the admin acts on the rows it shows.
-    """
-    from django.utils.module_loading import import_string
-
-    from .storage import DatabaseStorage
-
-    for alias, config in conf.STORAGES.items():
-        try:
-            backend = import_string(config.get("BACKEND", ""))
-        except ImportError:
-            continue
-        if isinstance(backend, type) and issubclass(backend, DatabaseStorage):
-            return AuthFramework(alias)
-    return AuthFramework(DatabaseStorage())
-
-
-def _user_perm(request: HttpRequest, action: str) -> bool:
-    opts = get_user_model()._meta
-    return request.user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}")
+USER_AGENT_LENGTH = 40
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -104,9 +75,8 @@ if TYPE_CHECKING:
     # django-stubs makes ModelAdmin generic over its model; Django's own class cannot be
     # subscripted at run time, so the parameter exists for the type checker only.
     _AnyModelAdmin = admin.ModelAdmin[Any]
-    _AuditLogModelAdmin = admin.ModelAdmin[models.AuditLog]
 else:
-    _AnyModelAdmin = _AuditLogModelAdmin = admin.ModelAdmin
+    _AnyModelAdmin = admin.ModelAdmin
 
 
 class ReadOnlyAdmin(_AnyModelAdmin):
@@ -118,6 +88,9 @@ class ReadOnlyAdmin(_AnyModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
 
+    class Media:
+        css = {"all": ("django_authfw/admin.css",)}
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -127,14 +100,15 @@ class ReadOnlyAdmin(_AnyModelAdmin):
 
 class TokenAdmin(ReadOnlyAdmin):
     list_display = (
-        "token_id",
+        "token",
         "access_digest_prefix",
         "user",
-        "created_at",
-        "expires_at",
+        "created",
+        "expires",
         "status",
-        "revoked_at",
+        "revoked",
     )
+    list_display_links = ("token",)
     list_filter = (TokenStatusFilter,)
     list_select_related = ("user",)
     search_fields = (f"user__{get_user_model().USERNAME_FIELD}",)
@@ -166,19 +140,36 @@ class TokenAdmin(ReadOnlyAdmin):
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{models.Token._meta.app_label}.change_token")
 
-    @admin.display(description="access token digest")
+    @admin.display(description="token id", ordering="token_id")
+    def token(self, obj: models.Token) -> str:
+        # Not a secret, but long: its first characters, all of it in the tooltip.
+        return format_html('<span title="{}">{}</span>', obj.token_id, shown_prefix(obj.token_id))
+
+    @admin.display(description="access digest")
     def access_digest_prefix(self, obj: models.Token) -> str:
-        return obj.access_token[:DIGEST_PREFIX_LENGTH] + "…"
+        return shown_prefix(obj.access_token)
 
     @admin.display(description="refresh token digest")
     def refresh_digest_prefix(self, obj: models.Token) -> str:
-        return obj.refresh_token[:DIGEST_PREFIX_LENGTH] + "…" if obj.refresh_token else "-"
+        return shown_prefix(obj.refresh_token) if obj.refresh_token else "-"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: models.Token) -> str:
+        return compact_time(obj.created_at)
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, obj: models.Token) -> str:
+        return compact_time(obj.expires_at)
+
+    @admin.display(description="revoked at", ordering="revoked_at")
+    def revoked(self, obj: models.Token) -> str:
+        return compact_time(obj.revoked_at)
 
     @admin.display(description="status")
     def status(self, obj: models.Token) -> str:
         if obj.revoked_at is not None:
-            return "revoked"
-        return "expired" if obj.expires_at <= timezone.now() else "active"
+            return "Revoked"
+        return "Expired" if obj.expires_at <= timezone.now() else "Active"
 
     @admin.action(description="Revoke selected tokens", permissions=["revoke"])
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[models.Token]) -> None:
@@ -189,39 +180,45 @@ class TokenAdmin(ReadOnlyAdmin):
         for token in queryset.filter(revoked_at__isnull=True).only("token_id", "user_id"):
             if framework.storage.revoke_token(token.token_id, at=now):
                 revoked += 1
+                # The shape of the framework's own revoke event, plus who did it.
                 framework.audit(
-                    "revoke",
+                    REVOKE,
                     True,
                     user_id=str(token.user_id),
                     request_info=info,
-                    resource=f"token:{token.token_id}",
-                    metadata={"via": "admin", "by": request.user.get_username()},
+                    resource=token_resource(token.token_id),
+                    metadata={
+                        **admin_audit_metadata(request),
+                        "token_id": token.token_id,
+                        "count": 1,
+                    },
                 )
         self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
 
 
 class SessionAdmin(ReadOnlyAdmin):
     list_display = (
-        "session_id",
+        "session_prefix",
         "user",
-        "created_at",
-        "last_accessed",
-        "expires_at",
-        "ip_address",
+        "created",
+        "last_used",
+        "expires",
+        "ip",
         "short_user_agent",
     )
+    list_display_links = ("session_prefix",)
     list_filter = (ExpiryFilter,)
     list_select_related = ("user",)
     search_fields = (f"user__{get_user_model().USERNAME_FIELD}",)
     ordering = ("-last_accessed",)
     actions = ("end_sessions",)
     fields = (
-        "session_id",
+        "session_prefix",
         "user",
         "created_at",
         "last_accessed",
         "expires_at",
-        "ip_address",
+        "ip",
         "user_agent",
         "pretty_data",
     )
@@ -234,6 +231,26 @@ class SessionAdmin(ReadOnlyAdmin):
     def has_end_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{models.Session._meta.app_label}.delete_session")
 
+    @admin.display(description="session", ordering="session_id")
+    def session_prefix(self, obj: models.Session) -> str:
+        return shown_prefix(obj.session_id)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: models.Session) -> str:
+        return compact_time(obj.created_at)
+
+    @admin.display(description="last used", ordering="last_accessed")
+    def last_used(self, obj: models.Session) -> str:
+        return compact_time(obj.last_accessed)
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, obj: models.Session) -> str:
+        return compact_time(obj.expires_at)
+
+    @admin.display(description="IP address", ordering="ip_address")
+    def ip(self, obj: models.Session) -> str:
+        return obj.ip_address or "-"
+
     @admin.display(description="user agent")
     def short_user_agent(self, obj: models.Session) -> str:
         return _truncate(obj.user_agent, USER_AGENT_LENGTH)
@@ -245,8 +262,10 @@ class SessionAdmin(ReadOnlyAdmin):
     @admin.action(description="End selected sessions", permissions=["end"])
     def end_sessions(self, request: HttpRequest, queryset: QuerySet[models.Session]) -> None:
         framework = database_framework()
+        info = RequestInfo.from_request(request)
+        metadata = admin_audit_metadata(request)
         ended = sum(
-            framework.end_session(session_id)
+            framework.end_session(session_id, request_info=info, audit_metadata=metadata)
             for session_id in queryset.values_list("session_id", flat=True)
         )
         self.message_user(request, f"Ended {ended} session(s).", messages.SUCCESS)
@@ -267,177 +286,6 @@ class KVEntryAdmin(ReadOnlyAdmin):
     @admin.display(description="bytes")
     def size(self, obj: models.KVEntry) -> int:
         return len(bytes(obj.value))
-
-
-def _audit_action_choices() -> tuple[tuple[str, str], ...]:
-    # The framework's own actions; a fixed list, so no SELECT DISTINCT over the log.
-    return tuple((name, name.replace("_", " ")) for name in sorted(ACTIONS))
-
-
-class ActionFilter(ChoicesFilter):
-    title = "action"
-    parameter_name = "action"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> tuple[tuple[str, str], ...]:
-        return _audit_action_choices()
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value():
-            return queryset.filter(action=self.value())
-        return queryset
-
-
-class AuditChangeList(ChangeList):
-    """Resolves the usernames of one page's events in a single query."""
-
-    def get_results(self, request: HttpRequest) -> None:
-        super().get_results(request)
-        rows = list(self.result_list)
-        names = usernames_for({row.user_id for row in rows if row.user_id})
-        for row in rows:
-            row.authfw_username = names.get(row.user_id or "")
-
-
-def usernames_for(user_ids: set[str]) -> dict[str, str]:
-    """Map user ids (pk strings, as records carry them) to usernames; unknown ids are left out."""
-    model = get_user_model()
-    pk_field = model._meta.pk
-    assert pk_field is not None  # every concrete model has one
-    valid: dict[Any, str] = {}
-    for user_id in user_ids:
-        try:
-            valid[pk_field.to_python(user_id)] = user_id
-        except ValidationError:
-            continue
-    if not valid:
-        return {}
-    return {
-        valid[pk]: name
-        for pk, name in model._default_manager.filter(pk__in=valid).values_list(
-            "pk", model.USERNAME_FIELD
-        )
-        if pk in valid
-    }
-
-
-class AuditLogAdmin(_AuditLogModelAdmin):
-    """The audit log, read-only for everyone; "Lift lockout" resets failed-login counters."""
-
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    list_per_page = 100
-    date_hierarchy = "created_at"
-    list_display = ("created_at", "action", "outcome_label", "who", "ip_address", "resource")
-    list_filter = (ActionFilter, OutcomeFilter)
-    search_fields = ("user_id",)  # the search box; the lookups are in get_search_results()
-    search_help_text = "An exact user id, username or IP address."
-    actions = ("lift_lockout",)
-    fields = (
-        "event_id",
-        "created_at",
-        "action",
-        "outcome",
-        "user_id",
-        "who",
-        "resource",
-        "ip_address",
-        "user_agent",
-        "pretty_metadata",
-    )
-    readonly_fields = fields
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[models.AuditLog]:
-        queryset = super().get_queryset(request)
-        return ProbingDateQuerySet(model=queryset.model, query=queryset.query, using=queryset.db)
-
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return AuditChangeList
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
-        # Exact matches only, each one simple condition the planner can serve from an index
-        # ordered by time: a LIKE over millions of rows is a scan, an IP "contains" needs a
-        # cast that defeats the inet index on PostgreSQL, and an OR of unrelated columns makes
-        # the planner walk the whole created_at index when nothing matches.
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        try:
-            address = str(ipaddress.ip_address(term))
-        except ValueError:
-            pass
-        else:
-            return queryset.filter(ip_address=address), False
-        model = get_user_model()
-        user_ids = [
-            str(pk)
-            for pk in model._default_manager.filter(
-                **{f"{model.USERNAME_FIELD}__iexact": term}
-            ).values_list("pk", flat=True)[:20]
-        ]
-        if not user_ids:
-            return queryset.filter(user_id=term), False
-        return queryset.filter(user_id__in=[term, *user_ids]), False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_lift_lockout_permission(self, request: HttpRequest) -> bool:
-        # Unlocking concerns accounts: whoever may change users may lift a lockout.
-        return _user_perm(request, "change")
-
-    @admin.display(description="outcome", ordering="outcome")
-    def outcome_label(self, obj: models.AuditLog) -> str:
-        return "success" if obj.outcome else "failure"
-
-    @admin.display(description="user")
-    def who(self, obj: models.AuditLog) -> str:
-        username: str | None
-        if hasattr(obj, "authfw_username"):  # resolved for the whole page by AuditChangeList
-            username = obj.authfw_username
-        else:
-            username = usernames_for({obj.user_id}).get(obj.user_id) if obj.user_id else None
-        attempted = (obj.metadata or {}).get("username")
-        if username:
-            return username
-        if attempted:
-            return f"{attempted} (attempted)"
-        return obj.user_id or "-"
-
-    @admin.display(description="metadata")
-    def pretty_metadata(self, obj: models.AuditLog) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(obj.metadata, indent=2, sort_keys=True))
-
-    @admin.action(
-        description="Lift lockout of the selected events' usernames and IPs",
-        permissions=["lift_lockout"],
-    )
-    def lift_lockout(self, request: HttpRequest, queryset: QuerySet[models.AuditLog]) -> None:
-        targets: set[tuple[str | None, str | None]] = set()
-        for event in queryset.only("user_id", "ip_address", "metadata"):
-            username = (event.metadata or {}).get("username") or usernames_for(
-                {event.user_id} if event.user_id else set()
-            ).get(event.user_id or "")
-            if username or event.ip_address:
-                targets.add((username, event.ip_address))
-        framework = AuthFramework()
-        cleared = sum(
-            framework.reset_lockout(username=username, ip_address=ip) for username, ip in targets
-        )
-        self.message_user(
-            request,
-            f"Lifted the lockout of {len(targets)} username/IP pair(s); "
-            f"{cleared} failure counter(s) cleared.",
-            messages.SUCCESS,
-        )
 
 
 admin.site.register(models.Token, TokenAdmin)

@@ -16,50 +16,37 @@ import json
 import logging
 from typing import Any
 
+# The action names live in layer 1 (django_authfw.actions, with their labels); they stay
+# importable from here, where they were first defined.
+from .actions import ACTIONS as ACTIONS
+from .actions import LOCKOUT as LOCKOUT
+from .actions import LOGIN as LOGIN
+from .actions import LOGOUT as LOGOUT
+from .actions import PASSWORD_CHANGE as PASSWORD_CHANGE
+from .actions import REFRESH as REFRESH
+from .actions import REFRESH_GRACE as REFRESH_GRACE
+from .actions import REFRESH_REUSE as REFRESH_REUSE
+from .actions import REGISTER as REGISTER
+from .actions import REVOKE as REVOKE
+from .actions import REVOKE_ALL as REVOKE_ALL
+from .actions import SESSION_CREATE as SESSION_CREATE
+from .actions import SESSION_END as SESSION_END
+from .actions import UNLOCK as UNLOCK
+from .actions import USER_DEACTIVATED as USER_DEACTIVATED
 from .conf import conf
 from .exceptions import InvalidInput, StorageError, StorageUnavailable
+from .lockout import address_subject
 from .records import AuditEvent, AuthToken
 from .request_info import EMPTY, RequestInfo
 from .storage import AuthStorage, DatabaseStorage, get_storage
-from .tokens import check_id
+from .tokens import check_id, shown_prefix
 
 logger = logging.getLogger("django_authfw.audit")
 
-REGISTER = "register"
-LOGIN = "login"
-REFRESH = "refresh"
-REFRESH_REUSE = "refresh_reuse"
-#: A rotated refresh token replayed within AUTHFW["REFRESH_REUSE_GRACE"]: a new pair, no revocation.
-REFRESH_GRACE = "refresh_grace"
-REVOKE = "revoke"
-REVOKE_ALL = "revoke_all"
-LOGOUT = "logout"
-LOCKOUT = "lockout"
-SESSION_CREATE = "session_create"
-SESSION_END = "session_end"
-PASSWORD_CHANGE = "password_change"
-USER_DEACTIVATED = "user_deactivated"
-
-#: Every action the framework itself writes. :meth:`AuthFramework.audit` accepts others too.
-ACTIONS = frozenset(
-    {
-        REGISTER,
-        LOGIN,
-        REFRESH,
-        REFRESH_REUSE,
-        REFRESH_GRACE,
-        REVOKE,
-        REVOKE_ALL,
-        LOGOUT,
-        LOCKOUT,
-        SESSION_CREATE,
-        SESSION_END,
-        PASSWORD_CHANGE,
-        USER_DEACTIVATED,
-    }
-)
-
 MAX_ACTION_LENGTH = 100  # the audit_log.action column
+MAX_RESOURCE_LENGTH = 255  # the audit_log.resource column
+#: What the resource of an event about a username starts with (a failed login, a lockout).
+USERNAME_RESOURCE = "username:"
 
 
 def make_event(
@@ -116,24 +103,38 @@ def register_event(user_id: str, info: RequestInfo) -> AuditEvent:
 def login_failure_event(
     user_id: str | None, username: str, reason: str, info: RequestInfo, **extra: Any
 ) -> AuditEvent:
-    """``login`` failed for ``reason``; ``user_id`` when the account exists."""
+    """``login`` failed for ``reason``; ``user_id`` when the account exists.
+
+    The resource names the attempted username (``username:<name>``), existing or not: the
+    dashboard counts failures per username from the index on that column.
+    """
     return make_event(
         LOGIN,
         False,
         user_id=user_id,
         request_info=info,
+        resource=username_resource(username),
         metadata={"username": username, "reason": reason, **extra},
     )
 
 
 def lockout_event(user_id: str | None, username: str, scope: str, info: RequestInfo) -> AuditEvent:
-    """``lockout``: a failure locked the ``scope`` (username or address) subject."""
+    """``lockout``: a failure locked the ``scope`` (``user`` or ``ip``) subject.
+
+    The resource names the locked subject: ``username:<name>``, or ``ip:<address>`` (an IPv6
+    client's /64 network, as the lockout counts it).
+    """
     # The user id (when the account exists) lets the admin's username search find it.
+    if scope == "ip" and info.ip_address:
+        resource: str | None = ip_resource(address_subject(info.ip_address))
+    else:
+        resource = username_resource(username)
     return make_event(
         LOCKOUT,
         False,
         user_id=user_id,
         request_info=info,
+        resource=resource,
         metadata={
             "username": username,
             "scope": scope,
@@ -195,6 +196,7 @@ def revoke_event(token: AuthToken, kind: str, count: int, info: RequestInfo) -> 
         True,
         user_id=token.user_id,
         request_info=info,
+        resource=token_resource(token.token_id),
         metadata={"token_id": token.token_id, "token_type_hint": f"{kind}_token", "count": count},
     )
 
@@ -207,13 +209,89 @@ def revoke_all_event(user_id: str, count: int, info: RequestInfo) -> AuditEvent:
 
 
 def session_event(
-    user_id: str, outcome: bool, info: RequestInfo, *, created: bool, count: int = 1
+    user_id: str,
+    outcome: bool,
+    info: RequestInfo,
+    *,
+    created: bool,
+    count: int = 1,
+    session_id: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """``session_create`` (``created``) or ``session_end`` of ``count`` sessions of a user."""
+    """``session_create`` (``created``) or ``session_end`` of ``count`` sessions of a user.
+
+    With ``session_id`` (one session), the resource names it by its first characters only: a
+    session id is the session's credential.
+    """
     action = SESSION_CREATE if created else SESSION_END
     return make_event(
-        action, outcome, user_id=user_id, request_info=info, metadata={"count": count}
+        action,
+        outcome,
+        user_id=user_id,
+        request_info=info,
+        resource=session_resource(session_id) if session_id else None,
+        metadata={**_extra(extra), "count": count},
     )
+
+
+def unlock_event(
+    username: str | None,
+    ip_address: str | None,
+    removed: int,
+    info: RequestInfo,
+    *,
+    user_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """``unlock``: the lockout of a username and/or address was lifted; ``removed`` entries."""
+    subjects = [username_resource(username) if username else "", ip_resource(ip_address or "")]
+    resource = " ".join(part for part in subjects if part)
+    metadata: dict[str, Any] = {**_extra(extra), "removed": removed}
+    if username:
+        metadata["username"] = username
+    if ip_address:
+        metadata["ip"] = ip_address
+    return make_event(
+        UNLOCK,
+        True,
+        user_id=user_id,
+        request_info=info,
+        resource=resource[:MAX_RESOURCE_LENGTH],
+        metadata=metadata,
+    )
+
+
+def _extra(extra: object) -> dict[str, Any]:
+    # What a caller adds to an event's metadata (``audit_metadata``): checked before the
+    # framework's own keys are merged in, which win.
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise InvalidInput("audit_metadata must be a dict of JSON-serialisable values or None.")
+    return extra
+
+
+def username_resource(username: str) -> str:
+    """The ``resource`` of an event about a username (a login, a lockout): ``username:<name>``.
+
+    Cut at the column's 255 characters (a username may be as long).
+    """
+    return f"{USERNAME_RESOURCE}{username}"[:MAX_RESOURCE_LENGTH]
+
+
+def ip_resource(address: str) -> str:
+    """The ``resource`` of an event about an address (a lockout): ``ip:<address>``."""
+    return f"ip:{address}" if address else ""
+
+
+def token_resource(token_id: str) -> str:
+    """The ``resource`` of an event about one token: ``token:<token id>``."""
+    return f"token:{token_id}"[:MAX_RESOURCE_LENGTH]
+
+
+def session_resource(session_id: str) -> str:
+    """The ``resource`` of an event about one session: ``session:<first characters>…``."""
+    return f"session:{shown_prefix(session_id)}"
 
 
 def access_ended_event(

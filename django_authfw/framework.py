@@ -327,14 +327,34 @@ class AuthFramework(SessionAPI):
         """Async twin of :meth:`lockout_remaining`."""
         return await self._lockout.aremaining(*login.lockout_subjects(username, ip_address))
 
-    def reset_lockout(self, *, username: str | None = None, ip_address: str | None = None) -> int:
-        """Forget failures and locks of a username and/or address; return entries removed."""
+    def reset_lockout(
+        self,
+        *,
+        username: str | None = None,
+        ip_address: str | None = None,
+        request_info: RequestInfo | None = None,
+        audit_metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Forget failures and locks of a username and/or address; return entries removed.
+
+        Audited as ``unlock``, with ``audit_metadata`` added to the event's metadata (the admin
+        records who lifted it).
+        """
         _no_subject(username, ip_address)
-        return self._lockout.reset(*login.lockout_subjects(username, ip_address))
+        info = request_info_of(request_info)
+        return login.unlock(self._lockout, self._audit, username, ip_address, info, audit_metadata)
 
     async def areset_lockout(
-        self, *, username: str | None = None, ip_address: str | None = None
+        self,
+        *,
+        username: str | None = None,
+        ip_address: str | None = None,
+        request_info: RequestInfo | None = None,
+        audit_metadata: dict[str, Any] | None = None,
     ) -> int:
         """Async twin of :meth:`reset_lockout`."""
         _no_subject(username, ip_address)
-        return await self._lockout.areset(*login.lockout_subjects(username, ip_address))
+        info = request_info_of(request_info)
+        return await login.aunlock(
+            self._lockout, self._audit, username, ip_address, info, audit_metadata
+        )

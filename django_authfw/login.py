@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit as actions
-from . import tokens
-from .audit import AuditWriter, lockout_event, login_failure_event
+from . import actions, tokens
+from .audit import AuditWriter, lockout_event, login_failure_event, unlock_event
 from .exceptions import AccountLocked, InvalidCredentials
 from .grants import aaudit_grant, audit_grant, client_metadata, mint
 from .lockout import Attempt, Lockout
 from .passwords import acheck_user_password, check_user_password
-from .records import AuditEvent
+from .records import AuditEvent, replace
 from .request_info import RequestInfo, request_info_of
 from .storage import AuthStorage
 from .tokens import IssuedToken
@@ -200,3 +199,42 @@ async def aauthenticate(
         raise InvalidCredentials(BAD_CREDENTIALS)
     await aaudit_grant(audit, actions.LOGIN, grant, info, undo=storage.adelete_token)
     return grant.issued
+
+
+def unlock(
+    lockout: Lockout,
+    audit: AuditWriter,
+    username: str | None,
+    ip_address: str | None,
+    info: RequestInfo,
+    extra: dict[str, Any] | None,
+) -> int:
+    """Lift the lockout of a username and/or address; audited as ``unlock``.
+
+    The event names the account (``user_id``) when one has that username, so that a search for
+    the user finds it beside the failures and the lockout.
+    """
+    username, ip_address = lockout_subjects(username, ip_address)
+    user = get_by_username(username) if username else None
+    # Built first: metadata that cannot be recorded changes nothing.
+    event = unlock_event(username, ip_address, 0, info, user_id=_user_id(user), extra=extra)
+    removed = lockout.reset(username, ip_address)
+    audit.write(replace(event, metadata={**event.metadata, "removed": removed}))
+    return removed
+
+
+async def aunlock(
+    lockout: Lockout,
+    audit: AuditWriter,
+    username: str | None,
+    ip_address: str | None,
+    info: RequestInfo,
+    extra: dict[str, Any] | None,
+) -> int:
+    """Async twin of :func:`unlock`."""
+    username, ip_address = lockout_subjects(username, ip_address)
+    user = await aget_by_username(username) if username else None
+    event = unlock_event(username, ip_address, 0, info, user_id=_user_id(user), extra=extra)
+    removed = await lockout.areset(username, ip_address)
+    await audit.awrite(replace(event, metadata={**event.metadata, "removed": removed}))
+    return removed

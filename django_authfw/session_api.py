@@ -17,7 +17,7 @@ from .audit import AuditWriter, session_event
 from .conf import conf
 from .exceptions import InvalidCredentials, InvalidInput
 from .lockout import RESERVED_PREFIX
-from .records import SessionData, utcnow
+from .records import AuditEvent, SessionData, utcnow
 from .request_info import RequestInfo, request_info_of
 from .tokens import check_id
 from .users import aresolve_user, aresolve_user_id, can_authenticate, resolve_user, resolve_user_id
@@ -96,7 +96,11 @@ class SessionAPI:
             raise InvalidCredentials("This account is inactive; it cannot start a session.")
         session = _new_session(_user_id_of(found), data, ttl, info)
         self.storage.store_session(session)
-        self._audit.write(self._session_event(session.user_id, True, info, created=True))
+        self._audit.write(
+            self._session_event(
+                session.user_id, True, info, created=True, session_id=session.session_id
+            )
+        )
         return session
 
     async def acreate_session(
@@ -114,7 +118,11 @@ class SessionAPI:
             raise InvalidCredentials("This account is inactive; it cannot start a session.")
         session = _new_session(_user_id_of(found), data, ttl, info)
         await self.storage.astore_session(session)
-        await self._audit.awrite(self._session_event(session.user_id, True, info, created=True))
+        await self._audit.awrite(
+            self._session_event(
+                session.user_id, True, info, created=True, session_id=session.session_id
+            )
+        )
         return session
 
     _session_event = staticmethod(session_event)
@@ -143,25 +151,58 @@ class SessionAPI:
         at, expires_at = _slid_expiry(session)
         return await self.storage.atouch_session(session.session_id, at=at, expires_at=expires_at)
 
-    def end_session(self, session_id: str, *, request_info: RequestInfo | None = None) -> bool:
-        """Delete a session; return whether it existed. Audited as ``session_end``."""
+    def end_session(
+        self,
+        session_id: str,
+        *,
+        request_info: RequestInfo | None = None,
+        audit_metadata: dict[str, Any] | None = None,
+    ) -> bool:
+        """Delete a session; return whether it existed. Audited as ``session_end``.
+
+        ``audit_metadata`` is added to the event's metadata (the admin records who ended it).
+        """
         info = request_info_of(request_info)
         session = self.get_session(session_id)
-        if session is None or not self.storage.delete_session(session.session_id):
+        if session is None:
             return False
-        self._audit.write(self._session_event(session.user_id, True, info, created=False))
+        event = self._end_event(session, info, audit_metadata)
+        if not self.storage.delete_session(session.session_id):
+            return False
+        self._audit.write(event)
         return True
 
     async def aend_session(
-        self, session_id: str, *, request_info: RequestInfo | None = None
+        self,
+        session_id: str,
+        *,
+        request_info: RequestInfo | None = None,
+        audit_metadata: dict[str, Any] | None = None,
     ) -> bool:
         """Async twin of :meth:`end_session`."""
         info = request_info_of(request_info)
         session = await self.aget_session(session_id)
-        if session is None or not await self.storage.adelete_session(session.session_id):
+        if session is None:
             return False
-        await self._audit.awrite(self._session_event(session.user_id, True, info, created=False))
+        event = self._end_event(session, info, audit_metadata)
+        if not await self.storage.adelete_session(session.session_id):
+            return False
+        await self._audit.awrite(event)
         return True
+
+    def _end_event(
+        self, session: SessionData, info: RequestInfo, extra: dict[str, Any] | None
+    ) -> AuditEvent:
+        # Built (and so checked) before the session is deleted: metadata that cannot be
+        # recorded changes nothing.
+        return self._session_event(
+            session.user_id,
+            True,
+            info,
+            created=False,
+            session_id=session.session_id,
+            extra=extra,
+        )
 
     def list_sessions(self, user: Any) -> list[SessionData]:
         """The user's unexpired sessions, oldest first."""

@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_save, pre_delete, pre_save
 
-from . import audit as actions
+from . import actions
 from .passwords import rehash_in_progress
 
 if TYPE_CHECKING:

@@ -91,6 +91,18 @@ def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+#: How many characters of a secret value (a token digest, a session id) the admin and the
+#: audit log show: enough to match a log line or tell two apart, far too few to use.
+SHOWN_PREFIX_LENGTH = 12
+
+
+def shown_prefix(value: str) -> str:
+    """The first :data:`SHOWN_PREFIX_LENGTH` characters of ``value``, with an ellipsis if cut."""
+    if len(value) <= SHOWN_PREFIX_LENGTH:
+        return value
+    return value[:SHOWN_PREFIX_LENGTH] + "…"
+
+
 def digest(raw: str) -> str:
     """Return the SHA-256 hex digest of a raw token, the only form that is stored."""
     return hashlib.sha256(raw.encode()).hexdigest()

@@ -332,7 +332,7 @@ class LogoutAllView(AuthenticatedEndpoint):
         info = self.request_info()
         framework = self.framework
         revoked = framework.revoke_user_tokens(request.user, request_info=info)
-        ended = framework.end_user_sessions(request.user)
+        ended = framework.end_user_sessions(request.user, request_info=info)
         return json_response({"revoked_tokens": revoked, "ended_sessions": ended})
 
 
@@ -355,7 +355,7 @@ class SessionDetailView(AuthenticatedEndpoint):
         # Someone else's session answers exactly like an unknown one.
         if session is None or session.user_id != str(request.user.pk):
             raise APIError(404, NOT_FOUND, "You have no session with that id.")
-        framework.end_session(session_id)
+        framework.end_session(session_id, request_info=self.request_info())
         return json_response({"ended": True})
 
     def post(self, request: HttpRequest, session_id: str) -> HttpResponse:

@@ -26,6 +26,7 @@ DATABASE_URL="${AUTHFW_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/tes
 # it); the concurrency, live-server, browser and bench suites ran above.
 VENDOR_TESTS=(tests/contract tests/test_database_storage.py tests/test_framework.py
     tests/test_signals.py tests/test_checks.py tests/test_views.py tests/test_admin.py
+    tests/test_admin_dashboard.py tests/test_audit_search.py
     tests/test_migration.py tests/test_backup.py tests/test_backup_signing.py
     tests/test_backup_users.py tests/test_cleanup_command.py tests/test_lockout.py
     tests/test_refresh_grace.py tests/test_framework_registration.py tests/test_hostile_input.py)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from django_authfw.admin_lists import EstimatedCountPaginator, ProbingDateQueryS
 from django_authfw.models import AuditLog, Session, Token
 from django_authfw.records import utcnow
 from django_authfw.request_info import RequestInfo
+from django_authfw.tokens import shown_prefix
 
 from .factories import PASSWORD
 from .http_support import bearer, fast_hashing, login, post_json, user_factory
@@ -52,6 +55,40 @@ def staff_client(user_factory: Any, *codenames: str) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+class _Text(HTMLParser):
+    """The text a person reads: no tags, no attribute values, no scripts or styles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._hidden += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._hidden -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self.parts.append(data)
+
+
+def visible_text(html: str | bytes) -> str:
+    parser = _Text()
+    parser.feed(html.decode() if isinstance(html, bytes) else html)
+    return " ".join(" ".join(parser.parts).split())
+
+
+def element(html: str | bytes, pattern: str) -> str:
+    """The visible text of the first element the regex ``pattern`` (one group) finds."""
+    found = re.search(pattern, html.decode() if isinstance(html, bytes) else html, re.S)
+    assert found, pattern
+    return visible_text(found.group(1))
 
 
 def action(client: Client, url: str, name: str, ids: list[Any]) -> Any:
@@ -154,6 +191,7 @@ def test_session_end_action(superuser_client: Client, user_factory: Any) -> None
     detail = superuser_client.get(obj_url(SESSIONS, ended.session_id, "change")).content.decode()
     assert "&lt;b&gt;x&lt;/b&gt;" in detail
     assert "<b>x</b>" not in detail
+    assert shown_prefix(ended.session_id) in visible_text(page)
     response = action(superuser_client, SESSIONS, "end_sessions", [ended.session_id])
     assert "Ended 1 session(s)." in response.content.decode()
     assert not Session.objects.filter(pk=ended.session_id).exists()
@@ -391,3 +429,180 @@ def test_ids_with_underscores_open_the_right_page(
     detail = superuser_client.get(obj_url(TOKENS, "tok_41_5F", "change"))
     assert detail.status_code == 200
     assert token.access_digest[:12] in detail.content.decode()
+
+
+# Polish: words for codes, labels, no history, prefixes, actions audited alike --------------
+
+TITLE = r"<title>(.*?)</title>"
+BREADCRUMBS = r'<(?:ol|div) class="breadcrumbs">(.*?)</(?:ol|div)>'
+SUBTITLE = r"<h2>(.*?)</h2>"
+
+
+def test_audit_pages_say_actions_and_outcomes_in_words(superuser_client: Client) -> None:
+    framework = AuthFramework()
+    framework.audit("password_change", True, user_id="1")
+    framework.audit("login", False, metadata={"username": "nobody"})
+    framework.audit("session_end", True, user_id="1")
+    page = superuser_client.get(AUDIT).content
+    listed = element(page, r'<table id="result_list">(.*?)</table>')
+    for words in ("Password change", "Login", "Session end", "Success", "Failure"):
+        assert words in listed
+    for code in ("password_change", "session_end", "True", "False"):
+        assert code not in listed
+    sidebar = element(page, r'<(?:nav|search) id="changelist-filter"[^>]*>(.*?)</(?:nav|search)>')
+    assert "Password change" in sidebar
+    assert "Refresh token reuse" in sidebar
+    assert "password_change" not in sidebar
+    for action_name, title in (
+        ("password_change", "Password change succeeded"),
+        ("login", "Login failed"),
+    ):
+        event = AuditLog.objects.get(action=action_name)
+        detail = superuser_client.get(obj_url(AUDIT, event.pk, "change")).content
+        for part in (TITLE, BREADCRUMBS, SUBTITLE):
+            assert title in element(detail, part), part
+        assert action_name not in element(detail, r'<div id="content-main">(.*)</div>')
+    assert str(AuditLog.objects.get(action="login")).startswith("Login failed (")
+
+
+def test_ip_address_is_labelled_ip_address(superuser_client: Client, user_factory: Any) -> None:
+    AuthFramework().audit("login", True, request_info=RequestInfo("192.0.2.5"))
+    session = AuthFramework().create_session(user_factory(), request_info=RequestInfo("192.0.2.6"))
+    event = AuditLog.objects.get(action="login")
+    for url in (
+        AUDIT,
+        obj_url(AUDIT, event.pk, "change"),
+        SESSIONS,
+        obj_url(SESSIONS, session.session_id, "change"),
+    ):
+        text = visible_text(superuser_client.get(url).content)
+        assert "IP address" in text, url
+        assert "Ip address" not in text, url
+        assert "ip address" not in text, url
+
+
+def test_outcome_has_no_help_text_on_the_event_page(superuser_client: Client) -> None:
+    AuthFramework().audit("login", False)
+    event = AuditLog.objects.get()
+    detail = visible_text(superuser_client.get(obj_url(AUDIT, event.pk, "change")).content)
+    assert "True for success" not in detail
+    assert "Outcome: Failure" in detail
+
+
+def test_read_only_records_have_no_history_button(
+    superuser_client: Client, user_factory: Any, login: Any
+) -> None:
+    user = user_factory()
+    token = login(user)
+    session = AuthFramework().create_session(user)
+    AuthFramework().kv_set("some-key", b"value")
+    event = AuditLog.objects.first()
+    assert event is not None
+    for url in (
+        obj_url(AUDIT, event.pk, "change"),
+        obj_url(TOKENS, token.token_id, "change"),
+        obj_url(SESSIONS, session.session_id, "change"),
+        obj_url(KV, "some-key", "change"),
+    ):
+        page = superuser_client.get(url).content.decode()
+        assert "historylink" not in page, url
+        assert "/history/" not in page, url
+
+
+def test_session_ids_are_shown_as_prefixes(superuser_client: Client, user_factory: Any) -> None:
+    session = AuthFramework().create_session(user_factory(username="sam"))
+    full, prefix = session.session_id, shown_prefix(session.session_id)
+    assert prefix != full
+    assert prefix.endswith("…")
+    page = superuser_client.get(SESSIONS).content
+    listed = visible_text(page)
+    assert prefix in listed
+    assert full not in listed
+    detail = superuser_client.get(obj_url(SESSIONS, full, "change")).content
+    for part in (TITLE, BREADCRUMBS, SUBTITLE):
+        assert prefix in element(detail, part), part
+        assert full not in element(detail, part), part
+    assert full not in visible_text(detail)
+
+
+ADMIN_ADDRESS = "192.0.2.200"
+
+
+@pytest.fixture
+def admin_at_address(user_factory: Any) -> Client:
+    client = Client(REMOTE_ADDR=ADMIN_ADDRESS, HTTP_USER_AGENT="staff browser")
+    client.force_login(user_factory(username="root", is_staff=True, is_superuser=True))
+    return client
+
+
+def assert_admin_event(event: AuditLog, resource: str) -> None:
+    """What every admin action's event carries: where it came from, who, from where, on what."""
+    assert event.metadata["via"] == "admin"
+    assert event.metadata["by"] == "root"
+    assert event.ip_address == ADMIN_ADDRESS
+    assert event.user_agent == "staff browser"
+    assert event.resource == resource
+    assert event.outcome is True
+
+
+def test_admin_actions_are_audited_alike(
+    admin_at_address: Client, user_factory: Any, login: Any, fast_hashing: None
+) -> None:
+    user = user_factory(username="target")
+    token = login(user)
+    session = AuthFramework().create_session(user)
+    for _ in range(5):
+        post_json(
+            Client(REMOTE_ADDR="198.51.100.9"),
+            "/auth/token/",
+            {"username": "target", "password": "wrong"},
+        )
+    AuditLog.objects.filter(action__in=["revoke", "session_end", "unlock"]).delete()
+
+    action(admin_at_address, TOKENS, "revoke_tokens", [token.token_id])
+    action(admin_at_address, SESSIONS, "end_sessions", [session.session_id])
+    lockout = AuditLog.objects.get(action="lockout")
+    action(admin_at_address, AUDIT, "lift_lockout", [lockout.pk])
+
+    assert_admin_event(AuditLog.objects.get(action="revoke"), f"token:{token.token_id}")
+    ended = AuditLog.objects.get(action="session_end")
+    assert_admin_event(ended, f"session:{shown_prefix(session.session_id)}")
+    assert ended.user_id == str(user.pk)
+    unlocked = AuditLog.objects.get(action="unlock")
+    assert_admin_event(unlocked, "username:target ip:198.51.100.9")
+    assert unlocked.user_id == str(user.pk)
+    assert unlocked.metadata["username"] == "target"
+    assert unlocked.metadata["removed"] > 0
+
+
+def test_a_users_own_revoke_and_session_end_name_their_resource(
+    user_factory: Any, login: Any
+) -> None:
+    user = user_factory()
+    issued = login(user)
+    client = Client(REMOTE_ADDR="192.0.2.77")
+    assert (
+        post_json(client, "/auth/token/revoke/", {"token": issued.refresh_token}).status_code == 200
+    )
+    revoke = AuditLog.objects.get(action="revoke")
+    assert revoke.resource == f"token:{issued.token_id}"
+    assert revoke.ip_address == "192.0.2.77"
+    session = AuthFramework().create_session(user)
+    other = login(user)
+    response = client.delete(f"/auth/sessions/{session.session_id}/", **bearer(other.access_token))
+    assert response.status_code == 200
+    ended = AuditLog.objects.get(action="session_end")
+    assert ended.resource == f"session:{shown_prefix(session.session_id)}"
+    assert ended.ip_address == "192.0.2.77"
+
+
+def test_failed_logins_and_lockouts_name_the_username_as_resource(
+    user_factory: Any, fast_hashing: None
+) -> None:
+    user_factory(username="someone")
+    client = Client(REMOTE_ADDR="198.51.100.44")
+    for name in ("someone", "no-such-user"):
+        post_json(client, "/auth/token/", {"username": name, "password": "wrong"})
+    assert set(
+        AuditLog.objects.filter(action="login", outcome=False).values_list("resource", flat=True)
+    ) == {"username:someone", "username:no-such-user"}

@@ -1,5 +1,6 @@
 """A real headless Chromium (Debian's chromium and chromium-driver) driven by Selenium against
-pytest-django's live server: the admin's audit log, and the demo page's walk-through.
+pytest-django's live server: the admin's audit log, its dashboard, search and actions, and the
+demo page's walk-through.
 """
 
 from __future__ import annotations
@@ -198,3 +199,273 @@ def test_demo_page_walkthrough(browser: WebDriver, live_server: Any, fast_hashin
     assert not re.search(r"afw_(at|rt)_[A-Za-z0-9_-]{43}", browser.page_source)
     admin = browser.find_element(By.ID, "admin-link")
     assert admin.get_attribute("href") == f"{live_server.url}/admin/"
+
+
+# The admin's dashboard, search and actions -----------------------------------------------------
+
+DASHBOARD = "/admin/django_authfw/auditlog/dashboard/"
+
+
+def admin_login(browser: WebDriver, live_server: Any, user_factory: Any) -> None:
+    """A fresh superuser, logged in through the admin's login form."""
+    name = f"staff-{uuid.uuid4().hex[:6]}"
+    user_factory(username=name, password="staff passphrase", is_staff=True, is_superuser=True)
+    browser.delete_all_cookies()
+    browser.get(f"{live_server.url}/admin/login/")
+    browser.find_element(By.NAME, "username").send_keys(name)
+    browser.find_element(By.NAME, "password").send_keys("staff passphrase")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit], button[type=submit]").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "site-name")))
+
+
+def panel(browser: WebDriver, name: str) -> Any:
+    return browser.find_element(By.ID, f"authfw-{name}")
+
+
+def rows(element: Any) -> list[str]:
+    return [str(row.text) for row in element.find_elements(By.CSS_SELECTOR, "tbody tr")]
+
+
+@pytest.fixture
+def sample(transactional_db: None, fast_hashing: None) -> Any:
+    from django.core.cache import cache
+
+    from testproject.dashboard_sample import populate
+
+    cache.clear()  # the dashboard's cached storage statistics of an earlier test
+    return populate()
+
+
+def test_dashboard_shows_data_in_every_panel(
+    browser: WebDriver, live_server: Any, user_factory: Any, sample: Any
+) -> None:
+    admin_login(browser, live_server, user_factory)
+    browser.get(f"{live_server.url}/admin/django_authfw/")
+    browser.find_element(By.LINK_TEXT, "Auth dashboard").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "authfw-events")))
+    browser.find_element(By.LINK_TEXT, "Last 7 days").click()
+    wait(browser).until(ec.url_contains("window=7d"))
+    for total in ("events", "failures", "issued", "revocations", "reuse", "lockouts"):
+        shown = browser.find_element(By.ID, f"authfw-total-{total}").text
+        assert int(shown) > 0, total
+    events = panel(browser, "events")
+    assert len(events.find_elements(By.CSS_SELECTOR, "svg[role=img] rect.authfw-success")) > 100
+    assert events.find_elements(By.CSS_SELECTOR, "svg[role=img] rect.authfw-failure")
+    assert "admin" in rows(panel(browser, "usernames"))[1]  # behind the most failed user
+    assert sample.attackers[0] in rows(panel(browser, "addresses"))[0]
+    assert sample.locked_username in panel(browser, "lockouts").text
+    assert len(rows(panel(browser, "reuse"))) >= 2
+    assert any(row.startswith("Login ") for row in rows(panel(browser, "actions")))
+    storages = {row.split()[0]: row for row in rows(panel(browser, "storages"))}
+    assert set(storages) == {"default", "cache"}
+    assert storages["cache"].split()[-2:] != ["0", "0"]
+    tokens = panel(browser, "tokens")
+    assert len(tokens.find_elements(By.CSS_SELECTOR, "polyline")) == 2
+    # Each window has its own numbers.
+    browser.find_element(By.LINK_TEXT, "Last hour").click()
+    wait(browser).until(ec.url_contains("window=1h"))
+    assert int(browser.find_element(By.ID, "authfw-total-events").text) > 0
+    current = browser.find_element(By.CSS_SELECTOR, ".authfw-windows [aria-current=page]")
+    assert current.text == "Last hour"
+
+
+def test_dashboard_links_filter_the_audit_list_and_lift_lifts(
+    browser: WebDriver, live_server: Any, user_factory: Any, sample: Any
+) -> None:
+    from django_authfw import AuthFramework
+    from django_authfw.models import AuditLog
+
+    admin_login(browser, live_server, user_factory)
+    browser.get(f"{live_server.url}{DASHBOARD}?window=7d")
+    panel(browser, "addresses").find_element(By.LINK_TEXT, sample.attackers[0]).click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "result_list")))
+    listed = rows(browser.find_element(By.ID, "result_list"))
+    assert listed
+    assert all(sample.attackers[0] in row and "Failure" in row for row in listed)
+    assert all("Login" in row for row in listed)
+    # The sidebar says what the list is filtered by.
+    assert sample.attackers[0] in browser.find_element(By.ID, "changelist-filter").text
+
+    browser.get(f"{live_server.url}{DASHBOARD}?window=24h")
+    lockouts = panel(browser, "lockouts")
+    assert sample.locked_username in lockouts.text
+    assert AuthFramework().lockout_remaining(sample.locked_username, None) > 0
+    lockouts.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
+    assert (
+        f"Lifted the lockout of {sample.locked_username}"
+        in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    )
+    assert "Nobody is locked out now." in panel(browser, "lockouts").text
+    assert AuthFramework().lockout_remaining(sample.locked_username, None) == 0
+    unlock = AuditLog.objects.get(action="unlock")
+    assert unlock.metadata["via"] == "admin"
+    assert unlock.resource == f"username:{sample.locked_username}"
+
+
+def _rgb(css: str) -> tuple[float, ...]:
+    numbers = [float(n) for n in re.findall(r"[\d.]+", css)[:3]]
+    return tuple(numbers)
+
+
+def _luminance(rgb: tuple[float, ...]) -> float:
+    def channel(value: float) -> float:
+        value /= 255
+        return value / 12.92 if value <= 0.03928 else ((value + 0.055) / 1.055) ** 2.4
+
+    red, green, blue = (channel(v) for v in rgb)
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+
+def contrast(one: str, other: str) -> float:
+    light, dark = sorted((_luminance(_rgb(one)), _luminance(_rgb(other))), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_dashboard_charts_are_readable_in_light_and_dark_themes(
+    browser: WebDriver, live_server: Any, user_factory: Any, sample: Any
+) -> None:
+    admin_login(browser, live_server, user_factory)
+    seen = {}
+    for theme in ("light", "dark"):
+        browser.get(f"{live_server.url}/admin/")
+        browser.execute_script(f"localStorage.setItem('theme', '{theme}')")
+        browser.get(f"{live_server.url}{DASHBOARD}?window=7d")
+        assert browser.find_element(By.TAG_NAME, "html").get_attribute("data-theme") == theme
+        colours = browser.execute_script(
+            """
+            const style = (selector, property) =>
+                getComputedStyle(document.querySelector(selector))[property];
+            return {
+                background: style('#content', 'backgroundColor') === 'rgba(0, 0, 0, 0)'
+                    ? style('body', 'backgroundColor') : style('#content', 'backgroundColor'),
+                success: style('#authfw-events rect.authfw-success', 'fill'),
+                failure: style('#authfw-events rect.authfw-failure', 'fill'),
+                axis: style('#authfw-events svg text', 'fill'),
+                issued: style('#authfw-tokens polyline.authfw-issued', 'stroke'),
+                revoked: style('#authfw-tokens polyline.authfw-revoked', 'stroke'),
+            };
+            """
+        )
+        for part in ("success", "failure", "issued", "revoked"):
+            # WCAG 2.1 non-text contrast: 3:1 against the page.
+            assert contrast(colours[part], colours["background"]) >= 3, (theme, part, colours)
+        assert contrast(colours["axis"], colours["background"]) >= 4.5, (theme, colours)
+        seen[theme] = colours
+    assert seen["light"]["background"] != seen["dark"]["background"]
+    assert seen["light"]["success"] != seen["dark"]["success"]
+    browser.execute_script("localStorage.removeItem('theme')")
+
+
+def test_audit_search_finds_a_word_in_the_browser(
+    browser: WebDriver, live_server: Any, user_factory: Any, sample: Any
+) -> None:
+    from django.db import connection
+
+    from django_authfw import AuthFramework
+    from django_authfw.request_info import RequestInfo
+
+    AuthFramework().audit(
+        "device_check",
+        False,
+        request_info=RequestInfo("192.0.2.99"),
+        metadata={"finding": "quarantined firmware"},
+    )
+    admin_login(browser, live_server, user_factory)
+    browser.get(f"{live_server.url}/admin/django_authfw/auditlog/")
+    box = browser.find_element(By.ID, "searchbar")
+    if connection.vendor == "postgresql":
+        box.send_keys("quarantined")
+        box.submit()
+        wait(browser).until(ec.url_contains("q=quarantined"))
+        listed = rows(browser.find_element(By.ID, "result_list"))
+        assert len(listed) == 1
+        assert "Device check" in listed[0]
+    browser.find_element(By.ID, "searchbar").clear()
+    browser.find_element(By.ID, "searchbar").send_keys(sample.attackers[1])
+    browser.find_element(By.ID, "searchbar").submit()
+    wait(browser).until(ec.url_contains("q=203"))
+    listed = rows(browser.find_element(By.ID, "result_list"))
+    assert listed
+    assert all(sample.attackers[1] in row for row in listed)
+
+
+def run_action(browser: WebDriver, name: str, pick: int = 1) -> str:
+    """Tick the first ``pick`` rows, run the action ``name``, return the message."""
+    from selenium.webdriver.support.ui import Select
+
+    boxes = browser.find_elements(By.CSS_SELECTOR, "#result_list input.action-select")
+    for box in boxes[:pick]:
+        box.click()
+    Select(browser.find_element(By.CSS_SELECTOR, "select[name=action]")).select_by_value(name)
+    browser.find_element(By.CSS_SELECTOR, "button[name=index], input[name=index]").click()
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
+    return str(browser.find_element(By.CSS_SELECTOR, ".messagelist").text)
+
+
+def test_each_admin_action_in_the_browser(
+    browser: WebDriver, live_server: Any, user_factory: Any, sample: Any
+) -> None:
+    from django_authfw.models import AuditLog
+
+    admin_login(browser, live_server, user_factory)
+    browser.get(f"{live_server.url}/admin/django_authfw/token/?status=active")
+    assert "Revoked 1 token(s)." in run_action(browser, "revoke_tokens")
+    browser.get(f"{live_server.url}/admin/django_authfw/session/")
+    assert "Ended 1 session(s)." in run_action(browser, "end_sessions")
+    browser.get(f"{live_server.url}/admin/django_authfw/auditlog/?action=lockout")
+    assert "Lifted the lockout of 1 username/IP pair(s)" in run_action(browser, "lift_lockout")
+    for action_name in ("revoke", "session_end", "unlock"):
+        event = AuditLog.objects.filter(action=action_name, metadata__via="admin").get()
+        assert event.resource
+        assert event.ip_address == "127.0.0.1"
+
+
+def test_token_and_session_lists_fit_1400_pixels(
+    browser: WebDriver, live_server: Any, user_factory: Any, sample: Any
+) -> None:
+    from django_authfw import AuthFramework
+
+    from .factories import PASSWORD
+
+    # A long username too: it must be cut, not push the list wider.
+    long_name = "maximilian.von.longname-the-third@example.com"
+    user_factory(username=long_name)
+    AuthFramework().authenticate(long_name, PASSWORD)
+    AuthFramework().create_session(long_name)
+    admin_login(browser, live_server, user_factory)
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+    )
+    try:
+        for model, headers in (
+            ("token", ("Status", "Revoked at")),
+            ("session", ("IP address", "User agent")),
+            ("auditlog", ("IP address", "Resource")),
+        ):
+            browser.get(f"{live_server.url}/admin/django_authfw/{model}/")
+            wait(browser).until(ec.presence_of_element_located((By.ID, "result_list")))
+            assert browser.execute_script("return window.innerWidth") == 1400
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth"
+            )
+            assert overflow <= 0, (model, overflow)
+            table = browser.execute_script(
+                "const r = document.querySelector('#result_list').getBoundingClientRect();"
+                "const c = document.querySelector('.results');"
+                "return [r.right, c.getBoundingClientRect().right, c.scrollWidth - c.clientWidth]"
+            )
+            assert table[2] <= 0, (model, table)  # the results box does not scroll sideways
+            headings = {
+                th.text.strip().upper(): th
+                for th in browser.find_elements(By.CSS_SELECTOR, "#result_list thead th")
+            }
+            for header in headers:
+                assert header.upper() in headings, (model, list(headings))
+                right = browser.execute_script(
+                    "return arguments[0].getBoundingClientRect().right", headings[header.upper()]
+                )
+                assert right <= 1400, (model, header, right)
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

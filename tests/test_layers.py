@@ -4,9 +4,9 @@ Every module under ``django_authfw/storage`` is parsed with :mod:`ast`, and ever
 is checked, at module level, inside functions and under ``if TYPE_CHECKING:`` alike: a lazy
 import is still a dependency. Allowed are the standard library, Django, third-party packages,
 and of this package only layer 1 (``records``, ``tokens``, ``exceptions``, ``validate``,
-``conf``) and the storage package itself. Operations (``backup``, ``migration``) call the
-contract, never the other way round; ``create_backup`` reaches the backup format through the
-writer ``django_authfw.backup`` registers (``register_backup_writer``).
+``conf``, ``actions``) and the storage package itself. Operations (``backup``, ``migration``)
+call the contract, never the other way round; ``create_backup`` reaches the backup format
+through the writer ``django_authfw.backup`` registers (``register_backup_writer``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ PACKAGE_DIR = Path(django_authfw.__file__).parent
 STORAGE_DIR = PACKAGE_DIR / "storage"
 ALLOWED = tuple(
     f"{PACKAGE}.{name}"
-    for name in ("records", "tokens", "exceptions", "validate", "conf", "storage")
+    for name in ("records", "tokens", "exceptions", "validate", "conf", "actions", "storage")
 )
 
 

@@ -62,8 +62,11 @@ class Command(BaseCommand):
                 )
                 self.stdout.write(f"{who}: {state}. Nothing changed (--dry-run).")
                 return
+            # Audited (``unlock``) as the admin's lift is, saying where it came from.
             removed = framework.reset_lockout(
-                username=username or None, ip_address=ip_address or None
+                username=username or None,
+                ip_address=ip_address or None,
+                audit_metadata={"via": "command"},
             )
         except InvalidInput as exc:
             raise CommandError(f"{exc}") from exc
