@@ -48,6 +48,7 @@ What the suite needs from a backend, beyond the methods of
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 import time
 import uuid
@@ -140,25 +141,30 @@ class ControlledClock:
 
 
 def _install_clock(clock: Callable[[], datetime]) -> Callable[[], None]:
-    """Put ``clock`` wherever ``records.utcnow`` is bound; return the function that undoes it.
+    """Put ``clock`` wherever ``records.utcnow`` is bound, and its timestamp wherever
+    ``records.now_ts`` is; return the function that undoes it.
 
-    Every module that imported ``utcnow`` by name holds its own reference, so each such binding
-    in ``sys.modules`` is swapped (this package's storages, a user's backend, this module).
+    Every module that imported them by name holds its own reference, so each such binding in
+    ``sys.modules`` is swapped (this package's storages, a user's backend, this module).
     """
-    original = records.utcnow
-    swapped: list[dict[str, Any]] = []
+    replacements: dict[str, tuple[Any, Any]] = {
+        "utcnow": (records.utcnow, clock),
+        "now_ts": (records.now_ts, lambda: clock().timestamp()),
+    }
+    swapped: list[tuple[dict[str, Any], str, Any]] = []
     for module in list(sys.modules.values()):
         try:
             namespace = vars(module)
         except TypeError:  # a placeholder that is not a module
             continue
-        if namespace.get("utcnow") is original:
-            namespace["utcnow"] = clock
-            swapped.append(namespace)
+        for name, (original, replacement) in replacements.items():
+            if namespace.get(name) is original:
+                namespace[name] = replacement
+                swapped.append((namespace, name, original))
 
     def restore() -> None:
-        for namespace in swapped:
-            namespace["utcnow"] = original
+        for namespace, name, original in swapped:
+            namespace[name] = original
 
     return restore
 
@@ -680,7 +686,9 @@ class StorageContractTests(_TestCaseBase):
         """A caller changing a record it wrote or read, however deep, changes nothing stored.
 
         Checked on every nested list and dict, on every path a record comes back by: a store
-        that keeps the caller's object, or returns its own, fails here.
+        that keeps the caller's object, or returns its own, fails here. Token records cannot
+        be changed at all (they are immutable, so a store may share them); sessions and audit
+        events can, so a store copies them.
         """
         user = self.make_user_id()
         token = make_token(
@@ -941,10 +949,21 @@ def _only(items: list[Any]) -> Any:
 
 
 def _scribble_token(token: AuthToken) -> None:
-    token.permissions.append("admin")
-    token.roles.append("root")
-    token.metadata["deep"]["list"].append(2)
-    token.metadata["added"] = True
+    """Tokens are immutable, down to their lists and dicts (stores may share them without
+    copying): every change is refused."""
+    changes: list[Callable[[], object]] = [
+        lambda: token.permissions.append("admin"),
+        lambda: token.roles.append("root"),
+        lambda: token.metadata["deep"]["list"].append(2),
+        lambda: token.metadata.update(added=True),
+        lambda: setattr(token, "revoked_at", utcnow()),
+    ]
+    for change in changes:
+        try:
+            change()
+        except (TypeError, dataclasses.FrozenInstanceError):
+            continue
+        raise AssertionError("a token record (and every list and dict in it) must be immutable")
 
 
 def _scribble_session(session: SessionData) -> None:

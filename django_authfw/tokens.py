@@ -79,9 +79,13 @@ def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+_sha256 = hashlib.sha256
+MALFORMED = "The token is malformed; send the token exactly as it was issued."
+
+
 def digest(raw: str) -> str:
     """Return the SHA-256 hex digest of a raw token, the only form that is stored."""
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return _sha256(raw.encode()).hexdigest()
 
 
 def check_token_format(raw: object, prefix: str) -> str:
@@ -92,8 +96,25 @@ def check_token_format(raw: object, prefix: str) -> str:
     """
     pattern = _FORMATS.get(prefix) or _format(prefix)
     if not isinstance(raw, str) or len(raw) != RAW_TOKEN_LENGTH or pattern.fullmatch(raw) is None:
-        raise InvalidToken("The token is malformed; send the token exactly as it was issued.")
+        raise InvalidToken(MALFORMED)
     return raw
+
+
+def presented_digest(raw: object) -> str:
+    """The digest of a presented token, after the checks that must come first (a string of a
+    token's length that UTF-8 can encode); :class:`InvalidToken` otherwise.
+
+    For verification's hot path: the prefix and alphabet are checked with
+    :func:`check_token_format` only when no stored token matches, because a stored digest
+    matches only the token it was made from, which was issued well-formed. Either way only a
+    SHA-256 hex digest reaches the storage.
+    """
+    if not isinstance(raw, str) or len(raw) != RAW_TOKEN_LENGTH:
+        raise InvalidToken(MALFORMED)
+    try:
+        return _sha256(raw.encode()).hexdigest()
+    except UnicodeEncodeError:  # lone surrogates
+        raise InvalidToken(MALFORMED) from None
 
 
 def check_id(value: object, what: str = "id", max_length: int = MAX_ID_LENGTH) -> str:

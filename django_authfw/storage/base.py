@@ -121,6 +121,15 @@ class AuthStorage:
             return None
         return self._get_token_by_access(access_digest)
 
+    def lookup_access(self, access_digest: str) -> AuthToken | None:
+        """:meth:`get_token_by_access` for a caller that computed ``access_digest`` itself, so
+        that it is a well-formed digest (``AuthFramework.verify_token``).
+
+        A shipped storage points it straight at its engine, skipping the front's check; this
+        default runs the public method, so a backend written against either level works.
+        """
+        return self.get_token_by_access(access_digest)
+
     def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
         """Return the token whose refresh-token digest is ``refresh_digest``, or None."""
         if not validate.is_digest(refresh_digest):

@@ -174,6 +174,10 @@ class DatabaseStorage(AuthStorage):
         """The hot path: one SELECT on the unique ``access_token`` index; no write, no user."""
         return self._find_token("access_token", access_digest)
 
+    def lookup_access(self, access_digest: str) -> AuthToken | None:
+        """Verification's lookup (the digest is well-formed): the engine method itself."""
+        return self._find_token("access_token", access_digest)
+
     def _get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
         return self._find_token("refresh_token", refresh_digest)
 
