@@ -279,6 +279,28 @@ class AuditEvent:
     )
 
 
+class _NotLoaded:
+    """The type of :data:`NOT_LOADED`."""
+
+    _instance: _NotLoaded | None = None
+
+    def __new__(cls) -> _NotLoaded:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NOT_LOADED"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: What a token lookup that also reads users gives for the user when it could not read it in
+#: the same query (``AuthStorage.lookup_access_with_user``): the caller loads it if needed.
+NOT_LOADED = _NotLoaded()
+
+
 class StorageStatistics(TypedDict):
     """What :meth:`AuthStorage.statistics` returns; keys as docs/commands.md lists them."""
 

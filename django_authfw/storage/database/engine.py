@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.db import connections, router, transaction
 from django.db.models import Count, Model, Q, QuerySet
 
 from ...exceptions import StorageError
 from ...records import (
+    NOT_LOADED,
     AuditEvent,
     AuthToken,
     KVEntry,
@@ -32,7 +34,7 @@ from ...records import (
     StorageStatistics,
     utcnow,
 )
-from ..base import AuthStorage
+from ..base import AuthStorage, _in_thread
 from . import fast_sql
 from . import rows as convert
 from .counters import incr_locked, incr_upsert, supports_upsert
@@ -177,6 +179,28 @@ class DatabaseStorage(AuthStorage):
     def lookup_access(self, access_digest: str) -> AuthToken | None:
         """Verification's lookup (the digest is well-formed): the engine method itself."""
         return self._find_token("access_token", access_digest)
+
+    def lookup_access_with_user(self, access_digest: str) -> tuple[AuthToken | None, Any]:
+        """The token and its user in one SELECT (the token row joined to its user's row), when
+        the tokens are read from the user model's database; otherwise the token alone and
+        ``NOT_LOADED``. The user is built as the ORM builds one (``Model.from_db``), with
+        every concrete field loaded."""
+        model = _token_model()
+        user_model = get_user_model()
+        db = self._read_db(model)
+        if router.db_for_read(user_model) != db:
+            return self._find_token("access_token", access_digest), NOT_LOADED
+        names = [field.attname for field in user_model._meta.concrete_fields]
+        columns = convert.TOKEN_COLUMNS + tuple(f"user__{name}" for name in names)
+        row = self._find_unexpired(model, "access_token", access_digest, columns, RETAINED)
+        if row is None:
+            return None, NOT_LOADED
+        split = len(convert.TOKEN_COLUMNS)
+        user = user_model.from_db(db, names, row[split:])
+        return convert.token_from_row(row[:split]), user
+
+    async def alookup_access_with_user(self, access_digest: str) -> tuple[AuthToken | None, Any]:
+        return await _in_thread(self.lookup_access_with_user, access_digest)
 
     def _get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
         return self._find_token("refresh_token", refresh_digest)
