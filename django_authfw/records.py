@@ -38,6 +38,7 @@ def spec(
     column: str | None = None,
     user_key: bool = False,
     json_rank: float | None = None,
+    json_name: str | None = None,
 ) -> dict[str, Any]:
     """A field's ``metadata``: everything about it that is not its name, type or default.
 
@@ -46,6 +47,7 @@ def spec(
     ``user_key``: the field holds ``str(user.pk)`` (a foreign key in the database).
     ``json_rank``: where the field goes in the Redis JSON when not at its declaration index
     (records written before the schema was derived keep their byte-exact form).
+    ``json_name``: the field's shorter name in the compact Redis JSON of tokens.
     """
     return {
         "kind": kind,
@@ -55,6 +57,7 @@ def spec(
         "column": column,
         "user_key": user_key,
         "json_rank": json_rank,
+        "json_name": json_name,
     }
 
 
@@ -157,21 +160,31 @@ class AuthToken(_Deadlines):
     timestamps (derived, not fields).
     """
 
-    token_id: str = field(metadata=spec("id"))
-    user_id: str = field(metadata=spec("id", user_key=True))
-    access_digest: str = field(metadata=spec("digest", column="access_token"))
-    expires_at: datetime = field(metadata=spec("time", json_rank=7.1))
+    token_id: str = field(metadata=spec("id", json_name="id"))
+    user_id: str = field(metadata=spec("id", user_key=True, json_name="user"))
+    access_digest: str = field(
+        metadata=spec("digest", column="access_token", json_name="access")
+    )
+    expires_at: datetime = field(metadata=spec("time", json_rank=7.1, json_name="expires"))
     refresh_digest: str | None = field(
-        default=None, metadata=spec("digest", null=True, column="refresh_token")
+        default=None,
+        metadata=spec("digest", null=True, column="refresh_token", json_name="refresh"),
     )
     refresh_expires_at: datetime | None = field(
-        default=None, metadata=spec("time", null=True, json_rank=7.2)
+        default=None,
+        metadata=spec("time", null=True, json_rank=7.2, json_name="refresh_expires"),
     )
-    token_type: str = field(default="Bearer", metadata=spec("text", max_length=50, blank=False))
-    family_id: str = field(default="", metadata=spec("text", max_length=MAX_ID_LENGTH))
-    created_at: datetime = field(default_factory=utcnow, metadata=spec("time"))
-    updated_at: datetime = field(default_factory=utcnow, metadata=spec("time"))
-    revoked_at: datetime | None = field(default=None, metadata=spec("time", null=True))
+    token_type: str = field(
+        default="Bearer", metadata=spec("text", max_length=50, blank=False, json_name="type")
+    )
+    family_id: str = field(
+        default="", metadata=spec("text", max_length=MAX_ID_LENGTH, json_name="family")
+    )
+    created_at: datetime = field(default_factory=utcnow, metadata=spec("time", json_name="created"))
+    updated_at: datetime = field(default_factory=utcnow, metadata=spec("time", json_name="updated"))
+    revoked_at: datetime | None = field(
+        default=None, metadata=spec("time", null=True, json_name="revoked")
+    )
     replaced_by: str | None = field(default=None, metadata=spec("id", null=True))
     permissions: list[str] = field(default_factory=list, metadata=spec("strings"))
     roles: list[str] = field(default_factory=list, metadata=spec("strings"))

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from asgiref.sync import async_to_sync
 
 from . import records, tokens
-from .exceptions import InvalidInput
+from .exceptions import InvalidInput, TokenRevoked
 from .records import AuditEvent, AuthToken, KVEntry, SessionData, replace, utcnow
 
 if TYPE_CHECKING:
@@ -86,16 +86,21 @@ SECOND = timedelta(seconds=1)
 
 
 def make_token(user_id: str, **fields: Any) -> AuthToken:
-    """A token record as the framework issues it (digests of fresh secrets), not yet stored."""
+    """A token record as the framework issues it (digests of fresh secrets, the id derived
+    from the access digest, the family named after it), not yet stored."""
     now = utcnow()
+    access_digest = fields.get("access_digest") or tokens.digest(
+        tokens.new_secret(tokens.ACCESS_PREFIX)
+    )
+    token_id = fields.get("token_id") or tokens.token_id_for(access_digest)
     values: dict[str, Any] = {
-        "token_id": tokens.new_id(),
+        "token_id": token_id,
         "user_id": user_id,
-        "access_digest": tokens.digest(tokens.new_secret(tokens.ACCESS_PREFIX)),
+        "access_digest": access_digest,
         "refresh_digest": tokens.digest(tokens.new_secret(tokens.REFRESH_PREFIX)),
         "expires_at": now + timedelta(hours=1),
         "refresh_expires_at": now + timedelta(days=1),
-        "family_id": tokens.new_id(),
+        "family_id": token_id,
         "created_at": now,
         "updated_at": now,
         "permissions": ["auth.view_user"],
@@ -308,6 +313,56 @@ class StorageContractTests(_TestCaseBase):
         self.assertEqual(stored.revoked_at, at)
         self.assertEqual(stored.replaced_by, "next-id")
         self.assertIs(self.storage.revoke_token("no-such-token", at=at), False)
+
+    def test_a_revoked_token_fails_verification_at_once(self) -> None:
+        """Whatever a storage does for speed, the verification right after a revocation sees
+        it (no cache may serve the token as it was), and so does a fresh verification."""
+        from .framework import AuthFramework
+
+        framework = AuthFramework(storage=self.storage)
+        raw = tokens.new_secret(tokens.ACCESS_PREFIX)
+        token = make_token(self.make_user_id(), access_digest=tokens.digest(raw))
+        self.storage.store_token(token)
+        self.assertEqual(framework.verify_token(raw), token)
+        self.assertIs(self.storage.revoke_token(token.token_id, at=utcnow()), True)
+        with self.assertRaises(TokenRevoked):
+            framework.verify_token(raw)
+        with self.assertRaises(TokenRevoked):
+            AuthFramework(storage=self.storage).verify_token(raw)
+
+    def test_tokens_with_ids_of_their_own(self) -> None:
+        """Tokens imported from elsewhere keep ids that are not derived from their digests
+        (tokens.token_id_for): every lookup, change and removal works on them too."""
+        user = self.make_user_id()
+        token = make_token(user, token_id=f"imported-{uuid.uuid4().hex}", family_id="fam")
+        other = make_token(user)
+        self.assertEqual(self.storage.import_tokens([token, other]), 2)
+        assert token.refresh_digest is not None
+        self.assertEqual(self.storage.get_token(token.token_id), token)
+        self.assertEqual(self.storage.get_token_by_access(token.access_digest), token)
+        self.assertEqual(self.storage.get_token_by_refresh(token.refresh_digest), token)
+        self.assertEqual(self.storage.list_user_tokens(user), sorted(
+            [token, other], key=lambda t: (t.created_at, t.token_id)
+        ))
+        # Upserting the same id with new digests replaces the token: the old ones find nothing.
+        moved = replace(
+            token,
+            access_digest=tokens.digest(tokens.new_secret(tokens.ACCESS_PREFIX)),
+            refresh_digest=tokens.digest(tokens.new_secret(tokens.REFRESH_PREFIX)),
+        )
+        self.assertEqual(self.storage.import_tokens([moved]), 1)
+        self.assertEqual(self.storage.get_token(token.token_id), moved)
+        self.assertIsNone(self.storage.get_token_by_access(token.access_digest))
+        self.assertIsNone(self.storage.get_token_by_refresh(token.refresh_digest))
+        self.assertEqual(self.storage.get_token_by_access(moved.access_digest), moved)
+        self.assertEqual(len(self.storage.list_user_tokens(user)), 2)
+        self.assertIs(self.storage.revoke_token(token.token_id, at=utcnow()), True)
+        revoked = self.storage.get_token(token.token_id)
+        self.assertIsNotNone(revoked and revoked.revoked_at)
+        self.assertIs(self.storage.delete_token(token.token_id), True)
+        self.assertIsNone(self.storage.get_token(token.token_id))
+        self.assertIsNone(self.storage.get_token_by_access(moved.access_digest))
+        self.assertEqual(self.storage.list_user_tokens(user), [other])
 
     def test_revoke_user_tokens(self) -> None:
         alice, bob = self.make_user_id(), self.make_user_id()

@@ -9,6 +9,7 @@ cannot be guessed, and the hot path needs one fast, indexable value.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import secrets
@@ -81,6 +82,18 @@ def new_id() -> str:
 
 _sha256 = hashlib.sha256
 MALFORMED = "The token is malformed; send the token exactly as it was issued."
+
+
+def token_id_for(access_digest: str) -> str:
+    """The token id the framework gives the pair whose access-token digest is ``access_digest``:
+    128 bits of a SHA-256 of the digest, url-safe (22 characters, like :func:`new_id`).
+
+    One-way, so an id (shown in the admin, audit events, introspection's ``jti``) tells nothing
+    about the digest, while a store can find a record by the digest it is looked up by and by
+    its id under one key (the Redis layout, docs/backends.md).
+    """
+    raw = _sha256(b"authfw-token-id:" + access_digest.encode()).digest()[:16]
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def digest(raw: str) -> str:

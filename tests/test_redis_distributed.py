@@ -315,7 +315,7 @@ def test_cluster_index_ttl_and_kv(
     token = AuthTokenFactory.build(user_id="u9", refresh_expires_at=utcnow() + timedelta(hours=3))
     cluster_storage.store_token(token)
     assert abs(raw.pttl(f"{prefix}user:u9:tokens") - 3 * 3600_000) < 3000
-    assert abs(raw.pttl(f"{prefix}access:{token.access_digest}") - 3 * 3600_000) < 3000
+    assert abs(raw.pttl(f"{prefix}token:{token.token_id}") - 3 * 3600_000) < 3000
     cluster_storage.kv_set("plain", b"1")
     assert raw.ttl(f"{prefix}kv:plain") == -1
     assert cluster_storage.kv_incr("n", ttl=timedelta(minutes=1)) == 1

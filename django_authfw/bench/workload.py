@@ -35,7 +35,15 @@ from ..conf import conf
 from ..exceptions import InvalidToken, TokenRevoked
 from ..records import AuthToken, SessionData, utcnow
 from ..storage import AuthStorage
-from ..tokens import ACCESS_PREFIX, REFRESH_PREFIX, check_token_format, digest, new_id, new_secret
+from ..tokens import (
+    ACCESS_PREFIX,
+    REFRESH_PREFIX,
+    check_token_format,
+    digest,
+    new_id,
+    new_secret,
+    token_id_for,
+)
 
 # Key-value entries written by the bench expire by themselves if a run dies before cleanup.
 KV_TTL = timedelta(hours=1)
@@ -76,15 +84,16 @@ def mint(user_id: str, family_id: str | None = None) -> tuple[str, str, AuthToke
     now = utcnow()
     access = new_secret(ACCESS_PREFIX)
     refresh = new_secret(REFRESH_PREFIX)
-    token_id = new_id()
+    access_digest = digest(access)
+    token_id = token_id_for(access_digest)
     record = AuthToken(
         token_id=token_id,
         user_id=user_id,
-        access_digest=digest(access),
+        access_digest=access_digest,
         expires_at=now + conf.ACCESS_TOKEN_TTL,
         refresh_digest=digest(refresh),
         refresh_expires_at=now + conf.REFRESH_TOKEN_TTL,
-        family_id=family_id or new_id(),
+        family_id=family_id or token_id,
         created_at=now,
         updated_at=now,
     )
