@@ -96,13 +96,28 @@ class DatabaseStorage(AuthStorage):
       revocation; session and key-value reads) as SQL written once, on PostgreSQL on a
       server-binding cursor (:mod:`.fast_sql`, which lists what that bypasses); False runs
       them through the ORM.
+    * ``prepare`` (default True; PostgreSQL with psycopg 3 and ``fast_sql``): keep those
+      statements prepared on the server, once per connection, whatever the alias's
+      ``prepare_threshold`` (unless its ``OPTIONS`` set it, ``None`` included, which is
+      respected). Set False behind a pooler that cannot keep prepared statements (PgBouncer
+      before 1.21 in transaction mode).
     """
 
-    def __init__(self, *, using: str | None = None, fast_sql: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        using: str | None = None,
+        fast_sql: bool = True,
+        prepare: bool = True,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
         if not isinstance(fast_sql, bool):
             raise TypeError(f"DatabaseStorage 'fast_sql' must be True or False, not {fast_sql!r}.")
+        if not isinstance(prepare, bool):
+            raise TypeError(f"DatabaseStorage 'prepare' must be True or False, not {prepare!r}.")
         self.fast_sql = fast_sql
+        self.prepare = prepare
         if using is not None:
             if not isinstance(using, str) or not using:
                 raise TypeError(f"DatabaseStorage 'using' must be a database alias, not {using!r}.")
@@ -135,7 +150,7 @@ class DatabaseStorage(AuthStorage):
         db = self._write_db(model)
         with database_errors(db):
             if self.fast_sql:
-                fast_sql.insert_row(db, model, fields)
+                fast_sql.insert_row(db, model, fields, prepare=self.prepare)
             else:
                 model.objects.using(db).create(**fields)
 
@@ -160,7 +175,9 @@ class DatabaseStorage(AuthStorage):
         now = utcnow()
         with database_errors(db):
             if self.fast_sql:
-                row = fast_sql.find_unexpired(db, model, column, value, columns, now, expiry)
+                row = fast_sql.find_unexpired(
+                    db, model, column, value, columns, now, expiry, prepare=self.prepare
+                )
                 return None if row is None else tuple(row)
             rows = list(
                 model._default_manager.using(db)
@@ -229,7 +246,13 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             if self.fast_sql:
                 updated = fast_sql.revoke_row(
-                    db, model, token_id, at=revoked_at, replaced_by=replaced_by, now=now
+                    db,
+                    model,
+                    token_id,
+                    at=revoked_at,
+                    replaced_by=replaced_by,
+                    now=now,
+                    prepare=self.prepare,
                 )
             else:
                 updated = (
