@@ -35,6 +35,7 @@ from ..conf import conf
 from ..exceptions import InvalidToken, TokenRevoked
 from ..records import AuthToken, SessionData, utcnow
 from ..storage import AuthStorage
+from .requests import REQUEST_OPERATIONS, drf_installed, request_operations
 from ..tokens import (
     ACCESS_PREFIX,
     REFRESH_PREFIX,
@@ -129,11 +130,15 @@ class Workload:
         run_id: str,
         user_id: str,
         verify: Callable[[str], AuthToken],
+        alias: str | None = None,
     ) -> None:
         self.storage = storage
         self.run_id = run_id
         self.user_id = user_id
         self.verify = verify
+        # The storage alias the request rows go through (the middleware finds its storage by
+        # alias); None leaves them out.
+        self.alias = alias
         self.kv_prefix = f"authfw-bench:{run_id}:"
         self.population = Population()
 
@@ -227,7 +232,8 @@ class Workload:
     # The timed operations -------------------------------------------------------------------
 
     def operations(self, process: int = 0) -> dict[str, Callable[[], object]]:
-        """One zero-argument callable per name in :data:`OPERATIONS`, for process ``process``.
+        """One zero-argument callable per name in :data:`OPERATIONS` and :meth:`request_names`,
+        for process ``process``.
 
         Refresh rotates the pairs of ``population.rotation[process]`` in turn: each refresh
         takes a refresh token from the pool and puts the new one back.
@@ -321,7 +327,18 @@ class Workload:
             "kv_get": kv_get,
             "kv_set": kv_set,
         }
-        return {name: table[name] for name in OPERATIONS}
+        if self.alias is not None:
+            table.update(request_operations(self.alias, population.access))
+        return table
+
+    def request_names(self) -> list[str]:
+        """The request rows this workload times (none without an alias)."""
+        if self.alias is None:
+            return []
+        available = ("request_noauth", "request")
+        if drf_installed():
+            available = REQUEST_OPERATIONS
+        return [name for name in REQUEST_OPERATIONS if name in available]
 
     # Cleanup --------------------------------------------------------------------------------
 

@@ -305,3 +305,52 @@ def find_unexpired(
         )
         return converted
     return row
+
+
+# Reading one model instance by primary key (the user of a verified token) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ByPk:
+    connection: BaseDatabaseWrapper
+    sql: str
+    compiler: SQLCompiler
+    converters: dict[int, Any]
+    names: tuple[str, ...]
+
+
+def _compile_by_pk(alias: str, model: type[Model], pk: Any) -> _ByPk:
+    names = tuple(field.attname for field in model._meta.concrete_fields)
+    queryset = model._default_manager.db_manager(alias).filter(pk=pk).values_list(*names)
+    compiler = queryset.query.get_compiler(using=alias)
+    sql, params = compiler.as_sql()
+    if len(params) != 1:  # pragma: no cover - a default manager that filters: not compiled
+        raise ValueError("the default manager adds parameters of its own")
+    selected = [expression for expression, _sql, _alias in compiler.select[: compiler.col_count]]
+    return _ByPk(connections[alias], sql, compiler, compiler.get_converters(selected), names)
+
+
+def find_instance(alias: str, model: type[Model], pk: Any, *, prepare: bool = False) -> Any:
+    """The ``model`` instance with primary key ``pk`` (a value of the key's Python type), read
+    through its default manager as ``_default_manager.filter(pk=pk).first()`` would, or None.
+
+    The SELECT is compiled once per thread and connection (as :func:`find_unexpired`'s) and the
+    instance built as the ORM builds one (``Model.from_db``, so ``post_init`` is sent)."""
+    cache: dict[tuple[Any, ...], _ByPk] = _local.__dict__.setdefault("by_pk", {})
+    key = (alias, model._meta.label)
+    connection = connections[alias]
+    statement = cache.get(key)
+    if statement is None or statement.connection is not connection:
+        try:
+            statement = cache[key] = _compile_by_pk(alias, model, pk)
+        except ValueError:
+            return model._default_manager.db_manager(alias).filter(pk=pk).first()
+    pk_field = model._meta.pk
+    assert pk_field is not None
+    params = [pk_field.get_db_prep_value(pk, connection)]
+    row = execute(connection, statement.sql, params, fetch=True, prepare=prepare)
+    if row is None:
+        return None
+    if statement.converters:
+        row = next(iter(statement.compiler.apply_converters([row], statement.converters)))
+    return model.from_db(alias, list(statement.names), list(row))
