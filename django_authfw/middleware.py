@@ -54,9 +54,6 @@ from .bearer import MalformedAuthorization, challenge, parse_bearer
 from .conf import conf
 from .exceptions import InvalidToken, StorageUnavailable
 from .framework import AuthFramework
-from .records import NOT_LOADED, AuthToken
-from .request_user import UserOrAnonymous, usable, user_for
-from .storage import get_storage
 from .http import (
     INVALID_REQUEST,
     INVALID_TOKEN,
@@ -64,6 +61,9 @@ from .http import (
     TEMPORARILY_UNAVAILABLE,
     error_response,
 )
+from .records import NOT_LOADED, AuthToken
+from .request_user import UserOrAnonymous, usable, user_for
+from .storage import get_storage
 
 # One text for every rejected token, so a caller cannot tell unknown from expired or revoked.
 INVALID_TOKEN_DESCRIPTION = "The access token is invalid, expired or revoked."

@@ -162,9 +162,7 @@ class AuthToken(_Deadlines):
 
     token_id: str = field(metadata=spec("id", json_name="id"))
     user_id: str = field(metadata=spec("id", user_key=True, json_name="user"))
-    access_digest: str = field(
-        metadata=spec("digest", column="access_token", json_name="access")
-    )
+    access_digest: str = field(metadata=spec("digest", column="access_token", json_name="access"))
     expires_at: datetime = field(metadata=spec("time", json_rank=7.1, json_name="expires"))
     refresh_digest: str | None = field(
         default=None,

@@ -51,7 +51,7 @@ def usable(user: AbstractBaseUser | None) -> UserOrAnonymous:
     return user
 
 
-class TokenUser(LazyObject):
+class TokenUser(LazyObject[UserOrAnonymous]):
     """The user of a verified token: ``pk``, its attribute (``id``), ``is_authenticated``,
     ``is_anonymous`` and ``is_active`` come from the token; anything else loads the user
     (once), and from then on every answer is the loaded user's (``AnonymousUser`` if it is gone
@@ -123,7 +123,7 @@ def snapshot(record: AuthToken, load: Callable[[], UserOrAnonymous]) -> TokenUse
 
 def user_for(
     record: AuthToken, user: Any, load: Callable[[], UserOrAnonymous]
-) -> UserOrAnonymous | TokenUser | SimpleLazyObject:
+) -> UserOrAnonymous | TokenUser | SimpleLazyObject[UserOrAnonymous]:
     """``request.user`` for a verified ``record``.
 
     ``user`` is what the verification read with the token: a user, None, or ``NOT_LOADED``;

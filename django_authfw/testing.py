@@ -341,9 +341,10 @@ class StorageContractTests(_TestCaseBase):
         self.assertEqual(self.storage.get_token(token.token_id), token)
         self.assertEqual(self.storage.get_token_by_access(token.access_digest), token)
         self.assertEqual(self.storage.get_token_by_refresh(token.refresh_digest), token)
-        self.assertEqual(self.storage.list_user_tokens(user), sorted(
-            [token, other], key=lambda t: (t.created_at, t.token_id)
-        ))
+        self.assertEqual(
+            self.storage.list_user_tokens(user),
+            sorted([token, other], key=lambda t: (t.created_at, t.token_id)),
+        )
         # Upserting the same id with new digests replaces the token: the old ones find nothing.
         moved = replace(
             token,

@@ -21,17 +21,23 @@ from ..tokens import ACCESS_PREFIX, new_secret
 from .runner import measure
 
 
+def _without_drf(request: Any) -> bytes:
+    # DRF's get_authorization_header, for a run without DRF installed.
+    auth: Any = request.headers.get("authorization", b"")
+    return auth.encode("iso-8859-1") if isinstance(auth, str) else auth
+
+
 def _drf_split() -> Callable[[Any], Any]:
+    get_header: Callable[[Any], bytes] = _without_drf
     try:
         from rest_framework.authentication import get_authorization_header
-    except ImportError:  # the same steps, without DRF installed
-
-        def get_authorization_header(request: Any) -> bytes:
-            auth: Any = request.headers.get("authorization", b"")
-            return auth.encode("iso-8859-1") if isinstance(auth, str) else auth
+    except ImportError:
+        pass
+    else:
+        get_header = get_authorization_header
 
     def split(request: Any) -> Any:
-        auth = get_authorization_header(request).split()
+        auth = get_header(request).split()
         if not auth or auth[0].lower() != b"bearer" or len(auth) != 2:
             return None
         return auth[1].decode()

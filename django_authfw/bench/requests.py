@@ -143,4 +143,3 @@ def _drf_view(alias: str) -> Callable[[HttpRequest], HttpResponse]:
 
     view: Callable[[HttpRequest], HttpResponse] = ReadUser.as_view()
     return view
-

@@ -239,7 +239,9 @@ def bench_storage(
         baseline = _baseline_plan(backend, workload, run_id, user.pk)
         names = [*OPERATIONS, *workload.request_names()]
         measured = _time(alias, workload, backend, options, processes, names, baseline, log)
-        result["operations"] = {name: measured[name].as_dict() for name in names if name in measured}
+        result["operations"] = {
+            name: measured[name].as_dict() for name in names if name in measured
+        }
         result["baseline"] = None
         if "baseline" in measured:
             result["baseline"] = {
@@ -428,7 +430,9 @@ def _ratios(measured: dict[str, Measurement]) -> dict[str, float | None]:
         if not with_auth or not without or not with_auth.count or not without.count:
             return None
         if cpu:
-            return round((with_auth.cpu_ns / with_auth.count - without.cpu_ns / without.count) / 1000, 1)
+            return round(
+                (with_auth.cpu_ns / with_auth.count - without.cpu_ns / without.count) / 1000, 1
+            )
         if not with_auth.ops_per_sec or not without.ops_per_sec:
             return None
         return round(1e6 / with_auth.ops_per_sec - 1e6 / without.ops_per_sec, 1)

@@ -35,7 +35,6 @@ from ..conf import conf
 from ..exceptions import InvalidToken, TokenRevoked
 from ..records import AuthToken, SessionData, utcnow
 from ..storage import AuthStorage
-from .requests import REQUEST_OPERATIONS, drf_installed, request_operations
 from ..tokens import (
     ACCESS_PREFIX,
     REFRESH_PREFIX,
@@ -45,6 +44,7 @@ from ..tokens import (
     new_secret,
     token_id_for,
 )
+from .requests import REQUEST_OPERATIONS, drf_installed, request_operations
 
 # Key-value entries written by the bench expire by themselves if a run dies before cleanup.
 KV_TTL = timedelta(hours=1)
@@ -335,7 +335,7 @@ class Workload:
         """The request rows this workload times (none without an alias)."""
         if self.alias is None:
             return []
-        available = ("request_noauth", "request")
+        available: tuple[str, ...] = ("request_noauth", "request")
         if drf_installed():
             available = REQUEST_OPERATIONS
         return [name for name in REQUEST_OPERATIONS if name in available]

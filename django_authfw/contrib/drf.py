@@ -18,8 +18,9 @@ In a view, ``request.user`` is the token's user and ``request.auth`` the verifie
 When :class:`~django_authfw.middleware.BearerTokenMiddleware` already verified the request, its
 result (the token and the user) is reused: one storage lookup per request either way. The user
 comes as for the middleware (:mod:`~django_authfw.request_user`): read with the token on a
-database storage, else loaded here, or answered from the token with ``AUTHFW["USER_SNAPSHOT"]``. When the token storage or the user
-database cannot be reached the view answers 503 ``temporarily_unavailable`` with ``Retry-After``.
+database storage, else loaded here, or answered from the token with ``AUTHFW["USER_SNAPSHOT"]``.
+When the token storage or the user database cannot be reached the view answers 503
+``temporarily_unavailable`` with ``Retry-After``.
 """
 
 from __future__ import annotations
