@@ -121,6 +121,10 @@ class FrozenDict(dict[str, Any]):
         return FrozenDict, (dict(self),)
 
 
+_NO_ITEMS = FrozenList()
+_NO_KEYS = FrozenDict()
+
+
 def freeze(value: Any) -> Any:
     """``value`` with every list and dict in it (however deep) made a :class:`FrozenList` or
     :class:`FrozenDict`; anything else is returned as it is (the input checks refuse what
@@ -128,6 +132,10 @@ def freeze(value: Any) -> Any:
     kind = type(value)
     if kind is FrozenList or kind is FrozenDict:
         return value
+    if kind is list and not value:  # most tokens: one shared empty list (it cannot change)
+        return _NO_ITEMS
+    if kind is dict and not value:
+        return _NO_KEYS
     if isinstance(value, list):
         return FrozenList(freeze(item) for item in value)
     if isinstance(value, dict):

@@ -26,7 +26,7 @@ why the snapshot is opt-in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
@@ -38,6 +38,11 @@ from .records import NOT_LOADED, AuthToken
 from .users import user_model
 
 UserOrAnonymous = AbstractBaseUser | AnonymousUser
+
+if TYPE_CHECKING:  # generic in django-stubs only
+    _LazyUser = LazyObject[UserOrAnonymous]
+else:
+    _LazyUser = LazyObject
 
 
 def usable(user: AbstractBaseUser | None) -> UserOrAnonymous:
@@ -51,7 +56,7 @@ def usable(user: AbstractBaseUser | None) -> UserOrAnonymous:
     return user
 
 
-class TokenUser(LazyObject[UserOrAnonymous]):
+class TokenUser(_LazyUser):
     """The user of a verified token: ``pk``, its attribute (``id``), ``is_authenticated``,
     ``is_anonymous`` and ``is_active`` come from the token; anything else loads the user
     (once), and from then on every answer is the loaded user's (``AnonymousUser`` if it is gone
