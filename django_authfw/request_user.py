@@ -65,6 +65,11 @@ class TokenUser(_LazyUser):
     Truthy without a load, as a user is. ``isinstance``, ``==`` and ``hash`` load the user.
     """
 
+    # Plain attribute lookup: LazyObject's own __getattribute__ (which hides its proxy
+    # methods from explicit lookups such as hasattr(user, "__len__")) costs a Python call on
+    # every attribute read, a dozen per request here; a user model has those methods anyway.
+    __getattribute__ = object.__getattribute__
+
     def __init__(self, pk: Any, pk_attname: str, load: Callable[[], UserOrAnonymous]) -> None:
         self.__dict__["_snapshot"] = (pk, pk_attname)
         self.__dict__["_load"] = load

@@ -21,9 +21,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from django_authfw.bench.burst import run_burst
+from django_authfw.bench.requests import REQUEST_OPERATIONS
 from django_authfw.bench.runner import Measurement, measure, merge, percentile
 from django_authfw.bench.suite import Options, bench_storage
-from django_authfw.bench.requests import REQUEST_OPERATIONS
 from django_authfw.bench.workload import OPERATIONS
 from django_authfw.storage import get_storage
 
