@@ -140,7 +140,8 @@ def _mark_for_rollback(connection: BaseDatabaseWrapper, exc: Exception) -> None:
     its context manager on the success path (a few µs per call on the hot writes)."""
     if connection.in_atomic_block:
         connection.needs_rollback = True
-        connection.rollback_exc = exc
+        # Django names the cause in the error a later query of the block raises.
+        setattr(connection, "rollback_exc", exc)  # noqa: B010 (not in django-stubs)
 
 
 # Inserting a new token ------------------------------------------------------------------------
