@@ -49,7 +49,7 @@ DURATION_KEYS = (
     "CLEANUP_INTERVAL",
     "LOCKOUT_WINDOW",
 )
-BOOL_KEYS = ("ENABLE_AUDIT_LOG", "ROTATE_REFRESH_TOKENS")
+BOOL_KEYS = ("ENABLE_AUDIT_LOG", "ROTATE_REFRESH_TOKENS", "USER_SNAPSHOT")
 ALIAS_KEYS = ("AUDIT_STORAGE", "LOCKOUT_STORAGE")
 # A table prefix goes into SQL identifiers: letters, digits and underscores only.
 _PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

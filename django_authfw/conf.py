@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "REFRESH_REUSE_GRACE": 0,
     # URL namespaces whose views BearerTokenMiddleware leaves alone (cookie and CSRF views).
     "BEARER_EXEMPT_NAMESPACES": ("admin",),
+    # request.user's pk, is_authenticated and is_active from the token, without a query, where
+    # the storage cannot read the user with the token (see docs/middleware.md).
+    "USER_SNAPSHOT": False,
 }
 
 
@@ -127,6 +130,12 @@ class AuthfwSettings:
     def BEARER_EXEMPT_NAMESPACES(self) -> tuple[str, ...]:
         """URL namespaces (instance or application) the Bearer middleware does not authenticate."""
         return tuple(self._get("BEARER_EXEMPT_NAMESPACES"))
+
+    @property
+    def USER_SNAPSHOT(self) -> bool:
+        """Whether ``request.user`` answers ``pk``/``is_authenticated``/``is_active`` from the
+        verified token, loading the user only for other attributes."""
+        return bool(self._get("USER_SNAPSHOT"))
 
     def table(self, kind: str) -> str:
         """Table name for ``kind``: ``tokens``, ``sessions``, ``kv_store`` or ``audit_log``."""

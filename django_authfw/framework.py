@@ -24,6 +24,7 @@ See docs/security.md for the security model this implements.
 
 from __future__ import annotations
 
+from hmac import compare_digest
 from typing import TYPE_CHECKING, Any
 
 from django.views.decorators.debug import sensitive_variables
@@ -32,17 +33,16 @@ from . import access, introspection, login, registration, tokens
 from .access import end_user_access
 from .audit import AuditWriter, make_event
 from .exceptions import InvalidInput, InvalidToken, TokenExpired, TokenRevoked
-from .grants import same
 from .lockout import Lockout
 from .login import BAD_CREDENTIALS
-from .records import AuthToken
+from .records import NOT_LOADED, AuthToken, now_ts
 from .registration import validate_new_password
 from .request_info import RequestInfo, request_info_of
 from .rotation import Rotation
 from .session_api import SessionAPI
 from .storage import AuthStorage, get_storage
 from .tokens import IssuedToken
-from .users import aload_active_user, load_active_user
+from .users import aload_active_user, can_authenticate, load_active_user
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -56,16 +56,27 @@ __all__ = [
 ]
 
 _BAD_ACCESS = "The access token is not valid; log in again to get a new one."
+_REVOKED = "The access token was revoked; log in again."
+_EXPIRED = "The access token has expired; refresh it or log in again."
 
 
-def _check_access(record: AuthToken | None, presented: str) -> AuthToken:
-    if record is None or not same(record.access_digest, presented):
+def _check_presented(record: AuthToken | None, raw: object, presented: str) -> AuthToken:
+    """What :meth:`AuthFramework.verify_token` checks, for its siblings."""
+    if record is None or not compare_digest(record.access_digest, presented):
+        tokens.check_token_format(raw, tokens.ACCESS_PREFIX)
         raise InvalidToken(_BAD_ACCESS)
-    if record.is_revoked:
-        raise TokenRevoked("The access token was revoked; log in again.")
-    if record.is_expired():
-        raise TokenExpired("The access token has expired; refresh it or log in again.")
+    if record.revoked_at is not None:
+        raise TokenRevoked(_REVOKED)
+    if now_ts() >= record.expires_ts:
+        raise TokenExpired(_EXPIRED)
     return record
+
+
+def _active(user: Any) -> Any:
+    """A user read with its token, or None if it may not log in; NOT_LOADED as it is."""
+    if user is NOT_LOADED or user is None:
+        return user
+    return user if can_authenticate(user) else None
 
 
 def _no_subject(username: str | None, ip_address: str | None) -> None:
@@ -230,13 +241,45 @@ class AuthFramework(SessionAPI):
         Raises :class:`InvalidToken` (malformed or unknown), :class:`TokenRevoked` or
         :class:`TokenExpired`. The user is not loaded: see :meth:`get_user`.
         """
-        presented = tokens.digest(tokens.check_token_format(access_token, tokens.ACCESS_PREFIX))
-        return _check_access(self.storage.get_token_by_access(presented), presented)
+        # The hot path, inline: the digest (the full format check only runs when nothing
+        # matches, see tokens.presented_digest), one lookup that skips the storage front's
+        # check of a digest computed right here, a constant-time compare, and the deadlines
+        # compared as numbers.
+        presented = tokens.presented_digest(access_token)
+        record = self.storage.lookup_access(presented)
+        if record is None or not compare_digest(record.access_digest, presented):
+            tokens.check_token_format(access_token, tokens.ACCESS_PREFIX)
+            raise InvalidToken(_BAD_ACCESS)
+        if record.revoked_at is not None:
+            raise TokenRevoked(_REVOKED)
+        if now_ts() >= record.expires_ts:
+            raise TokenExpired(_EXPIRED)
+        return record
 
     async def averify_token(self, access_token: str) -> AuthToken:
         """Async twin of :meth:`verify_token`."""
-        presented = tokens.digest(tokens.check_token_format(access_token, tokens.ACCESS_PREFIX))
-        return _check_access(await self.storage.aget_token_by_access(presented), presented)
+        presented = tokens.presented_digest(access_token)
+        record = await self.storage.aget_token_by_access(presented)
+        return _check_presented(record, access_token, presented)
+
+    def verify_token_and_user(self, access_token: str) -> tuple[AuthToken, Any]:
+        """:meth:`verify_token`, and the token's user when the storage reads both in one query.
+
+        Returns ``(record, user)``: on a :class:`~django_authfw.storage.DatabaseStorage` whose
+        tokens live in the user model's database, ``user`` is the user (one SELECT joins the
+        token to it), or None if it may not log in (inactive); elsewhere it is
+        :data:`~django_authfw.records.NOT_LOADED` and :meth:`get_user` loads it when needed.
+        Raises as :meth:`verify_token` does.
+        """
+        presented = tokens.presented_digest(access_token)
+        record, user = self.storage.lookup_access_with_user(presented)
+        return _check_presented(record, access_token, presented), _active(user)
+
+    async def averify_token_and_user(self, access_token: str) -> tuple[AuthToken, Any]:
+        """Async twin of :meth:`verify_token_and_user`."""
+        presented = tokens.presented_digest(access_token)
+        record, user = await self.storage.alookup_access_with_user(presented)
+        return _check_presented(record, access_token, presented), _active(user)
 
     def get_user(self, record: AuthToken) -> AbstractBaseUser | None:
         """The user a token belongs to, or None if deleted or inactive."""

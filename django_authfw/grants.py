@@ -41,21 +41,28 @@ def mint(
     permissions: list[str],
     roles: list[str],
     *,
-    family_id: str,
+    family_id: str | None,
     metadata: dict[str, Any],
 ) -> Grant:
-    """A new pair for ``user_id``, with the lifetimes of ``AUTHFW`` at this moment."""
+    """A new pair for ``user_id``, with the lifetimes of ``AUTHFW`` at this moment.
+
+    The token id is derived from the access digest (:func:`~django_authfw.tokens.token_id_for`)
+    and ``family_id`` None (a new login) names the family after this first token: that lets a
+    store key the record by the digest it is looked up by (see docs/backends.md).
+    """
     now = utcnow()
     access = tokens.new_secret(tokens.ACCESS_PREFIX)
     refresh = tokens.new_secret(tokens.REFRESH_PREFIX)
+    access_digest = tokens.digest(access)
+    token_id = tokens.token_id_for(access_digest)
     record = AuthToken(
-        token_id=tokens.new_id(),
+        token_id=token_id,
         user_id=user_id,
-        access_digest=tokens.digest(access),
+        access_digest=access_digest,
         expires_at=now + conf.ACCESS_TOKEN_TTL,
         refresh_digest=tokens.digest(refresh),
         refresh_expires_at=now + conf.REFRESH_TOKEN_TTL,
-        family_id=family_id,
+        family_id=family_id or token_id,
         created_at=now,
         updated_at=now,
         permissions=list(permissions),

@@ -139,7 +139,7 @@ def authenticate(
         user_id_of(user),
         permissions,
         roles,
-        family_id=tokens.new_id(),
+        family_id=None,  # a new login: the family is named after its first token
         metadata=client_metadata(info),
     )
     storage.store_token(grant.record)
@@ -189,7 +189,7 @@ async def aauthenticate(
         user_id_of(user),
         permissions,
         roles,
-        family_id=tokens.new_id(),
+        family_id=None,  # a new login: the family is named after its first token
         metadata=client_metadata(info),
     )
     await storage.astore_token(grant.record)

@@ -14,7 +14,10 @@ Then, on each request:
 * no ``Authorization`` header, or another scheme: ``request.auth`` is None and ``request.user``
   is left as ``AuthenticationMiddleware`` set it (an admin's session keeps working);
 * a valid Bearer token: ``request.auth`` is the verified :class:`~django_authfw.records.AuthToken`
-  and ``request.user`` / ``await request.auser()`` the token's user, loaded on first use only;
+  and ``request.user`` / ``await request.auser()`` the token's user (see
+  :mod:`~django_authfw.request_user`: read with the token in the same query on a database
+  storage, else loaded on first use, or answered from the token for ``pk``,
+  ``is_authenticated`` and ``is_active`` with ``AUTHFW["USER_SNAPSHOT"]``);
 * an unknown, expired or revoked token: 401 with ``WWW-Authenticate: Bearer
   error="invalid_token"`` and the same body whatever the reason (RFC 6750 section 3.1);
 * a malformed Bearer header (bad characters, extra parts, over 4 KB, binary junk): 400 with
@@ -29,11 +32,11 @@ Then, on each request:
   (:class:`~django_authfw.exceptions.StorageUnavailable`): 503 ``temporarily_unavailable`` with
   ``Retry-After``.
 
-Verifying costs one storage lookup and writes nothing. The user is loaded lazily, so a token
-whose user was deleted or deactivated is only noticed when something asks for the user: then
-``request.user`` is ``AnonymousUser``, and :func:`~django_authfw.decorators.bearer_required`
-and the DRF class answer 401 ``invalid_token``. (The framework revokes a user's tokens when the
-account is deactivated, so in practice such a token is refused up front.)
+Verifying costs one storage lookup (on a database storage, the token joined to its user) and
+writes nothing. A user who may no longer log in (deleted, inactive) gives ``AnonymousUser``,
+and :func:`~django_authfw.decorators.bearer_required` and the DRF class answer 401
+``invalid_token``. (The framework revokes a user's tokens when the account is deactivated, so
+in practice such a token is refused up front.)
 """
 
 from __future__ import annotations
@@ -42,11 +45,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, get_resolver
-from django.utils.functional import SimpleLazyObject
 from django.views.decorators.debug import sensitive_variables
 
 from .bearer import MalformedAuthorization, challenge, parse_bearer
@@ -60,6 +63,9 @@ from .http import (
     TEMPORARILY_UNAVAILABLE,
     error_response,
 )
+from .records import NOT_LOADED, AuthToken
+from .request_user import UserOrAnonymous, usable, user_for
+from .storage import get_storage
 
 # One text for every rejected token, so a caller cannot tell unknown from expired or revoked.
 INVALID_TOKEN_DESCRIPTION = "The access token is invalid, expired or revoked."
@@ -67,7 +73,6 @@ NOT_AUTHENTICATED_DESCRIPTION = "This endpoint needs 'Authorization: Bearer <acc
 # Seconds a client should wait before retrying when the token storage cannot be reached.
 UNAVAILABLE_RETRY_AFTER = 5
 
-UserOrAnonymous = AbstractBaseUser | AnonymousUser
 
 _USER_CACHE = "_authfw_user"
 _BEFORE_BEARER = "_authfw_before_bearer"
@@ -84,9 +89,26 @@ AUTHENTICATION_CLASS_ATTRIBUTE = "authfw_bearer_authentication"
 _REALM = "_authfw_realm"
 
 
+# One framework per storage alias for the HTTP surfaces (the middleware, the DRF class, the
+# views, the auth backend): building one per request cost more than verifying a token in
+# memory. Dropped when the settings that build storages change; a framework whose storage is no
+# longer the alias's current one (reset_storages) is replaced on its next use.
+_frameworks: dict[str, AuthFramework] = {}
+
+
 def get_framework(storage: str = "default") -> AuthFramework:
-    """The :class:`AuthFramework` the HTTP surfaces use for storage alias ``storage``."""
-    return AuthFramework(storage)
+    """The :class:`AuthFramework` the HTTP surfaces use for storage alias ``storage`` (one per
+    alias, reused from request to request)."""
+    framework = _frameworks.get(storage)
+    if framework is None or framework.storage is not get_storage(storage):
+        framework = _frameworks[storage] = AuthFramework(storage)
+    return framework
+
+
+@receiver(setting_changed)
+def _forget_frameworks(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("AUTHFW", "CACHES", "DATABASES"):
+        _frameworks.clear()
 
 
 def invalid_token_response(realm: str | None = None) -> HttpResponse:
@@ -129,34 +151,36 @@ def unavailable_response() -> HttpResponse:
     )
 
 
-def _usable(user: AbstractBaseUser | None) -> UserOrAnonymous:
-    # Like ModelBackend.user_can_authenticate: a custom user model without is_active is active.
-    if user is None or not getattr(user, "is_active", True):
-        return AnonymousUser()
-    return user
+def _attach(
+    request: HttpRequest, framework: AuthFramework, record: AuthToken, user: Any = NOT_LOADED
+) -> None:
+    """Set ``request.auth`` and ``request.user`` / ``request.auser`` for ``record``.
 
-
-def _attach(request: HttpRequest, framework: AuthFramework, record: Any) -> None:
-    """Set ``request.auth`` and a lazy ``request.user`` / ``request.auser`` for ``record``."""
+    ``user`` is what verification read with the token (see :mod:`~django_authfw.request_user`):
+    the user itself, or NOT_LOADED, when it is loaded on first use (or answered from the token
+    with ``AUTHFW["USER_SNAPSHOT"]``).
+    """
 
     def load() -> UserOrAnonymous:
         cached: UserOrAnonymous | None = getattr(request, _USER_CACHE, None)
         if cached is None:
-            cached = _usable(framework.get_user(record))
+            cached = usable(framework.get_user(record))
             setattr(request, _USER_CACHE, cached)
         return cached
 
     async def aload() -> UserOrAnonymous:
         cached: UserOrAnonymous | None = getattr(request, _USER_CACHE, None)
         if cached is None:
-            cached = _usable(await framework.aget_user(record))
+            cached = usable(await framework.aget_user(record))
             setattr(request, _USER_CACHE, cached)
         return cached
 
+    if user is not NOT_LOADED:
+        setattr(request, _USER_CACHE, usable(user))
     # Kept so that process_view can put the session's user back if the view turns out exempt.
     setattr(request, _BEFORE_BEARER, (request.__dict__.get("user"), request.__dict__.get("auser")))
     request.auth = record  # type: ignore[attr-defined]
-    request.user = SimpleLazyObject(load)  # type: ignore[assignment]
+    request.user = user_for(record, user, load)  # type: ignore[assignment]
     request.auser = aload  # type: ignore[assignment]
 
 
@@ -208,12 +232,12 @@ def authenticate_request(
     # Built only now: a request without a token never touches the storage configuration.
     framework = framework or get_framework(storage)
     try:
-        record = framework.verify_token(raw)
+        record, user = framework.verify_token_and_user(raw)
     except InvalidToken:
         return invalid_token_response(realm)
     except StorageUnavailable:
         return unavailable_response()
-    _attach(request, framework, record)
+    _attach(request, framework, record, user)
     return None
 
 
@@ -236,12 +260,12 @@ async def aauthenticate_request(
     # Built only now: a request without a token never touches the storage configuration.
     framework = framework or get_framework(storage)
     try:
-        record = await framework.averify_token(raw)
+        record, user = await framework.averify_token_and_user(raw)
     except InvalidToken:
         return invalid_token_response(realm)
     except StorageUnavailable:
         return unavailable_response()
-    _attach(request, framework, record)
+    _attach(request, framework, record, user)
     return None
 
 

@@ -48,6 +48,7 @@ What the suite needs from a backend, beyond the methods of
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 import time
 import uuid
@@ -58,7 +59,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from asgiref.sync import async_to_sync
 
 from . import records, tokens
-from .exceptions import InvalidInput
+from .exceptions import InvalidInput, TokenRevoked
 from .records import AuditEvent, AuthToken, KVEntry, SessionData, replace, utcnow
 
 if TYPE_CHECKING:
@@ -85,16 +86,21 @@ SECOND = timedelta(seconds=1)
 
 
 def make_token(user_id: str, **fields: Any) -> AuthToken:
-    """A token record as the framework issues it (digests of fresh secrets), not yet stored."""
+    """A token record as the framework issues it (digests of fresh secrets, the id derived
+    from the access digest, the family named after it), not yet stored."""
     now = utcnow()
+    access_digest = fields.get("access_digest") or tokens.digest(
+        tokens.new_secret(tokens.ACCESS_PREFIX)
+    )
+    token_id = fields.get("token_id") or tokens.token_id_for(access_digest)
     values: dict[str, Any] = {
-        "token_id": tokens.new_id(),
+        "token_id": token_id,
         "user_id": user_id,
-        "access_digest": tokens.digest(tokens.new_secret(tokens.ACCESS_PREFIX)),
+        "access_digest": access_digest,
         "refresh_digest": tokens.digest(tokens.new_secret(tokens.REFRESH_PREFIX)),
         "expires_at": now + timedelta(hours=1),
         "refresh_expires_at": now + timedelta(days=1),
-        "family_id": tokens.new_id(),
+        "family_id": token_id,
         "created_at": now,
         "updated_at": now,
         "permissions": ["auth.view_user"],
@@ -140,25 +146,30 @@ class ControlledClock:
 
 
 def _install_clock(clock: Callable[[], datetime]) -> Callable[[], None]:
-    """Put ``clock`` wherever ``records.utcnow`` is bound; return the function that undoes it.
+    """Put ``clock`` wherever ``records.utcnow`` is bound, and its timestamp wherever
+    ``records.now_ts`` is; return the function that undoes it.
 
-    Every module that imported ``utcnow`` by name holds its own reference, so each such binding
-    in ``sys.modules`` is swapped (this package's storages, a user's backend, this module).
+    Every module that imported them by name holds its own reference, so each such binding in
+    ``sys.modules`` is swapped (this package's storages, a user's backend, this module).
     """
-    original = records.utcnow
-    swapped: list[dict[str, Any]] = []
+    replacements: dict[str, tuple[Any, Any]] = {
+        "utcnow": (records.utcnow, clock),
+        "now_ts": (records.now_ts, lambda: clock().timestamp()),
+    }
+    swapped: list[tuple[dict[str, Any], str, Any]] = []
     for module in list(sys.modules.values()):
         try:
             namespace = vars(module)
         except TypeError:  # a placeholder that is not a module
             continue
-        if namespace.get("utcnow") is original:
-            namespace["utcnow"] = clock
-            swapped.append(namespace)
+        for name, (original, replacement) in replacements.items():
+            if namespace.get(name) is original:
+                namespace[name] = replacement
+                swapped.append((namespace, name, original))
 
     def restore() -> None:
-        for namespace in swapped:
-            namespace["utcnow"] = original
+        for namespace, name, original in swapped:
+            namespace[name] = original
 
     return restore
 
@@ -302,6 +313,57 @@ class StorageContractTests(_TestCaseBase):
         self.assertEqual(stored.revoked_at, at)
         self.assertEqual(stored.replaced_by, "next-id")
         self.assertIs(self.storage.revoke_token("no-such-token", at=at), False)
+
+    def test_a_revoked_token_fails_verification_at_once(self) -> None:
+        """Whatever a storage does for speed, the verification right after a revocation sees
+        it (no cache may serve the token as it was), and so does a fresh verification."""
+        from .framework import AuthFramework
+
+        framework = AuthFramework(storage=self.storage)
+        raw = tokens.new_secret(tokens.ACCESS_PREFIX)
+        token = make_token(self.make_user_id(), access_digest=tokens.digest(raw))
+        self.storage.store_token(token)
+        self.assertEqual(framework.verify_token(raw), token)
+        self.assertIs(self.storage.revoke_token(token.token_id, at=utcnow()), True)
+        with self.assertRaises(TokenRevoked):
+            framework.verify_token(raw)
+        with self.assertRaises(TokenRevoked):
+            AuthFramework(storage=self.storage).verify_token(raw)
+
+    def test_tokens_with_ids_of_their_own(self) -> None:
+        """Tokens imported from elsewhere keep ids that are not derived from their digests
+        (tokens.token_id_for): every lookup, change and removal works on them too."""
+        user = self.make_user_id()
+        token = make_token(user, token_id=f"imported-{uuid.uuid4().hex}", family_id="fam")
+        other = make_token(user)
+        self.assertEqual(self.storage.import_tokens([token, other]), 2)
+        assert token.refresh_digest is not None
+        self.assertEqual(self.storage.get_token(token.token_id), token)
+        self.assertEqual(self.storage.get_token_by_access(token.access_digest), token)
+        self.assertEqual(self.storage.get_token_by_refresh(token.refresh_digest), token)
+        self.assertEqual(
+            self.storage.list_user_tokens(user),
+            sorted([token, other], key=lambda t: (t.created_at, t.token_id)),
+        )
+        # Upserting the same id with new digests replaces the token: the old ones find nothing.
+        moved = replace(
+            token,
+            access_digest=tokens.digest(tokens.new_secret(tokens.ACCESS_PREFIX)),
+            refresh_digest=tokens.digest(tokens.new_secret(tokens.REFRESH_PREFIX)),
+        )
+        self.assertEqual(self.storage.import_tokens([moved]), 1)
+        self.assertEqual(self.storage.get_token(token.token_id), moved)
+        self.assertIsNone(self.storage.get_token_by_access(token.access_digest))
+        self.assertIsNone(self.storage.get_token_by_refresh(token.refresh_digest))
+        self.assertEqual(self.storage.get_token_by_access(moved.access_digest), moved)
+        self.assertEqual(len(self.storage.list_user_tokens(user)), 2)
+        self.assertIs(self.storage.revoke_token(token.token_id, at=utcnow()), True)
+        revoked = self.storage.get_token(token.token_id)
+        self.assertIsNotNone(revoked and revoked.revoked_at)
+        self.assertIs(self.storage.delete_token(token.token_id), True)
+        self.assertIsNone(self.storage.get_token(token.token_id))
+        self.assertIsNone(self.storage.get_token_by_access(moved.access_digest))
+        self.assertEqual(self.storage.list_user_tokens(user), [other])
 
     def test_revoke_user_tokens(self) -> None:
         alice, bob = self.make_user_id(), self.make_user_id()
@@ -715,7 +777,9 @@ class StorageContractTests(_TestCaseBase):
         """A caller changing a record it wrote or read, however deep, changes nothing stored.
 
         Checked on every nested list and dict, on every path a record comes back by: a store
-        that keeps the caller's object, or returns its own, fails here.
+        that keeps the caller's object, or returns its own, fails here. Token records cannot
+        be changed at all (they are immutable, so a store may share them); sessions and audit
+        events can, so a store copies them.
         """
         user = self.make_user_id()
         token = make_token(
@@ -981,10 +1045,21 @@ def _only(items: list[Any]) -> Any:
 
 
 def _scribble_token(token: AuthToken) -> None:
-    token.permissions.append("admin")
-    token.roles.append("root")
-    token.metadata["deep"]["list"].append(2)
-    token.metadata["added"] = True
+    """Tokens are immutable, down to their lists and dicts (stores may share them without
+    copying): every change is refused."""
+    changes: list[Callable[[], object]] = [
+        lambda: token.permissions.append("admin"),
+        lambda: token.roles.append("root"),
+        lambda: token.metadata["deep"]["list"].append(2),
+        lambda: token.metadata.update(added=True),
+        lambda: setattr(token, "revoked_at", utcnow()),
+    ]
+    for change in changes:
+        try:
+            change()
+        except (TypeError, dataclasses.FrozenInstanceError):
+            continue
+        raise AssertionError("a token record (and every list and dict in it) must be immutable")
 
 
 def _scribble_session(session: SessionData) -> None:

@@ -9,6 +9,7 @@ cannot be guessed, and the hot path needs one fast, indexable value.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import secrets
@@ -103,9 +104,25 @@ def shown_prefix(value: str) -> str:
     return value[:SHOWN_PREFIX_LENGTH] + "…"
 
 
+_sha256 = hashlib.sha256
+MALFORMED = "The token is malformed; send the token exactly as it was issued."
+
+
+def token_id_for(access_digest: str) -> str:
+    """The token id the framework gives the pair whose access-token digest is ``access_digest``:
+    128 bits of a SHA-256 of the digest, url-safe (22 characters, like :func:`new_id`).
+
+    One-way, so an id (shown in the admin, audit events, introspection's ``jti``) tells nothing
+    about the digest, while a store can find a record by the digest it is looked up by and by
+    its id under one key (the Redis layout, docs/backends.md).
+    """
+    raw = _sha256(b"authfw-token-id:" + access_digest.encode()).digest()[:16]
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
 def digest(raw: str) -> str:
     """Return the SHA-256 hex digest of a raw token, the only form that is stored."""
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return _sha256(raw.encode()).hexdigest()
 
 
 def check_token_format(raw: object, prefix: str) -> str:
@@ -116,8 +133,25 @@ def check_token_format(raw: object, prefix: str) -> str:
     """
     pattern = _FORMATS.get(prefix) or _format(prefix)
     if not isinstance(raw, str) or len(raw) != RAW_TOKEN_LENGTH or pattern.fullmatch(raw) is None:
-        raise InvalidToken("The token is malformed; send the token exactly as it was issued.")
+        raise InvalidToken(MALFORMED)
     return raw
+
+
+def presented_digest(raw: object) -> str:
+    """The digest of a presented token, after the checks that must come first (a string of a
+    token's length that UTF-8 can encode); :class:`InvalidToken` otherwise.
+
+    For verification's hot path: the prefix and alphabet are checked with
+    :func:`check_token_format` only when no stored token matches, because a stored digest
+    matches only the token it was made from, which was issued well-formed. Either way only a
+    SHA-256 hex digest reaches the storage.
+    """
+    if not isinstance(raw, str) or len(raw) != RAW_TOKEN_LENGTH:
+        raise InvalidToken(MALFORMED)
+    try:
+        return _sha256(raw.encode()).hexdigest()
+    except UnicodeEncodeError:  # lone surrogates
+        raise InvalidToken(MALFORMED) from None
 
 
 def check_id(value: object, what: str = "id", max_length: int = MAX_ID_LENGTH) -> str:

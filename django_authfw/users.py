@@ -21,6 +21,7 @@ from django.db import router
 
 from .exceptions import InvalidInput
 from .storage.database.errors import database_errors
+from .storage.database.fast_sql import find_instance
 from .tokens import check_id
 
 if TYPE_CHECKING:
@@ -127,13 +128,22 @@ async def aresolve_user_id(user: object) -> str:
 
 
 def load_active_user(user_id: str) -> AbstractBaseUser | None:
-    """The user with this record id if it still exists and may log in, else None."""
+    """The user with this record id if it still exists and may log in, else None.
+
+    One SELECT by primary key through the default manager, compiled once per connection (the
+    lookup of every request whose token's storage does not read the user with the token).
+    """
+    model = user_model()
+    pk_field = model._meta.pk
+    assert pk_field is not None
     try:
-        with _reading():
-            user = _manager().filter(pk=user_id).first()
+        pk = pk_field.to_python(user_id)
     except (ValueError, TypeError, ValidationError):
         # A record id that cannot be a primary key of this model (e.g. after a model swap).
         return None
+    db = router.db_for_read(model)
+    with database_errors(db):
+        user = find_instance(db, model, pk)
     if user is None or not can_authenticate(user):
         return None
     return cast("AbstractBaseUser", user)

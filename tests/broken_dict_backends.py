@@ -5,6 +5,7 @@ rule of the contract, and tests/test_i11_breaker.py checks that the shipped suit
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import datetime, timedelta
 
 from django_authfw.records import AuthToken, KVEntry
@@ -59,8 +60,8 @@ class StaleAccessIndexAfterUserRevocation(DictStorage):
             count = 0
             for token in self._list_user_tokens(user_id):
                 if token.revoked_at is None and family_id in (None, token.family_id):
-                    token.revoked_at = at
-                    self._tokens[token.token_id] = token  # the index keeps the old copy
+                    # The access index keeps the old copy.
+                    self._tokens[token.token_id] = dataclasses.replace(token, revoked_at=at)
                     count += 1
             return count
 

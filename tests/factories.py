@@ -41,13 +41,15 @@ class AuthTokenFactory(Factory[AuthToken]):
     class Meta:
         model = AuthToken
 
-    token_id = LazyFunction(tokens.new_id)
     user_id = "1"
     access_digest = LazyFunction(lambda: tokens.digest(tokens.new_secret(tokens.ACCESS_PREFIX)))
+    # As the framework mints them: the id derived from the access digest, the family named
+    # after the login's first token.
+    token_id = LazyAttribute(lambda token: tokens.token_id_for(token.access_digest))
     refresh_digest = LazyFunction(lambda: tokens.digest(tokens.new_secret(tokens.REFRESH_PREFIX)))
     expires_at = LazyFunction(lambda: utcnow() + timedelta(hours=1))
     refresh_expires_at = LazyFunction(lambda: utcnow() + timedelta(days=1))
-    family_id = LazyFunction(tokens.new_id)
+    family_id = LazyAttribute(lambda token: token.token_id)
     permissions: Any = LazyFunction(lambda: ["auth.view_user"])
     roles: Any = LazyFunction(lambda: ["staff"])
     metadata: Any = LazyFunction(lambda: {"client": "tests"})

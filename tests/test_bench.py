@@ -21,6 +21,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from django_authfw.bench.burst import run_burst
+from django_authfw.bench.requests import REQUEST_OPERATIONS
 from django_authfw.bench.runner import Measurement, measure, merge, percentile
 from django_authfw.bench.suite import Options, bench_storage
 from django_authfw.bench.workload import OPERATIONS
@@ -93,8 +94,13 @@ def _run(*args: str) -> dict[str, Any]:
 
 
 def _has_baseline(backend: str) -> bool:
-    # The Redis baseline is a single server's GET: Cluster and Sentinel clients have none.
-    return backend == "redis" or (backend == "database" and connection.vendor == "postgresql")
+    # The Redis baseline is a single server's GET: Cluster and Sentinel clients have none;
+    # in-process stores have a dict + SHA-256; SQLite has none.
+    return backend in ("redis", "memory", "locmem") or _on_postgresql(backend)
+
+
+def _on_postgresql(backend: str) -> bool:
+    return backend == "database" and connection.vendor == "postgresql"
 
 
 def test_json_report_covers_every_operation_and_cleans_up(backend: str, bench_alias: str) -> None:
@@ -103,7 +109,11 @@ def test_json_report_covers_every_operation_and_cleans_up(backend: str, bench_al
 
     report = _run("--storage", bench_alias, *TINY)
 
-    assert set(report) == {"machine", "options", "storages"}
+    assert set(report) == {"machine", "options", "plumbing", "storages"}
+    plumbing = report["plumbing"]
+    assert plumbing["parse_bearer_ns"] > 0
+    assert plumbing["drf_header_split_ns"] > 0
+    assert plumbing["parse_to_drf"] is not None
     assert report["options"] == {
         "seconds": 0.02,
         "tokens": 30,
@@ -115,7 +125,9 @@ def test_json_report_covers_every_operation_and_cleans_up(backend: str, bench_al
     result = report["storages"][bench_alias]
     assert result["stored_tokens"] == 30
     assert result["processes"] == 1
-    assert list(result["operations"]) == list(OPERATIONS)
+    # The request rows come after the storage operations, each beside its request without a
+    # token (the DRF pair with DRF installed, which the test extras include).
+    assert list(result["operations"]) == [*OPERATIONS, *REQUEST_OPERATIONS]
     for figures in result["operations"].values():
         assert set(figures) == {
             "ops_per_sec",
@@ -145,6 +157,13 @@ def test_json_report_covers_every_operation_and_cleans_up(backend: str, bench_al
         assert result["baseline"] is None
         assert result["ratios"]["verify_to_baseline"] is None
     assert result["ratios"]["unknown_to_valid_cost"] is not None
+    for key in ("request_auth_us", "request_auth_cpu_us", "request_drf_auth_us"):
+        assert result["ratios"][key] is not None, key
+    if _on_postgresql(backend):
+        assert result["baseline_insert"]["count"] > 0
+        assert result["ratios"]["issue_to_baseline_insert"] is not None
+    else:
+        assert result["baseline_insert"] is None
 
     # Everything written is gone: the population, every issued and rotated token (and the
     # one the revocation check used), the sessions, the key-value entries, the bench's user.
@@ -247,6 +266,10 @@ def test_table_is_shaped_like_the_guide(backend: str, bench_alias: str) -> None:
     assert "verify unknown token" in text
     assert "cleaned up:" in text
     assert ("raw client baseline" in text) is _has_baseline(backend)
+    assert ("raw INSERT+COMMIT" in text) is _on_postgresql(backend)
+    for row in ("request, no auth", "request, DRF, no auth", "authentication adds"):
+        assert row in text
+    assert "per-request plumbing: parse_bearer" in text
 
 
 def test_interrupted_run_still_cleans_up(backend: str, bench_alias: str) -> None:

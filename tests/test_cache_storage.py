@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from asgiref.sync import async_to_sync
 from django.core.checks import Error, Warning
 from django.test import override_settings
 
-from django_authfw import cache_checks
+from django_authfw import cache_checks, tokens
 from django_authfw.exceptions import (
     CredentialsRefused,
     InvalidInput,
@@ -173,6 +173,8 @@ class Monitor:
 def test_token_keys_json_and_ttls(
     redis_cache_storage: CacheStorage, raw_redis: redis.Redis
 ) -> None:
+    """A token as the framework mints it: its record under its own id (derived from the access
+    digest, so verification finds it with one GET), one refresh pointer, its user's index."""
     storage = redis_cache_storage
     prefix = storage.key_prefix
     now = utcnow()
@@ -180,53 +182,79 @@ def test_token_keys_json_and_ttls(
         user_id="42",
         expires_at=now + timedelta(hours=1),
         refresh_expires_at=now + timedelta(days=1),
+        created_at=now,
+        updated_at=now,
+        permissions=[],
+        roles=[],
+        metadata={},
     )
+    assert token.token_id == tokens.token_id_for(token.access_digest)
+    assert token.refresh_digest is not None
+    refresh_key = f"{prefix}refresh:{tokens.token_id_for(token.refresh_digest)}"
     storage.store_token(token)
 
     stored = raw_json(raw_redis.get(f"{prefix}token:{token.token_id}"))
-    assert stored["token_id"] == token.token_id
-    assert stored["user_id"] == "42"
-    assert stored["access_digest"] == token.access_digest
-    assert datetime.fromisoformat(stored["expires_at"]) == token.expires_at
-    assert stored["expires_at"].endswith("Z")  # UTC, written the short way
-    # Fields at their default value are left out (the reader restores them).
-    assert "revoked_at" not in stored
-    assert "replaced_by" not in stored
+    # Compact: no id (the key's), no family (the id), digests in base64, times in µs.
+    assert stored == {
+        "user": "42",
+        "access": codec._b64_digest(token.access_digest),
+        "refresh": codec._b64_digest(token.refresh_digest),
+        "expires": codec.epoch_us(token.expires_at),
+        "refresh_expires": codec.epoch_us(token.refresh_expires_at or now),
+        "created": codec.epoch_us(token.created_at),
+    }
     storage.revoke_token(token.token_id, at=now, replaced_by="next")
     stored = raw_json(raw_redis.get(f"{prefix}token:{token.token_id}"))
-    assert datetime.fromisoformat(stored["revoked_at"]) == now
+    assert codec.from_epoch_us(stored["revoked"]) == now
     assert stored["replaced_by"] == "next"
     token = replace(token, revoked_at=now, replaced_by="next", updated_at=now)
     assert storage.get_token(token.token_id) == token
-    assert raw_redis.get(f"{prefix}access:{token.access_digest}") == token.token_id.encode()
-    assert raw_redis.get(f"{prefix}refresh:{token.refresh_digest}") == token.token_id.encode()
+    assert storage.get_token_by_access(token.access_digest) == token
+    assert raw_redis.get(refresh_key) == token.token_id.encode()
     assert raw_redis.smembers(f"{prefix}user:42:tokens") == {token.token_id.encode()}
 
     # Every key of the token lives until retain_until (the refresh expiry), in ms.
     life_ms = (token.retain_until - utcnow()).total_seconds() * 1000
-    for key in (
-        f"{prefix}token:{token.token_id}",
-        f"{prefix}access:{token.access_digest}",
-        f"{prefix}refresh:{token.refresh_digest}",
-        f"{prefix}user:42:tokens",
-    ):
+    keys = {f"{prefix}token:{token.token_id}", refresh_key, f"{prefix}user:42:tokens"}
+    for key in keys:
         assert abs(raw_redis.pttl(key) - life_ms) < TTL_SLACK_MS, key
 
     # Nothing else was written, and nothing outside the prefix.
-    assert {k.decode() for k in raw_redis.scan_iter(match=f"{prefix}*")} == {
-        f"{prefix}token:{token.token_id}",
-        f"{prefix}access:{token.access_digest}",
-        f"{prefix}refresh:{token.refresh_digest}",
-        f"{prefix}user:42:tokens",
-    }
+    assert {k.decode() for k in raw_redis.scan_iter(match=f"{prefix}*")} == keys
 
 
-def test_token_json_leaves_out_defaults_and_reads_both_forms() -> None:
+def test_a_token_with_an_id_of_its_own_gets_an_id_pointer(
+    redis_cache_storage: CacheStorage, raw_redis: redis.Redis
+) -> None:
+    """An imported token whose id was not derived from its digest: the record is still under
+    the key its digest names, and ``id:<token_id>`` leads to it."""
+    storage = redis_cache_storage
+    prefix = storage.key_prefix
+    token = AuthTokenFactory.build(user_id="42", token_id="imported-1", family_id="f")
+    rid = tokens.token_id_for(token.access_digest)
+    storage.import_tokens([token])
+    assert raw_json(raw_redis.get(f"{prefix}token:{rid}"))["id"] == "imported-1"
+    assert raw_redis.get(f"{prefix}id:imported-1") == rid.encode()
+    assert storage.get_token("imported-1") == token
+    assert storage.get_token_by_access(token.access_digest) == token
+    assert raw_redis.smembers(f"{prefix}user:42:tokens") == {rid.encode()}
+    # An upsert by id with another access digest moves the record and its pointer.
+    moved = replace(token, access_digest=tokens.digest(tokens.new_secret(tokens.ACCESS_PREFIX)))
+    storage.import_tokens([moved])
+    assert storage.get_token("imported-1") == moved
+    assert storage.get_token_by_access(token.access_digest) is None
+    assert raw_redis.exists(f"{prefix}token:{rid}") == 0
+    assert storage.delete_token("imported-1") is True
+    assert list(raw_redis.scan_iter(match=f"{prefix}*")) == []
+
+
+def test_token_json_leaves_out_defaults_and_reads_every_form() -> None:
     now = utcnow()
     plain = AuthTokenFactory.build(user_id="7", permissions=[], roles=[], metadata={})
     full = replace(
         plain,
         token_type="DPoP",
+        family_id="another",
         revoked_at=now,
         replaced_by="t2",
         permissions=["read"],
@@ -234,27 +262,53 @@ def test_token_json_leaves_out_defaults_and_reads_both_forms() -> None:
         metadata={"ip": "127.0.0.1"},
     )
     plain = replace(plain, updated_at=plain.created_at)
-    short = json.loads(codec.encode_token(plain))
-    left_out = {"token_type", "revoked_at", "replaced_by", "permissions", "roles", "updated_at"}
+    short = json.loads(codec.encode_token(plain, plain.token_id))
+    left_out = {"id", "family", "type", "revoked", "replaced_by", "permissions", "roles", "updated"}
     assert not left_out & set(short)
-    assert codec.decode_token(codec.encode_token(plain)) == plain
-    assert codec.decode_token(codec.encode_token(full)) == full
-    encoded = codec.encode_token(full)
-    assert codec.encode_token(codec.decode_token(encoded)) == encoded  # byte-stable, for CAS
+    assert codec.decode_token(codec.encode_token(plain, plain.token_id), plain.token_id) == plain
+    assert codec.decode_token(codec.encode_token(plain)) == plain  # no key id: the id is kept
+    assert codec.decode_token(codec.encode_token(full, "key")) == full
+    encoded = codec.encode_token(full, "key")
+    assert codec.encode_token(codec.decode_token(encoded), "key") == encoded  # byte-stable (CAS)
     # A record written with every field spelled out (nulls and all) reads the same.
     spelled = {
         **short,
-        "token_type": "Bearer",
-        "updated_at": plain.created_at.isoformat(),
-        "revoked_at": None,
+        "id": plain.token_id,
+        "family": plain.family_id,
+        "type": "Bearer",
+        "updated": codec.epoch_us(plain.created_at),
+        "revoked": None,
         "replaced_by": None,
         "permissions": [],
         "roles": [],
         "metadata": {},
     }
     assert codec.decode_token(json.dumps(spelled)) == plain
-    with pytest.raises(StorageError, match="access_digest"):
-        codec.decode_token(json.dumps({k: v for k, v in short.items() if k != "access_digest"}))
+    # A record of the earlier, longer form (field names, ISO 8601 times, hex digests).
+    earlier = {
+        "token_id": full.token_id,
+        "user_id": "7",
+        "access_digest": full.access_digest,
+        "refresh_digest": full.refresh_digest,
+        "token_type": "DPoP",
+        "family_id": "another",
+        "expires_at": full.expires_at.isoformat(),
+        "refresh_expires_at": full.refresh_expires_at.isoformat()
+        if full.refresh_expires_at
+        else None,
+        "created_at": full.created_at.isoformat(),
+        "updated_at": full.updated_at.isoformat(),
+        "revoked_at": now.isoformat().replace("+00:00", "Z"),
+        "replaced_by": "t2",
+        "permissions": ["read"],
+        "roles": ["admin"],
+        "metadata": {"ip": "127.0.0.1"},
+    }
+    assert codec.decode_token(json.dumps(earlier), "ignored") == full
+    with pytest.raises(StorageError, match="access"):
+        codec.decode_token(json.dumps({k: v for k, v in short.items() if k != "access"}), "x")
+    with pytest.raises(StorageError, match="id"):
+        codec.decode_token(json.dumps(short))  # no id, and no key to take it from
 
 
 def test_user_index_ttl_follows_the_longest_lived_token(
@@ -347,7 +401,9 @@ def test_upsert_with_new_digest_drops_the_old_pointer(
     assert redis_cache_storage.list_user_tokens("1") == []
     assert redis_cache_storage.list_user_tokens("2") == [moved]
     prefix = redis_cache_storage.key_prefix
-    assert raw_redis.exists(f"{prefix}access:{token.access_digest}") == 0
+    # The record moved to the key the new digest names; the old key and id pointer are gone.
+    assert raw_redis.exists(f"{prefix}token:{token.token_id}") == 0
+    assert redis_cache_storage.get_token(token.token_id) == moved
 
 
 def test_stale_index_entries_are_pruned(
@@ -444,15 +500,20 @@ def test_no_keys_or_flush_command_is_ever_sent(
 def test_verification_is_one_round_trip(
     private_storage: RedisStorage, private_redis: ServerProcess, tmp_path: Path
 ) -> None:
-    token = AuthTokenFactory.build(user_id="1")
-    private_storage.store_token(token)
-    private_storage.get_token_by_access(token.access_digest)  # script cached on the server
+    """One plain GET of the key the access digest names, for a token the framework minted and
+    for one imported with an id of its own alike; no script."""
+    minted = AuthTokenFactory.build(user_id="1")
+    imported = AuthTokenFactory.build(user_id="1", token_id="from-elsewhere")
+    private_storage.import_tokens([minted, imported])
     monitor = Monitor(private_redis.port, tmp_path / "monitor.log")
-    assert private_storage.get_token_by_access(token.access_digest) == token
+    assert private_storage.get_token_by_access(minted.access_digest) == minted
+    assert private_storage.get_token_by_access(imported.access_digest) == imported
     commands = monitor.stop()
-    from_client = [c for c in commands if c[0] != "lua"]
-    assert [c[1] for c in from_client] == ["EVALSHA"], commands
-    assert [c[1] for c in commands if c[0] == "lua"] == ["GET", "GET"]
+    prefix = private_storage.key_prefix
+    assert commands == [
+        [commands[0][0], "GET", f"{prefix}token:{tokens.token_id_for(t.access_digest)}"]
+        for t in (minted, imported)
+    ], commands
 
 
 def test_django_builtin_redis_cache_alias(settings: Any, raw_redis: redis.Redis) -> None:
@@ -475,15 +536,18 @@ def test_django_builtin_redis_cache_alias(settings: Any, raw_redis: redis.Redis)
         storage.flush()
 
 
-def test_memory_verification_returns_copies(locmem_storage: CacheStorage) -> None:
+def test_memory_verification_shares_the_immutable_record(locmem_storage: CacheStorage) -> None:
+    """No copy on the hot path: the stored record itself, which nobody can change."""
     token = AuthTokenFactory.build(user_id="1", permissions=["a"], metadata={"deep": {"x": 1}})
     locmem_storage.store_token(token)
     found = locmem_storage.get_token_by_access(token.access_digest)
-    assert found is not None
-    assert found == token
-    assert found is not token
-    found.permissions.append("admin")
-    found.metadata["deep"]["x"] = 2
+    assert found is token
+    with pytest.raises(TypeError):
+        found.permissions.append("admin")
+    with pytest.raises(TypeError):
+        found.metadata["deep"]["x"] = 2
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
+        found.revoked_at = utcnow()  # type: ignore[misc]
     assert locmem_storage.get_token_by_access(token.access_digest) == token
 
 

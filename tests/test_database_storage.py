@@ -231,15 +231,15 @@ def test_tables_carry_the_guide_indexes_and_no_pattern_indexes() -> None:
         for model, names in GUIDE_INDEXES.items():
             constraints = connection.introspection.get_constraints(cursor, model._meta.db_table)
             assert names <= set(constraints), (model, sorted(constraints))
-            on_digest = [
-                name
-                for name, info in constraints.items()
-                if info["columns"] in (["access_token"], ["refresh_token"], ["event_id"])
-            ]
-            # One unique index per digest or event id: no varchar_pattern_ops "_like" twin.
-            assert all(not name.endswith("_like") for name in on_digest), on_digest
+            # No varchar_pattern_ops "_like" twin of a primary key, a digest or an event id:
+            # no query uses one, and every insert would maintain it (migration 0003).
+            assert not [name for name in constraints if name.endswith("_like")], constraints
         tokens = connection.introspection.get_constraints(cursor, models.Token._meta.db_table)
+        audit = connection.introspection.get_constraints(cursor, models.AuditLog._meta.db_table)
     assert tokens["idx_tokens_access_token"]["unique"]
+    assert "idx_tokens_family_id" not in tokens
+    assert audit["idx_audit_user_id"]["columns"] == ["user_id", "created_at"]
+    assert "idx_audit_user_created" not in audit
 
 
 # Query shapes ----------------------------------------------------------------------------------
@@ -624,27 +624,30 @@ def prepared_statements(alias: str) -> list[str]:
 
 
 @needs_psycopg
-def test_lookups_prepare_only_where_the_alias_asks_for_it(
+def test_hot_statements_are_prepared_unless_turned_off(
     django_db_setup: None, django_db_blocker: Any
 ) -> None:
-    """Server-side prepares follow the alias's ``prepare_threshold`` (off by default)."""
+    """The storage's hot statements are prepared on the server with Django's default settings
+    (``prepare``, default True), not with ``prepare=False``, and not where the alias's
+    ``OPTIONS`` say ``prepare_threshold: None`` (never)."""
     own = dict(connections["default"].settings_dict)
-    prepared = {**own, "OPTIONS": {**own.get("OPTIONS", {}), "prepare_threshold": 1}}
+    never = {**own, "OPTIONS": {**own.get("OPTIONS", {}), "prepare_threshold": None}}
     with (
-        extra_database("authfw_plain", own) as plain,
-        extra_database("authfw_prepared", prepared) as with_prepares,
+        extra_database("authfw_defaults", own) as defaults,
+        extra_database("authfw_unprepared", own) as unprepared,
+        extra_database("authfw_never", never) as never_alias,
         django_db_blocker.unblock(),
     ):
-        user = get_user_model().objects.using(plain).create(username="authfw-prepare-test")
+        user = get_user_model().objects.using(defaults).create(username="authfw-prepare-test")
         try:
             token = AuthTokenFactory.build(user_id=str(user.pk))
             kept_session = session(str(user.pk), "authfw-prepare-test")
-            writer = DatabaseStorage(using=plain)
+            writer = DatabaseStorage(using=defaults)
             writer.store_token(token)
             writer.store_session(kept_session)
             writer.kv_set("authfw-prepare-test", b"v")
-            for alias in (plain, with_prepares):
-                storage = DatabaseStorage(using=alias)
+            for alias, prepare in ((defaults, True), (unprepared, False), (never_alias, True)):
+                storage = DatabaseStorage(using=alias, prepare=prepare)
                 for _ in range(3):
                     assert storage.get_token_by_access(token.access_digest) == token
                     assert storage.get_token_by_access("e" * 64) is None
@@ -660,11 +663,16 @@ def test_lookups_prepare_only_where_the_alias_asks_for_it(
                 statements = [s for s in prepared_statements(alias) if table in s]
                 return sorted(s.split()[0].upper() for s in statements)
 
-            for model in (models.Token, models.Session, models.KVEntry):
-                assert kept(plain, model) == []
-            assert kept(with_prepares, models.Token) == ["INSERT", "SELECT", "UPDATE"]
-            assert kept(with_prepares, models.Session) == ["SELECT"]
-            assert kept(with_prepares, models.KVEntry) == ["SELECT"]
+            assert kept(defaults, models.Token) == ["INSERT", "SELECT", "UPDATE"]
+            assert kept(defaults, models.Session) == ["SELECT"]
+            assert kept(defaults, models.KVEntry) == ["SELECT"]
+            for alias in (unprepared, never_alias):
+                for model in (models.Token, models.Session, models.KVEntry):
+                    assert kept(alias, model) == [], alias
+            # Django's own queries on the connection stay unprepared.
+            get_user_model().objects.using(defaults).filter(pk=user.pk).exists()
+            get_user_model().objects.using(defaults).filter(pk=user.pk).exists()
+            assert kept(defaults, get_user_model()) == []
         finally:
             writer.kv_delete("authfw-prepare-test")
             writer.delete_user_sessions(str(user.pk))
@@ -750,6 +758,11 @@ def test_both_paths_revoke_once_and_read_the_same(fast: bool) -> None:
     assert stored.revoked_at is not None
     assert stored.replaced_by == "next"
     assert stored == storage.get_token(token.token_id)
+
+
+def test_prepare_option_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="prepare"):
+        DatabaseStorage(prepare="yes")  # type: ignore[arg-type]
 
 
 def test_fast_sql_option_must_be_a_bool() -> None:

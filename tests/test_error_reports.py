@@ -124,21 +124,16 @@ def test_framework_frames_hide_the_issued_tokens(
     user = user_factory(username="ann")
     minted: list[str] = []
     real_new_secret = tokens.new_secret
-    calls = {"new_id": 0}
-    real_new_id = tokens.new_id
 
     def new_secret(prefix: str) -> str:
         minted.append(real_new_secret(prefix))
         return minted[-1]
 
-    def new_id() -> str:
-        calls["new_id"] += 1
-        if calls["new_id"] == 2:  # the record's id, after both secrets were made
-            raise RuntimeError("storage id generator failed")
-        return real_new_id()
+    def token_id_for(access_digest: str) -> str:  # the record's id, after both secrets exist
+        raise RuntimeError("storage id generator failed")
 
     monkeypatch.setattr(tokens, "new_secret", new_secret)
-    monkeypatch.setattr(tokens, "new_id", new_id)
+    monkeypatch.setattr(tokens, "token_id_for", token_id_for)
     storage = InMemoryStorage()
     with pytest.raises(RuntimeError) as caught:
         AuthFramework(storage=storage, audit_storage=storage).authenticate(

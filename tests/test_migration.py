@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 
 from django_authfw.exceptions import InvalidInput, StorageUnavailable
 from django_authfw.migration import StorageMigration, parse_kinds
-from django_authfw.records import AuthToken, KVEntry, SessionData, utcnow
+from django_authfw.records import AuthToken, KVEntry, SessionData, replace, utcnow
 from django_authfw.storage import AuthStorage, InMemoryStorage
 
 from . import ops_support
@@ -423,9 +423,7 @@ def test_verify_reports_mismatches(
 
             def get_token(self, token_id: str) -> AuthToken | None:
                 found = self.inner.get_token(token_id)
-                if found is not None:
-                    found.metadata = {}
-                return found
+                return None if found is None else replace(found, metadata={})
 
             def kv_get(self, key: str) -> bytes | None:
                 value = self.inner.kv_get(key)

@@ -285,11 +285,12 @@ def test_cluster_prunes_stale_entries_but_not_a_write_in_flight(
     index = f"{prefix}user:u1:tokens"
     live = AuthTokenFactory.build(user_id="u1")
     cluster_storage.store_token(live)
-    raw.sadd(index, "crashed", "in-flight")
+    # A token whose index entry was written and whose record is still on its way.
+    in_flight = AuthTokenFactory.build(user_id="u1")
+    raw.sadd(index, "crashed", in_flight.token_id)
     # Listing filters stale ids without pruning them (Cluster prunes only in cleanup).
     assert cluster_storage.list_user_tokens("u1") == [live]
 
-    in_flight = AuthTokenFactory.build(user_id="u1", token_id="in-flight")
     cleanup = threading.Thread(target=cluster_storage.cleanup_expired_tokens)
     cleanup.start()
     time.sleep(0.3)  # cleanup has seen both ids without a record and is waiting
@@ -298,11 +299,11 @@ def test_cluster_prunes_stale_entries_but_not_a_write_in_flight(
     members = raw.smembers(index)
     assert {m.decode() if isinstance(m, bytes) else m for m in members} == {
         live.token_id,
-        "in-flight",
+        in_flight.token_id,
     }
     assert {t.token_id for t in cluster_storage.list_user_tokens("u1")} == {
         live.token_id,
-        "in-flight",
+        in_flight.token_id,
     }
     raw.close()
 
@@ -315,7 +316,7 @@ def test_cluster_index_ttl_and_kv(
     token = AuthTokenFactory.build(user_id="u9", refresh_expires_at=utcnow() + timedelta(hours=3))
     cluster_storage.store_token(token)
     assert abs(raw.pttl(f"{prefix}user:u9:tokens") - 3 * 3600_000) < 3000
-    assert abs(raw.pttl(f"{prefix}access:{token.access_digest}") - 3 * 3600_000) < 3000
+    assert abs(raw.pttl(f"{prefix}token:{token.token_id}") - 3 * 3600_000) < 3000
     cluster_storage.kv_set("plain", b"1")
     assert raw.ttl(f"{prefix}kv:plain") == -1
     assert cluster_storage.kv_incr("n", ttl=timedelta(minutes=1)) == 1

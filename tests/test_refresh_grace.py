@@ -216,7 +216,7 @@ def test_async_replay_inside_then_outside_the_grace(
 
 def check_grace_race(storage: AuthStorage, first: IssuedToken, outcomes: list[Any]) -> None:
     issued = [o for o in outcomes if isinstance(o, IssuedToken)]
-    assert len(issued) == len(outcomes), outcomes
+    assert len(issued) == len(outcomes), [o for o in outcomes if not isinstance(o, IssuedToken)]
     assert len({t.token_id for t in issued}) == len(issued)
     assert storage.count_audit(action="refresh", outcome=True) == 1
     assert storage.count_audit(action="refresh_grace") == len(outcomes) - 1

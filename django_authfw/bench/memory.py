@@ -28,7 +28,7 @@ from django.db import connections
 
 from ..storage import AuthStorage
 from ..tokens import digest
-from .probe import Backend, redis_info
+from .probe import Backend, engine_of, redis_info
 
 TRACED_SAMPLE = 20_000
 
@@ -179,16 +179,14 @@ def redis_key_usage(
     ]
     if not sample:
         return None
-    from ..storage.redis.keys import Keyspace
+    from ..storage.redis.engine import RedisEngine
 
-    keys = Keyspace(backend.key_prefix)
+    engine = engine_of(storage)
+    if not isinstance(engine, RedisEngine):
+        return None
+    keys = engine.keys
     client = backend.redis
-    names = []
-    for token in sample:
-        names.append(keys.token(token.token_id))
-        names.append(keys.access(token.access_digest))
-        if token.refresh_digest:
-            names.append(keys.refresh(token.refresh_digest))
+    names = [name for token in sample for name in engine.token_keys(token)]
     # One call per key: a Cluster spreads them over its primaries.
     per_key = [int(client.memory_usage(name, samples=0) or 0) for name in names]
     index_key = keys.user_tokens(sample[0].user_id)

@@ -36,10 +36,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("token format check + SHA-256", ("django_authfw/tokens.py", "_hashlib", "issuperset")),
-    ("framework checks", ("django_authfw/framework.py", "compare_digest", "records.py")),
+    ("framework checks", ("django_authfw/framework.py", "compare_digest")),
     (
-        "record copy (in-process stores hand out copies)",
-        ("dataclasses.py", "<string>:'__init__'", "clone_json", "_copy_token"),
+        "record construction (the immutable AuthToken, its deadlines)",
+        ("dataclasses.py", "<string>:'__init__'", "django_authfw/records.py"),
     ),
     (
         "record decoding",

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..wording import counted
 from .profiling import format_profile
+from .requests import REQUEST_OPERATIONS
 from .workload import OPERATIONS
 
 LABELS = {
@@ -25,8 +26,14 @@ LABELS = {
     "session_touch": "session touch",
     "kv_get": "kv get",
     "kv_set": "kv set",
+    "request_noauth": "request, no auth",
+    "request": "request",
+    "request_drf_noauth": "request, DRF, no auth",
+    "request_drf": "request, DRF",
     "baseline": "raw client baseline",
+    "baseline_insert": "raw INSERT+COMMIT",
 }
+ROW_ORDER = [*OPERATIONS, *REQUEST_OPERATIONS, "baseline", "baseline_insert"]
 
 
 def _version(distribution: str) -> str | None:
@@ -129,11 +136,12 @@ def _headline(result: dict[str, Any]) -> list[str]:
 
 def _rows(result: dict[str, Any]) -> list[str]:
     ops = dict(result.get("operations") or {})
-    if result.get("baseline"):
-        ops["baseline"] = result["baseline"]
+    for name in ("baseline", "baseline_insert"):
+        if result.get(name):
+            ops[name] = result[name]
     header = ["operation", "ops/sec", "p50 µs", "p99 µs", "cpu µs", "batch"]
     rows = [header]
-    for name in [*OPERATIONS, "baseline"]:
+    for name in ROW_ORDER:
         figures = ops.get(name)
         if not figures:
             continue
@@ -156,9 +164,11 @@ def _rows(result: dict[str, Any]) -> list[str]:
         lines.append("  " + "  ".join(cells))
         if number == 0:
             lines.append("  " + "  ".join("-" * width for width in widths))
-    baseline = result.get("baseline")
-    if baseline:
-        lines.append(f"  baseline: {baseline['name']}")
+    for name in ("baseline", "baseline_insert"):
+        baseline = result.get(name)
+        if baseline:
+            lines.append(f"  {LABELS[name]}: {baseline['name']}")
+    lines.extend(_request_lines(result))
     burst = result.get("burst")
     if burst:
         line = (
@@ -197,6 +207,34 @@ def _rows(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _request_lines(result: dict[str, Any]) -> list[str]:
+    ratios = result.get("ratios") or {}
+    lines = []
+    for label, key in (("middleware", "request_auth"), ("DRF class", "request_drf_auth")):
+        wall, cpu = ratios.get(f"{key}_us"), ratios.get(f"{key}_cpu_us")
+        if wall is not None:
+            lines.append(
+                f"  authentication adds {_us(wall)} µs per request ({_us(cpu)} µs of CPU) "
+                f"through the {label}"
+            )
+    insert = ratios.get("issue_to_baseline_insert")
+    if insert is not None:
+        lines.append(f"  token issue runs at {insert:.0%} of the raw INSERT+COMMIT rate")
+    return lines
+
+
+def _plumbing_line(plumbing: dict[str, Any] | None) -> list[str]:
+    if not plumbing:
+        return []
+    return [
+        f"per-request plumbing: parse_bearer {_us((plumbing['parse_bearer_ns'] or 0) / 1000)} µs "
+        f"({plumbing['parse_to_drf']}x DRF's header split, "
+        f"{_us((plumbing['drf_header_split_ns'] or 0) / 1000)} µs); the alias's framework "
+        f"{_us((plumbing['get_framework_ns'] or 0) / 1000)} µs (building one: "
+        f"{_us((plumbing['new_framework_ns'] or 0) / 1000)} µs)"
+    ]
+
+
 def as_table(report: dict[str, Any]) -> str:
     """The human-readable report."""
     info = report["machine"]
@@ -209,6 +247,7 @@ def as_table(report: dict[str, Any]) -> str:
         f"{counted(options['processes'], 'process', 'processes')}; latency per call, or per "
         "call averaged over "
         "'batch' calls for sub-10 µs operations",
+        *_plumbing_line(report.get("plumbing")),
     ]
     for alias, result in report["storages"].items():
         server = f" on {result['server']}" if result.get("server") else ""

@@ -17,13 +17,21 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connections, router
+from django.db import DatabaseError, connections, router, transaction
 
+from ..conf import conf
+from ..exceptions import StorageError
 from ..framework import AuthFramework
-from ..storage import AuthStorage, DatabaseStorage
+from ..storage import AuthStorage, DatabaseStorage, get_storage
 from ..tokens import digest
 from ..wording import counted
-from .baselines import BASELINE_NAMES, baseline_for, token_record_size
+from .baselines import (
+    BASELINE_NAMES,
+    INSERT_BASELINE_NAME,
+    baseline_for,
+    insert_baseline_for,
+    token_record_size,
+)
 from .burst import run_burst
 from .memory import TRACED_SAMPLE, MemoryFigure, MemoryMeter, redis_key_usage
 from .probe import Backend, probe, server_version
@@ -75,27 +83,37 @@ def sigint_deferred() -> Iterator[None]:
 class BenchUser:
     """The user every record of a run belongs to.
 
-    A database storage keeps a foreign key to the user, so a real user row is created there
-    (no password, so nobody can log in as it) and deleted at the end. Other storages take any
-    id, so a made-up one that no real user has is used.
+    A real user row without a usable password (nobody can log in as it), deleted at the end:
+    in the storage's database for a database storage (which keeps a foreign key to it), else
+    in the user model's database, so that the request rows load a real user as a request
+    does. Where no user can be written, a made-up id that no real user has is used and the
+    request rows are left out.
     """
 
     def __init__(self, backend: Backend, storage: AuthStorage, run_id: str) -> None:
         self.username = f"authfw-bench-{run_id}"
         self.db: str | None = None
         self.pk: Any = None
+        model = get_user_model()
         if isinstance(storage, DatabaseStorage):
             from ..models import Token
 
-            model = get_user_model()
-            self.db = storage.using or router.db_for_write(Token)
-            user = model(**{model.USERNAME_FIELD: self.username})
-            user.set_unusable_password()
-            user.save(using=self.db)
-            self.pk = user.pk
-            self.user_id = str(user.pk)
+            db = storage.using or router.db_for_write(Token)
         else:
+            db = router.db_for_write(model)
+        user = model(**{model.USERNAME_FIELD: self.username})
+        user.set_unusable_password()
+        try:
+            with transaction.atomic(using=db):
+                user.save(using=db)
+        except DatabaseError:
+            if isinstance(storage, DatabaseStorage):
+                raise
             self.user_id = self.username
+            return
+        self.db = db
+        self.pk = user.pk
+        self.user_id = str(user.pk)
 
     def delete(self) -> None:
         """Delete the user row (its tokens and sessions must already be gone).
@@ -186,7 +204,23 @@ def bench_storage(
     with sigint_deferred():
         user = BenchUser(backend, storage, run_id)
     framework = AuthFramework(storage=storage)
-    workload = Workload(storage, run_id=run_id, user_id=user.user_id, verify=framework.verify_token)
+    workload = Workload(
+        storage,
+        run_id=run_id,
+        user_id=user.user_id,
+        verify=framework.verify_token,
+        alias=alias if _requests_apply(alias, storage, user) else None,
+    )
+    if workload.alias is None:
+        result["notes"].append(
+            "no request rows: the bench could not write a user of its own, or the alias's "
+            "storage is not the one the middleware uses (get_storage)"
+        )
+    elif conf.USER_SNAPSHOT:
+        result["notes"].append(
+            "AUTHFW['USER_SNAPSHOT'] is on: request rows answer request.user from the token "
+            "where the storage does not read the user with it"
+        )
     try:
         log(f"{alias}: storing {counted(options.tokens, 'token')}")
 
@@ -203,18 +237,23 @@ def bench_storage(
             memory.detail = usage
         result["memory"] = memory.as_dict()
 
-        baseline = _baseline_plan(backend, workload, run_id)
-        measured = _time(
-            alias, workload, backend, options, processes, list(OPERATIONS), baseline, log
-        )
+        baseline = _baseline_plan(backend, workload, run_id, user.pk)
+        names = [*OPERATIONS, *workload.request_names()]
+        measured = _time(alias, workload, backend, options, processes, names, baseline, log)
         result["operations"] = {
-            name: measured[name].as_dict() for name in OPERATIONS if name in measured
+            name: measured[name].as_dict() for name in names if name in measured
         }
         result["baseline"] = None
         if "baseline" in measured:
             result["baseline"] = {
                 "name": BASELINE_NAMES[backend.kind],
                 **measured["baseline"].as_dict(),
+            }
+        result["baseline_insert"] = None
+        if "baseline_insert" in measured:
+            result["baseline_insert"] = {
+                "name": INSERT_BASELINE_NAME,
+                **measured["baseline_insert"].as_dict(),
             }
         result["ratios"] = _ratios(measured)
         if options.profile:
@@ -239,17 +278,50 @@ def bench_storage(
     return result
 
 
-def _baseline_plan(backend: Backend, workload: Workload, run_id: str) -> dict[str, Any] | None:
-    if not backend.networked:
-        return None
+def _baseline_plan(
+    backend: Backend, workload: Workload, run_id: str, user_pk: Any
+) -> dict[str, Any] | None:
+    """What the baselines need (the same in every worker process), or None for none."""
     raws = workload.population.access[:BASELINE_DIGESTS]
     plan: dict[str, Any] = {
         "digests": [digest(raw) for raw in raws],
         "value_size": token_record_size(mint(workload.user_id)[2]),
+        "raws": raws if backend.kind == "in_process" else None,
+        "user_pk": user_pk,
     }
-    if baseline_for(backend, run_id=run_id, **plan) is None:
+    plan["names"] = list(baseline_contexts(backend, plan, run_id))
+    return plan if plan["names"] else None
+
+
+def baseline_contexts(backend: Backend, plan: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The baseline loops of ``plan`` for ``backend``, by row name (context managers)."""
+    found: dict[str, Any] = {}
+    verify = baseline_for(
+        backend,
+        run_id=run_id,
+        digests=plan["digests"],
+        value_size=plan["value_size"],
+        raws=plan.get("raws"),
+    )
+    if verify is not None:
+        found["baseline"] = verify
+    insert = insert_baseline_for(backend, user_pk=plan.get("user_pk"))
+    if insert is not None:
+        found["baseline_insert"] = insert
+    return found
+
+
+def _requests_apply(alias: str, storage: AuthStorage, user: BenchUser) -> bool:
+    # The middleware finds its storage by alias: the rows time this storage only if the alias
+    # names it (a storage built apart, as some tests do, is another store in memory).
+    return user.pk is not None and _registered(alias) is storage
+
+
+def _registered(alias: str) -> AuthStorage | None:
+    try:
+        return get_storage(alias)
+    except StorageError:
         return None
-    return plan
 
 
 def _time(
@@ -273,6 +345,7 @@ def _time(
             operations=names,
             population=workload.population,
             baseline=baseline,
+            requests=workload.alias is not None,
         )
         return run_workers(plan, processes)
     measured: dict[str, Measurement] = {}
@@ -281,11 +354,10 @@ def _time(
         log(f"{alias}: timing {name}")
         measured[name] = measure(operations[name], options.seconds)
     if baseline is not None:
-        context = baseline_for(backend, run_id=workload.run_id, **baseline)
-        if context is not None:
-            log(f"{alias}: timing the raw client baseline")
+        for name, context in baseline_contexts(backend, baseline, workload.run_id).items():
+            log(f"{alias}: timing the raw {name}")
             with context as op:
-                measured["baseline"] = measure(op, options.seconds)
+                measured[name] = measure(op, options.seconds)
     return measured
 
 
@@ -343,15 +415,36 @@ def _quotient(numerator: float, denominator: float) -> float | None:
 
 
 def _ratios(measured: dict[str, Measurement]) -> dict[str, float | None]:
-    """Verify rate over the baseline rate, and unknown-token over valid-token verify cost."""
+    """Rates over their baselines, the unknown-token over the valid-token verify cost, and
+    what authentication adds to a request (µs, by wall time and by CPU time)."""
 
     def rate(name: str) -> float | None:
         found = measured.get(name)
         return found.ops_per_sec if found and found.ops_per_sec else None
 
-    valid, unknown, base = rate("verify_valid"), rate("verify_unknown"), rate("baseline")
+    def over(numerator: str, denominator: str) -> float | None:
+        top, bottom = rate(numerator), rate(denominator)
+        return round(top / bottom, 3) if top and bottom else None
+
+    def added_us(name: str, base: str, cpu: bool = False) -> float | None:
+        with_auth, without = measured.get(name), measured.get(base)
+        if not with_auth or not without or not with_auth.count or not without.count:
+            return None
+        if cpu:
+            return round(
+                (with_auth.cpu_ns / with_auth.count - without.cpu_ns / without.count) / 1000, 1
+            )
+        if not with_auth.ops_per_sec or not without.ops_per_sec:
+            return None
+        return round(1e6 / with_auth.ops_per_sec - 1e6 / without.ops_per_sec, 1)
+
     return {
-        "verify_to_baseline": round(valid / base, 3) if valid and base else None,
+        "verify_to_baseline": over("verify_valid", "baseline"),
         # Cost is 1/rate: above 1 means an unknown token costs more than a valid one.
-        "unknown_to_valid_cost": round(valid / unknown, 3) if valid and unknown else None,
+        "unknown_to_valid_cost": over("verify_valid", "verify_unknown"),
+        "issue_to_baseline_insert": over("issue", "baseline_insert"),
+        "request_auth_us": added_us("request", "request_noauth"),
+        "request_auth_cpu_us": added_us("request", "request_noauth", cpu=True),
+        "request_drf_auth_us": added_us("request_drf", "request_drf_noauth"),
+        "request_drf_auth_cpu_us": added_us("request_drf", "request_drf_noauth", cpu=True),
     }

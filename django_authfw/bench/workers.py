@@ -45,6 +45,8 @@ class Plan:
     operations: list[str]
     population: Population
     baseline: dict[str, Any] | None
+    #: Whether the request rows go through the alias (see Workload.alias).
+    requests: bool = False
 
 
 def start_method() -> str:
@@ -58,17 +60,23 @@ def _worker(plan: Plan, index: int, barrier: Any, conn: Connection, spawned: boo
             import django
 
             django.setup()
-        from ..conf import conf
         from ..framework import AuthFramework
-        from ..storage import build_storage
-        from .baselines import baseline_for
+        from ..storage import forget_storages, get_storage
         from .probe import probe
+        from .suite import baseline_contexts
         from .workload import Workload
 
-        storage = build_storage(conf.STORAGES[plan.alias], plan.alias)
+        # The storages inherited from the parent hold its connections: build this process's
+        # own, registered under the alias, where the middleware of the request rows finds it.
+        forget_storages()
+        storage = get_storage(plan.alias)
         framework = AuthFramework(storage=storage)
         workload = Workload(
-            storage, run_id=plan.run_id, user_id=plan.user_id, verify=framework.verify_token
+            storage,
+            run_id=plan.run_id,
+            user_id=plan.user_id,
+            verify=framework.verify_token,
+            alias=plan.alias if plan.requests else None,
         )
         workload.population = plan.population
         operations = workload.operations(index)
@@ -76,16 +84,11 @@ def _worker(plan: Plan, index: int, barrier: Any, conn: Connection, spawned: boo
             barrier.wait()
             conn.send((name, measure(operations[name], plan.seconds)))
         if plan.baseline is not None:
-            context = baseline_for(
-                probe(storage),
-                run_id=f"{plan.run_id}-{index}",
-                digests=plan.baseline["digests"],
-                value_size=plan.baseline["value_size"],
-            )
-            if context is not None:
-                with context as op:
+            contexts = baseline_contexts(probe(storage), plan.baseline, f"{plan.run_id}-{index}")
+            for name in baseline_names(plan):
+                with contexts[name] as op:
                     barrier.wait()
-                    conn.send(("baseline", measure(op, plan.seconds)))
+                    conn.send((name, measure(op, plan.seconds)))
         storage.close()
         conn.send(("done", None))
     except threading.BrokenBarrierError:
@@ -122,7 +125,7 @@ def run_workers(plan: Plan, processes: int) -> dict[str, Measurement]:
         worker.start()
     for _recv, send in pipes:
         send.close()
-    phases = list(plan.operations) + (["baseline"] if plan.baseline is not None else [])
+    phases = [*plan.operations, *baseline_names(plan)]
     results: dict[str, Measurement] = {}
     try:
         for phase in phases:
@@ -148,6 +151,11 @@ def run_workers(plan: Plan, processes: int) -> dict[str, Measurement]:
         for recv, _send in pipes:
             recv.close()
     return results
+
+
+def baseline_names(plan: Plan) -> list[str]:
+    """The baseline rows every worker times after the operations, in order."""
+    return [] if plan.baseline is None else list(plan.baseline["names"])
 
 
 def _receive(recv: Connection, seconds: float) -> tuple[str, Any]:

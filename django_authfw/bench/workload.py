@@ -35,7 +35,16 @@ from ..conf import conf
 from ..exceptions import InvalidToken, TokenRevoked
 from ..records import AuthToken, SessionData, utcnow
 from ..storage import AuthStorage
-from ..tokens import ACCESS_PREFIX, REFRESH_PREFIX, check_token_format, digest, new_id, new_secret
+from ..tokens import (
+    ACCESS_PREFIX,
+    REFRESH_PREFIX,
+    check_token_format,
+    digest,
+    new_id,
+    new_secret,
+    token_id_for,
+)
+from .requests import REQUEST_OPERATIONS, drf_installed, request_operations
 
 # Key-value entries written by the bench expire by themselves if a run dies before cleanup.
 KV_TTL = timedelta(hours=1)
@@ -76,15 +85,16 @@ def mint(user_id: str, family_id: str | None = None) -> tuple[str, str, AuthToke
     now = utcnow()
     access = new_secret(ACCESS_PREFIX)
     refresh = new_secret(REFRESH_PREFIX)
-    token_id = new_id()
+    access_digest = digest(access)
+    token_id = token_id_for(access_digest)
     record = AuthToken(
         token_id=token_id,
         user_id=user_id,
-        access_digest=digest(access),
+        access_digest=access_digest,
         expires_at=now + conf.ACCESS_TOKEN_TTL,
         refresh_digest=digest(refresh),
         refresh_expires_at=now + conf.REFRESH_TOKEN_TTL,
-        family_id=family_id or new_id(),
+        family_id=family_id or token_id,
         created_at=now,
         updated_at=now,
     )
@@ -120,11 +130,15 @@ class Workload:
         run_id: str,
         user_id: str,
         verify: Callable[[str], AuthToken],
+        alias: str | None = None,
     ) -> None:
         self.storage = storage
         self.run_id = run_id
         self.user_id = user_id
         self.verify = verify
+        # The storage alias the request rows go through (the middleware finds its storage by
+        # alias); None leaves them out.
+        self.alias = alias
         self.kv_prefix = f"authfw-bench:{run_id}:"
         self.population = Population()
 
@@ -218,7 +232,8 @@ class Workload:
     # The timed operations -------------------------------------------------------------------
 
     def operations(self, process: int = 0) -> dict[str, Callable[[], object]]:
-        """One zero-argument callable per name in :data:`OPERATIONS`, for process ``process``.
+        """One zero-argument callable per name in :data:`OPERATIONS` and :meth:`request_names`,
+        for process ``process``.
 
         Refresh rotates the pairs of ``population.rotation[process]`` in turn: each refresh
         takes a refresh token from the pool and puts the new one back.
@@ -312,7 +327,18 @@ class Workload:
             "kv_get": kv_get,
             "kv_set": kv_set,
         }
-        return {name: table[name] for name in OPERATIONS}
+        if self.alias is not None:
+            table.update(request_operations(self.alias, population.access))
+        return table
+
+    def request_names(self) -> list[str]:
+        """The request rows this workload times (none without an alias)."""
+        if self.alias is None:
+            return []
+        available: tuple[str, ...] = ("request_noauth", "request")
+        if drf_installed():
+            available = REQUEST_OPERATIONS
+        return [name for name in REQUEST_OPERATIONS if name in available]
 
     # Cleanup --------------------------------------------------------------------------------
 

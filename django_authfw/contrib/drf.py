@@ -16,8 +16,11 @@ In a view, ``request.user`` is the token's user and ``request.auth`` the verifie
 ``error="invalid_request"`` (DRF reports every authentication failure as 401).
 
 When :class:`~django_authfw.middleware.BearerTokenMiddleware` already verified the request, its
-result is reused: one storage lookup per request either way. When the token storage or the user
-database cannot be reached the view answers 503 ``temporarily_unavailable`` with ``Retry-After``.
+result (the token and the user) is reused: one storage lookup per request either way. The user
+comes as for the middleware (:mod:`~django_authfw.request_user`): read with the token on a
+database storage, else loaded here, or answered from the token with ``AUTHFW["USER_SNAPSHOT"]``.
+When the token storage or the user database cannot be reached the view answers 503
+``temporarily_unavailable`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -35,11 +38,11 @@ from ..http import INVALID_REQUEST, INVALID_TOKEN
 from ..middleware import (
     INVALID_TOKEN_DESCRIPTION,
     UNAVAILABLE_RETRY_AFTER,
-    _usable,
     get_framework,
     realm_for,
 )
 from ..records import AuthToken
+from ..request_user import usable, user_for
 
 _ERROR = "_authfw_drf_error"
 _MISSING = object()
@@ -73,33 +76,44 @@ class BearerTokenAuthentication(BaseAuthentication):
         django_request = request._request
         record = getattr(django_request, "auth", _MISSING)
         if record is _MISSING:  # the middleware is not installed
-            record = self._verify(request)
+            return self._verify(request)
         if record is None:
             return None
-        assert isinstance(record, AuthToken)  # set by the middleware or _verify
+        assert isinstance(record, AuthToken)  # set by the middleware
+        # The middleware's user: read with the token, answered from it (USER_SNAPSHOT), or
+        # loaded now, once, for the check below.
+        return self._checked(request, django_request.user, record)
+
+    def _checked(self, request: Request, user: Any, record: AuthToken) -> tuple[Any, AuthToken]:
         try:
-            user = _usable(get_framework(self.storage).get_user(record))
+            authenticated = user.is_authenticated
         except StorageUnavailable:
             raise StorageUnavailableError() from None
-        if not user.is_authenticated:
+        if not authenticated:
             self._fail(request, INVALID_TOKEN, INVALID_TOKEN_DESCRIPTION)
         return user, record
 
     # ``raw`` is the presented token; the frames below (verification) hold it too.
     @sensitive_variables()
-    def _verify(self, request: Request) -> AuthToken | None:
+    def _verify(self, request: Request) -> tuple[Any, AuthToken] | None:
         try:
             raw = parse_bearer(request.META.get("HTTP_AUTHORIZATION"))
         except MalformedAuthorization as exc:
             self._fail(request, INVALID_REQUEST, str(exc))
         if raw is None:
             return None
+        framework = get_framework(self.storage)
         try:
-            return get_framework(self.storage).verify_token(raw)
+            record, user = framework.verify_token_and_user(raw)
         except InvalidToken:
             self._fail(request, INVALID_TOKEN, INVALID_TOKEN_DESCRIPTION)
         except StorageUnavailable:
             raise StorageUnavailableError() from None
+
+        def load() -> Any:
+            return usable(framework.get_user(record))
+
+        return self._checked(request, user_for(record, user, load), record)
 
     def _fail(self, request: Request, error: str, description: str) -> NoReturn:
         # authenticate_header() is asked for the challenge after this; it reads the reason here.

@@ -28,6 +28,7 @@ __all__ = [
     "RedisStorage",
     "backend_path",
     "build_storage",
+    "forget_storages",
     "get_storage",
     "reset_storages",
 ]
@@ -80,6 +81,15 @@ def get_storage(alias: str = "default") -> AuthStorage:
                 )
             storage = _instances[alias] = build_storage(storages[alias], alias)
     return storage
+
+
+def forget_storages() -> None:
+    """Forget every built storage without closing it: for a forked child process, whose
+    inherited storages hold its parent's connections (closing them could end the parent's).
+
+    No lock is taken: one held by another thread of the parent when it forked is never
+    released in the child."""
+    _instances.clear()
 
 
 def reset_storages() -> None:

@@ -34,6 +34,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .. import validate
 from ..records import (
+    NOT_LOADED,
     AuditEvent,
     AuthToken,
     CleanupCounts,
@@ -120,6 +121,25 @@ class AuthStorage:
         if not validate.is_digest(access_digest):
             return None
         return self._get_token_by_access(access_digest)
+
+    def lookup_access(self, access_digest: str) -> AuthToken | None:
+        """:meth:`get_token_by_access` for a caller that computed ``access_digest`` itself, so
+        that it is a well-formed digest (``AuthFramework.verify_token``).
+
+        A shipped storage points it straight at its engine, skipping the front's check; this
+        default runs the public method, so a backend written against either level works.
+        """
+        return self.get_token_by_access(access_digest)
+
+    def lookup_access_with_user(self, access_digest: str) -> tuple[AuthToken | None, Any]:
+        """:meth:`lookup_access`, and the token's user where the store reads it in the same
+        query: ``(token, user)``, ``user`` a user instance or None if the row has none.
+
+        Where it cannot (this default; a cache storage; a database storage whose tokens and
+        users are in different databases) the user is :data:`~django_authfw.records.NOT_LOADED`
+        and the caller loads it if it needs it.
+        """
+        return self.lookup_access(access_digest), NOT_LOADED
 
     def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
         """Return the token whose refresh-token digest is ``refresh_digest``, or None."""
@@ -497,6 +517,10 @@ class AuthStorage:
 
     async def aget_token_by_access(self, access_digest: str) -> AuthToken | None:
         return await _in_thread(self.get_token_by_access, access_digest)
+
+    async def alookup_access_with_user(self, access_digest: str) -> tuple[AuthToken | None, Any]:
+        """Async twin of :meth:`lookup_access_with_user`."""
+        return await self.aget_token_by_access(access_digest), NOT_LOADED
 
     async def aget_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
         return await _in_thread(self.get_token_by_refresh, refresh_digest)

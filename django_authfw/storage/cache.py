@@ -85,6 +85,8 @@ class EngineStorage(AuthStorage):
         self._engine = engine
         # Per instance: one CacheStorage class fronts both engines.
         self.native_expiry = engine.native_expiry
+        # Verification's lookup goes straight to the engine (AuthStorage.lookup_access).
+        self.lookup_access = engine.get_token_by_access  # type: ignore[method-assign]
 
     @property
     def engine(self) -> CacheEngine:

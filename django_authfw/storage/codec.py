@@ -7,6 +7,8 @@ compare two encodings byte for byte: the compare-and-set scripts rely on it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import functools
 import json
@@ -60,6 +62,24 @@ def dumps(payload: dict[str, Any], what: str) -> bytes:
         ).encode()
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{what} must hold only JSON-serialisable values: {exc}") from exc
+
+
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _load_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    """:func:`_loads` for the hot path: the decoder's scanner directly (what ``json.loads``
+    does after detecting the encoding of bytes, which here are always UTF-8)."""
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        value, end = _raw_decode(text)
+    except ValueError:
+        return _loads(raw, what)  # raises the error of invalid JSON
+    if end != len(text) and text[end:].strip():
+        return _loads(raw, what)
+    if not isinstance(value, dict):
+        raise StorageError(f"A stored {what} is not a JSON object; delete the key or restore it.")
+    return value
 
 
 def _loads(raw: bytes | str, what: str) -> dict[str, Any]:
@@ -149,29 +169,110 @@ _SESSION = _json_fields(SessionData)
 _EVENT = _json_fields(AuditEvent)
 
 
-def encode_token(token: AuthToken) -> bytes:
-    """The token as JSON; fields that hold their default value are left out (and
-    ``updated_at`` while it equals ``created_at``): most tokens are never revoked, rotated or
-    updated and carry no permissions, so their records shrink by a quarter."""
-    unchanged = token.updated_at == token.created_at  # never changed since it was issued
-    return _encode(
-        token,
-        _TOKEN,
-        "a token's permissions, roles and metadata",
-        compact=True,
-        skip="updated_at" if unchanged else "",
+# Tokens have a compact form of their own (the Redis record is most of a token's memory there):
+# shorter names (each field's ``json_name``, see records.spec), times as integer microseconds
+# since the Unix epoch, digests as unpadded url-safe base64 (43 characters instead of 64), and
+# fields left out where the reader can restore them: those at their default, ``updated`` while
+# it equals ``created``, ``id`` when it is the record's key id (the caller passes it), and
+# ``family`` when it is the token id (a login's first token names its family). Still JSON
+# readable in ``redis-cli``. Records written before (the field names, ISO 8601 times, hex
+# digests, every id) are read as well: a ``created_at`` marks them.
+
+_DIGEST_FIELDS = frozenset(("access_digest", "refresh_digest"))
+# (field name, JSON name, is a time, is a digest, default or _NO_DEFAULT, rebuilds default)
+_TOKEN_FIELDS = {field.name: field for field in dataclasses.fields(AuthToken)}
+_COMPACT_TOKEN = tuple(
+    (
+        name,
+        _TOKEN_FIELDS[name].metadata["json_name"] or name,
+        is_time,
+        name in _DIGEST_FIELDS,
+        default,
+        make,
     )
+    for name, is_time, default, make in _TOKEN
+)
 
 
-def decode_token(raw: bytes | str) -> AuthToken:
-    data = _loads(raw, "token")
+def _b64_digest(hexdigest: str) -> str:
+    return base64.urlsafe_b64encode(bytes.fromhex(hexdigest)).rstrip(b"=").decode()
+
+
+def _hex_digest(text: str) -> str:
+    if len(text) != 43:
+        raise ValueError(f"a digest of {len(text)} characters")
+    # binascii directly: base64.urlsafe_b64decode checks and translates in Python.
+    return binascii.a2b_base64(text.replace("-", "+").replace("_", "/") + "=").hex()
+
+
+def from_epoch_us(value: int) -> datetime:
+    """The aware UTC datetime ``value`` microseconds after the Unix epoch (exact)."""
+    return EPOCH + timedelta(0, 0, value)
+
+
+# JSON name -> field name, and the fields the compact form converts.
+_FIELD_OF = {json_name: name for name, json_name, *_rest in _COMPACT_TOKEN}
+_COMPACT_TIMES = tuple(name for name, _json, is_time, *_rest in _COMPACT_TOKEN if is_time)
+
+
+def encode_token(token: AuthToken, key_id: str | None = None) -> bytes:
+    """The token's compact JSON; ``key_id`` is the id of the key it is stored under (its
+    ``token_id`` is left out when they are the same)."""
+    payload: dict[str, Any] = {}
+    unchanged = token.updated_at == token.created_at  # never changed since it was issued
+    for name, json_name, is_time, is_digest, default, _make in _COMPACT_TOKEN:
+        value = getattr(token, name)
+        if name == "family_id":
+            # Left out when it is the token id; so an empty one (the default) is written.
+            if value != token.token_id:
+                payload[json_name] = value
+            continue
+        if default is not _NO_DEFAULT and value == default:
+            continue
+        if is_time:
+            if name == "updated_at" and unchanged:
+                continue
+            payload[json_name] = epoch_us(value)
+        elif is_digest:
+            payload[json_name] = _b64_digest(value)
+        elif name == "token_id" and value == key_id:
+            continue
+        else:
+            payload[json_name] = value
+    return dumps(payload, "a token's permissions, roles and metadata")
+
+
+def decode_token(raw: bytes | str, key_id: str | None = None) -> AuthToken:
+    """A token from :func:`encode_token`'s JSON (or the earlier, longer form)."""
+    data = _load_object(raw, "token")
     try:
-        if "updated_at" not in data:
-            data["updated_at"] = data["created_at"]
-        token: AuthToken = _decode(AuthToken, _TOKEN, data)
-    except (KeyError, TypeError, ValueError) as exc:
+        if "created_at" in data:  # the earlier form
+            if "updated_at" not in data:
+                data["updated_at"] = data["created_at"]
+            token: AuthToken = _decode(AuthToken, _TOKEN, data)
+            return token
+        # Verification's path on Redis: only the fields present are touched; the record's
+        # defaults fill the rest.
+        values = {_FIELD_OF[name]: value for name, value in data.items()}
+        for name in _COMPACT_TIMES:
+            value = values.get(name)
+            if value is not None:
+                values[name] = from_epoch_us(value)
+        values["access_digest"] = _hex_digest(values["access_digest"])
+        refresh = values.get("refresh_digest")
+        if refresh is not None:
+            values["refresh_digest"] = _hex_digest(refresh)
+        if "token_id" not in values:
+            if key_id is None:
+                raise KeyError("id")
+            values["token_id"] = key_id
+        if "family_id" not in values:
+            values["family_id"] = values["token_id"]
+        if "updated_at" not in values:
+            values["updated_at"] = values["created_at"]
+        return AuthToken(**values)
+    except (KeyError, TypeError, ValueError, OverflowError, binascii.Error) as exc:
         raise StorageError(f"A stored token lacks or garbles field {exc}; restore it.") from exc
-    return token
 
 
 def encode_session(session: SessionData) -> bytes:

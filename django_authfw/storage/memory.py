@@ -4,8 +4,10 @@ Used by :class:`~django_authfw.storage.InMemoryStorage` and by
 :class:`~django_authfw.storage.CacheStorage` over a ``LocMemCache`` alias (one keyspace per
 cache location and key prefix, shared by every storage of this process that names them).
 
-Records are kept as Python objects, never pickled: a verification is two dict lookups and a
-copy of the record, so a caller that mutates what it got cannot change what is stored.
+Records are kept as Python objects, never pickled. Token records are immutable and shared
+without copying: a verification is one dict lookup. Sessions and audit events are mutable, so
+the store keeps and hands out copies of them: a caller that mutates what it got cannot change
+what is stored.
 Expired records are invisible at once and removed by :meth:`MemoryEngine.cleanup_expired`
 (run by the sweep thread of ``InMemoryStorage`` or by ``authfw_cleanup``).
 """
@@ -22,7 +24,15 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from .. import validate
-from ..records import AuditEvent, AuthToken, KVEntry, SessionData, StorageStatistics, utcnow
+from ..records import (
+    AuditEvent,
+    AuthToken,
+    KVEntry,
+    SessionData,
+    StorageStatistics,
+    now_ts,
+    utcnow,
+)
 from . import codec
 from .engine import CacheEngine
 
@@ -52,8 +62,7 @@ def _copier(kind: type[_Record]) -> Callable[[_Record], _Record]:
     return copy_record
 
 
-_Record = TypeVar("_Record", AuthToken, SessionData, AuditEvent)
-_copy_token = _copier(AuthToken)
+_Record = TypeVar("_Record", SessionData, AuditEvent)
 _copy_session = _copier(SessionData)
 _copy_event = _copier(AuditEvent)
 
@@ -77,7 +86,7 @@ class MemoryEngine(CacheEngine):
         # single lock makes multi-dict updates (record + pointers + user index) atomic.
         self._lock = threading.RLock()
         self._tokens: dict[str, AuthToken] = {}
-        self._by_access: dict[str, str] = {}
+        self._by_access: dict[str, AuthToken] = {}
         self._by_refresh: dict[str, str] = {}
         self._user_tokens: dict[str, set[str]] = {}
         # session_id -> (record, deadline); the deadline is expires_at, or default_ttl after
@@ -92,18 +101,25 @@ class MemoryEngine(CacheEngine):
         self._event_seq = itertools.count()
 
     # Tokens -------------------------------------------------------------------------------
+    #
+    # Token records are immutable (AuthToken), so the dicts hold the very objects stored and
+    # readers get them without a copy. ``_by_access`` leads from the access digest straight to
+    # the record: verification is one dict read, taken without the lock (a dict read is atomic;
+    # writers replace whole records under the lock, so a reader sees the old record or the new
+    # one, never half of a change). Deadlines are compared as numbers (``retain_ts``).
 
-    def _live_token(self, token_id: str | None, now: datetime) -> AuthToken | None:
+    def _live_token(self, token_id: str | None, now: float) -> AuthToken | None:
         if token_id is None:
             return None
         token = self._tokens.get(token_id)
-        if token is None or now >= token.retain_until:
+        if token is None or now >= token.retain_ts:
             return None
         return token
 
     def _unlink_token(self, token: AuthToken) -> None:
         self._tokens.pop(token.token_id, None)
-        if self._by_access.get(token.access_digest) == token.token_id:
+        found = self._by_access.get(token.access_digest)
+        if found is not None and found.token_id == token.token_id:
             del self._by_access[token.access_digest]
         if token.refresh_digest and self._by_refresh.get(token.refresh_digest) == token.token_id:
             del self._by_refresh[token.refresh_digest]
@@ -113,15 +129,21 @@ class MemoryEngine(CacheEngine):
             if not ids:
                 del self._user_tokens[token.user_id]
 
-    def _put_token(self, token: AuthToken, now: datetime) -> bool:
+    def _put_token(self, token: AuthToken, now: float) -> bool:
         old = self._tokens.get(token.token_id)
-        if old is not None:
+        if now >= token.retain_ts:
+            if old is not None:
+                self._unlink_token(old)
+            return False  # already over: not written, and what the id held is gone
+        if old is not None and (
+            old.access_digest != token.access_digest
+            or old.refresh_digest != token.refresh_digest
+            or old.user_id != token.user_id
+        ):
             self._unlink_token(old)
-        if now >= token.retain_until:
-            return False  # already over: not written
-        stored = _copy_token(token)
-        self._tokens[token.token_id] = stored
-        self._by_access[token.access_digest] = token.token_id
+        # Same keys: overwritten in place, so a lock-free reader never finds the record missing.
+        self._tokens[token.token_id] = token
+        self._by_access[token.access_digest] = token
         if token.refresh_digest:
             self._by_refresh[token.refresh_digest] = token.token_id
         self._user_tokens.setdefault(token.user_id, set()).add(token.token_id)
@@ -129,26 +151,24 @@ class MemoryEngine(CacheEngine):
 
     def store_token(self, token: AuthToken) -> None:
         with self._lock:
-            self._put_token(token, utcnow())
+            self._put_token(token, now_ts())
 
     def get_token(self, token_id: str) -> AuthToken | None:
-        with self._lock:
-            token = self._live_token(token_id, utcnow())
-            return None if token is None else _copy_token(token)
+        return self._live_token(token_id, now_ts())
 
     def get_token_by_access(self, access_digest: str) -> AuthToken | None:
-        with self._lock:
-            token = self._live_token(self._by_access.get(access_digest), utcnow())
-            return None if token is None else _copy_token(token)
+        # The hot path: one dict read, no lock, no copy.
+        token = self._by_access.get(access_digest)
+        if token is None or now_ts() >= token.retain_ts:
+            return None
+        return token
 
     def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
-        with self._lock:
-            token = self._live_token(self._by_refresh.get(refresh_digest), utcnow())
-            return None if token is None else _copy_token(token)
+        return self._live_token(self._by_refresh.get(refresh_digest), now_ts())
 
     def update_token(self, token: AuthToken) -> bool:
         with self._lock:
-            now = utcnow()
+            now = now_ts()
             if self._live_token(token.token_id, now) is None:
                 return False
             self._put_token(token, now)
@@ -156,15 +176,16 @@ class MemoryEngine(CacheEngine):
 
     def revoke_token(self, token_id: str, *, at: datetime, replaced_by: str | None = None) -> bool:
         with self._lock:
-            token = self._live_token(token_id, utcnow())
+            now = now_ts()
+            token = self._live_token(token_id, now)
             if token is None or token.revoked_at is not None:
                 return False
-            token.revoked_at = at
-            token.replaced_by = replaced_by
-            token.updated_at = at
+            self._put_token(
+                replace(token, revoked_at=at, replaced_by=replaced_by, updated_at=at), now
+            )
             return True
 
-    def _user_token_records(self, user_id: str, now: datetime) -> list[AuthToken]:
+    def _user_token_records(self, user_id: str, now: float) -> list[AuthToken]:
         tokens = []
         for token_id in self._user_tokens.get(user_id, ()):
             token = self._live_token(token_id, now)
@@ -177,11 +198,11 @@ class MemoryEngine(CacheEngine):
         self, user_id: str, *, at: datetime, family_id: str | None = None
     ) -> int:
         with self._lock:
+            now = now_ts()
             count = 0
-            for token in self._user_token_records(user_id, utcnow()):
+            for token in self._user_token_records(user_id, now):
                 if token.revoked_at is None and (family_id is None or token.family_id == family_id):
-                    token.revoked_at = at
-                    token.updated_at = at
+                    self._put_token(replace(token, revoked_at=at, updated_at=at), now)
                     count += 1
             return count
 
@@ -191,15 +212,15 @@ class MemoryEngine(CacheEngine):
             if token is None:
                 return False
             self._unlink_token(token)
-            return utcnow() < token.retain_until
+            return now_ts() < token.retain_ts
 
     def list_user_tokens(self, user_id: str) -> list[AuthToken]:
         with self._lock:
-            return [_copy_token(t) for t in self._user_token_records(user_id, utcnow())]
+            return self._user_token_records(user_id, now_ts())
 
     def delete_user_tokens(self, user_id: str) -> int:
         with self._lock:
-            tokens = self._user_token_records(user_id, utcnow())
+            tokens = self._user_token_records(user_id, now_ts())
             for token_id in list(self._user_tokens.get(user_id, ())):
                 self._unlink_token(self._tokens[token_id])
             return len(tokens)
@@ -423,7 +444,7 @@ class MemoryEngine(CacheEngine):
     def cleanup_expired_tokens(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
         def expired(token_id: str, now: datetime) -> bool:
             token = self._tokens.get(token_id)
-            return token is not None and now >= token.retain_until
+            return token is not None and now.timestamp() >= token.retain_ts
 
         def remove(token_id: str, now: datetime) -> bool:
             if not expired(token_id, now):
@@ -480,7 +501,8 @@ class MemoryEngine(CacheEngine):
     def statistics(self) -> StorageStatistics:
         with self._lock:
             now = utcnow()
-            tokens = [t for t in self._tokens.values() if now < t.retain_until]
+            now_ts = now.timestamp()
+            tokens = [t for t in self._tokens.values() if now_ts < t.retain_ts]
             revoked = sum(1 for t in tokens if t.revoked_at is not None)
             expired = sum(1 for t in tokens if t.revoked_at is None and t.is_expired(now))
             sessions = sum(1 for sid in self._sessions if self._live_session(sid, now))
@@ -529,8 +551,7 @@ class MemoryEngine(CacheEngine):
 
     def iter_tokens(self, *, batch_size: int = 1000) -> Iterator[list[AuthToken]]:
         def fetch(token_id: str, now: datetime) -> AuthToken | None:
-            token = self._live_token(token_id, now)
-            return None if token is None else _copy_token(token)
+            return self._live_token(token_id, now.timestamp())
 
         return self._iterate(lambda: list(self._tokens), fetch, batch_size)
 
@@ -557,7 +578,7 @@ class MemoryEngine(CacheEngine):
 
     def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
         with self._lock:
-            now = utcnow()
+            now = now_ts()
             return sum(1 for token in tokens if self._put_token(token, now))
 
     def import_sessions(self, sessions: Iterable[SessionData]) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from django.core.management import BaseCommand, CommandError, CommandParser
 
 from ...bench import report as render
+from ...bench.plumbing import measure_plumbing
 from ...bench.suite import Options, bench_storage
 from ...bench.workers import WorkerError
 from ...bench.workload import BenchError
@@ -34,10 +35,12 @@ def positive_seconds(text: str) -> float:
 
 class Command(BaseCommand):
     help = (
-        "Measures token verification, token issue and refresh, session and key-value operations "
-        "(operations per second, p50/p99 latency) and memory per stored token of each storage, "
-        "with the raw redis-py or psycopg client of the same server as a baseline. Writes only "
-        "its own records and deletes them afterwards."
+        "Measures token verification, token issue and refresh, session and key-value operations, "
+        "and whole requests through the middleware and the DRF class against the same request "
+        "without authentication (operations per second, p50/p99 latency), and memory per stored "
+        "token of each storage, with the raw redis-py or psycopg client of the same server (or "
+        "a dict and SHA-256 in process) as baselines. Writes only its own records and deletes "
+        "them afterwards."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -151,6 +154,9 @@ class Command(BaseCommand):
             },
             "storages": {},
         }
+        if aliases:
+            log("timing the per-request plumbing (header parsing, the alias's framework)")
+            report["plumbing"] = measure_plumbing(aliases[0], min(seconds, 1.0))
         bar = ProgressBar(status, enabled=verbosity >= 1 and status.isatty())
         with bar:
             for alias in aliases:

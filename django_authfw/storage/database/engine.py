@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.db import connections, router, transaction
 from django.db.models import Count, Model, Q, QuerySet
 
 from ...exceptions import StorageError
 from ...records import (
+    NOT_LOADED,
     AuditEvent,
     AuthToken,
     KVEntry,
@@ -32,7 +34,7 @@ from ...records import (
     StorageStatistics,
     utcnow,
 )
-from ..base import AuthStorage
+from ..base import AuthStorage, _in_thread
 from . import fast_sql
 from . import rows as convert
 from .counters import incr_locked, incr_upsert, supports_upsert
@@ -94,13 +96,28 @@ class DatabaseStorage(AuthStorage):
       revocation; session and key-value reads) as SQL written once, on PostgreSQL on a
       server-binding cursor (:mod:`.fast_sql`, which lists what that bypasses); False runs
       them through the ORM.
+    * ``prepare`` (default True; PostgreSQL with psycopg 3 and ``fast_sql``): keep those
+      statements prepared on the server, once per connection, whatever the alias's
+      ``prepare_threshold`` (unless its ``OPTIONS`` set it, ``None`` included, which is
+      respected). Set False behind a pooler that cannot keep prepared statements (PgBouncer
+      before 1.21 in transaction mode).
     """
 
-    def __init__(self, *, using: str | None = None, fast_sql: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        using: str | None = None,
+        fast_sql: bool = True,
+        prepare: bool = True,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
         if not isinstance(fast_sql, bool):
             raise TypeError(f"DatabaseStorage 'fast_sql' must be True or False, not {fast_sql!r}.")
+        if not isinstance(prepare, bool):
+            raise TypeError(f"DatabaseStorage 'prepare' must be True or False, not {prepare!r}.")
         self.fast_sql = fast_sql
+        self.prepare = prepare
         if using is not None:
             if not isinstance(using, str) or not using:
                 raise TypeError(f"DatabaseStorage 'using' must be a database alias, not {using!r}.")
@@ -133,7 +150,7 @@ class DatabaseStorage(AuthStorage):
         db = self._write_db(model)
         with database_errors(db):
             if self.fast_sql:
-                fast_sql.insert_row(db, model, fields)
+                fast_sql.insert_row(db, model, fields, prepare=self.prepare)
             else:
                 model.objects.using(db).create(**fields)
 
@@ -158,7 +175,9 @@ class DatabaseStorage(AuthStorage):
         now = utcnow()
         with database_errors(db):
             if self.fast_sql:
-                row = fast_sql.find_unexpired(db, model, column, value, columns, now, expiry)
+                row = fast_sql.find_unexpired(
+                    db, model, column, value, columns, now, expiry, prepare=self.prepare
+                )
                 return None if row is None else tuple(row)
             rows = list(
                 model._default_manager.using(db)
@@ -173,6 +192,32 @@ class DatabaseStorage(AuthStorage):
     def _get_token_by_access(self, access_digest: str) -> AuthToken | None:
         """The hot path: one SELECT on the unique ``access_token`` index; no write, no user."""
         return self._find_token("access_token", access_digest)
+
+    def lookup_access(self, access_digest: str) -> AuthToken | None:
+        """Verification's lookup (the digest is well-formed): the engine method itself."""
+        return self._find_token("access_token", access_digest)
+
+    def lookup_access_with_user(self, access_digest: str) -> tuple[AuthToken | None, Any]:
+        """The token and its user in one SELECT (the token row joined to its user's row), when
+        the tokens are read from the user model's database; otherwise the token alone and
+        ``NOT_LOADED``. The user is built as the ORM builds one (``Model.from_db``), with
+        every concrete field loaded."""
+        model = _token_model()
+        user_model = get_user_model()
+        db = self._read_db(model)
+        if router.db_for_read(user_model) != db:
+            return self._find_token("access_token", access_digest), NOT_LOADED
+        names = [field.attname for field in user_model._meta.concrete_fields]
+        columns = convert.TOKEN_COLUMNS + tuple(f"user__{name}" for name in names)
+        row = self._find_unexpired(model, "access_token", access_digest, columns, RETAINED)
+        if row is None:
+            return None, NOT_LOADED
+        split = len(convert.TOKEN_COLUMNS)
+        user = user_model.from_db(db, names, row[split:])
+        return convert.token_from_row(row[:split]), user
+
+    async def alookup_access_with_user(self, access_digest: str) -> tuple[AuthToken | None, Any]:
+        return await _in_thread(self.lookup_access_with_user, access_digest)
 
     def _get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
         return self._find_token("refresh_token", refresh_digest)
@@ -201,7 +246,13 @@ class DatabaseStorage(AuthStorage):
         with database_errors(db):
             if self.fast_sql:
                 updated = fast_sql.revoke_row(
-                    db, model, token_id, at=revoked_at, replaced_by=replaced_by, now=now
+                    db,
+                    model,
+                    token_id,
+                    at=revoked_at,
+                    replaced_by=replaced_by,
+                    now=now,
+                    prepare=self.prepare,
                 )
             else:
                 updated = (

@@ -62,11 +62,18 @@ class Token(models.Model):
     class Meta:
         db_table = conf.table("tokens")
         verbose_name = "token"
+        # Each index serves a query named beside it (plans in docs/performance.md, "Indexes");
+        # every index costs each token issue a write. The primary key's varchar_pattern_ops
+        # "_like" index Django adds on PostgreSQL serves no query (no LIKE on ids) and is
+        # dropped by migration 0003, as is idx_tokens_family_id (a login's family is found
+        # among its user's few tokens, on idx_tokens_user_id).
         indexes = [
+            # list/revoke/delete a user's tokens, a login's family, the user FK's cascade
             models.Index(fields=["user"], name="idx_tokens_user_id"),
+            # the admin's "active" filter
             models.Index(fields=["expires_at"], name="idx_tokens_expires_at"),
+            # cleanup: tokens past retain_until
             models.Index(fields=["retain_until"], name="idx_tokens_retain_until"),
-            models.Index(fields=["family_id"], name="idx_tokens_family_id"),
         ]
         constraints = [
             # idx_tokens_access_token, unique: the index of the verification path.
@@ -149,13 +156,13 @@ class AuditLog(models.Model):
         verbose_name = "audit event"
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["user_id"], name="idx_audit_user_id"),
             # (created_at, id) orders the log and drives keyset pagination of iter_audit.
             models.Index(fields=["created_at", "id"], name="idx_audit_created_at"),
             models.Index(fields=["action", "created_at"], name="idx_audit_action"),
             # The admin's search (django_authfw.admin): an exact user id or address, newest
-            # first, stays an index range on millions of rows.
-            models.Index(fields=["user_id", "created_at"], name="idx_audit_user_created"),
+            # first, stays an index range on millions of rows; query_audit(user_id=...) too.
+            # The guide's idx_audit_user_id, with created_at after user_id (migration 0003).
+            models.Index(fields=["user_id", "created_at"], name="idx_audit_user_id"),
             models.Index(fields=["ip_address", "created_at"], name="idx_audit_ip_created"),
             # The admin's dashboard (django_authfw.dashboard_queries): events per action,
             # outcome and period (ranges of the first), and the failed logins per username

@@ -32,7 +32,16 @@ from redis.exceptions import ResponseError
 
 from ... import validate
 from ...exceptions import StorageError
-from ...records import AuditEvent, AuthToken, KVEntry, SessionData, StorageStatistics, utcnow
+from ...records import (
+    AuditEvent,
+    AuthToken,
+    KVEntry,
+    SessionData,
+    StorageStatistics,
+    now_ts,
+    utcnow,
+)
+from ...tokens import token_id_for
 from .. import codec
 from ..engine import CacheEngine
 from . import scripts as redis_scripts
@@ -177,19 +186,41 @@ class RedisEngine(CacheEngine):
         return removed
 
     # Tokens -------------------------------------------------------------------------------
+    #
+    # A token's record lives under ``token:<record id>``, the record id derived from its access
+    # digest (tokens.token_id_for): verification computes the key from the presented token and
+    # reads the record with one plain GET, on one key, so it is one round trip on a Cluster too.
+    # The framework gives every token it mints that id as its token_id, so the same key is
+    # found by id. A token with another id (imported from elsewhere) gets an ``id:<token_id>``
+    # pointer to its record id; refresh lookups follow ``refresh:<id of the refresh digest>``.
+    # Pointers and user-index members hold record ids. Revocation rewrites the record in place
+    # (compare-and-set), so the next GET sees it at once.
 
-    def _pointers(self, token: AuthToken) -> list[str]:
-        keys = [self.keys.access(token.access_digest)]
+    @staticmethod
+    def record_id(token: AuthToken) -> str:
+        """The id of the key ``token``'s record is stored under."""
+        return token_id_for(token.access_digest)
+
+    def _pointers(self, token: AuthToken, rid: str) -> list[str]:
+        keys = []
         if token.refresh_digest:
-            keys.append(self.keys.refresh(token.refresh_digest))
+            keys.append(self.keys.refresh(token_id_for(token.refresh_digest)))
+        if token.token_id != rid:
+            keys.append(self.keys.by_id(token.token_id))
         return keys
+
+    def token_keys(self, token: AuthToken) -> list[str]:
+        """Every key that holds ``token`` (its record, then its pointers), user index aside."""
+        rid = self.record_id(token)
+        return [self.keys.token(rid), *self._pointers(token, rid)]
 
     def _put_token(self, token: AuthToken, expected: bytes | None = None) -> int:
         """Write a token (upsert, or compare-and-set against ``expected``).
 
         Returns WRITTEN, CHANGED (the record no longer holds ``expected``) or GONE.
         """
-        raw = codec.encode_token(token)
+        rid = self.record_id(token)
+        raw = codec.encode_token(token, rid)
         mode = "set" if expected is None else "cas"
         if codec.remaining_ms(token.retain_until, utcnow()) <= 0:
             # Already over: not written; whatever the id held is over too.
@@ -197,63 +228,78 @@ class RedisEngine(CacheEngine):
                 self._remove_token_id(token.token_id)
                 return GONE
             return self._delete_token_raw(token, expected)
+        if expected is None and token.token_id != rid:
+            # An id that is not its record id (an imported token): a record stored earlier
+            # under the same id but another access digest lives under another key; an upsert
+            # by token_id replaces it.
+            self._drop_other_record(token.token_id, rid)
         index = self.keys.user_tokens(token.user_id)
-        record = self.keys.token(token.token_id)
-        pointers = self._pointers(token)
+        record = self.keys.token(rid)
+        pointers = self._pointers(token, rid)
 
         def write(c: Any) -> Any:
             px = max(1, codec.remaining_ms(token.retain_until, utcnow()))
-            args = [raw, px, token.token_id, mode, expected or b""]
+            args = [raw, px, rid, mode, expected or b""]
             if not self.cluster:
                 return PUT_RECORD(c, [record, index, *pointers], args)
-            INDEX_ADD(c, [index], [token.token_id, px])
+            INDEX_ADD(c, [index], [rid, px])
             result = SET_RECORD(c, [record], args)
             if int(result[0]) == WRITTEN:
                 for pointer in pointers:
-                    c.set(pointer, token.token_id, px=px)
+                    c.set(pointer, rid, px=px)
             return result
 
         result = self.call(write, write=True)
         status = int(result[0])
         if status == WRITTEN and len(result) > 1 and result[1] != raw:
-            self._forget_old_links(codec.decode_token(result[1]), token)
+            self._forget_old_links(codec.decode_token(result[1], rid), token, rid)
         return status
 
-    def _forget_old_links(self, old: AuthToken, new: AuthToken) -> None:
-        """After an upsert changed digests or owner, drop pointers/index entries of the old."""
-        stale = [p for p in self._pointers(old) if p not in self._pointers(new)]
+    def _forget_old_links(self, old: AuthToken, new: AuthToken, rid: str) -> None:
+        """After an upsert changed the refresh digest, the id or the owner of the record under
+        ``rid``, drop the old pointers and index entry."""
+        current = self._pointers(new, rid)
+        stale = [p for p in self._pointers(old, rid) if p not in current]
         for pointer in stale:
-            self.call(lambda c, p: DELETE_IF_EQUAL(c, [p], [old.token_id]), pointer, write=True)
+            self.call(lambda c, p: DELETE_IF_EQUAL(c, [p], [rid]), pointer, write=True)
         if old.user_id != new.user_id:
-            self.call(
-                lambda c: c.srem(self.keys.user_tokens(old.user_id), old.token_id), write=True
-            )
+            self.call(lambda c: c.srem(self.keys.user_tokens(old.user_id), rid), write=True)
+
+    def _drop_other_record(self, token_id: str, rid: str) -> None:
+        for _ in range(MAX_CAS_ATTEMPTS):
+            found = self._find_by_id(token_id)
+            if found is None or found[0] == rid:
+                return
+            if self._delete_token_raw(found[2], found[1]) != CHANGED:
+                return
+        raise self._contention("token", token_id)
 
     def _delete_token_raw(self, token: AuthToken, expected: bytes) -> int:
-        record = self.keys.token(token.token_id)
+        rid = self.record_id(token)
+        record = self.keys.token(rid)
         index = self.keys.user_tokens(token.user_id)
-        pointers = self._pointers(token)
+        pointers = self._pointers(token, rid)
 
         def delete(c: Any) -> int:
             if not self.cluster:
-                return int(DELETE_RECORD(c, [record, index, *pointers], [expected, token.token_id]))
+                return int(DELETE_RECORD(c, [record, index, *pointers], [expected, rid]))
             status = int(DELETE_IF_EQUAL(c, [record], [expected]))
             if status != CHANGED:
                 # Record first, then pointers, index entry last; on a retry after a lost reply
                 # the record is already gone and the rest is finished off.
                 for pointer in pointers:
-                    DELETE_IF_EQUAL(c, [pointer], [token.token_id])
-                c.srem(index, token.token_id)
+                    DELETE_IF_EQUAL(c, [pointer], [rid])
+                c.srem(index, rid)
             return status
 
         return self.call(delete, write=True)
 
     def _remove_token_id(self, token_id: str) -> bool:
         for _ in range(MAX_CAS_ATTEMPTS):
-            raw = self._get(self.keys.token(token_id))
-            if raw is None:
+            found = self._find_by_id(token_id)
+            if found is None:
                 return False
-            status = self._delete_token_raw(codec.decode_token(raw), raw)
+            status = self._delete_token_raw(found[2], found[1])
             if status != CHANGED:
                 return status == WRITTEN
         raise self._contention("token", token_id)
@@ -265,58 +311,97 @@ class RedisEngine(CacheEngine):
             "retry the operation."
         )
 
-    def _live_token(self, raw: bytes | None, now: datetime) -> AuthToken | None:
+    @staticmethod
+    def _live_token(raw: bytes | None, rid: str, now: float | None = None) -> AuthToken | None:
+        """The token held in ``raw`` (stored under record id ``rid``) unless past its
+        ``retain_until`` at ``now`` (a timestamp; default: this moment)."""
         if raw is None:
             return None
-        token = codec.decode_token(raw)
-        return token if now < token.retain_until else None
+        token = codec.decode_token(raw, rid)
+        return token if (now_ts() if now is None else now) < token.retain_ts else None
+
+    def _find_by_id(self, token_id: str) -> tuple[str, bytes, AuthToken] | None:
+        """``(record id, raw record, token)`` of the token with this id, expired or not.
+
+        A token the framework minted is under its own id (one GET); another follows its
+        ``id:`` pointer.
+        """
+        raw = self._get(self.keys.token(token_id))
+        if raw is not None:
+            token = codec.decode_token(raw, token_id)
+            if token.token_id == token_id:
+                return token_id, raw, token
+        found = self._via_pointer(self.keys.by_id(token_id))
+        if found is None:
+            return None
+        rid, raw = found
+        token = codec.decode_token(raw, rid)
+        # A pointer left behind by a change of the record's id must not match.
+        return (rid, raw, token) if token.token_id == token_id else None
 
     def store_token(self, token: AuthToken) -> None:
         self._put_token(token)
 
     def get_token(self, token_id: str) -> AuthToken | None:
-        return self._live_token(self._get(self.keys.token(token_id)), utcnow())
+        found = self._find_by_id(token_id)
+        if found is None or now_ts() >= found[2].retain_ts:
+            return None
+        return found[2]
 
-    def _via_pointer(self, pointer: str) -> bytes | None:
+    def _via_pointer(self, pointer: str) -> tuple[str, bytes] | None:
+        """``(record id, raw record)`` of the record a pointer names, or None."""
         if not self.cluster:
             prefix = self.keys.token_prefix
-            record: bytes | None = self.call(lambda c: GET_VIA_POINTER(c, [pointer], [prefix]))
-            return record
+            reply = self.call(lambda c: GET_VIA_POINTER(c, [pointer], [prefix]))
+            return None if not reply else (_text(reply[0]), reply[1])
 
-        # Cluster: the pointer and the record hash to different slots, so this takes two GETs
-        # (no key layout could co-locate them: the digest is known only from the secret).
-        def two_gets(c: Any) -> bytes | None:
-            token_id = c.get(pointer)
-            return None if token_id is None else c.get(self.keys.token(_text(token_id)))
+        # Cluster: the pointer and the record hash to different slots, so this takes two GETs.
+        def two_gets(c: Any) -> tuple[str, bytes] | None:
+            rid = c.get(pointer)
+            if rid is None:
+                return None
+            raw = c.get(self.keys.token(_text(rid)))
+            return None if raw is None else (_text(rid), raw)
 
         return self.call(two_gets)
 
     def get_token_by_access(self, access_digest: str) -> AuthToken | None:
-        token = self._live_token(self._via_pointer(self.keys.access(access_digest)), utcnow())
-        # A pointer left behind by an upsert that changed digests must not match.
+        # The hot path: one plain GET of the key the digest names.
+        rid = token_id_for(access_digest)
+        token = self._live_token(self._get(self.keys.token(rid)), rid)
         return token if token is not None and token.access_digest == access_digest else None
 
     def get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
-        token = self._live_token(self._via_pointer(self.keys.refresh(refresh_digest)), utcnow())
+        found = self._via_pointer(self.keys.refresh(token_id_for(refresh_digest)))
+        if found is None:
+            return None
+        token = self._live_token(found[1], found[0])
+        # A pointer left behind by an upsert that changed digests must not match.
         return token if token is not None and token.refresh_digest == refresh_digest else None
 
     def update_token(self, token: AuthToken) -> bool:
         for _ in range(MAX_CAS_ATTEMPTS):
-            raw = self._get(self.keys.token(token.token_id))
-            if self._live_token(raw, utcnow()) is None:
+            found = self._find_by_id(token.token_id)
+            if found is None or now_ts() >= found[2].retain_ts:
                 return False
-            assert raw is not None
+            rid, raw, old = found
+            if rid != self.record_id(token):
+                # A new access digest: the record moves to the key the new digest names.
+                status = self._delete_token_raw(old, raw)
+                if status == CHANGED:
+                    continue
+                return status == WRITTEN and self._put_token(token) == WRITTEN
             status = self._put_token(token, expected=raw)
             if status != CHANGED:
                 return status == WRITTEN
         raise self._contention("token", token.token_id)
 
     def _revoke(
-        self, raw: bytes, at: datetime, replaced_by: str | None, family_id: str | None
+        self, raw: bytes, rid: str, at: datetime, replaced_by: str | None, family_id: str | None
     ) -> bool:
         """Revoke the token held in ``raw`` unless someone else already did."""
         for _ in range(MAX_CAS_ATTEMPTS):
-            token = self._live_token(raw, utcnow())
+            token = self._live_token(raw, rid)
             if token is None or token.revoked_at is not None:
                 return False
             if family_id is not None and token.family_id != family_id:
@@ -325,26 +410,27 @@ class RedisEngine(CacheEngine):
             status = self._put_token(revoked, expected=raw)
             if status != CHANGED:
                 return status == WRITTEN
-            fresh = self._get(self.keys.token(token.token_id))
+            fresh = self._get(self.keys.token(rid))
             if fresh is None:
                 return False
             raw = fresh
         raise StorageError("A token kept changing while it was being revoked; retry.")
 
     def revoke_token(self, token_id: str, *, at: datetime, replaced_by: str | None = None) -> bool:
-        raw = self._get(self.keys.token(token_id))
-        return raw is not None and self._revoke(raw, at, replaced_by, None)
+        found = self._find_by_id(token_id)
+        return found is not None and self._revoke(found[1], found[0], at, replaced_by, None)
 
     def _user_records(
         self,
         index: str,
         record_prefix: str,
         user_id: str,
-        decode: Callable[[bytes], Any],
+        decode: Callable[[bytes, str], Any],
         live: Callable[[Any, datetime], bool],
         prune: bool,
     ) -> list[tuple[bytes, Any]]:
-        """The (raw, record) pairs a user index lists, stale entries pruned."""
+        """The (raw, record) pairs a user index lists, stale entries pruned; ``decode`` gets
+        each raw record and its member (the id in its key)."""
         members = self._members(index)
         raws = self._mget([record_prefix + m for m in members])
         now = utcnow()
@@ -354,7 +440,7 @@ class RedisEngine(CacheEngine):
             if raw is None:
                 stale.append((member, b""))
                 continue
-            record = decode(raw)
+            record = decode(raw, member)
             if record.user_id != user_id:
                 stale.append((member, raw))
             elif live(record, now):
@@ -371,7 +457,7 @@ class RedisEngine(CacheEngine):
             self.keys.token_prefix,
             user_id,
             codec.decode_token,
-            lambda t, now: now < t.retain_until,
+            lambda t, now: now.timestamp() < t.retain_ts,
             prune=True,
         )
 
@@ -381,7 +467,8 @@ class RedisEngine(CacheEngine):
         return sum(
             1
             for raw, token in self._user_tokens(user_id)
-            if token.revoked_at is None and self._revoke(raw, at, token.replaced_by, family_id)
+            if token.revoked_at is None
+            and self._revoke(raw, self.record_id(token), at, token.replaced_by, family_id)
         )
 
     def delete_token(self, token_id: str) -> bool:
@@ -503,7 +590,7 @@ class RedisEngine(CacheEngine):
             self.keys.user_sessions(user_id),
             self.keys.session_prefix,
             user_id,
-            codec.decode_session,
+            lambda raw, _member: codec.decode_session(raw),
             lambda s, now: not s.is_expired(now),
             prune=True,
         )
@@ -703,9 +790,10 @@ class RedisEngine(CacheEngine):
     def statistics(self) -> StorageStatistics:
         now = utcnow()
         total = revoked = expired = 0
+        start = len(self.keys.token_prefix)
         for keys in self._scan(self.keys.pattern("token")):
-            for raw in self._mget(keys):
-                token = self._live_token(raw, now)
+            for key, raw in zip(keys, self._mget(keys), strict=True):
+                token = self._live_token(raw, key[start:], now.timestamp())
                 if token is None:
                     continue
                 total += 1
@@ -753,9 +841,12 @@ class RedisEngine(CacheEngine):
     # Iteration and import -----------------------------------------------------------------
 
     def iter_tokens(self, *, batch_size: int = 1000) -> Iterator[list[AuthToken]]:
+        start = len(self.keys.token_prefix)
         for keys in self._chunks(self.keys.pattern("token"), batch_size):
-            now = utcnow()
-            batch = [t for t in (self._live_token(r, now) for r in self._mget(keys)) if t]
+            now = now_ts()
+            raws = self._mget(keys)
+            live = (self._live_token(r, k[start:], now) for k, r in zip(keys, raws, strict=True))
+            batch = [token for token in live if token is not None]
             if batch:
                 yield batch
 
@@ -837,12 +928,16 @@ def member_id(record: Any) -> str:
 
 
 def _owner(raw: bytes) -> str | None:
-    """The ``user_id`` of a stored token or session, without decoding dates."""
+    """The user id of a stored token or session, without decoding dates: ``user`` in a
+    compact token, ``user_id`` in a session or a token of the earlier form."""
     try:
         value = json.loads(raw)
     except ValueError:
         return None
-    return value.get("user_id") if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        return None
+    owner = value.get("user_id", value.get("user"))
+    return owner if isinstance(owner, str) else None
 
 
 def _matches(

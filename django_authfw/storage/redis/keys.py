@@ -1,10 +1,16 @@
 """Redis key names under a storage's prefix (``auth:`` by default).
 
 =============================  ======================================================
-``<prefix>token:<id>``         the token as JSON; TTL until its ``retain_until``
-``<prefix>access:<digest>``    token id of the access-token digest; same TTL
-``<prefix>refresh:<digest>``   token id of the refresh-token digest; same TTL
-``<prefix>user:<uid>:tokens``  SET of the user's token ids; TTL of its longest-lived token
+``<prefix>token:<rid>``        the token as compact JSON; TTL until its ``retain_until``.
+                               ``rid``, its record id, is derived from its access digest
+                               (``tokens.token_id_for``) and is the token id of every
+                               token the framework mints
+``<prefix>refresh:<rrid>``     ``rid`` of the token whose refresh digest gives ``rrid``
+                               (the same derivation); same TTL
+``<prefix>id:<token_id>``      ``rid`` of a token whose id is not its ``rid`` (imported
+                               from elsewhere); same TTL
+``<prefix>user:<uid>:tokens``  SET of the ``rid`` of the user's tokens; TTL of its
+                               longest-lived token
 ``<prefix>session:<id>``       the session as JSON; TTL until ``expires_at``
 ``<prefix>user:<uid>:sessions``  SET of the user's session ids
 ``<prefix>kv:<key>``           the raw bytes; TTL if set with one, else none
@@ -44,11 +50,13 @@ class Keyspace:
     def token(self, token_id: str) -> str:
         return self.token_prefix + token_id
 
-    def access(self, digest: str) -> str:
-        return f"{self.prefix}access:{digest}"
+    def refresh(self, refresh_rid: str) -> str:
+        """The pointer key of a refresh digest (named by ``token_id_for(refresh_digest)``)."""
+        return f"{self.prefix}refresh:{refresh_rid}"
 
-    def refresh(self, digest: str) -> str:
-        return f"{self.prefix}refresh:{digest}"
+    def by_id(self, token_id: str) -> str:
+        """The pointer key of a token whose id is not its record id."""
+        return f"{self.prefix}id:{token_id}"
 
     def user_tokens(self, user_id: str) -> str:
         return f"{self.prefix}user:{user_id}:tokens"

@@ -99,12 +99,15 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-# The hot path in one round trip: KEYS: pointer; ARGV: record key prefix. The record key is
-# built here, which a single server allows; Cluster mode uses two GETs instead.
+# A pointer followed in one round trip (refresh lookups, tokens with an id of their own):
+# KEYS: pointer; ARGV: record key prefix. Returns {record id, record} or nothing. The record key
+# is built here, which a single server allows; Cluster mode uses two GETs instead.
 GET_VIA_POINTER = """
 local id = redis.call('GET', KEYS[1])
 if not id then return false end
-return redis.call('GET', ARGV[1] .. id)
+local record = redis.call('GET', ARGV[1] .. id)
+if not record then return false end
+return {id, record}
 """
 
 # Removes stale index members. KEYS: index; ARGV: record key prefix, then pairs of
