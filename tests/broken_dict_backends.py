@@ -13,17 +13,6 @@ from django_authfw.records import AuthToken, KVEntry
 from .dict_backend import DictStorage, _now
 
 
-class KeepsCallersTokenOnUpdate(DictStorage):
-    """update_token stores the caller's own object: changing it afterwards changes the store."""
-
-    def _update_token(self, token: AuthToken) -> bool:
-        with self._lock:
-            if self._get_token(token.token_id) is None:
-                return False
-            self._tokens[token.token_id] = token
-            return True
-
-
 class StaleAccessIndexAfterUserRevocation(DictStorage):
     """The hot path reads a copy kept per access digest; revoking all of a user's tokens
     forgets to update it, so a revoked token still verifies."""

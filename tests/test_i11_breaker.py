@@ -201,7 +201,6 @@ def test_the_shipped_suite_passes_the_example_backend() -> None:
 @pytest.mark.parametrize(
     "broken",
     [
-        broken_dict_backends.KeepsCallersTokenOnUpdate,
         broken_dict_backends.StaleAccessIndexAfterUserRevocation,
         broken_dict_backends.ImportSkipsExisting,
         broken_dict_backends.KvSetKeepsOldExpiry,
