@@ -45,6 +45,8 @@ else:
 
 #: The length of the audit log's ``action`` column.
 ACTION_MAX_LENGTH = models.AuditLog._meta.get_field("action").max_length or 100
+#: The longest search term taken (a long user agent is a few hundred characters).
+MAX_SEARCH_LENGTH = 2000
 #: Actions whose events carry the username someone tried (``metadata.username``).
 _ATTEMPTS = frozenset({LOGIN, LOCKOUT})
 
@@ -246,6 +248,10 @@ class AuditLogAdmin(_AuditLogModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
+        if len(term) > MAX_SEARCH_LENGTH:
+            # Tens of thousands of words make a tsquery that PostgreSQL cannot evaluate
+            # ("stack depth limit exceeded"): the admin's "invalid lookup" message instead.
+            raise IncorrectLookupParameters("search term too long")
         address = _address(term)
         if address is not None:
             return queryset.filter(ip_address=address), False

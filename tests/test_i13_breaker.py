@@ -92,7 +92,7 @@ def test_hostile_searches(root: Client, term: str) -> None:
         [events.login_failure_event(None, "bob", "unknown_user", RequestInfo("192.0.2.1"))]
     )
     response = root.get(AUDIT + "?q=" + quote(term, safe="", errors="surrogatepass"))
-    assert response.status_code == 200
+    assert response.status_code == (302 if len(term) > 2000 else 200)
 
 
 @pytest.mark.parametrize(
@@ -222,3 +222,21 @@ def test_a_view_only_staff_member_cannot_read_full_session_ids(user_factory: Any
 
     # The link holds it as the admin quotes a key ("_" as "_5F"): recovered by unquoting.
     assert admin_quote(session.session_id) not in page.content.decode()
+
+
+def test_a_search_of_many_words_is_refused_not_a_server_error(root: Client) -> None:
+    """60,000 words made a tsquery PostgreSQL could not evaluate: "stack depth limit
+    exceeded", a 500."""
+    term = " ".join(f"w{number}" for number in range(60000))
+    response = root.get(AUDIT, {"q": term})
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
+    assert root.get(AUDIT, {"q": "okhttp/4.12.0 " * 100}).status_code == 200
+
+
+def test_an_unknown_window_is_not_echoed_at_length(root: Client) -> None:
+    """The warning quoted any text a link put in ``window``, at any length."""
+    spoof = "x; your session has expired, sign in again at https://evil.example/admin"
+    page = root.get(DASHBOARD, {"window": spoof}, follow=True).content.decode()
+    assert "There is no window" in page
+    assert "evil.example" not in page
