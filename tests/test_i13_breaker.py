@@ -135,7 +135,9 @@ def test_markup_in_events_is_escaped(root: Client, fast_hashing: None) -> None:
         page = root.get(DASHBOARD, {"window": window}).content.decode()
         assert "<script>alert" not in page
         assert "<svg onload" not in page
+        assert "&lt;script&gt;alert(1)" in page  # shown, escaped (the most failed usernames)
     page = root.get(AUDIT).content.decode()
+    assert "&lt;script&gt;alert(1)" in page
     assert "<script>alert" not in page
     assert "<svg onload" not in page
     page = root.get(AUDIT, {"q": XSS}).content.decode()
