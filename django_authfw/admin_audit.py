@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 else:
     _AuditLogModelAdmin = admin.ModelAdmin
 
+#: The length of the audit log's ``action`` column.
+ACTION_MAX_LENGTH = models.AuditLog._meta.get_field("action").max_length or 100
+#: The longest search term taken (a long user agent is a few hundred characters).
+MAX_SEARCH_LENGTH = 2000
 #: Actions whose events carry the username someone tried (``metadata.username``).
 _ATTEMPTS = frozenset({LOGIN, LOCKOUT})
 
@@ -61,9 +65,14 @@ class ActionFilter(ChoicesFilter):
         return action_choices()
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value():
-            return queryset.filter(action=self.value())
-        return queryset
+        value = self.value()
+        if not value:
+            return queryset
+        # Any action may be asked for (the dashboard links custom ones too), but not one the
+        # column cannot hold: PostgreSQL refuses a NUL in a query, a server error otherwise.
+        if len(value) > ACTION_MAX_LENGTH or "\x00" in value:
+            raise IncorrectLookupParameters("not an action")
+        return queryset.filter(action=value)
 
 
 class ValueFilter(admin.SimpleListFilter):
@@ -131,6 +140,13 @@ class SinceFilter(ValueFilter):
         moment = parse_datetime(value)
         if moment is None or moment.tzinfo is None:
             raise ValueError("not an ISO 8601 time with an offset")
+        try:
+            # Year 1 at +01:00 or year 9999 at -01:00 is a year out of range in UTC (as the
+            # database gets it) or in the admin's zone (as the filter is shown).
+            moment.astimezone(UTC)
+            timezone.localtime(moment)
+        except OverflowError as exc:
+            raise ValueError("a time out of range") from exc
         return moment
 
     def condition(self, value: datetime) -> Q:
@@ -232,6 +248,10 @@ class AuditLogAdmin(_AuditLogModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
+        if len(term) > MAX_SEARCH_LENGTH:
+            # Tens of thousands of words make a tsquery that PostgreSQL cannot evaluate
+            # ("stack depth limit exceeded"): the admin's "invalid lookup" message instead.
+            raise IncorrectLookupParameters("search term too long")
         address = _address(term)
         if address is not None:
             return queryset.filter(ip_address=address), False

@@ -76,7 +76,8 @@ class DashboardView(_AdminPage, TemplateView):
         if asked and asked != window.key:
             messages.warning(
                 request,
-                f"There is no window {asked!r}; showing the {window.label.lower()}. "
+                # Cut: a link's text should not become a long message in the admin.
+                f"There is no window {_shown(asked)!r}; showing the {window.label.lower()}. "
                 f"Choose one of {', '.join(w.key for w in dashboard_queries.WINDOWS)}.",
             )
         began = time.perf_counter()
@@ -166,6 +167,10 @@ def _subject(kind: str, value: str) -> tuple[str | None, str | None] | None:
         except ValueError:
             return None
     return None
+
+
+def _shown(asked: str, limit: int = 20) -> str:
+    return asked if len(asked) <= limit else asked[: limit - 1] + "…"
 
 
 def _count(number: int, one: str, many: str) -> str:

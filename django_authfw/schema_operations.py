@@ -50,6 +50,22 @@ def _ready(schema_editor: BaseDatabaseSchemaEditor, name: str) -> bool:
     return False
 
 
+def _exists(
+    schema_editor: BaseDatabaseSchemaEditor,
+    state: ProjectState,
+    app_label: str,
+    model_name: str,
+    name: str,
+) -> bool:
+    """Whether the table of ``model_name`` already has an index called ``name`` (any vendor)."""
+    connection = schema_editor.connection
+    table = state.apps.get_model(app_label, model_name)._meta.db_table
+    with connection.cursor() as cursor:
+        if table not in connection.introspection.table_names(cursor):
+            return False
+        return name in connection.introspection.get_constraints(cursor, table)
+
+
 class AddIndexConcurrently(migrations.AddIndex):
     """``AddIndex``, built without blocking writes on PostgreSQL (``CONCURRENTLY``).
 
@@ -66,7 +82,10 @@ class AddIndexConcurrently(migrations.AddIndex):
         to_state: ProjectState,
     ) -> None:
         if not _postgresql(schema_editor):
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
+            # Not atomic here either (the migration is not): an index built before a run
+            # stopped is kept, as on PostgreSQL, rather than failing the next run.
+            if not _exists(schema_editor, to_state, app_label, self.model_name, self.index.name):
+                super().database_forwards(app_label, schema_editor, from_state, to_state)
             return
         model = to_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model) and not _ready(
