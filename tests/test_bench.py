@@ -22,8 +22,8 @@ from django.db import connection
 
 from django_authfw.bench.burst import run_burst
 from django_authfw.bench.requests import REQUEST_OPERATIONS
-from django_authfw.bench.runner import Measurement, measure, merge, percentile
-from django_authfw.bench.suite import Options, bench_storage
+from django_authfw.bench.runner import Measurement, measure, measure_paired, merge, percentile
+from django_authfw.bench.suite import PAIRS, Options, bench_storage
 from django_authfw.bench.workload import OPERATIONS
 from django_authfw.storage import get_storage
 
@@ -164,6 +164,17 @@ def test_json_report_covers_every_operation_and_cleans_up(backend: str, bench_al
         assert result["ratios"]["issue_to_baseline_insert"] is not None
     else:
         assert result["baseline_insert"] is None
+    # Each ratio again from alternating slices, for every comparison this backend has.
+    expected_pairs = {"request_auth", "request_drf_auth"}
+    if _has_baseline(backend):
+        expected_pairs.add("verify_to_baseline")
+    if _on_postgresql(backend):
+        expected_pairs.add("issue_to_baseline_insert")
+    assert set(result["paired"]) == expected_pairs
+    for figures in result["paired"].values():
+        assert figures["rounds"] > 0
+        for spread in (figures["rate_ratio"], figures["added_cpu_us"]):
+            assert spread["low"] <= spread["median"] <= spread["high"]
 
     # Everything written is gone: the population, every issued and rotated token (and the
     # one the revocation check used), the sessions, the key-value entries, the bench's user.
@@ -191,6 +202,8 @@ def test_processes_add_up_workers(backend: str, bench_alias: str) -> None:
             assert figures["count"] > 0
         if _has_baseline(backend):
             assert result["baseline"]["processes"] == 2
+        # Slices alternate within one process only.
+        assert result["paired"] is None
     assert _counts(bench_alias) == before
 
 
@@ -269,6 +282,9 @@ def test_table_is_shaped_like_the_guide(backend: str, bench_alias: str) -> None:
     assert ("raw INSERT+COMMIT" in text) is _on_postgresql(backend)
     for row in ("request, no auth", "request, DRF, no auth", "authentication adds"):
         assert row in text
+    assert "alternating slices" in text
+    assert "authentication through the middleware adds" in text
+    assert ("verify valid token / raw client baseline" in text) is _has_baseline(backend)
     assert "per-request plumbing: parse_bearer" in text
 
 
@@ -346,3 +362,33 @@ def test_merged_rates_add_up_and_samples_pool() -> None:
     assert merged.processes == 2
     assert len(merged.samples) == 30
     assert merged.as_dict()["p99_us"] == 0.3
+
+
+def test_paired_comparison_alternates_slices_and_reports_the_spread() -> None:
+    order: list[str] = []
+
+    def op() -> None:
+        if not order or order[-1] != "op":
+            order.append("op")
+
+    def base() -> None:
+        if not order or order[-1] != "base":
+            order.append("base")
+
+    paired = measure_paired(op, base, 0.04, rounds=4)
+    assert paired["rounds"] == 4
+    # Each slice runs one side only, and each round swaps which side goes first, so the
+    # second slice of a round and the first of the next run the same side back to back:
+    # op | base, base | op, op | base, base | op.
+    assert order == ["op", "base", "op", "base", "op"]
+    for name in ("rate_ratio", "cpu_ratio", "added_us", "added_cpu_us"):
+        spread = paired[name]
+        assert spread["low"] <= spread["median"] <= spread["high"], name
+    with pytest.raises(ValueError, match="at least one round"):
+        measure_paired(op, base, 0.01, rounds=0)
+
+
+def test_every_pair_names_rows_the_bench_times() -> None:
+    timed = {*OPERATIONS, *REQUEST_OPERATIONS, "baseline", "baseline_insert"}
+    for name, base in PAIRS.values():
+        assert {name, base} <= timed

@@ -220,6 +220,41 @@ def _request_lines(result: dict[str, Any]) -> list[str]:
     insert = ratios.get("issue_to_baseline_insert")
     if insert is not None:
         lines.append(f"  token issue runs at {insert:.0%} of the raw INSERT+COMMIT rate")
+    return lines + _paired_lines(result.get("paired"))
+
+
+def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
+    """The comparisons timed in alternating slices: median [lowest-highest] over rounds."""
+    if not paired:
+        return []
+
+    def spread(figures: dict[str, float] | None, unit: str) -> str:
+        if not figures:
+            return "-"
+        if unit == "x":
+            return f"{figures['median']:.2f}x [{figures['low']:.2f}-{figures['high']:.2f}]"
+        return f"{_us(figures['median'])} µs [{_us(figures['low'])} to {_us(figures['high'])}]"
+
+    rounds = max(figures["rounds"] for figures in paired.values())
+    lines = [f"  paired, {rounds} alternating slices each (median [lowest-highest] of the rounds):"]
+    for key, label in (
+        ("verify_to_baseline", "verify valid token / raw client baseline"),
+        ("issue_to_baseline_insert", "issue token / raw INSERT+COMMIT"),
+    ):
+        if key in paired:
+            figures = paired[key]
+            lines.append(
+                f"    {label}: rate {spread(figures['rate_ratio'], 'x')}, "
+                f"CPU {spread(figures['cpu_ratio'], 'x')}"
+            )
+    for key, label in (("request_auth", "middleware"), ("request_drf_auth", "DRF class")):
+        if key in paired:
+            figures = paired[key]
+            lines.append(
+                f"    authentication through the {label} adds "
+                f"{spread(figures['added_us'], 'us')} per request, "
+                f"{spread(figures['added_cpu_us'], 'us')} of CPU"
+            )
     return lines
 
 

@@ -36,7 +36,7 @@ from .burst import run_burst
 from .memory import TRACED_SAMPLE, MemoryFigure, MemoryMeter, redis_key_usage
 from .probe import Backend, probe, server_version
 from .profiling import profile_operation
-from .runner import Measurement, measure
+from .runner import Measurement, measure, measure_paired
 from .workers import Plan, run_workers
 from .workload import OPERATIONS, Workload, mint
 
@@ -239,7 +239,18 @@ def bench_storage(
 
         baseline = _baseline_plan(backend, workload, run_id, user.pk)
         names = [*OPERATIONS, *workload.request_names()]
-        measured = _time(alias, workload, backend, options, processes, names, baseline, log)
+        paired: dict[str, Any] = {}
+        measured = _time(
+            alias,
+            workload,
+            backend,
+            options,
+            processes,
+            names,
+            baseline,
+            log,
+            paired=paired if processes == 1 else None,
+        )
         result["operations"] = {
             name: measured[name].as_dict() for name in names if name in measured
         }
@@ -256,6 +267,8 @@ def bench_storage(
                 **measured["baseline_insert"].as_dict(),
             }
         result["ratios"] = _ratios(measured)
+        # Each ratio again from alternating slices (one process only): see measure_paired.
+        result["paired"] = paired or None
         if options.profile:
             log(f"{alias}: profiling verify_valid")
             result["profile"] = profile_operation(
@@ -333,8 +346,14 @@ def _time(
     names: list[str],
     baseline: dict[str, Any] | None,
     log: Callable[[str], None],
+    *,
+    paired: dict[str, Any] | None = None,
 ) -> dict[str, Measurement]:
-    """Time the operations ``names`` (and the baseline) here or in worker processes."""
+    """Time the operations ``names`` (and the baseline) here or in worker processes.
+
+    With ``paired`` (one process), each operation that has a comparison in :data:`PAIRS` is
+    also timed against it in alternating slices, into ``paired`` by ratio name.
+    """
     if processes > 1:
         log(f"{alias}: timing {', '.join(names)} in {counted(processes, 'process', 'processes')}")
         plan = Plan(
@@ -353,12 +372,34 @@ def _time(
     for name in names:
         log(f"{alias}: timing {name}")
         measured[name] = measure(operations[name], options.seconds)
+
+    def pair(key: str, name: str, base: Callable[[], object]) -> None:
+        if paired is not None and name in names:
+            log(f"{alias}: timing {name} against {PAIRS[key][1]} in alternating slices")
+            paired[key] = measure_paired(operations[name], base, options.seconds)
+
+    for key, (name, base_name) in PAIRS.items():
+        if base_name in names:
+            pair(key, name, operations[base_name])
     if baseline is not None:
         for name, context in baseline_contexts(backend, baseline, workload.run_id).items():
             log(f"{alias}: timing the raw {name}")
             with context as op:
                 measured[name] = measure(op, options.seconds)
+                for key, (compared, base_name) in PAIRS.items():
+                    if base_name == name:
+                        pair(key, compared, op)
     return measured
+
+
+#: The comparisons timed in alternating slices: ratio name -> (operation, what it is
+#: compared with: a baseline loop or the same request without authentication).
+PAIRS: dict[str, tuple[str, str]] = {
+    "verify_to_baseline": ("verify_valid", "baseline"),
+    "issue_to_baseline_insert": ("issue", "baseline_insert"),
+    "request_auth": ("request", "request_noauth"),
+    "request_drf_auth": ("request_drf", "request_drf_noauth"),
+}
 
 
 GROWTH_OPERATIONS = ["verify_valid", "verify_unknown"]
