@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -392,3 +393,72 @@ def test_every_pair_names_rows_the_bench_times() -> None:
     timed = {*OPERATIONS, *REQUEST_OPERATIONS, "baseline", "baseline_insert"}
     for name, base in PAIRS.values():
         assert {name, base} <= timed
+
+
+def test_the_drf_authtoken_peer_row_where_authtoken_is_installed(tmp_path: Any) -> None:
+    """With ``rest_framework.authtoken`` installed, a database storage gets the peer row (the
+    same view through DRF's own TokenAuthentication) and its comparison; the run's DRF token
+    goes with the cleanup. Other storages get no peer row.
+
+    In a project of its own (a subprocess on a SQLite file): DRF decides whether its token
+    model is concrete when the module is first imported, so the app cannot be added to this
+    test process's settings afterwards.
+    """
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    database = tmp_path / "bench.sqlite3"
+    (tmp_path / "authtoken_settings.py").write_text(
+        "from testproject.settings import *  # noqa: F403\n"
+        "from testproject.settings import INSTALLED_APPS, sqlite_database\n"
+        "DEBUG = False\n"
+        f"DATABASES = {{'default': sqlite_database({str(database)!r})}}\n"
+        "INSTALLED_APPS = [*INSTALLED_APPS, 'rest_framework', 'rest_framework.authtoken']\n"
+        "AUTHFW = {'STORAGES': {\n"
+        "    'bench': {'BACKEND': 'django_authfw.storage.DatabaseStorage'},\n"
+        "    'bench-memory': {'BACKEND': 'django_authfw.storage.InMemoryStorage'},\n"
+        "}}\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, str(root / "manage.py")]
+    options = ["--pythonpath", str(tmp_path), "--settings", "authtoken_settings"]
+    environment = {
+        key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"
+    }
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [*command, *args, *options],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env=environment,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    run("migrate", "-v", "0")
+    report = json.loads(
+        run("authfw_bench", "--storage", "bench", "--storage", "bench-memory", *TINY, "--json")
+    )
+
+    result = report["storages"]["bench"]
+    assert list(result["operations"]) == [
+        *OPERATIONS,
+        *REQUEST_OPERATIONS,
+        "request_drf_authtoken",
+    ]
+    assert result["operations"]["request_drf_authtoken"]["count"] > 0
+    assert result["ratios"]["request_drf_to_authtoken"] is not None
+    assert result["paired"]["request_drf_to_authtoken"]["rounds"] > 0
+    assert result["cleanup"]["drf_tokens"] == 1
+    other = report["storages"]["bench-memory"]
+    assert "request_drf_authtoken" not in other["operations"]
+    assert "drf_tokens" not in other["cleanup"]
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM authtoken_token").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM auth_user").fetchone() == (0,)

@@ -36,6 +36,7 @@ from .burst import run_burst
 from .memory import TRACED_SAMPLE, MemoryFigure, MemoryMeter, redis_key_usage
 from .probe import Backend, probe, server_version
 from .profiling import profile_operation
+from .requests import authtoken_installed, create_authtoken
 from .runner import Measurement, measure, measure_paired
 from .workers import Plan, run_workers
 from .workload import OPERATIONS, Workload, mint
@@ -222,6 +223,15 @@ def bench_storage(
             "where the storage does not read the user with it"
         )
     try:
+        if (
+            workload.alias is not None
+            and user.db is not None
+            and isinstance(storage, DatabaseStorage)
+            and authtoken_installed()
+        ):
+            # The peer row (DRF's own token authentication); its token goes with the cleanup.
+            workload.authtoken_db = user.db
+            workload.authtoken_key = create_authtoken(user.pk, user.db)
         log(f"{alias}: storing {counted(options.tokens, 'token')}")
 
         def fill_progress(done: int) -> None:
@@ -365,6 +375,7 @@ def _time(
             population=workload.population,
             baseline=baseline,
             requests=workload.alias is not None,
+            authtoken_key=workload.authtoken_key,
         )
         return run_workers(plan, processes)
     measured: dict[str, Measurement] = {}
@@ -399,6 +410,8 @@ PAIRS: dict[str, tuple[str, str]] = {
     "issue_to_baseline_insert": ("issue", "baseline_insert"),
     "request_auth": ("request", "request_noauth"),
     "request_drf_auth": ("request_drf", "request_drf_noauth"),
+    # The peer: this app's DRF request over the same view through DRF's TokenAuthentication.
+    "request_drf_to_authtoken": ("request_drf", "request_drf_authtoken"),
 }
 
 
@@ -488,4 +501,6 @@ def _ratios(measured: dict[str, Measurement]) -> dict[str, float | None]:
         "request_auth_cpu_us": added_us("request", "request_noauth", cpu=True),
         "request_drf_auth_us": added_us("request_drf", "request_drf_noauth"),
         "request_drf_auth_cpu_us": added_us("request_drf", "request_drf_noauth", cpu=True),
+        # Above 1: this app's DRF request is faster than DRF's own authtoken on the same view.
+        "request_drf_to_authtoken": over("request_drf", "request_drf_authtoken"),
     }
