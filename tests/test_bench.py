@@ -22,7 +22,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from django_authfw.bench.burst import run_burst
-from django_authfw.bench.requests import REQUEST_OPERATIONS
+from django_authfw.bench.requests import PEER_OPERATIONS, REQUEST_OPERATIONS
 from django_authfw.bench.runner import Measurement, measure, measure_paired, merge, percentile
 from django_authfw.bench.suite import PAIRS, Options, bench_storage
 from django_authfw.bench.workload import OPERATIONS
@@ -390,7 +390,7 @@ def test_paired_comparison_alternates_slices_and_reports_the_spread() -> None:
 
 
 def test_every_pair_names_rows_the_bench_times() -> None:
-    timed = {*OPERATIONS, *REQUEST_OPERATIONS, "baseline", "baseline_insert"}
+    timed = {*OPERATIONS, *REQUEST_OPERATIONS, *PEER_OPERATIONS, "baseline", "baseline_insert"}
     for name, base in PAIRS.values():
         assert {name, base} <= timed
 
