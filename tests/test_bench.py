@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,9 +22,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from django_authfw.bench.burst import run_burst
-from django_authfw.bench.requests import REQUEST_OPERATIONS
-from django_authfw.bench.runner import Measurement, measure, merge, percentile
-from django_authfw.bench.suite import Options, bench_storage
+from django_authfw.bench.requests import PEER_OPERATIONS, REQUEST_OPERATIONS
+from django_authfw.bench.runner import Measurement, measure, measure_paired, merge, percentile
+from django_authfw.bench.suite import PAIRS, Options, bench_storage
 from django_authfw.bench.workload import OPERATIONS
 from django_authfw.storage import get_storage
 
@@ -164,6 +165,17 @@ def test_json_report_covers_every_operation_and_cleans_up(backend: str, bench_al
         assert result["ratios"]["issue_to_baseline_insert"] is not None
     else:
         assert result["baseline_insert"] is None
+    # Each ratio again from alternating slices, for every comparison this backend has.
+    expected_pairs = {"request_auth", "request_drf_auth"}
+    if _has_baseline(backend):
+        expected_pairs.add("verify_to_baseline")
+    if _on_postgresql(backend):
+        expected_pairs.add("issue_to_baseline_insert")
+    assert set(result["paired"]) == expected_pairs
+    for figures in result["paired"].values():
+        assert figures["rounds"] > 0
+        for spread in (figures["rate_ratio"], figures["added_cpu_us"]):
+            assert spread["low"] <= spread["median"] <= spread["high"]
 
     # Everything written is gone: the population, every issued and rotated token (and the
     # one the revocation check used), the sessions, the key-value entries, the bench's user.
@@ -191,6 +203,8 @@ def test_processes_add_up_workers(backend: str, bench_alias: str) -> None:
             assert figures["count"] > 0
         if _has_baseline(backend):
             assert result["baseline"]["processes"] == 2
+        # Slices alternate within one process only.
+        assert result["paired"] is None
     assert _counts(bench_alias) == before
 
 
@@ -269,6 +283,9 @@ def test_table_is_shaped_like_the_guide(backend: str, bench_alias: str) -> None:
     assert ("raw INSERT+COMMIT" in text) is _on_postgresql(backend)
     for row in ("request, no auth", "request, DRF, no auth", "authentication adds"):
         assert row in text
+    assert "alternating slices" in text
+    assert "authentication through the middleware adds" in text
+    assert ("verify valid token / raw client baseline" in text) is _has_baseline(backend)
     assert "per-request plumbing: parse_bearer" in text
 
 
@@ -346,3 +363,102 @@ def test_merged_rates_add_up_and_samples_pool() -> None:
     assert merged.processes == 2
     assert len(merged.samples) == 30
     assert merged.as_dict()["p99_us"] == 0.3
+
+
+def test_paired_comparison_alternates_slices_and_reports_the_spread() -> None:
+    order: list[str] = []
+
+    def op() -> None:
+        if not order or order[-1] != "op":
+            order.append("op")
+
+    def base() -> None:
+        if not order or order[-1] != "base":
+            order.append("base")
+
+    paired = measure_paired(op, base, 0.04, rounds=4)
+    assert paired["rounds"] == 4
+    # Each slice runs one side only, and each round swaps which side goes first, so the
+    # second slice of a round and the first of the next run the same side back to back:
+    # op | base, base | op, op | base, base | op.
+    assert order == ["op", "base", "op", "base", "op"]
+    for name in ("rate_ratio", "cpu_ratio", "added_us", "added_cpu_us"):
+        spread = paired[name]
+        assert spread["low"] <= spread["median"] <= spread["high"], name
+    with pytest.raises(ValueError, match="at least one round"):
+        measure_paired(op, base, 0.01, rounds=0)
+
+
+def test_every_pair_names_rows_the_bench_times() -> None:
+    timed = {*OPERATIONS, *REQUEST_OPERATIONS, *PEER_OPERATIONS, "baseline", "baseline_insert"}
+    for name, base in PAIRS.values():
+        assert {name, base} <= timed
+
+
+def test_the_drf_authtoken_peer_row_where_authtoken_is_installed(tmp_path: Any) -> None:
+    """With ``rest_framework.authtoken`` installed, a database storage gets the peer row (the
+    same view through DRF's own TokenAuthentication) and its comparison; the run's DRF token
+    goes with the cleanup. Other storages get no peer row.
+
+    In a project of its own (a subprocess on a SQLite file): DRF decides whether its token
+    model is concrete when the module is first imported, so the app cannot be added to this
+    test process's settings afterwards.
+    """
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    database = tmp_path / "bench.sqlite3"
+    (tmp_path / "authtoken_settings.py").write_text(
+        "from testproject.settings import *  # noqa: F403\n"
+        "from testproject.settings import INSTALLED_APPS, sqlite_database\n"
+        "DEBUG = False\n"
+        f"DATABASES = {{'default': sqlite_database({str(database)!r})}}\n"
+        "INSTALLED_APPS = [*INSTALLED_APPS, 'rest_framework', 'rest_framework.authtoken']\n"
+        "AUTHFW = {'STORAGES': {\n"
+        "    'bench': {'BACKEND': 'django_authfw.storage.DatabaseStorage'},\n"
+        "    'bench-memory': {'BACKEND': 'django_authfw.storage.InMemoryStorage'},\n"
+        "}}\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, str(root / "manage.py")]
+    options = ["--pythonpath", str(tmp_path), "--settings", "authtoken_settings"]
+    environment = {
+        key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"
+    }
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [*command, *args, *options],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env=environment,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    run("migrate", "-v", "0")
+    report = json.loads(
+        run("authfw_bench", "--storage", "bench", "--storage", "bench-memory", *TINY, "--json")
+    )
+
+    result = report["storages"]["bench"]
+    assert list(result["operations"]) == [
+        *OPERATIONS,
+        *REQUEST_OPERATIONS,
+        "request_drf_authtoken",
+    ]
+    assert result["operations"]["request_drf_authtoken"]["count"] > 0
+    assert result["ratios"]["request_drf_to_authtoken"] is not None
+    assert result["paired"]["request_drf_to_authtoken"]["rounds"] > 0
+    assert result["cleanup"]["drf_tokens"] == 1
+    other = report["storages"]["bench-memory"]
+    assert "request_drf_authtoken" not in other["operations"]
+    assert "drf_tokens" not in other["cleanup"]
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM authtoken_token").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM auth_user").fetchone() == (0,)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..wording import counted
 from .profiling import format_profile
-from .requests import REQUEST_OPERATIONS
+from .requests import PEER_OPERATIONS, REQUEST_OPERATIONS
 from .workload import OPERATIONS
 
 LABELS = {
@@ -30,10 +30,11 @@ LABELS = {
     "request": "request",
     "request_drf_noauth": "request, DRF, no auth",
     "request_drf": "request, DRF",
+    "request_drf_authtoken": "request, DRF authtoken",
     "baseline": "raw client baseline",
     "baseline_insert": "raw INSERT+COMMIT",
 }
-ROW_ORDER = [*OPERATIONS, *REQUEST_OPERATIONS, "baseline", "baseline_insert"]
+ROW_ORDER = [*OPERATIONS, *REQUEST_OPERATIONS, *PEER_OPERATIONS, "baseline", "baseline_insert"]
 
 
 def _version(distribution: str) -> str | None:
@@ -220,6 +221,45 @@ def _request_lines(result: dict[str, Any]) -> list[str]:
     insert = ratios.get("issue_to_baseline_insert")
     if insert is not None:
         lines.append(f"  token issue runs at {insert:.0%} of the raw INSERT+COMMIT rate")
+    peer = ratios.get("request_drf_to_authtoken")
+    if peer is not None:
+        lines.append(f"  a DRF request runs at {peer:.2f}x the rate of DRF's own authtoken")
+    return lines + _paired_lines(result.get("paired"))
+
+
+def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
+    """The comparisons timed in alternating slices: median [lowest-highest] over rounds."""
+    if not paired:
+        return []
+
+    def spread(figures: dict[str, float] | None, unit: str) -> str:
+        if not figures:
+            return "-"
+        if unit == "x":
+            return f"{figures['median']:.2f}x [{figures['low']:.2f}-{figures['high']:.2f}]"
+        return f"{_us(figures['median'])} µs [{_us(figures['low'])} to {_us(figures['high'])}]"
+
+    rounds = max(figures["rounds"] for figures in paired.values())
+    lines = [f"  paired, {rounds} alternating slices each (median [lowest-highest] of the rounds):"]
+    for key, label in (
+        ("verify_to_baseline", "verify valid token / raw client baseline"),
+        ("issue_to_baseline_insert", "issue token / raw INSERT+COMMIT"),
+        ("request_drf_to_authtoken", "request, DRF / request, DRF authtoken"),
+    ):
+        if key in paired:
+            figures = paired[key]
+            lines.append(
+                f"    {label}: rate {spread(figures['rate_ratio'], 'x')}, "
+                f"CPU {spread(figures['cpu_ratio'], 'x')}"
+            )
+    for key, label in (("request_auth", "middleware"), ("request_drf_auth", "DRF class")):
+        if key in paired:
+            figures = paired[key]
+            lines.append(
+                f"    authentication through the {label} adds "
+                f"{spread(figures['added_us'], 'us')} per request, "
+                f"{spread(figures['added_cpu_us'], 'us')} of CPU"
+            )
     return lines
 
 
@@ -269,5 +309,10 @@ def as_table(report: dict[str, Any]) -> str:
             f"  cleaned up: {counted(cleanup.get('tokens', 0), 'token')}, "
             f"{counted(cleanup.get('sessions', 0), 'session')}, "
             f"{counted(cleanup.get('kv', 0), 'key-value entry', 'key-value entries')}"
+            + (
+                f", {counted(cleanup['drf_tokens'], 'DRF token')}"
+                if "drf_tokens" in cleanup
+                else ""
+            )
         )
     return "\n".join(out)

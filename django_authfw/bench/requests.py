@@ -8,7 +8,12 @@ authentication, in the same run.
   middleware lets it through as anonymous. Their difference is the cost of authentication;
 * **request, DRF** / **request, DRF, no auth**: the same through a DRF ``APIView`` whose only
   authentication class is :class:`~django_authfw.contrib.drf.BearerTokenAuthentication` (no
-  middleware), when Django REST framework is installed.
+  middleware), when Django REST framework is installed;
+* **request, DRF authtoken**: the peer the issue compared against, the same ``APIView`` with
+  DRF's own ``TokenAuthentication`` (``Authorization: Token <key>``, one query: the token
+  joined to its user), when ``rest_framework.authtoken`` is installed and the storage is a
+  database storage. The run makes one DRF token for its own user (a random key, passed to
+  worker processes) and deletes it with the run's other records.
 
 The requests resolve against a one-route URLconf of their own (``request.urlconf``), so the
 middleware's check of exempt views costs what it costs on a small project. Nothing is written:
@@ -18,6 +23,7 @@ the view only reads.
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any
@@ -35,6 +41,8 @@ REQUEST_OPERATIONS: tuple[str, ...] = (
     "request_drf_noauth",
     "request_drf",
 )
+#: The peer row, timed after the request rows where it applies (see module docstring).
+PEER_OPERATIONS: tuple[str, ...] = ("request_drf_authtoken",)
 PATH = "/bench/request/"
 
 
@@ -48,7 +56,7 @@ def read_user(request: HttpRequest) -> HttpResponse:
 urlpatterns = [path(PATH.strip("/") + "/", read_user)]
 
 
-def _environ(token: str | None) -> dict[str, Any]:
+def _environ(token: str | None, scheme: str = "Bearer") -> dict[str, Any]:
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": PATH,
@@ -62,13 +70,13 @@ def _environ(token: str | None) -> dict[str, Any]:
         "wsgi.input": BytesIO(b""),
     }
     if token is not None:
-        environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        environ["HTTP_AUTHORIZATION"] = f"{scheme} {token}"
     return environ
 
 
-def _requests(tokens: list[str] | None) -> Callable[[], WSGIRequest]:
+def _requests(tokens: list[str] | None, scheme: str = "Bearer") -> Callable[[], WSGIRequest]:
     """A function making the next request: one per stored token in turn, or anonymous."""
-    environs = [_environ(token) for token in tokens] if tokens else [_environ(None)]
+    environs = [_environ(token, scheme) for token in tokens] if tokens else [_environ(None)]
     next_environ = itertools.cycle(environs).__next__
     urlconf = __name__
 
@@ -111,10 +119,58 @@ def request_operations(alias: str, tokens: list[str]) -> dict[str, Callable[[], 
         "request": lambda: check(middleware(authenticated()), b" True"),
     }
     if drf_installed():
-        view = _drf_view(alias)
+        from ..contrib.drf import BearerTokenAuthentication
+
+        class Authentication(BearerTokenAuthentication):
+            storage = alias
+
+        view = _drf_view(Authentication)
         operations["request_drf_noauth"] = lambda: check(view(anonymous()), b" False")
         operations["request_drf"] = lambda: check(view(authenticated()), b" True")
     return operations
+
+
+def authtoken_installed() -> bool:
+    """Whether DRF's ``rest_framework.authtoken`` app is installed (the peer row needs it)."""
+    from django.apps import apps
+
+    return drf_installed() and apps.is_installed("rest_framework.authtoken")
+
+
+def create_authtoken(user_pk: Any, using: str) -> str:
+    """Make a DRF token for the run's user in database ``using``; return its key.
+
+    The key is random, as DRF makes them: it is a credential for as long as the run lasts.
+    """
+    from rest_framework.authtoken.models import Token
+
+    key = secrets.token_hex(20)
+    Token.objects.using(using).create(key=key, user_id=user_pk)
+    return key
+
+
+def delete_authtoken(key: str, using: str | None) -> int:
+    """Delete the run's DRF token; return how many rows went (0 or 1)."""
+    from rest_framework.authtoken.models import Token
+
+    deleted, _ = Token.objects.using(using).filter(key=key).delete()
+    return deleted
+
+
+def authtoken_operation(key: str) -> Callable[[], object]:
+    """The peer row: the bench's view through DRF's ``TokenAuthentication``."""
+    from rest_framework.authentication import TokenAuthentication
+
+    view = _drf_view(TokenAuthentication)
+    authenticated = _requests([key], scheme="Token")
+
+    def op() -> HttpResponse:
+        response = view(authenticated())
+        if response.status_code != 200 or not response.content.endswith(b" True"):
+            raise RequestError(response)
+        return response
+
+    return op
 
 
 class RequestError(Exception):
@@ -125,17 +181,13 @@ class RequestError(Exception):
         super().__init__(f"a bench request was answered {response.status_code}: {body}")
 
 
-def _drf_view(alias: str) -> Callable[[HttpRequest], HttpResponse]:
+def _drf_view(authentication: Any) -> Callable[[HttpRequest], HttpResponse]:
+    """The bench's view as a DRF ``APIView`` with one authentication class."""
     from rest_framework.permissions import AllowAny
     from rest_framework.views import APIView
 
-    from ..contrib.drf import BearerTokenAuthentication
-
-    class Authentication(BearerTokenAuthentication):
-        storage = alias
-
     class ReadUser(APIView):
-        authentication_classes = [Authentication]
+        authentication_classes = [authentication]
         permission_classes = [AllowAny]
 
         def get(self, request: Any) -> HttpResponse:

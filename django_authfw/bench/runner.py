@@ -169,3 +169,71 @@ def harness_overhead(seconds: float = 0.2) -> float:
 
     result = measure(noop, seconds)
     return 1e9 / result.ops_per_sec if result.ops_per_sec else 0.0
+
+
+#: How many alternating slices a paired comparison takes (see :func:`measure_paired`).
+PAIRED_ROUNDS = 10
+
+
+def measure_paired(
+    op: Callable[[], object],
+    base: Callable[[], object],
+    seconds: float,
+    *,
+    rounds: int = PAIRED_ROUNDS,
+) -> dict[str, Any]:
+    """Compare ``op`` with ``base`` in alternating slices: a ratio that load cannot skew.
+
+    Timed one after the other, seconds apart, two loops see different machines when other
+    work comes and goes (rates here moved by 2x between consecutive rows). So both are timed
+    in ``rounds`` slices of ``seconds / rounds`` each, alternating (and swapping which goes
+    first every round), and each round gives its own figures from two slices timed side by
+    side. The median over rounds is reported, with the lowest and highest:
+
+    * ``rate_ratio``: ``op``'s rate over ``base``'s (1 is as fast as the baseline);
+    * ``cpu_ratio``: ``base``'s CPU time per call over ``op``'s (the same, by CPU time);
+    * ``added_us`` / ``added_cpu_us``: what a call of ``op`` costs more than one of
+      ``base``, by wall time and by CPU time (for a request beside the same request without
+      authentication).
+    """
+    if rounds < 1:
+        raise ValueError("measure_paired() needs at least one round")
+    slice_seconds = seconds / rounds
+    per_round: dict[str, list[float]] = {
+        "rate_ratio": [],
+        "cpu_ratio": [],
+        "added_us": [],
+        "added_cpu_us": [],
+    }
+    for number in range(rounds):
+        if number % 2:
+            b, a = measure(base, slice_seconds), measure(op, slice_seconds)
+        else:
+            a, b = measure(op, slice_seconds), measure(base, slice_seconds)
+        if not (a.count and b.count and a.ops_per_sec and b.ops_per_sec):
+            continue
+        a_cpu, b_cpu = a.cpu_ns / a.count, b.cpu_ns / b.count
+        per_round["rate_ratio"].append(a.ops_per_sec / b.ops_per_sec)
+        if a_cpu > 0:
+            per_round["cpu_ratio"].append(b_cpu / a_cpu)
+        per_round["added_us"].append((1e9 / a.ops_per_sec - 1e9 / b.ops_per_sec) / 1000)
+        per_round["added_cpu_us"].append((a_cpu - b_cpu) / 1000)
+    result: dict[str, Any] = {"rounds": len(per_round["rate_ratio"])}
+    for name, values in per_round.items():
+        ordered = sorted(values)
+        digits = 1 if name.endswith("_us") else 3
+        result[name] = _spread(ordered, digits)
+    return result
+
+
+def _spread(ordered: list[float], digits: int) -> dict[str, float] | None:
+    """Median, lowest and highest of sorted values (None for none)."""
+    if not ordered:
+        return None
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return {
+        "median": round(median, digits),
+        "low": round(ordered[0], digits),
+        "high": round(ordered[-1], digits),
+    }

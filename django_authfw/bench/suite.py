@@ -36,7 +36,8 @@ from .burst import run_burst
 from .memory import TRACED_SAMPLE, MemoryFigure, MemoryMeter, redis_key_usage
 from .probe import Backend, probe, server_version
 from .profiling import profile_operation
-from .runner import Measurement, measure
+from .requests import authtoken_installed, create_authtoken
+from .runner import Measurement, measure, measure_paired
 from .workers import Plan, run_workers
 from .workload import OPERATIONS, Workload, mint
 
@@ -222,6 +223,15 @@ def bench_storage(
             "where the storage does not read the user with it"
         )
     try:
+        if (
+            workload.alias is not None
+            and user.db is not None
+            and isinstance(storage, DatabaseStorage)
+            and authtoken_installed()
+        ):
+            # The peer row (DRF's own token authentication); its token goes with the cleanup.
+            workload.authtoken_db = user.db
+            workload.authtoken_key = create_authtoken(user.pk, user.db)
         log(f"{alias}: storing {counted(options.tokens, 'token')}")
 
         def fill_progress(done: int) -> None:
@@ -239,7 +249,18 @@ def bench_storage(
 
         baseline = _baseline_plan(backend, workload, run_id, user.pk)
         names = [*OPERATIONS, *workload.request_names()]
-        measured = _time(alias, workload, backend, options, processes, names, baseline, log)
+        paired: dict[str, Any] = {}
+        measured = _time(
+            alias,
+            workload,
+            backend,
+            options,
+            processes,
+            names,
+            baseline,
+            log,
+            paired=paired if processes == 1 else None,
+        )
         result["operations"] = {
             name: measured[name].as_dict() for name in names if name in measured
         }
@@ -256,6 +277,8 @@ def bench_storage(
                 **measured["baseline_insert"].as_dict(),
             }
         result["ratios"] = _ratios(measured)
+        # Each ratio again from alternating slices (one process only): see measure_paired.
+        result["paired"] = paired or None
         if options.profile:
             log(f"{alias}: profiling verify_valid")
             result["profile"] = profile_operation(
@@ -333,8 +356,14 @@ def _time(
     names: list[str],
     baseline: dict[str, Any] | None,
     log: Callable[[str], None],
+    *,
+    paired: dict[str, Any] | None = None,
 ) -> dict[str, Measurement]:
-    """Time the operations ``names`` (and the baseline) here or in worker processes."""
+    """Time the operations ``names`` (and the baseline) here or in worker processes.
+
+    With ``paired`` (one process), each operation that has a comparison in :data:`PAIRS` is
+    also timed against it in alternating slices, into ``paired`` by ratio name.
+    """
     if processes > 1:
         log(f"{alias}: timing {', '.join(names)} in {counted(processes, 'process', 'processes')}")
         plan = Plan(
@@ -346,6 +375,7 @@ def _time(
             population=workload.population,
             baseline=baseline,
             requests=workload.alias is not None,
+            authtoken_key=workload.authtoken_key,
         )
         return run_workers(plan, processes)
     measured: dict[str, Measurement] = {}
@@ -353,12 +383,36 @@ def _time(
     for name in names:
         log(f"{alias}: timing {name}")
         measured[name] = measure(operations[name], options.seconds)
+
+    def pair(key: str, name: str, base: Callable[[], object]) -> None:
+        if paired is not None and name in names:
+            log(f"{alias}: timing {name} against {PAIRS[key][1]} in alternating slices")
+            paired[key] = measure_paired(operations[name], base, options.seconds)
+
+    for key, (name, base_name) in PAIRS.items():
+        if base_name in names:
+            pair(key, name, operations[base_name])
     if baseline is not None:
         for name, context in baseline_contexts(backend, baseline, workload.run_id).items():
             log(f"{alias}: timing the raw {name}")
             with context as op:
                 measured[name] = measure(op, options.seconds)
+                for key, (compared, base_name) in PAIRS.items():
+                    if base_name == name:
+                        pair(key, compared, op)
     return measured
+
+
+#: The comparisons timed in alternating slices: ratio name -> (operation, what it is
+#: compared with: a baseline loop or the same request without authentication).
+PAIRS: dict[str, tuple[str, str]] = {
+    "verify_to_baseline": ("verify_valid", "baseline"),
+    "issue_to_baseline_insert": ("issue", "baseline_insert"),
+    "request_auth": ("request", "request_noauth"),
+    "request_drf_auth": ("request_drf", "request_drf_noauth"),
+    # The peer: this app's DRF request over the same view through DRF's TokenAuthentication.
+    "request_drf_to_authtoken": ("request_drf", "request_drf_authtoken"),
+}
 
 
 GROWTH_OPERATIONS = ["verify_valid", "verify_unknown"]
@@ -447,4 +501,6 @@ def _ratios(measured: dict[str, Measurement]) -> dict[str, float | None]:
         "request_auth_cpu_us": added_us("request", "request_noauth", cpu=True),
         "request_drf_auth_us": added_us("request_drf", "request_drf_noauth"),
         "request_drf_auth_cpu_us": added_us("request_drf", "request_drf_noauth", cpu=True),
+        # Above 1: this app's DRF request is faster than DRF's own authtoken on the same view.
+        "request_drf_to_authtoken": over("request_drf", "request_drf_authtoken"),
     }

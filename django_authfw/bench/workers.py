@@ -47,6 +47,8 @@ class Plan:
     baseline: dict[str, Any] | None
     #: Whether the request rows go through the alias (see Workload.alias).
     requests: bool = False
+    #: The key of the run's DRF token for the peer row (see requests.py), or None.
+    authtoken_key: str | None = None
 
 
 def start_method() -> str:
@@ -77,6 +79,7 @@ def _worker(plan: Plan, index: int, barrier: Any, conn: Connection, spawned: boo
             user_id=plan.user_id,
             verify=framework.verify_token,
             alias=plan.alias if plan.requests else None,
+            authtoken_key=plan.authtoken_key,
         )
         workload.population = plan.population
         operations = workload.operations(index)

@@ -44,7 +44,14 @@ from ..tokens import (
     new_secret,
     token_id_for,
 )
-from .requests import REQUEST_OPERATIONS, drf_installed, request_operations
+from .requests import (
+    PEER_OPERATIONS,
+    REQUEST_OPERATIONS,
+    authtoken_operation,
+    delete_authtoken,
+    drf_installed,
+    request_operations,
+)
 
 # Key-value entries written by the bench expire by themselves if a run dies before cleanup.
 KV_TTL = timedelta(hours=1)
@@ -131,6 +138,8 @@ class Workload:
         user_id: str,
         verify: Callable[[str], AuthToken],
         alias: str | None = None,
+        authtoken_key: str | None = None,
+        authtoken_db: str | None = None,
     ) -> None:
         self.storage = storage
         self.run_id = run_id
@@ -139,6 +148,10 @@ class Workload:
         # The storage alias the request rows go through (the middleware finds its storage by
         # alias); None leaves them out.
         self.alias = alias
+        # The key of the run's DRF token (the peer row, see requests.py), None for no peer row;
+        # and the database that holds it.
+        self.authtoken_key = authtoken_key
+        self.authtoken_db = authtoken_db
         self.kv_prefix = f"authfw-bench:{run_id}:"
         self.population = Population()
 
@@ -329,6 +342,8 @@ class Workload:
         }
         if self.alias is not None:
             table.update(request_operations(self.alias, population.access))
+        if self.authtoken_key is not None:
+            table["request_drf_authtoken"] = authtoken_operation(self.authtoken_key)
         return table
 
     def request_names(self) -> list[str]:
@@ -338,7 +353,10 @@ class Workload:
         available: tuple[str, ...] = ("request_noauth", "request")
         if drf_installed():
             available = REQUEST_OPERATIONS
-        return [name for name in REQUEST_OPERATIONS if name in available]
+        names = [name for name in REQUEST_OPERATIONS if name in available]
+        if self.authtoken_key is not None:
+            names.extend(PEER_OPERATIONS)
+        return names
 
     # Cleanup --------------------------------------------------------------------------------
 
@@ -354,4 +372,6 @@ class Workload:
         for key in self.population.kv_keys:
             removed["kv"] += int(self.storage.kv_delete(key))
         self.population.kv_keys.clear()
+        if self.authtoken_key is not None:
+            removed["drf_tokens"] = delete_authtoken(self.authtoken_key, self.authtoken_db)
         return removed

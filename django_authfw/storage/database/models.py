@@ -65,7 +65,7 @@ class Token(models.Model):
         # Each index serves a query named beside it (plans in docs/performance.md, "Indexes");
         # every index costs each token issue a write. The primary key's varchar_pattern_ops
         # "_like" index Django adds on PostgreSQL serves no query (no LIKE on ids) and is
-        # dropped by migration 0003, as is idx_tokens_family_id (a login's family is found
+        # dropped by migration 0004, as is idx_tokens_family_id (a login's family is found
         # among its user's few tokens, on idx_tokens_user_id).
         indexes = [
             # list/revoke/delete a user's tokens, a login's family, the user FK's cascade
@@ -161,7 +161,7 @@ class AuditLog(models.Model):
             models.Index(fields=["action", "created_at"], name="idx_audit_action"),
             # The admin's search (django_authfw.admin): an exact user id or address, newest
             # first, stays an index range on millions of rows; query_audit(user_id=...) too.
-            # The guide's idx_audit_user_id, with created_at after user_id (migration 0003).
+            # The guide's idx_audit_user_id, with created_at after user_id (migration 0004).
             models.Index(fields=["user_id", "created_at"], name="idx_audit_user_id"),
             models.Index(fields=["ip_address", "created_at"], name="idx_audit_ip_created"),
             # The admin's dashboard (django_authfw.dashboard_queries): events per action,
