@@ -32,9 +32,10 @@ from django.db.models import QuerySet
 from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
-from django.utils.translation import gettext as _
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 
 from . import models
 from .admin_audit import AuditLogAdmin
@@ -284,7 +285,9 @@ class SessionAdmin(ReadOnlyAdmin):
         a session id included (Django's "does not exist" redirect would repeat it)."""
         if from_field not in (None, SESSION_KEY_FIELD) or not _SESSION_KEY.fullmatch(object_id):
             raise Http404("No such session.")
-        session = self.get_queryset(request).filter(id_digest=object_id).first()
+        session: models.Session | None = (
+            self.get_queryset(request).filter(id_digest=object_id).first()
+        )
         if session is None:
             raise Http404("No such session.")
         return session
@@ -292,13 +295,13 @@ class SessionAdmin(ReadOnlyAdmin):
     def to_field_allowed(self, request: HttpRequest, to_field: str) -> bool:
         return to_field == SESSION_KEY_FIELD
 
-    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         # A lookup on the id (session_id__startswith, pk__gt) would tell it bit by bit.
         if lookup.split(LOOKUP_SEP)[0] in ("session_id", "pk"):
             return False
         return bool(super().lookup_allowed(lookup, value, request))
 
-    def action_checkbox(self, obj: models.Session) -> str:
+    def action_checkbox(self, obj: models.Session) -> SafeString:
         # Django's checkbox, with the id digest as its value instead of the primary key.
         attrs = {
             "class": "action-select",
@@ -324,10 +327,9 @@ class SessionAdmin(ReadOnlyAdmin):
             post = request.POST.copy()
             post.setlist(helpers.ACTION_CHECKBOX_NAME, ids)
             post._mutable = False
-            request.POST = post
-        response: HttpResponse | None = super().response_action(
-            request, queryset, *args, **kwargs
-        )
+            # An immutable copy in place of the request's, as Django's own POST is.
+            request.POST = post  # type: ignore[assignment]
+        response: HttpResponse | None = super().response_action(request, queryset, *args, **kwargs)
         return response
 
     def history_view(

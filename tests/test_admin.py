@@ -21,8 +21,8 @@ from django_authfw.admin import preview_bytes
 from django_authfw.admin_lists import EstimatedCountPaginator, ProbingDateQuerySet
 from django_authfw.models import AuditLog, Session, Token
 from django_authfw.records import utcnow
-from django_authfw.storage.database.rows import session_id_digest
 from django_authfw.request_info import RequestInfo
+from django_authfw.storage.database.rows import session_id_digest
 from django_authfw.tokens import shown_prefix
 
 from .factories import PASSWORD

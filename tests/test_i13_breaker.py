@@ -265,8 +265,8 @@ def test_a_view_only_staff_member_cannot_read_full_session_ids(
         assert staff.get(SESSIONS, {"_popup": "1", "_to_field": "session_id"}).status_code == 400
 
     # The superuser's checkboxes carry the digests, and the action ends exactly the checked one.
-    page = root.get(SESSIONS).content.decode()
-    checked = re.findall(r'name="_selected_action" value="([^"]*)"', page)
+    list_html = root.get(SESSIONS).content.decode()
+    checked = re.findall(r'name="_selected_action" value="([^"]*)"', list_html)
     assert sorted(checked) == sorted(session_id_digest(s.session_id) for s in (session, other))
     post = {"action": "end_sessions", "_selected_action": [full]}
     assert "Ended" not in root.post(SESSIONS, post, follow=True).content.decode()
