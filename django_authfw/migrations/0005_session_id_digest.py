@@ -5,9 +5,11 @@ key in every link, checkbox and breadcrumb of its pages: any staff member with `
 could have read every session's credential (issue 13).
 
 The column is added empty (NULL), filled for the rows already there in batches of
-:data:`BATCH_SIZE` (one ``UPDATE`` per batch, keyset pages on the id: no ``OFFSET``), then made
-``NOT NULL`` and unique. It is a plain SHA-256, so the fill is the same on every database. The
-reverse drops the column. Like every schema change of the table, the migration holds the table's
+:data:`BATCH_SIZE` (keyset pages on the id, no ``OFFSET``), then made ``NOT NULL`` and
+unique. The digest is a plain SHA-256 of the id's UTF-8 bytes, as ``rows.session_id_digest``
+computes it: on PostgreSQL the database computes it (``sha256()``, one ``UPDATE`` per batch),
+elsewhere Python does (one ``UPDATE`` per row, the batch sent at once). The reverse drops the
+column. Like every schema change of the table, the migration holds the table's
 lock until it commits; docs/admin.md ("Sessions") gives its time per 100,000 sessions.
 """
 
@@ -22,6 +24,19 @@ BATCH_SIZE = 1000
 def fill_id_digests(apps: Any, schema_editor: Any) -> None:
     session_model = apps.get_model("django_authfw", "Session")
     manager = session_model._base_manager.db_manager(schema_editor.connection.alias)
+    quote = schema_editor.quote_name
+    id_column = quote(session_model._meta.get_field("session_id").column)
+    digest_column = quote(session_model._meta.get_field("id_digest").column)
+    # Identifiers come from the model and are quoted by the backend; values are bound.
+    table = quote(session_model._meta.db_table)
+    postgresql = schema_editor.connection.vendor == "postgresql"
+    if postgresql:
+        update = (
+            f"UPDATE {table} SET {digest_column} = "  # noqa: S608
+            f"encode(sha256(convert_to({id_column}, 'UTF8')), 'hex') WHERE {id_column} = ANY(%s)"
+        )
+    else:
+        update = f"UPDATE {table} SET {digest_column} = %s WHERE {id_column} = %s"  # noqa: S608
     last: str | None = None
     while True:
         page = manager.filter(id_digest__isnull=True).order_by("session_id")
@@ -30,14 +45,12 @@ def fill_id_digests(apps: Any, schema_editor: Any) -> None:
         ids = list(page.values_list("session_id", flat=True)[:BATCH_SIZE])
         if not ids:
             return
-        rows = [
-            session_model(
-                session_id=session_id,
-                id_digest=hashlib.sha256(session_id.encode()).hexdigest(),
-            )
-            for session_id in ids
-        ]
-        manager.bulk_update(rows, ["id_digest"])
+        with schema_editor.connection.cursor() as cursor:
+            if postgresql:
+                cursor.execute(update, [ids])
+            else:
+                digests = [(hashlib.sha256(sid.encode()).hexdigest(), sid) for sid in ids]
+                cursor.executemany(update, digests)
         last = ids[-1]
 
 
@@ -59,9 +72,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="session",
             name="id_digest",
-            field=models.CharField(
-                editable=False, max_length=64, verbose_name="session id digest"
-            ),
+            field=models.CharField(editable=False, max_length=64, verbose_name="session id digest"),
         ),
         migrations.AddConstraint(
             model_name="session",
