@@ -7,7 +7,8 @@ going through the framework and audited the same way: ``metadata.via = "admin"``
 naming what was acted on. The audit log cannot be added to, changed or deleted from the admin by
 anyone, superusers included. Raw tokens are never stored; the admin shows the first characters
 of a token's SHA-256 digest, enough to match it against a log line, and session ids (a session's
-credential) the same way.
+credential) the same way. A session id is never put in a page at all: the session pages address
+a session by the SHA-256 of its id (``Session.id_digest``), see :class:`SessionAdmin`.
 
 The audit log and its dashboard are in :mod:`django_authfw.admin_audit`. The changelists stay
 fast on millions of rows (see :mod:`django_authfw.admin_lists`). Storages other than the
@@ -18,14 +19,23 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import quote
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.db.models.constants import LOOKUP_SEP
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 
 from . import models
 from .admin_audit import AuditLogAdmin
@@ -196,7 +206,39 @@ class TokenAdmin(ReadOnlyAdmin):
         self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
 
 
+#: The column by which the session pages address a session: the SHA-256 (hex) of its id.
+SESSION_KEY_FIELD = "id_digest"
+_SESSION_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+class SessionChangeList(ChangeList):
+    """The session list: each row links to its page by the session's id digest."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A popup's link hands the opener the row's primary key unless told another field.
+        if self.is_popup:
+            self.to_field = SESSION_KEY_FIELD
+
+    def url_for_result(self, result: Any) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=(quote(getattr(result, SESSION_KEY_FIELD)),),
+            current_app=self.model_admin.admin_site.name,
+        )
+
+
 class SessionAdmin(ReadOnlyAdmin):
+    """Sessions, addressed by the SHA-256 of their id, never by the id.
+
+    A session id is the session's credential, and Django's admin puts a row's primary key in
+    every link, checkbox and breadcrumb: anyone with ``view_session`` could have read every
+    session's credential. Here the row link, the change page's address, the checkboxes and the
+    action all use ``Session.id_digest`` instead; an address holding a session id is a 404
+    (the credential is not accepted there either), and no filter or lookup on the id is
+    allowed (``session_id__startswith`` would tell it character by character).
+    """
+
     list_display = (
         "session_prefix",
         "user",
@@ -231,8 +273,75 @@ class SessionAdmin(ReadOnlyAdmin):
     def has_end_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{models.Session._meta.app_label}.delete_session")
 
-    @admin.display(description="session", ordering="session_id")
+    # Addressing by id digest ------------------------------------------------------------------
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return SessionChangeList
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> models.Session:
+        """The session whose id digest is ``object_id``; :class:`Http404` for anything else,
+        a session id included (Django's "does not exist" redirect would repeat it)."""
+        if from_field not in (None, SESSION_KEY_FIELD) or not _SESSION_KEY.fullmatch(object_id):
+            raise Http404("No such session.")
+        session: models.Session | None = (
+            self.get_queryset(request).filter(id_digest=object_id).first()
+        )
+        if session is None:
+            raise Http404("No such session.")
+        return session
+
+    def to_field_allowed(self, request: HttpRequest, to_field: str) -> bool:
+        return to_field == SESSION_KEY_FIELD
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        # A lookup on the id (session_id__startswith, pk__gt) would tell it bit by bit.
+        if lookup.split(LOOKUP_SEP)[0] in ("session_id", "pk"):
+            return False
+        return bool(super().lookup_allowed(lookup, value, request))
+
+    def action_checkbox(self, obj: models.Session) -> SafeString:
+        # Django's checkbox, with the id digest as its value instead of the primary key.
+        attrs = {
+            "class": "action-select",
+            "aria-label": format_html(_("Select this object for an action - {}"), str(obj)),
+        }
+        checkbox = forms.CheckboxInput(attrs, lambda value: False)
+        return checkbox.render(helpers.ACTION_CHECKBOX_NAME, obj.id_digest)
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[models.Session], *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        """Map the checked id digests to their sessions before Django's ``response_action``
+        selects ``queryset.filter(pk__in=checked)``; a value that is no digest of a session in
+        the list (a session id, say) selects nothing."""
+        checked = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if checked:
+            digests = [value for value in checked if _SESSION_KEY.fullmatch(value)]
+            ids = (
+                list(queryset.filter(id_digest__in=digests).values_list("pk", flat=True))
+                if digests
+                else []
+            )
+            post = request.POST.copy()
+            post.setlist(helpers.ACTION_CHECKBOX_NAME, ids)
+            post._mutable = False
+            # An immutable copy in place of the request's, as Django's own POST is.
+            request.POST = post  # type: ignore[assignment]
+        response: HttpResponse | None = super().response_action(request, queryset, *args, **kwargs)
+        return response
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Sessions change through the framework only, audited in the audit log, so Django's
+        # history of one is always empty (and its page names the row by primary key).
+        raise Http404("Sessions have no admin history; see the audit log.")
+
+    @admin.display(description="session")
     def session_prefix(self, obj: models.Session) -> str:
+        # Not sortable: an order by id, against sessions of one's own, would hint at others'.
         return shown_prefix(obj.session_id)
 
     @admin.display(description="created", ordering="created_at")

@@ -22,6 +22,7 @@ from django_authfw.admin_lists import EstimatedCountPaginator, ProbingDateQueryS
 from django_authfw.models import AuditLog, Session, Token
 from django_authfw.records import utcnow
 from django_authfw.request_info import RequestInfo
+from django_authfw.storage.database.rows import session_id_digest
 from django_authfw.tokens import shown_prefix
 
 from .factories import PASSWORD
@@ -47,6 +48,11 @@ def obj_url(changelist: str, pk: object, view: str) -> str:
     # quote() as the admin's own links do: an id with "_" followed by two hex digits would
     # otherwise be unquoted to another id.
     return f"{changelist}{quote(str(pk))}/{view}/"
+
+
+def session_url(session_id: str, view: str) -> str:
+    """A session's admin page: addressed by the digest of its id, never by the id."""
+    return obj_url(SESSIONS, session_id_digest(session_id), view)
 
 
 def staff_client(user_factory: Any, *codenames: str) -> Client:
@@ -186,17 +192,20 @@ def test_session_end_action(superuser_client: Client, user_factory: Any) -> None
     ended = framework.create_session(user, {"note": "<b>x</b>"})
     kept = framework.create_session(user)
     page = superuser_client.get(SESSIONS).content.decode()
-    assert ended.session_id in page
+    assert ended.session_id not in page
+    assert session_id_digest(ended.session_id) in page  # the link and the checkbox
     assert "sally" in page
-    detail = superuser_client.get(obj_url(SESSIONS, ended.session_id, "change")).content.decode()
+    detail = superuser_client.get(session_url(ended.session_id, "change")).content.decode()
     assert "&lt;b&gt;x&lt;/b&gt;" in detail
     assert "<b>x</b>" not in detail
     assert shown_prefix(ended.session_id) in visible_text(page)
-    response = action(superuser_client, SESSIONS, "end_sessions", [ended.session_id])
+    response = action(
+        superuser_client, SESSIONS, "end_sessions", [session_id_digest(ended.session_id)]
+    )
     assert "Ended 1 session(s)." in response.content.decode()
     assert not Session.objects.filter(pk=ended.session_id).exists()
     assert Session.objects.filter(pk=kept.session_id).exists()
-    assert superuser_client.get(obj_url(SESSIONS, kept.session_id, "delete")).status_code == 403
+    assert superuser_client.get(session_url(kept.session_id, "delete")).status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -473,7 +482,7 @@ def test_ip_address_is_labelled_ip_address(superuser_client: Client, user_factor
         AUDIT,
         obj_url(AUDIT, event.pk, "change"),
         SESSIONS,
-        obj_url(SESSIONS, session.session_id, "change"),
+        session_url(session.session_id, "change"),
     ):
         text = visible_text(superuser_client.get(url).content)
         assert "IP address" in text, url
@@ -501,7 +510,7 @@ def test_read_only_records_have_no_history_button(
     for url in (
         obj_url(AUDIT, event.pk, "change"),
         obj_url(TOKENS, token.token_id, "change"),
-        obj_url(SESSIONS, session.session_id, "change"),
+        session_url(session.session_id, "change"),
         obj_url(KV, "some-key", "change"),
     ):
         page = superuser_client.get(url).content.decode()
@@ -518,7 +527,7 @@ def test_session_ids_are_shown_as_prefixes(superuser_client: Client, user_factor
     listed = visible_text(page)
     assert prefix in listed
     assert full not in listed
-    detail = superuser_client.get(obj_url(SESSIONS, full, "change")).content
+    detail = superuser_client.get(session_url(full, "change")).content
     for part in (TITLE, BREADCRUMBS, SUBTITLE):
         assert prefix in element(detail, part), part
         assert full not in element(detail, part), part
@@ -560,7 +569,7 @@ def test_admin_actions_are_audited_alike(
     AuditLog.objects.filter(action__in=["revoke", "session_end", "unlock"]).delete()
 
     action(admin_at_address, TOKENS, "revoke_tokens", [token.token_id])
-    action(admin_at_address, SESSIONS, "end_sessions", [session.session_id])
+    action(admin_at_address, SESSIONS, "end_sessions", [session_id_digest(session.session_id)])
     lockout = AuditLog.objects.get(action="lockout")
     action(admin_at_address, AUDIT, "lift_lockout", [lockout.pk])
 

@@ -102,6 +102,11 @@ class Session(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True, default="")
+    # The SHA-256 (hex) of session_id: how the admin addresses a session (its links, change
+    # page, checkboxes), since the id itself is the session's credential and the admin must not
+    # put it in a page. A database-only derived value, not part of SessionData: every write
+    # sets it (rows.session_fields) and migration 0005 filled the rows written before it.
+    id_digest = models.CharField("session id digest", max_length=64, editable=False)
 
     class Meta:
         db_table = conf.table("sessions")
@@ -109,6 +114,11 @@ class Session(models.Model):
         indexes = [
             models.Index(fields=["user"], name="idx_sessions_user_id"),
             models.Index(fields=["expires_at"], name="idx_sessions_expires_at"),
+        ]
+        constraints = [
+            # The admin's lookup of one session (a constraint, not unique=True: see
+            # Token.access_token).
+            models.UniqueConstraint(fields=["id_digest"], name="idx_sessions_id_digest"),
         ]
 
     def __str__(self) -> str:

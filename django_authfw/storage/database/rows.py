@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from ...exceptions import InvalidInput
 from ...records import AuditEvent, AuthToken, KVEntry, SessionData
+from ...tokens import digest
 from .queries import user_foreign_key
 
 # Times ----------------------------------------------------------------------------------------
@@ -152,8 +153,16 @@ def token_fields(model: type[models.Model], token: AuthToken) -> dict[str, Any]:
 
 
 def session_fields(model: type[models.Model], session: SessionData) -> dict[str, Any]:
-    """The ``Session`` field values of a validated ``session``."""
-    return _field_values(model, session)
+    """The ``Session`` field values of a validated ``session``, with ``id_digest``: the
+    SHA-256 of its id, by which the admin addresses the row without showing the credential."""
+    values = _field_values(model, session)
+    values["id_digest"] = session_id_digest(session.session_id)
+    return values
+
+
+def session_id_digest(session_id: str) -> str:
+    """The ``Session.id_digest`` of ``session_id``: its SHA-256, hex (64 characters)."""
+    return digest(session_id)
 
 
 def kv_fields(entry: KVEntry) -> dict[str, Any]:
