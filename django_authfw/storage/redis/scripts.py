@@ -188,5 +188,7 @@ class Script:
 
         redis-py's ``Script`` in a pipeline sends SCRIPT EXISTS before every execute, one more
         round trip per batch; EVAL needs none and leaves the script cached for later EVALSHAs.
+        Sent as a plain command: a Cluster pipeline's ``eval()`` is something else (it takes
+        no script), while its routing of an EVAL command by its keys works.
         """
-        pipe.eval(self.source, len(keys), *keys, *args)
+        pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)
