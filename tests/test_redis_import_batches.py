@@ -11,6 +11,7 @@ token, owner or access digest, records already over, and duplicates within a bat
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -242,3 +243,49 @@ def test_kv_and_audit_imports_write_the_keys_of_single_writes(
     appended = sum(1 for event in events if engine._append(event))
     assert _engine(batched).import_audit(events) == appended == len(events) - 1
     assert_same_keyspace(one, batched)
+
+
+def test_a_migration_stopped_by_a_failing_pipeline_is_finished_by_missing_only(
+    tmp_path: Path,
+) -> None:
+    """A Redis that refuses writes half-way through a pipeline (out of memory) fails the
+    import: the migration stops with the error and reports nothing as copied. Once Redis has
+    room again, ``missing_only`` copies what is missing and leaves what landed; every token is
+    then there once, as it was in the source."""
+    from django_authfw.exceptions import StorageError
+    from django_authfw.migration import StorageMigration
+    from django_authfw.storage import InMemoryStorage
+
+    from .redis_servers import private_server
+
+    server = private_server(tmp_path, "--maxmemory-policy", "noeviction")
+    source = InMemoryStorage()
+    target = RedisStorage(url=f"redis://127.0.0.1:{server.port}/0", key_prefix="m:")
+    try:
+        tokens = [make_token(f"u{i % 5}") for i in range(3 * PIPELINE_BATCH)]
+        source.import_tokens(tokens)
+        raw = server.client()
+        used = int(raw.info("memory")["used_memory"])
+        # Room for some of the tokens, not all: a pipeline is refused part of the way.
+        raw.config_set("maxmemory", used + 400_000)
+        reports = []
+        with pytest.raises(StorageError, match="maxmemory"):
+            migration = StorageMigration(source, target, batch_size=len(tokens))
+            reports.append(migration.migrate_tokens())
+        assert reports == []  # nothing reported written
+        landed = len(list(raw.scan_iter("m:token:*", count=1000)))
+        assert 0 < landed < len(tokens)
+
+        raw.config_set("maxmemory", 0)
+        report = StorageMigration(source, target, missing_only=True, verify=True).migrate_tokens()
+        assert report.ok
+        assert report.skipped_present + report.copied == len(tokens)
+        assert report.copied == report.verified == len(tokens) - report.skipped_present
+        assert 0 < report.skipped_present < len(tokens)
+        stored = {t.token_id: t for batch in target.iter_tokens() for t in batch}
+        assert stored == {t.token_id: t for t in tokens}
+    finally:
+        target.flush()
+        target.close()
+        source.close()
+        server.stop()
