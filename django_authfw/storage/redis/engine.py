@@ -221,9 +221,11 @@ class RedisEngine(CacheEngine):
             pxs = [px_of(put, now) for put in puts]
             if not self.cluster:
                 pipe = c.pipeline(transaction=False)
+                PUT_RECORD.load_in(pipe)
                 for put, px in zip(puts, pxs, strict=True):
-                    PUT_RECORD.queue(pipe, [put.record, put.index, *put.pointers], args(put, px))
-                return self._execute(pipe)
+                    keys = [put.record, put.index, *put.pointers]
+                    PUT_RECORD.queue_loaded(pipe, keys, args(put, px))
+                return self._execute(pipe)[1:]  # after SCRIPT LOAD's reply
             pipe = c.pipeline()
             for put, px in zip(puts, pxs, strict=True):
                 INDEX_ADD.queue(pipe, [put.index], [put.member, px])

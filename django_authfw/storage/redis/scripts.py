@@ -192,3 +192,13 @@ class Script:
         no script), while its routing of an EVAL command by its keys works.
         """
         pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)
+
+    def load_in(self, pipe: Any) -> None:
+        """Add ``SCRIPT LOAD`` to a pipeline of one server, so that the :meth:`queue_loaded`
+        calls after it in the same pipeline find the script (its reply is the SHA)."""
+        pipe.execute_command("SCRIPT", "LOAD", self.source)
+
+    def queue_loaded(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
+        """Add to a pipeline as EVALSHA, after :meth:`load_in` in the same pipeline: the
+        server hashes the source once per pipeline instead of once per call."""
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
