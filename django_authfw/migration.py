@@ -190,10 +190,17 @@ class StorageMigration:
     key-value entry without expiry stays without, and key-value entries keep their expiry (no
     setting governs them).
 
-    ``verify=True`` reads every copied record back from the target and compares it field by
-    field (tokens by ``get_token``, sessions by ``get_session``, key-value entries by
-    ``kv_get`` and their expiry through ``iter_kv``, audit events by ``event_id`` through
-    ``query_audit``); differences are listed in the report's ``mismatches``.
+    ``verify=True`` reads every copied batch back from the target and compares it field by
+    field (tokens and sessions by id with the target's batch reads, ``_get_tokens`` and
+    ``_get_sessions``; key-value entries with ``_kv_entries``, or on a target without it by
+    ``kv_get`` and their expiry in one pass over ``iter_kv`` at the end; audit events by
+    ``event_id`` through ``query_audit``); differences are listed in the report's
+    ``mismatches``. ``missing_only`` asks the target about a whole batch at once the same way.
+
+    Memory: a migration holds one batch of records at a time. The one exception is verifying
+    key-value entries into a target without ``_kv_entries`` (the database storage): their keys
+    and expiries are kept until the final ``iter_kv`` pass (about 100 bytes each; key-value
+    entries are counters and flags, few next to tokens).
 
     ``dry_run=True`` reads the source and counts what would be copied, writing nothing.
 
