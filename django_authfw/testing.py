@@ -862,6 +862,40 @@ class StorageContractTests(_TestCaseBase):
         self.assertEqual(self.storage.kv_get("dup"), b"2")
         self.assertIsNone(self.storage.kv_get("gone"))
 
+    def test_batch_reads_answer_as_single_reads(self) -> None:
+        """``_get_tokens``, ``_get_sessions`` and ``_kv_entries`` (migration's batch reads)
+        return what ``get_token``, ``get_session`` and ``kv_get`` return for each id: live
+        records only, ids of their own and derived ones, unknown and repeated ids."""
+        user = self.make_user_id()
+        now = utcnow()
+        minted = make_token(user)
+        foreign = make_token(user, token_id=f"ext-{uuid.uuid4().hex}", refresh_digest=None)
+        revoked = make_token(user, revoked_at=now, updated_at=now)
+        for token in (minted, foreign, revoked):
+            self.storage.store_token(token)
+        ids = [minted.token_id, foreign.token_id, revoked.token_id, "unknown", minted.token_id]
+        expected = {i: t for i in ids if (t := self.storage.get_token(i)) is not None}
+        self.assertEqual(len(expected), 3)
+        self.assertEqual(self.storage._get_tokens(ids), expected)
+        self.assertEqual(self.storage._get_tokens([]), {})
+
+        session = make_session(user)
+        self.storage.store_session(session)
+        self.assertEqual(
+            self.storage._get_sessions([session.session_id, "unknown"]),
+            {session.session_id: session},
+        )
+        self.storage.kv_set("plain", b"1")
+        self.storage.kv_set("timed", b"2", ttl=timedelta(hours=1))
+        entries = self.storage._kv_entries(["plain", "timed", "unknown"])
+        if entries is not None:  # None: the backend reads expiries through iter_kv only
+            self.assertEqual(sorted(entries), ["plain", "timed"])
+            self.assertEqual((entries["plain"].value, entries["plain"].expires_at), (b"1", None))
+            timed = entries["timed"]
+            assert timed.expires_at is not None
+            self.assertEqual(timed.value, b"2")
+            self.assertLess(abs(timed.expires_at - (now + timedelta(hours=1))), STEP)
+
     def test_statistics(self) -> None:
         user = self.make_user_id()
         live = make_token(user)

@@ -620,3 +620,33 @@ def test_progress_bar_shows_rate_and_time_left() -> None:
     off.update("tokens", 1, 2)
     off.finish()
     assert quiet.getvalue() == ""
+
+
+class KVChangingStorage(InMemoryStorage):
+    """Reads back one key-value entry with another value and one with another expiry, through
+    the batch read verification uses."""
+
+    def _kv_entries(self, keys: Iterable[str]) -> dict[str, KVEntry] | None:
+        found = super()._kv_entries(keys)
+        assert found is not None
+        if "a" in found:
+            found["a"] = replace(found["a"], value=b"changed")
+        if "b" in found:
+            found["b"] = replace(found["b"], expires_at=utcnow() + timedelta(days=9))
+        return found
+
+
+def test_verify_compares_kv_values_and_expiries_batch_by_batch() -> None:
+    source, target = InMemoryStorage(), KVChangingStorage()
+    try:
+        for key in ("a", "b", "c", "d"):
+            source.kv_set(key, b"v", ttl=timedelta(hours=1))
+        report = StorageMigration(source, target, verify=True, batch_size=3).migrate_kv_data()
+    finally:
+        source.close()
+        target.close()
+    assert sorted((m.record_id, m.fields) for m in report.mismatches) == [
+        ("a", ("value",)),
+        ("b", ("expires_at",)),
+    ]
+    assert report.verified == 2
