@@ -596,6 +596,9 @@ def test_progress_bar_shows_rate_and_time_left() -> None:
     now = [100.0]
     out = Terminal()
     bar = ProgressBar(OutputWrapper(out), enabled=True, clock=lambda: now[0])
+    now[0] = 100.5
+    bar.update("tokens", 500, 10_000)  # too early for a rate
+    assert out.getvalue().endswith("500/10,000\x1b[K")
     now[0] = 102.0
     bar.update("tokens", 2_000, 10_000)
     assert "2,000/10,000 1,000/s 0:08 left" in out.getvalue()

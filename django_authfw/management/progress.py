@@ -97,6 +97,10 @@ def storage_failure(alias: str, exc: BaseException) -> CommandError:
     return CommandError(f"Storage {alias!r} failed: {message}")
 
 
+MIN_RATE_SECONDS = 1.0
+"""The rate and time left appear once a label has been counting this long."""
+
+
 class ProgressBar:
     """A one-line progress bar on ``stream``, redrawn in place with ``\\r``, with the rate
     (records per second) and, when the total is known, the time left::
@@ -156,8 +160,8 @@ class ProgressBar:
     def _speed(self, done: int, total: int | None, now: float) -> str:
         """`` 9,512/s 0:07 left``: the rate so far and, with a total, the time left at it."""
         elapsed = now - self._started
-        if elapsed <= 0 or done <= 0:
-            return ""
+        if elapsed < MIN_RATE_SECONDS or done <= 0:
+            return ""  # a rate over a few milliseconds says nothing yet
         rate = done / elapsed
         text = f" {rate:,.0f}/s"
         if total and done < total:
