@@ -290,3 +290,25 @@ def test_a_migration_stopped_by_a_failing_pipeline_is_finished_by_missing_only(
         target.close()
         source.close()
         server.stop()
+
+
+def test_delete_user_tokens_in_batches_leaves_the_keys_of_single_deletes(
+    pair: tuple[RedisStorage, RedisStorage],
+) -> None:
+    one, batched = pair
+    now = utcnow()
+    tokens = [make_token("svc") for _ in range(PIPELINE_BATCH + 40)]
+    tokens += [make_token("svc", token_id=f"ext-{i}", refresh_digest=None) for i in range(5)]
+    tokens += [make_token("svc", revoked_at=now, updated_at=now), make_token("other")]
+    for storage in pair:
+        _engine(storage).import_tokens(tokens)
+    engine = _engine(one)
+    single = 0
+    for raw, token in engine._user_tokens("svc"):
+        status = engine._delete_token_raw(token, raw)
+        single += status == WRITTEN
+    assert single == len(tokens) - 1
+    assert batched.delete_user_tokens("svc") == single
+    assert_same_keyspace(one, batched)
+    assert batched.list_user_tokens("svc") == []
+    assert [t.user_id for t in batched.list_user_tokens("other")] == ["other"]

@@ -725,12 +725,54 @@ class RedisEngine(CacheEngine):
 
     def delete_user_tokens(self, user_id: str) -> int:
         count = 0
-        for raw, token in self._user_tokens(user_id):
-            status = self._delete_token_raw(token, raw)
-            if status == CHANGED:
-                status = WRITTEN if self._remove_token_id(token.token_id) else GONE
-            count += status == WRITTEN
+        for chunk in _chunks_of(self._user_tokens(user_id), PIPELINE_BATCH):
+            for (_, token), status in zip(chunk, self._delete_tokens_raw(chunk), strict=True):
+                if status == CHANGED:
+                    status = WRITTEN if self._remove_token_id(token.token_id) else GONE
+                count += status == WRITTEN
         return count
+
+    def _delete_tokens_raw(self, items: list[tuple[bytes, AuthToken]]) -> list[int]:
+        """``_delete_token_raw`` of several tokens of distinct record ids, a pipeline per
+        step: one ``DELETE_RECORD`` each on one server; in a Cluster the records, then the
+        pointers and index entries of those not changed meanwhile."""
+        plans = []
+        for raw, token in items:
+            rid = self.record_id(token)
+            plans.append(
+                (
+                    raw,
+                    rid,
+                    self.keys.token(rid),
+                    self.keys.user_tokens(token.user_id),
+                    self._pointers(token, rid),
+                )
+            )
+
+        def delete(c: Any) -> list[int]:
+            if not self.cluster:
+                pipe = c.pipeline(transaction=False)
+                DELETE_RECORD.load_in(pipe)
+                for raw, rid, record, index, pointers in plans:
+                    DELETE_RECORD.queue_loaded(pipe, [record, index, *pointers], [raw, rid])
+                return [int(status) for status in self._execute(pipe)[1:]]
+            pipe = c.pipeline()
+            for raw, _, record, _, _ in plans:
+                DELETE_IF_EQUAL.queue(pipe, [record], [raw])
+            statuses = [int(status) for status in pipe.execute()]
+            pipe = c.pipeline()
+            queued = False
+            for (_, rid, _, index, pointers), status in zip(plans, statuses, strict=True):
+                if status != CHANGED:
+                    for pointer in pointers:
+                        DELETE_IF_EQUAL.queue(pipe, [pointer], [rid])
+                    pipe.srem(index, rid)
+                    queued = True
+            if queued:
+                pipe.execute()
+            return statuses
+
+        return self.call(delete, write=True) if plans else []
 
     # Sessions -----------------------------------------------------------------------------
 
