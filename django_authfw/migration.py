@@ -25,7 +25,7 @@ from typing import Any
 
 from .conf import conf
 from .exceptions import InvalidInput, StorageError
-from .records import AuditEvent, AuthToken, SessionData, replace, utcnow
+from .records import AuditEvent, AuthToken, KVEntry, SessionData, replace, utcnow
 from .storage.base import AuthStorage
 from .transfer import (
     AUDIT,
@@ -190,10 +190,17 @@ class StorageMigration:
     key-value entry without expiry stays without, and key-value entries keep their expiry (no
     setting governs them).
 
-    ``verify=True`` reads every copied record back from the target and compares it field by
-    field (tokens by ``get_token``, sessions by ``get_session``, key-value entries by
-    ``kv_get`` and their expiry through ``iter_kv``, audit events by ``event_id`` through
-    ``query_audit``); differences are listed in the report's ``mismatches``.
+    ``verify=True`` reads every copied batch back from the target and compares it field by
+    field (tokens and sessions by id with the target's batch reads, ``_get_tokens`` and
+    ``_get_sessions``; key-value entries with ``_kv_entries``, or on a target without it by
+    ``kv_get`` and their expiry in one pass over ``iter_kv`` at the end; audit events by
+    ``event_id`` through ``query_audit``); differences are listed in the report's
+    ``mismatches``. ``missing_only`` asks the target about a whole batch at once the same way.
+
+    Memory: a migration holds one batch of records at a time. The one exception is verifying
+    key-value entries into a target without ``_kv_entries`` (the database storage): their keys
+    and expiries are kept until the final ``iter_kv`` pass (about 100 bytes each; key-value
+    entries are counters and flags, few next to tokens).
 
     ``dry_run=True`` reads the source and counts what would be copied, writing nothing.
 
@@ -355,8 +362,9 @@ class StorageMigration:
             # Importing audit events never overwrites: only the ``since`` filter applies.
             return [event for event in records if self._new_enough(event, report)]
         missing = []
+        held = self._read_many(kind, [kind.record_id(record) for record in records])
         for record in records:
-            present = self._read_back(kind, record)
+            present = held.get(kind.record_id(record))
             if present is None:
                 if self._new_enough(record, report):
                     missing.append(record)
@@ -382,14 +390,18 @@ class StorageMigration:
         report.skipped_older += 1
         return False
 
-    def _read_back(self, kind: RecordKind, record: Any) -> Any:
-        """The target's copy of ``record`` (for key-value entries: the value), or None."""
-        record_id = kind.record_id(record)
+    def _read_many(self, kind: RecordKind, record_ids: list[str]) -> dict[str, Any]:
+        """The target's copies of a batch, by id (for key-value entries: the values), read in
+        one go with the storage's batch reads."""
         if kind is TOKENS:
-            return self.target.get_token(record_id)
+            return self.target._get_tokens(record_ids)
         if kind is SESSIONS:
-            return self.target.get_session(record_id)
-        return self.target.kv_get(record_id)
+            return self.target._get_sessions(record_ids)
+        entries = self.target._kv_entries(record_ids)
+        if entries is not None:
+            return {key: entry.value for key, entry in entries.items()}
+        values = {key: self.target.kv_get(key) for key in record_ids}
+        return {key: value for key, value in values.items() if value is not None}
 
     def _renew(self, record: Any, now: datetime) -> Any:
         """Give a live record the lifetime a new one gets (``preserve_ttl=False``)."""
@@ -416,18 +428,43 @@ class StorageMigration:
         if kind is AUDIT:
             self._verify_audit(written, report)
             return
-        for record in written:
-            record_id = kind.record_id(record)
-            if kind is TOKENS:
-                found: Any = self.target.get_token(record_id)
-            elif kind is SESSIONS:
-                found = self.target.get_session(record_id)
-            else:
-                value = self.target.kv_get(record_id)
-                # The value now, the expiry in one pass over iter_kv at the end.
-                found = None if value is None else replace(record, value=value)
+        ids = [kind.record_id(record) for record in written]
+        if kind is KV:
+            entries = self.target._kv_entries(ids)
+            if entries is not None:
+                self._verify_kv_batch(written, entries, report)
+                return
+        held = self._read_many(kind, ids)
+        for record, record_id in zip(written, ids, strict=True):
+            found = held.get(record_id)
+            if kind is KV:
+                # The value now; the expiry in one pass over iter_kv at the end (a target
+                # that cannot read expiries by key: see _kv_entries).
+                found = None if found is None else replace(record, value=found)
                 kv_expiries[record_id] = record.expires_at
             self._compare(kind, record, found, report, compare=("value",) if kind is KV else None)
+
+    def _verify_kv_batch(
+        self, written: Sequence[KVEntry], held: dict[str, KVEntry], report: MigrationReport
+    ) -> None:
+        """Compare key-value entries with the target's, value and expiry, batch by batch."""
+        for record in written:
+            found = held.get(record.key)
+            if found is None:
+                self._compare(KV, record, None, report)
+                continue
+            differing = tuple(
+                name
+                for name, same in (
+                    ("value", found.value == record.value),
+                    ("expires_at", _expiry_close(record.expires_at, found.expires_at)),
+                )
+                if not same
+            )
+            if differing:
+                report.add_mismatch(Mismatch("kv", record.key, "differs in the target", differing))
+            else:
+                report.verified += 1
 
     def _verify_audit(self, written: Sequence[AuditEvent], report: MigrationReport) -> None:
         # query_audit has no event_id filter; the batch's time range (oldest first) holds all of

@@ -735,6 +735,167 @@ class StorageContractTests(_TestCaseBase):
         self.assertEqual(self.storage.get_session(session.session_id), changed)
         self.assertEqual(self.storage.kv_get("k"), b"new")
 
+    # Import batches: more records than one write batch, duplicates, mixed states ------------
+
+    BIG_BATCH = 1203  # more than a Redis pipeline (500) or a database chunk holds, not a multiple
+
+    def test_import_more_records_than_a_write_batch(self) -> None:
+        """A batch larger than any backend writes at once: every record lands, with its
+        indexes and pointers, revoked and live ones alike, with and without refresh, with ids
+        of their own (imported from elsewhere) and ids derived from their digest."""
+        users = [self.make_user_id(), self.make_user_id()]
+        now = utcnow()
+        batch = []
+        for i in range(self.BIG_BATCH):
+            fields: dict[str, Any] = {}
+            if i % 3 == 0:
+                fields.update(refresh_digest=None, refresh_expires_at=None)
+            if i % 4 == 0:
+                fields.update(revoked_at=now, updated_at=now)
+            if i % 5 == 0:
+                fields["token_id"] = f"ext-{uuid.uuid4().hex}"
+            batch.append(make_token(users[i % 2], **fields))
+        self.assertEqual(self.storage.import_tokens(batch), len(batch))
+        self.assertEqual(self.storage.import_tokens(batch), len(batch))  # upserts: the same
+        for token in batch:
+            self.assertEqual(self.storage.get_token_by_access(token.access_digest), token)
+            self.assertEqual(self.storage.get_token(token.token_id), token)
+            if token.refresh_digest:
+                self.assertEqual(self.storage.get_token_by_refresh(token.refresh_digest), token)
+        for user in users:
+            mine = sorted(t.token_id for t in batch if t.user_id == user)
+            listed = self.storage.list_user_tokens(user)
+            self.assertEqual(sorted(t.token_id for t in listed), mine)
+        # More live tokens than one write batch, revoked at once.
+        live = [t for t in batch if t.user_id == users[0] and t.revoked_at is None]
+        self.assertEqual(self.storage.revoke_user_tokens(users[0], at=now), len(live))
+        self.assertTrue(all(t.is_revoked for t in self.storage.list_user_tokens(users[0])))
+        self.assertEqual(self.storage.revoke_user_tokens(users[0], at=now), 0)
+        self.assertTrue(any(not t.is_revoked for t in self.storage.list_user_tokens(users[1])))
+
+        sessions = [make_session(users[i % 2]) for i in range(self.BIG_BATCH)]
+        self.assertEqual(self.storage.import_sessions(sessions), len(sessions))
+        for session in sessions[::7]:
+            self.assertEqual(self.storage.get_session(session.session_id), session)
+        self.assertEqual(len(self.storage.list_user_sessions(users[1])), len(sessions[1::2]))
+        entries = [
+            KVEntry(
+                key=f"big-{i}",
+                value=str(i).encode(),
+                expires_at=None if i % 2 else now + timedelta(hours=1),
+            )
+            for i in range(self.BIG_BATCH)
+        ]
+        self.assertEqual(self.storage.import_kv(entries), len(entries))
+        for entry in entries[::7]:
+            self.assertEqual(self.storage.kv_get(entry.key), entry.value)
+        events = [
+            AuditEvent(action="login", outcome=bool(i % 2), created_at=now + i * SECOND)
+            for i in range(self.BIG_BATCH)
+        ]
+        self.assertEqual(self.storage.import_audit(events), len(events))
+        self.assertEqual(self.storage.import_audit(events), 0)
+        self.assertEqual(self.storage.count_audit(), len(events))
+
+    def test_import_batch_with_duplicates_and_mixed_states(self) -> None:
+        """Within one batch, later copies of a record win, as if imported one by one: a
+        token imported live, then revoked, then with another refresh token; one moved to
+        another user; a record already over is not written and removes what its id held."""
+        users = [self.make_user_id(), self.make_user_id()]
+        now = utcnow()
+        first = make_token(users[0])
+        revoked = replace(first, revoked_at=now, updated_at=now)
+        rotated = replace(revoked, refresh_digest=make_token(users[0]).refresh_digest)
+        moved = make_token(users[0], token_id=f"ext-{uuid.uuid4().hex}")
+        moved_later = replace(moved, user_id=users[1])
+        no_refresh = make_token(users[1], refresh_digest=None, refresh_expires_at=None)
+        stale = make_token(users[1])
+        self.storage.store_token(stale)
+        over = replace(
+            stale,
+            expires_at=now - timedelta(hours=2),
+            refresh_expires_at=now - timedelta(hours=1),
+        )
+        batch = [first, moved, revoked, no_refresh, rotated, moved_later, over]
+        self.storage.import_tokens(batch)
+
+        self.assertEqual(self.storage.get_token(first.token_id), rotated)
+        self.assertEqual(self.storage.get_token_by_access(first.access_digest), rotated)
+        assert rotated.refresh_digest is not None
+        assert first.refresh_digest is not None
+        self.assertEqual(self.storage.get_token_by_refresh(rotated.refresh_digest), rotated)
+        self.assertIsNone(self.storage.get_token_by_refresh(first.refresh_digest))
+        self.assertEqual(self.storage.get_token(moved.token_id), moved_later)
+        self.assertEqual(self.storage.get_token(no_refresh.token_id), no_refresh)
+        self.assertIsNone(self.storage.get_token(stale.token_id))
+        self.assertIsNone(self.storage.get_token_by_access(stale.access_digest))
+        self.assertEqual(
+            sorted(t.token_id for t in self.storage.list_user_tokens(users[0])),
+            [first.token_id],
+        )
+        self.assertEqual(
+            sorted(t.token_id for t in self.storage.list_user_tokens(users[1])),
+            sorted([moved.token_id, no_refresh.token_id]),
+        )
+        # The revocation stays consistent: revoking the user again finds nothing to revoke.
+        self.assertEqual(self.storage.revoke_user_tokens(users[0], at=now), 0)
+
+        session = make_session(users[0])
+        changed = replace(session, data={"theme": "light"}, user_id=users[1])
+        gone = make_session(users[1])
+        self.storage.store_session(gone)
+        ended = replace(gone, expires_at=now - SECOND)
+        self.storage.import_sessions([session, ended, changed])
+        self.assertEqual(self.storage.get_session(session.session_id), changed)
+        self.assertIsNone(self.storage.get_session(gone.session_id))
+        self.assertEqual(self.storage.list_user_sessions(users[0]), [])
+        self.assertEqual(self.storage.list_user_sessions(users[1]), [changed])
+
+        self.storage.kv_set("gone", b"old")
+        self.storage.import_kv(
+            [
+                KVEntry(key="dup", value=b"1"),
+                KVEntry(key="gone", value=b"new", expires_at=now - SECOND),
+                KVEntry(key="dup", value=b"2"),
+            ]
+        )
+        self.assertEqual(self.storage.kv_get("dup"), b"2")
+        self.assertIsNone(self.storage.kv_get("gone"))
+
+    def test_batch_reads_answer_as_single_reads(self) -> None:
+        """``_get_tokens``, ``_get_sessions`` and ``_kv_entries`` (migration's batch reads)
+        return what ``get_token``, ``get_session`` and ``kv_get`` return for each id: live
+        records only, ids of their own and derived ones, unknown and repeated ids."""
+        user = self.make_user_id()
+        now = utcnow()
+        minted = make_token(user)
+        foreign = make_token(user, token_id=f"ext-{uuid.uuid4().hex}", refresh_digest=None)
+        revoked = make_token(user, revoked_at=now, updated_at=now)
+        for token in (minted, foreign, revoked):
+            self.storage.store_token(token)
+        ids = [minted.token_id, foreign.token_id, revoked.token_id, "unknown", minted.token_id]
+        expected = {i: t for i in ids if (t := self.storage.get_token(i)) is not None}
+        self.assertEqual(len(expected), 3)
+        self.assertEqual(self.storage._get_tokens(ids), expected)
+        self.assertEqual(self.storage._get_tokens([]), {})
+
+        session = make_session(user)
+        self.storage.store_session(session)
+        self.assertEqual(
+            self.storage._get_sessions([session.session_id, "unknown"]),
+            {session.session_id: session},
+        )
+        self.storage.kv_set("plain", b"1")
+        self.storage.kv_set("timed", b"2", ttl=timedelta(hours=1))
+        entries = self.storage._kv_entries(["plain", "timed", "unknown"])
+        if entries is not None:  # None: the backend reads expiries through iter_kv only
+            self.assertEqual(sorted(entries), ["plain", "timed"])
+            self.assertEqual((entries["plain"].value, entries["plain"].expires_at), (b"1", None))
+            timed = entries["timed"]
+            assert timed.expires_at is not None
+            self.assertEqual(timed.value, b"2")
+            self.assertLess(abs(timed.expires_at - (now + timedelta(hours=1))), STEP)
+
     def test_statistics(self) -> None:
         user = self.make_user_id()
         live = make_token(user)

@@ -35,7 +35,7 @@ from django_authfw.exceptions import (
     StorageError,
     StorageUnavailable,
 )
-from django_authfw.records import AuditEvent, AuthToken, SessionData, replace, utcnow
+from django_authfw.records import AuditEvent, AuthToken, KVEntry, SessionData, replace, utcnow
 from django_authfw.storage import AuthStorage, CacheStorage, InMemoryStorage, RedisStorage, codec
 from django_authfw.storage.cache import EngineStorage
 
@@ -900,6 +900,11 @@ def test_replica_acks_without_replicas_fails_writes_closed(private_redis: Server
         storage.store_token(token)
     with pytest.raises(StorageUnavailable):
         storage.kv_incr("n")
+    # Pipelined imports WAIT on the pipeline's own connection, the one that wrote.
+    with pytest.raises(StorageUnavailable, match="0 of 1 replicas"):
+        storage.import_tokens([token])
+    with pytest.raises(StorageUnavailable, match="0 of 1 replicas"):
+        storage.import_kv([KVEntry(key="k", value=b"v")])
     assert storage.get_token("missing") is None  # reads need no replica
     storage.close()
     with pytest.raises(InvalidInput, match="cluster_mode"):

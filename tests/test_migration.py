@@ -584,3 +584,72 @@ class DownStorage(InMemoryStorage):
 
     def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
         raise StorageUnavailable("connection refused")
+
+
+def test_progress_bar_shows_rate_and_time_left() -> None:
+    """On a terminal the bar shows records per second and, with a total, the time left; each
+    kind gets a rate of its own. A clock moved by hand: nothing here depends on timing."""
+    from django.core.management.base import OutputWrapper
+
+    from django_authfw.management.progress import ProgressBar, duration
+
+    now = [100.0]
+    out = Terminal()
+    bar = ProgressBar(OutputWrapper(out), enabled=True, clock=lambda: now[0])
+    now[0] = 100.5
+    bar.update("tokens", 500, 10_000)  # too early for a rate
+    assert out.getvalue().endswith("500/10,000\x1b[K")
+    now[0] = 102.0
+    bar.update("tokens", 2_000, 10_000)
+    assert "2,000/10,000 1,000/s 0:08 left" in out.getvalue()
+    now[0] = 110.0
+    bar.update("tokens", 10_000, 10_000)
+    assert "10,000/10,000 1,000/s\x1b[K" in out.getvalue()  # done: no time left shown
+    now[0] = 114.0
+    bar.update("sessions", 200, None)  # counted from the last update of tokens
+    assert "200 records 50/s\x1b[K" in out.getvalue()
+    bar.finish()
+    assert out.getvalue().endswith("\r\x1b[K")
+    assert [duration(s) for s in (0, 0.2, 59, 61, 3600 * 2 + 5)] == [
+        "0:00",
+        "0:01",
+        "0:59",
+        "1:01",
+        "2:00:05",
+    ]
+
+    quiet = io.StringIO()
+    off = ProgressBar(OutputWrapper(quiet), enabled=False, clock=lambda: now[0])
+    off.update("tokens", 1, 2)
+    off.finish()
+    assert quiet.getvalue() == ""
+
+
+class KVChangingStorage(InMemoryStorage):
+    """Reads back one key-value entry with another value and one with another expiry, through
+    the batch read verification uses."""
+
+    def _kv_entries(self, keys: Iterable[str]) -> dict[str, KVEntry] | None:
+        found = super()._kv_entries(keys)
+        assert found is not None
+        if "a" in found:
+            found["a"] = replace(found["a"], value=b"changed")
+        if "b" in found:
+            found["b"] = replace(found["b"], expires_at=utcnow() + timedelta(days=9))
+        return found
+
+
+def test_verify_compares_kv_values_and_expiries_batch_by_batch() -> None:
+    source, target = InMemoryStorage(), KVChangingStorage()
+    try:
+        for key in ("a", "b", "c", "d"):
+            source.kv_set(key, b"v", ttl=timedelta(hours=1))
+        report = StorageMigration(source, target, verify=True, batch_size=3).migrate_kv_data()
+    finally:
+        source.close()
+        target.close()
+    assert sorted((m.record_id, m.fields) for m in report.mismatches) == [
+        ("a", ("value",)),
+        ("b", ("expires_at",)),
+    ]
+    assert report.verified == 2

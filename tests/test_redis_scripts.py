@@ -35,6 +35,11 @@ def test_calls_survive_a_script_flush(tmp_path: Path) -> None:
         assert storage.kv_incr("n") == 2
         # Loaded again by the first call after the flush.
         assert raw.script_exists(redis_engine.KV_INCR.sha) == [True]
+        # Pipelined imports load the script in the same pipeline, before their EVALSHAs.
+        raw.script_flush()
+        batch = [AuthTokenFactory.build(user_id="7") for _ in range(3)]
+        assert storage.import_tokens(batch) == 3
+        assert all(storage.get_token_by_access(t.access_digest) == t for t in batch)
     finally:
         storage.close()
         server.stop()

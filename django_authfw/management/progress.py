@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management import CommandError
@@ -96,25 +97,51 @@ def storage_failure(alias: str, exc: BaseException) -> CommandError:
     return CommandError(f"Storage {alias!r} failed: {message}")
 
 
+MIN_RATE_SECONDS = 1.0
+"""The rate and time left appear once a label has been counting this long."""
+
+
 class ProgressBar:
-    """A one-line progress bar on ``stream``, redrawn in place with ``\\r``.
+    """A one-line progress bar on ``stream``, redrawn in place with ``\\r``, with the rate
+    (records per second) and, when the total is known, the time left::
+
+        tokens             [###########...................]  38% 38,000/100,000 9,512/s 0:07 left
 
     Disabled (drawing nothing) unless ``enabled``; commands pass ``self.stdout.isatty()`` so
-    that cron mail and piped output only get the summary lines.
+    that cron mail and piped output only get the summary lines. The rate of a label is counted
+    from the moment the previous label's last update came (or the bar was made), so each kind
+    of record gets its own rate. ``clock`` (seconds, monotonic) is for tests.
     """
 
-    def __init__(self, stream: OutputWrapper, *, enabled: bool, width: int = 30) -> None:
+    def __init__(
+        self,
+        stream: OutputWrapper,
+        *,
+        enabled: bool,
+        width: int = 30,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream
         self.enabled = enabled
         self.width = width
+        self._clock = clock
         self._drawn = False
         self._last = 0.0
+        self._label: str | None = None
+        self._started = clock()
+        self._seen = self._started
+        self._done = 0
 
     def update(self, label: str, done: int, total: int | None) -> None:
         """Show ``done`` of ``total`` records of ``label`` (at most ten redraws a second)."""
         if not self.enabled:
             return
-        now = time.monotonic()
+        now = self._clock()
+        if label != self._label or done < self._done:
+            # A new kind (or a count that started again): its rate starts where the last
+            # update left off.
+            self._label, self._started = label, self._seen
+        self._seen, self._done = now, done
         if now - self._last < 0.1 and not (total is not None and done >= total):
             return
         self._last = now
@@ -125,9 +152,21 @@ class ProgressBar:
             text = f"{label:<18} [{bar}] {100 * shown // total:3d}% {done:,}/{total:,}"
         else:
             text = f"{label:<18} {counted(done, 'record')}"
+        text += self._speed(done, total, now)
         self.stream.write(f"\r{text}\x1b[K", ending="")
         self.stream.flush()
         self._drawn = True
+
+    def _speed(self, done: int, total: int | None, now: float) -> str:
+        """`` 9,512/s 0:07 left``: the rate so far and, with a total, the time left at it."""
+        elapsed = now - self._started
+        if elapsed < MIN_RATE_SECONDS or done <= 0:
+            return ""  # a rate over a few milliseconds says nothing yet
+        rate = done / elapsed
+        text = f" {rate:,.0f}/s"
+        if total and done < total:
+            text += f" {duration((total - done) / rate)} left"
+        return text
 
     def finish(self) -> None:
         """Clear the bar so the next line of output starts on a clean line."""
@@ -141,6 +180,14 @@ class ProgressBar:
 
     def __exit__(self, *exc: Any) -> None:
         self.finish()
+
+
+def duration(seconds: float) -> str:
+    """``"0:07"``, ``"12:30"``, ``"2:05:00"``: seconds as [h:]mm:ss, rounded up."""
+    whole = max(0, int(-(-seconds // 1)))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:

@@ -508,6 +508,37 @@ class AuthStorage:
     def _import_audit(self, events: list[AuditEvent]) -> int:
         raise _abstract("_import_audit")
 
+    # Batch reads (migration's ``missing_only`` and ``verify``) --------------------------
+    #
+    # Internal, with defaults that loop over the public single-record reads (so a backend
+    # written against either level works); the shipped backends answer a whole batch in one
+    # or a few round trips. The ids are trusted (they come from records the contract already
+    # checked). Each returns only what the single read would: live records, by id.
+
+    def _get_tokens(self, token_ids: Iterable[str]) -> dict[str, AuthToken]:
+        """The live tokens of ``token_ids``, by id (missing ids left out)."""
+        found = {}
+        for token_id in token_ids:
+            token = self.get_token(token_id)
+            if token is not None:
+                found[token_id] = token
+        return found
+
+    def _get_sessions(self, session_ids: Iterable[str]) -> dict[str, SessionData]:
+        """The live sessions of ``session_ids``, by id (missing ids left out)."""
+        found = {}
+        for session_id in session_ids:
+            session = self.get_session(session_id)
+            if session is not None:
+                found[session_id] = session
+        return found
+
+    def _kv_entries(self, keys: Iterable[str]) -> dict[str, KVEntry] | None:
+        """The live key-value entries of ``keys`` (value and expiry), by key; or None when the
+        backend cannot read expiries by key (the caller then reads values with ``kv_get`` and
+        expiries through ``iter_kv``). ``created_at`` may be the time of the read."""
+        return None
+
     # Async twins (run the sync method in a worker thread, as Django's cache base does) ----
     async def astore_token(self, token: AuthToken) -> None:
         return await _in_thread(self.store_token, token)

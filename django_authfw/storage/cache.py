@@ -22,7 +22,7 @@ import functools
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -103,6 +103,15 @@ class EngineStorage(AuthStorage):
 
     def _get_token_by_access(self, access_digest: str) -> AuthToken | None:
         return self._engine.get_token_by_access(access_digest)
+
+    def _get_tokens(self, token_ids: Iterable[str]) -> dict[str, AuthToken]:
+        return self._engine._get_tokens(token_ids)
+
+    def _get_sessions(self, session_ids: Iterable[str]) -> dict[str, SessionData]:
+        return self._engine._get_sessions(session_ids)
+
+    def _kv_entries(self, keys: Iterable[str]) -> dict[str, KVEntry] | None:
+        return self._engine._kv_entries(keys)
 
     def _get_token_by_refresh(self, refresh_digest: str) -> AuthToken | None:
         return self._engine.get_token_by_refresh(refresh_digest)

@@ -67,6 +67,10 @@ _copy_session = _copier(SessionData)
 _copy_event = _copier(AuditEvent)
 
 
+REVOKE_BATCH = 1000
+"""Tokens revoked per hold of the lock by ``revoke_user_tokens``."""
+
+
 def _batched(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -156,6 +160,15 @@ class MemoryEngine(CacheEngine):
     def get_token(self, token_id: str) -> AuthToken | None:
         return self._live_token(token_id, now_ts())
 
+    def _get_tokens(self, token_ids: Iterable[str]) -> dict[str, AuthToken]:
+        now = now_ts()
+        found = {}
+        for token_id in token_ids:
+            token = self._live_token(token_id, now)
+            if token is not None:
+                found[token_id] = token
+        return found
+
     def get_token_by_access(self, access_digest: str) -> AuthToken | None:
         # The hot path: one dict read, no lock, no copy.
         token = self._by_access.get(access_digest)
@@ -197,14 +210,26 @@ class MemoryEngine(CacheEngine):
     def revoke_user_tokens(
         self, user_id: str, *, at: datetime, family_id: str | None = None
     ) -> int:
+        # In batches, each under the lock: a service account with 100,000 tokens must not
+        # hold every other caller (verification takes no lock, but stores do) for the whole
+        # revocation. No sorting: the order of revocation does not matter.
         with self._lock:
-            now = now_ts()
-            count = 0
-            for token in self._user_token_records(user_id, now):
-                if token.revoked_at is None and (family_id is None or token.family_id == family_id):
-                    self._put_token(replace(token, revoked_at=at, updated_at=at), now)
-                    count += 1
-            return count
+            ids = list(self._user_tokens.get(user_id, ()))
+        count = 0
+        for chunk in _batched(ids, REVOKE_BATCH):
+            with self._lock:
+                now = now_ts()
+                for token_id in chunk:
+                    token = self._live_token(token_id, now)
+                    if (
+                        token is not None
+                        and token.user_id == user_id
+                        and token.revoked_at is None
+                        and (family_id is None or token.family_id == family_id)
+                    ):
+                        self._put_token(replace(token, revoked_at=at, updated_at=at), now)
+                        count += 1
+        return count
 
     def delete_token(self, token_id: str) -> bool:
         with self._lock:
@@ -268,6 +293,16 @@ class MemoryEngine(CacheEngine):
         with self._lock:
             session = self._live_session(session_id, utcnow())
             return None if session is None else _copy_session(session)
+
+    def _get_sessions(self, session_ids: Iterable[str]) -> dict[str, SessionData]:
+        with self._lock:
+            now = utcnow()
+            found = {}
+            for session_id in session_ids:
+                session = self._live_session(session_id, now)
+                if session is not None:
+                    found[session_id] = _copy_session(session)
+            return found
 
     def touch_session(
         self, session_id: str, *, at: datetime, expires_at: datetime | None = None
@@ -337,6 +372,16 @@ class MemoryEngine(CacheEngine):
         with self._lock:
             entry = self._live_kv(key, utcnow())
             return None if entry is None else entry.value
+
+    def _kv_entries(self, keys: Iterable[str]) -> dict[str, KVEntry] | None:
+        with self._lock:
+            now = utcnow()
+            found = {}
+            for key in keys:
+                entry = self._live_kv(key, now)
+                if entry is not None:
+                    found[key] = replace(entry)
+            return found
 
     def kv_delete(self, key: str) -> bool:
         with self._lock:

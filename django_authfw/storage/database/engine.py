@@ -16,7 +16,7 @@ directly: no model instances, no user loads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -188,6 +188,26 @@ class DatabaseStorage(AuthStorage):
 
     def _get_token(self, token_id: str) -> AuthToken | None:
         return self._find_token("token_id", token_id)
+
+    def _get_tokens(self, token_ids: Iterable[str]) -> dict[str, AuthToken]:
+        """Many tokens by id: one ``WHERE token_id IN (...)`` per 500 ids (migration's
+        ``missing_only`` and ``verify`` compare whole batches with it)."""
+        model = _token_model()
+        db = self._read_db(model)
+        ids = list(dict.fromkeys(token_ids))
+        found: dict[str, AuthToken] = {}
+        for start in range(0, len(ids), 500):
+            alive = RETAINED.alive(convert.to_db(utcnow()))
+            with database_errors(db):
+                rows = list(
+                    model._default_manager.using(db)
+                    .filter(Q(token_id__in=ids[start : start + 500]), alive)
+                    .values_list(*convert.TOKEN_COLUMNS)
+                )
+            for row in rows:
+                token = convert.token_from_row(row)
+                found[token.token_id] = token
+        return found
 
     def _get_token_by_access(self, access_digest: str) -> AuthToken | None:
         """The hot path: one SELECT on the unique ``access_token`` index; no write, no user."""

@@ -209,10 +209,14 @@ def import_rows(db: str, model: type[Model], rows: list[dict[str, Any]], kind: s
         return 0
     pk_name = model._meta.pk.name
     update = [concrete_field(model, name).name for name in rows[0] if name != pk_name]
+    # One statement cannot upsert a row twice (PostgreSQL: "ON CONFLICT DO UPDATE command
+    # cannot affect row a second time"): of rows with the same key the last wins, as when
+    # they are imported one by one.
+    unique = list({row[pk_name]: row for row in rows}.values())
     with transaction.atomic(using=db):
         if any(field.name == "user" for field in model._meta.concrete_fields):
-            check_users_exist(model, db, {row["user_id"] for row in rows}, kind)
-        upsert(db, model, [model(**row) for row in rows], update)
+            check_users_exist(model, db, {row["user_id"] for row in unique}, kind)
+        upsert(db, model, [model(**row) for row in unique], update)
     return len(rows)
 
 

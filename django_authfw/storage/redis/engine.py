@@ -20,13 +20,14 @@ not move expiries.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -45,7 +46,7 @@ from ...tokens import token_id_for
 from .. import codec
 from ..engine import CacheEngine
 from . import scripts as redis_scripts
-from .client import RedisCaller
+from .client import NotReplicated, RedisCaller
 from .keys import Keyspace
 
 logger = logging.getLogger("django_authfw.storage")
@@ -66,6 +67,14 @@ WRITTEN, CHANGED, GONE = 1, 0, -1
 # record between our read and our write, so a handful of attempts is plenty.
 MAX_CAS_ATTEMPTS = 16
 AUDIT_PAGE = 500
+PIPELINE_BATCH = 500
+"""Records written per pipeline (imports, ``revoke_user_tokens``). Each record is one script
+call of a few hundred bytes, so a pipeline stays well under a megabyte, and the server
+answers it in a millisecond or two: other clients are never kept waiting long."""
+MGET_BATCH = 1000
+"""Keys per MGET: a read of a huge user index is split so no single reply is huge."""
+
+T = TypeVar("T")
 
 
 def _text(value: bytes | str) -> str:
@@ -74,6 +83,49 @@ def _text(value: bytes | str) -> str:
 
 def _time_key(moment: datetime) -> str:
     return f"{max(0, codec.epoch_us(moment)):017d}"
+
+
+def _chunks_of(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _segments(
+    records: Iterable[T], names: Callable[[T], tuple[str, ...]], size: int
+) -> Iterator[list[T]]:
+    """``records`` in order, in lists of at most ``size`` in which no name repeats.
+
+    A list is written with one pipeline, whose writes land in no guaranteed order on a
+    Cluster (one node after another) and are planned together; a record whose name (id,
+    record id) is already in the list starts the next list, so a later copy of the same
+    record is written after the earlier one, as one by one.
+    """
+    chunk: list[T] = []
+    seen: set[str] = set()
+    for record in records:
+        keys = names(record)
+        if chunk and (len(chunk) >= size or not seen.isdisjoint(keys)):
+            yield chunk
+            chunk, seen = [], set()
+        chunk.append(record)
+        seen.update(keys)
+    if chunk:
+        yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class _Put:
+    """One record write of a batch: what ``_put_token``/``_put_session`` hand their script."""
+
+    record: str
+    index: str
+    member: str
+    pointers: list[str]
+    raw: bytes
+    deadline: datetime | None
+    """When the record is over (its TTL is counted from the moment of writing); None: none."""
+    expected: bytes | None = None
 
 
 class RedisEngine(CacheEngine):
@@ -111,8 +163,90 @@ class RedisEngine(CacheEngine):
         if not keys:
             return []
         if self.cluster:
+            # Split by slot and pipelined per node by redis-py.
             return self.call(lambda c: c.mget_nonatomic(keys))
-        return self.call(lambda c: c.mget(keys))
+        if len(keys) <= MGET_BATCH:
+            return self.call(lambda c: c.mget(keys))
+
+        def chunked(c: Any) -> list[bytes | None]:
+            pipe = c.pipeline(transaction=False)
+            for start in range(0, len(keys), MGET_BATCH):
+                pipe.mget(keys[start : start + MGET_BATCH])
+            return [value for reply in pipe.execute() for value in reply]
+
+        return self.call(chunked)
+
+    def _execute(self, pipe: Any) -> list[Any]:
+        """Run a pipeline of writes on one server; with ``replica_acks``, WAIT on its own
+        connection (the one that wrote) and fail, to be retried, if too few replicas have it."""
+        acks = int(getattr(self.call, "replica_acks", 0) or 0)
+        if acks:
+            wait_ms = max(1, int(self.call.replica_ack_timeout * 1000))
+            pipe.execute_command("WAIT", acks, wait_ms)
+        replies: list[Any] = pipe.execute()
+        if acks:
+            acked = int(replies.pop())
+            if acked < acks:
+                raise NotReplicated(
+                    f"the writes reached the primary but {acked} of {acks} replicas "
+                    f"within {self.call.replica_ack_timeout}s"
+                )
+        return replies
+
+    def _put_many(self, puts: list[_Put]) -> list[Any]:
+        """Write several records as ``_put_token``/``_put_session`` write one, with the same
+        scripts, keys and TTLs, one pipeline per step; return each script's reply.
+
+        The records must be distinct keys (see :func:`_segments`). One server: one
+        ``PUT_RECORD`` per record, all in one pipeline. Cluster: the index entries of the whole
+        batch, then its records, then the pointers of the records written, so each record
+        keeps the order its single write has. A pipeline that fails raises (nothing is
+        reported written); the writes are upserts, so a retry or a second run repeats them
+        harmlessly.
+        """
+        if not puts:
+            return []
+
+        def px_of(put: _Put, now: datetime) -> int:
+            if put.deadline is None:
+                return 0
+            return max(1, codec.remaining_ms(put.deadline, now))
+
+        def args(put: _Put, px: int) -> list[Any]:
+            mode = "set" if put.expected is None else "cas"
+            return [put.raw, px, put.member, mode, put.expected or b""]
+
+        def write(c: Any) -> list[Any]:
+            now = utcnow()
+            pxs = [px_of(put, now) for put in puts]
+            if not self.cluster:
+                pipe = c.pipeline(transaction=False)
+                PUT_RECORD.load_in(pipe)
+                for put, px in zip(puts, pxs, strict=True):
+                    keys = [put.record, put.index, *put.pointers]
+                    PUT_RECORD.queue_loaded(pipe, keys, args(put, px))
+                return self._execute(pipe)[1:]  # after SCRIPT LOAD's reply
+            pipe = c.pipeline()
+            for put, px in zip(puts, pxs, strict=True):
+                INDEX_ADD.queue(pipe, [put.index], [put.member, px])
+            pipe.execute()
+            pipe = c.pipeline()
+            for put, px in zip(puts, pxs, strict=True):
+                SET_RECORD.queue(pipe, [put.record], args(put, px))
+            results: list[Any] = pipe.execute()
+            pipe = c.pipeline()
+            pointers = 0
+            for put, px, result in zip(puts, pxs, results, strict=True):
+                if int(result[0]) == WRITTEN:
+                    for pointer in put.pointers:
+                        # Pointers have a TTL whenever records do (tokens always have one).
+                        pipe.set(pointer, put.member, px=px or None)
+                        pointers += 1
+            if pointers:
+                pipe.execute()
+            return results
+
+        return self.call(write, write=True)
 
     def _members(self, key: str) -> list[str]:
         return sorted(_text(m) for m in self.call(lambda c: c.smembers(key)))
@@ -166,12 +300,15 @@ class RedisEngine(CacheEngine):
         removed = 0
         if not self.cluster:
             for index, record_prefix, members in stale:
-                args: list[Any] = [record_prefix]
-                for member, seen in members:
-                    args.extend([member, seen])
-                removed += int(
-                    self.call(lambda c, i, a: PRUNE_INDEX(c, [i], a), index, args, write=True)
-                )
+                # A script per MGET_BATCH members: the server runs nothing else meanwhile, so
+                # the index of a user with 100,000 expired tokens is pruned in short steps.
+                for chunk in _chunks_of(members, MGET_BATCH):
+                    args: list[Any] = [record_prefix]
+                    for member, seen in chunk:
+                        args.extend([member, seen])
+                    removed += int(
+                        self.call(lambda c, i, a: PRUNE_INDEX(c, [i], a), index, args, write=True)
+                    )
             return removed
         time.sleep(self.timeout)
         for index, record_prefix, members in stale:
@@ -254,6 +391,66 @@ class RedisEngine(CacheEngine):
         if status == WRITTEN and len(result) > 1 and result[1] != raw:
             self._forget_old_links(codec.decode_token(result[1], rid), token, rid)
         return status
+
+    def _token_put(self, token: AuthToken, rid: str, expected: bytes | None = None) -> _Put:
+        return _Put(
+            record=self.keys.token(rid),
+            index=self.keys.user_tokens(token.user_id),
+            member=rid,
+            pointers=self._pointers(token, rid),
+            raw=codec.encode_token(token, rid),
+            deadline=token.retain_until,
+            expected=expected,
+        )
+
+    def _put_tokens(self, tokens: list[tuple[AuthToken, str, bytes | None]]) -> list[int]:
+        """``_put_token`` for several live tokens of distinct record ids at once:
+        ``(token, record id, expected)`` each; returns their statuses."""
+        puts = [self._token_put(token, rid, expected) for token, rid, expected in tokens]
+        statuses = []
+        for (token, rid, _), put, result in zip(tokens, puts, self._put_many(puts), strict=True):
+            status = int(result[0])
+            if status == WRITTEN and len(result) > 1 and result[1] != put.raw:
+                self._forget_old_links(codec.decode_token(result[1], rid), token, rid)
+            statuses.append(status)
+        return statuses
+
+    def _import_token_batch(self, tokens: list[AuthToken]) -> int:
+        """Upsert a batch of distinct tokens (ids and record ids) as ``_put_token`` would, one
+        by one; return how many were written."""
+        now = utcnow()
+        rids = [self.record_id(token) for token in tokens]
+        over = [codec.remaining_ms(token.retain_until, now) <= 0 for token in tokens]
+        # What _put_token reads before writing: for a token already over, whatever its id holds
+        # (to remove it); for a token whose id is not its record id, a record of that id under
+        # another key (to drop it). One read for the batch; the few found take the single path.
+        check = [i for i, token in enumerate(tokens) if over[i] or token.token_id != rids[i]]
+        held: set[int] = set()
+        if check:
+            keys = []
+            for i in check:
+                keys += [self.keys.token(tokens[i].token_id), self.keys.by_id(tokens[i].token_id)]
+            values = self._mget(keys)
+            for n, i in enumerate(check):
+                record, pointer = values[2 * n], values[2 * n + 1]
+                if over[i]:
+                    found = record is not None or pointer is not None
+                else:
+                    found = record is not None or (
+                        pointer is not None and _text(pointer) != rids[i]
+                    )
+                if found:
+                    held.add(i)
+        live: list[tuple[AuthToken, str, bytes | None]] = []
+        for i, token in enumerate(tokens):
+            if over[i]:
+                if i in held:
+                    self._remove_token_id(token.token_id)
+                continue
+            if i in held:
+                self._drop_other_record(token.token_id, rids[i])
+            live.append((token, rids[i], None))
+        return sum(1 for status in self._put_tokens(live) if status == WRITTEN) if live else 0
 
     def _forget_old_links(self, old: AuthToken, new: AuthToken, rid: str) -> None:
         """After an upsert changed the refresh digest, the id or the owner of the record under
@@ -347,6 +544,30 @@ class RedisEngine(CacheEngine):
         if found is None or now_ts() >= found[2].retain_ts:
             return None
         return found[2]
+
+    def _get_tokens(self, token_ids: Iterable[str]) -> dict[str, AuthToken]:
+        """``get_token`` of many ids: one MGET of the records their ids name, then, for the
+        ids not found there, one of their ``id:`` pointers and one of the records named."""
+        ids = list(dict.fromkeys(token_ids))
+        now = now_ts()
+        found: dict[str, AuthToken] = {}
+        rest: list[str] = []
+        for token_id, raw in zip(ids, self._mget([self.keys.token(i) for i in ids]), strict=True):
+            if raw is not None:
+                token = codec.decode_token(raw, token_id)
+                if token.token_id == token_id:
+                    if now < token.retain_ts:
+                        found[token_id] = token
+                    continue
+            rest.append(token_id)
+        pointers = self._mget([self.keys.by_id(i) for i in rest])
+        named = [(i, _text(rid)) for i, rid in zip(rest, pointers, strict=True) if rid is not None]
+        raws = self._mget([self.keys.token(rid) for _, rid in named])
+        for (token_id, rid), raw in zip(named, raws, strict=True):
+            pointed = self._live_token(raw, rid, now)
+            if pointed is not None and pointed.token_id == token_id:
+                found[token_id] = pointed
+        return found
 
     def _via_pointer(self, pointer: str) -> tuple[str, bytes] | None:
         """``(record id, raw record)`` of the record a pointer names, or None."""
@@ -464,12 +685,37 @@ class RedisEngine(CacheEngine):
     def revoke_user_tokens(
         self, user_id: str, *, at: datetime, family_id: str | None = None
     ) -> int:
-        return sum(
-            1
+        # Compare-and-set writes as _revoke makes, a pipeline per PIPELINE_BATCH tokens: a
+        # service account with 100,000 tokens is revoked in 200 round trips, not 100,000.
+        # A token that changed meanwhile (CHANGED) or is about to be over goes through _revoke.
+        pending = [
+            (raw, token)
             for raw, token in self._user_tokens(user_id)
-            if token.revoked_at is None
-            and self._revoke(raw, self.record_id(token), at, token.replaced_by, family_id)
-        )
+            if token.revoked_at is None and (family_id is None or token.family_id == family_id)
+        ]
+        count = 0
+        for chunk in _chunks_of(pending, PIPELINE_BATCH):
+            now = utcnow()
+            batch: list[tuple[AuthToken, str, bytes | None]] = []
+            single: list[tuple[bytes, AuthToken]] = []
+            for raw, token in chunk:
+                if codec.remaining_ms(token.retain_until, now) <= 0:
+                    single.append((raw, token))
+                    continue
+                revoked = replace(token, revoked_at=at, updated_at=at)
+                batch.append((revoked, self.record_id(token), raw))
+            statuses = self._put_tokens(batch) if batch else []
+            for (revoked, rid, _), status in zip(batch, statuses, strict=True):
+                if status == WRITTEN:
+                    count += 1
+                elif status == CHANGED:
+                    # Someone else wrote it meanwhile: _revoke decides on what it holds now.
+                    fresh = self._get(self.keys.token(rid))
+                    if fresh is not None:
+                        single.append((fresh, revoked))
+            for raw, token in single:
+                count += self._revoke(raw, self.record_id(token), at, token.replaced_by, family_id)
+        return count
 
     def delete_token(self, token_id: str) -> bool:
         return self._remove_token_id(token_id)
@@ -479,12 +725,54 @@ class RedisEngine(CacheEngine):
 
     def delete_user_tokens(self, user_id: str) -> int:
         count = 0
-        for raw, token in self._user_tokens(user_id):
-            status = self._delete_token_raw(token, raw)
-            if status == CHANGED:
-                status = WRITTEN if self._remove_token_id(token.token_id) else GONE
-            count += status == WRITTEN
+        for chunk in _chunks_of(self._user_tokens(user_id), PIPELINE_BATCH):
+            for (_, token), status in zip(chunk, self._delete_tokens_raw(chunk), strict=True):
+                if status == CHANGED:
+                    status = WRITTEN if self._remove_token_id(token.token_id) else GONE
+                count += status == WRITTEN
         return count
+
+    def _delete_tokens_raw(self, items: list[tuple[bytes, AuthToken]]) -> list[int]:
+        """``_delete_token_raw`` of several tokens of distinct record ids, a pipeline per
+        step: one ``DELETE_RECORD`` each on one server; in a Cluster the records, then the
+        pointers and index entries of those not changed meanwhile."""
+        plans = []
+        for raw, token in items:
+            rid = self.record_id(token)
+            plans.append(
+                (
+                    raw,
+                    rid,
+                    self.keys.token(rid),
+                    self.keys.user_tokens(token.user_id),
+                    self._pointers(token, rid),
+                )
+            )
+
+        def delete(c: Any) -> list[int]:
+            if not self.cluster:
+                pipe = c.pipeline(transaction=False)
+                DELETE_RECORD.load_in(pipe)
+                for raw, rid, record, index, pointers in plans:
+                    DELETE_RECORD.queue_loaded(pipe, [record, index, *pointers], [raw, rid])
+                return [int(status) for status in self._execute(pipe)[1:]]
+            pipe = c.pipeline()
+            for raw, _, record, _, _ in plans:
+                DELETE_IF_EQUAL.queue(pipe, [record], [raw])
+            statuses = [int(status) for status in pipe.execute()]
+            pipe = c.pipeline()
+            queued = False
+            for (_, rid, _, index, pointers), status in zip(plans, statuses, strict=True):
+                if status != CHANGED:
+                    for pointer in pointers:
+                        DELETE_IF_EQUAL.queue(pipe, [pointer], [rid])
+                    pipe.srem(index, rid)
+                    queued = True
+            if queued:
+                pipe.execute()
+            return statuses
+
+        return self.call(delete, write=True) if plans else []
 
     # Sessions -----------------------------------------------------------------------------
 
@@ -565,6 +853,61 @@ class RedisEngine(CacheEngine):
     def get_session(self, session_id: str) -> SessionData | None:
         return self._live_session(self._get(self.keys.session(session_id)), utcnow())
 
+    def _get_sessions(self, session_ids: Iterable[str]) -> dict[str, SessionData]:
+        ids = list(dict.fromkeys(session_ids))
+        raws = self._mget([self.keys.session(i) for i in ids])
+        now = utcnow()
+        found = {}
+        for session_id, raw in zip(ids, raws, strict=True):
+            session = self._live_session(raw, now)
+            if session is not None and session.session_id == session_id:
+                found[session_id] = session
+        return found
+
+    def _import_session_batch(self, sessions: list[SessionData]) -> int:
+        """Upsert a batch of sessions of distinct ids as ``_put_session`` would, one by one."""
+        now = utcnow()
+        pxs = [self._session_px(session, now) for session in sessions]
+        over = [i for i, px in enumerate(pxs) if px is not None and px <= 0]
+        if over:
+            # Already over: not written, and what the id held goes (as _put_session does).
+            held = self._mget([self.keys.session(sessions[i].session_id) for i in over])
+            for i, raw in zip(over, held, strict=True):
+                if raw is not None:
+                    self._remove_session_id(sessions[i].session_id)
+        skip = set(over)
+        live = [session for i, session in enumerate(sessions) if i not in skip]
+        puts = [
+            _Put(
+                record=self.keys.session(session.session_id),
+                index=self.keys.user_sessions(session.user_id),
+                member=session.session_id,
+                pointers=[],
+                raw=codec.encode_session(session),
+                deadline=self._session_deadline(session, now),
+            )
+            for session in live
+        ]
+        written = 0
+        for session, put, result in zip(live, puts, self._put_many(puts), strict=True):
+            if int(result[0]) != WRITTEN:
+                continue
+            written += 1
+            if len(result) > 1 and result[1] != put.raw:
+                old = codec.decode_session(result[1])
+                if old.user_id != session.user_id:
+                    self.call(
+                        lambda c, o=old: c.srem(self.keys.user_sessions(o.user_id), o.session_id),
+                        write=True,
+                    )
+        return written
+
+    def _session_deadline(self, session: SessionData, now: datetime) -> datetime | None:
+        """The moment a session written ``now`` is over (``_session_px`` as an instant)."""
+        if session.expires_at is not None:
+            return session.expires_at
+        return None if self.default_ttl is None else now + self.default_ttl
+
     def touch_session(
         self, session_id: str, *, at: datetime, expires_at: datetime | None = None
     ) -> bool:
@@ -628,6 +971,14 @@ class RedisEngine(CacheEngine):
 
     def kv_get(self, key: str) -> bytes | None:
         return self._get(self.keys.kv(key))
+
+    def _kv_entries(self, keys: Iterable[str]) -> dict[str, KVEntry] | None:
+        names = [self.keys.kv(key) for key in dict.fromkeys(keys)]
+        found = {}
+        for chunk in _chunks_of(names, MGET_BATCH):
+            for entry in self._read_kv(chunk):
+                found[entry.key] = entry
+        return found
 
     def kv_delete(self, key: str) -> bool:
         return bool(self.call(lambda c: c.delete(self.keys.kv(key)), write=True))
@@ -857,33 +1208,38 @@ class RedisEngine(CacheEngine):
             if batch:
                 yield batch
 
+    def _read_kv(self, keys: list[str]) -> list[KVEntry]:
+        """The live entries under the full key names ``keys`` (GET and PTTL, pipelined)."""
+
+        def read(c: Any) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+                pipe.pttl(key)
+            replies: list[Any] = pipe.execute()
+            return replies
+
+        replies = self.call(read)
+        now = utcnow()
+        batch = []
+        for key, value, pttl in zip(keys, replies[::2], replies[1::2], strict=True):
+            if value is None:
+                continue
+            expires_at = now + timedelta(milliseconds=pttl) if pttl > 0 else None
+            # Redis keeps no creation time: an entry read back is dated by the read.
+            batch.append(
+                KVEntry(
+                    key=key[len(self.keys.kv_prefix) :],
+                    value=value,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+        return batch
+
     def iter_kv(self, *, batch_size: int = 1000) -> Iterator[list[KVEntry]]:
         for keys in self._chunks(self.keys.pattern("kv"), batch_size):
-
-            def read(c: Any, keys: list[str] = keys) -> list[Any]:
-                pipe = c.pipeline(transaction=False)
-                for key in keys:
-                    pipe.get(key)
-                    pipe.pttl(key)
-                replies: list[Any] = pipe.execute()
-                return replies
-
-            replies = self.call(read)
-            now = utcnow()
-            batch = []
-            for key, value, pttl in zip(keys, replies[::2], replies[1::2], strict=True):
-                if value is None:
-                    continue
-                expires_at = now + timedelta(milliseconds=pttl) if pttl > 0 else None
-                # Redis keeps no creation time: an entry read back is dated by the read.
-                batch.append(
-                    KVEntry(
-                        key=key[len(self.keys.kv_prefix) :],
-                        value=value,
-                        created_at=now,
-                        expires_at=expires_at,
-                    )
-                )
+            batch = self._read_kv(keys)
             if batch:
                 yield batch
 
@@ -901,26 +1257,69 @@ class RedisEngine(CacheEngine):
                 return
             low = "(" + _text(members[-1])
 
+    # Imports write PIPELINE_BATCH records per round trip, with the scripts, keys and TTLs of
+    # the single writes (store_token, store_session, kv_set, append_audit), in the order given.
+
     def import_tokens(self, tokens: Iterable[AuthToken]) -> int:
-        return sum(1 for token in tokens if self._put_token(token) == WRITTEN)
+        return sum(
+            self._import_token_batch(batch)
+            for batch in _segments(
+                tokens, lambda t: (t.token_id, self.record_id(t)), PIPELINE_BATCH
+            )
+        )
 
     def import_sessions(self, sessions: Iterable[SessionData]) -> int:
-        return sum(1 for session in sessions if self._put_session(session) == WRITTEN)
+        return sum(
+            self._import_session_batch(batch)
+            for batch in _segments(sessions, lambda s: (s.session_id,), PIPELINE_BATCH)
+        )
 
     def import_kv(self, entries: Iterable[KVEntry]) -> int:
+        # One key's writes go to one server (one slot), where a pipeline keeps their order,
+        # so duplicates end as they would one by one.
         count = 0
-        now = utcnow()
-        for entry in entries:
-            ttl = None if entry.expires_at is None else entry.expires_at - now
-            if ttl is not None and ttl <= timedelta(0):
-                self.kv_delete(entry.key)
-                continue
-            self.kv_set(entry.key, entry.value, ttl)
-            count += 1
+        for batch in _chunks_of(entries, PIPELINE_BATCH):
+
+            def write(c: Any, batch: list[KVEntry] = batch) -> int:
+                now = utcnow()
+                written = 0
+                pipe = c.pipeline(transaction=False) if not self.cluster else c.pipeline()
+                for entry in batch:
+                    name = self.keys.kv(entry.key)
+                    if entry.expires_at is None:
+                        pipe.set(name, entry.value)
+                    elif (px := codec.ttl_ms(entry.expires_at - now)) <= 0:
+                        pipe.delete(name)  # already over: not written, old value gone
+                        continue
+                    else:
+                        pipe.set(name, entry.value, px=px)
+                    written += 1
+                if self.cluster:
+                    pipe.execute()
+                else:
+                    self._execute(pipe)
+                return written
+
+            count += self.call(write, write=True)
         return count
 
     def import_audit(self, events: Iterable[AuditEvent]) -> int:
-        return sum(1 for event in events if self._append(event))
+        # The audit keys share one slot ({log}), so a Cluster runs the batch on one node too;
+        # a second append of an event id is refused by the script, in pipeline order.
+        keys = [self.keys.audit_order, self.keys.audit_events, self.keys.audit_seq]
+        count = 0
+        for batch in _chunks_of(events, PIPELINE_BATCH):
+
+            def write(c: Any, batch: list[AuditEvent] = batch) -> list[Any]:
+                pipe = c.pipeline(transaction=False) if not self.cluster else c.pipeline()
+                for event in batch:
+                    args = [event.event_id, _time_key(event.created_at), codec.encode_event(event)]
+                    AUDIT_APPEND.queue(pipe, keys, args)
+                replies: list[Any] = pipe.execute() if self.cluster else self._execute(pipe)
+                return replies
+
+            count += sum(1 for reply in self.call(write, write=True) if int(reply) == 1)
+        return count
 
 
 def member_id(record: Any) -> str:

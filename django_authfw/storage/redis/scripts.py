@@ -188,5 +188,17 @@ class Script:
 
         redis-py's ``Script`` in a pipeline sends SCRIPT EXISTS before every execute, one more
         round trip per batch; EVAL needs none and leaves the script cached for later EVALSHAs.
+        Sent as a plain command: a Cluster pipeline's ``eval()`` is something else (it takes
+        no script), while its routing of an EVAL command by its keys works.
         """
-        pipe.eval(self.source, len(keys), *keys, *args)
+        pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)
+
+    def load_in(self, pipe: Any) -> None:
+        """Add ``SCRIPT LOAD`` to a pipeline of one server, so that the :meth:`queue_loaded`
+        calls after it in the same pipeline find the script (its reply is the SHA)."""
+        pipe.execute_command("SCRIPT", "LOAD", self.source)
+
+    def queue_loaded(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
+        """Add to a pipeline as EVALSHA, after :meth:`load_in` in the same pipeline: the
+        server hashes the source once per pipeline instead of once per call."""
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
