@@ -25,6 +25,7 @@ why the snapshot is opt-in.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,22 @@ class TokenUser(_LazyUser):
 
     def __bool__(self) -> bool:
         return True
+
+    # LazyObject's copies build ``type(self)()`` while nothing is loaded, which this __init__
+    # refuses: a copy of an unloaded TokenUser is another with the same snapshot and loader.
+    def __copy__(self) -> Any:
+        if self._wrapped is empty:
+            pk, pk_attname = self.__dict__["_snapshot"]
+            return TokenUser(pk, pk_attname, self.__dict__["_load"])
+        return copy.copy(self._wrapped)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        if self._wrapped is empty:
+            pk, pk_attname = self.__dict__["_snapshot"]
+            result = TokenUser(copy.deepcopy(pk, memo), pk_attname, self.__dict__["_load"])
+            memo[id(self)] = result
+            return result
+        return copy.deepcopy(self._wrapped, memo)
 
     def __getattr__(self, name: str) -> Any:
         if self._wrapped is empty:
