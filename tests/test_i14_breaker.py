@@ -201,3 +201,66 @@ def test_a_token_user_can_be_copied_before_it_is_loaded(user_factory: Any) -> No
     assert deep.pk == user.pk
     assert deep.get_username() == "copied"
     assert pickle.loads(pickle.dumps(snapshot)).pk == user.pk
+
+
+# Prepared statements (DatabaseStorage(prepare=True), PostgreSQL) -------------------------------
+
+on_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's"
+)
+
+
+def _forget_prepared_behind_psycopgs_back() -> None:
+    # What a pooler that hands us another server connection (PgBouncer in transaction mode
+    # before 1.21), or a server_reset_query of DISCARD ALL, does: the statements psycopg
+    # believes prepared no longer exist on the server. A DO block hides the command from
+    # psycopg, which otherwise notices a DEALLOCATE ALL of its own connection.
+    with connection.cursor() as cursor:
+        cursor.execute("DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$")
+
+
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_verify_after_the_server_forgot_the_prepared_statements(
+    settings: Any, user_factory: Any, login: Any
+) -> None:
+    settings.AUTHFW = {**settings.AUTHFW, "STORAGES": storages_for("database", settings)}
+    client = Client(raise_request_exception=False)
+    issued = login(user_factory())
+    for _ in range(3):  # prepared by now
+        assert get(client, "/who/", issued.access_token).status_code == 200
+    _forget_prepared_behind_psycopgs_back()
+    statuses = [get(client, "/who/", issued.access_token).status_code for _ in range(3)]
+    # At worst one clear failure (503, the storage's own answer), never a 500, and the next
+    # requests verify again.
+    assert 500 not in statuses
+    assert statuses[-1] == 200
+    AuthFramework().storage.flush()
+
+
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_verify_after_a_migration_changed_a_user_column_in_another_process(
+    settings: Any, user_factory: Any, login: Any
+) -> None:
+    """A deploy runs ``migrate`` while the old workers keep their connections (CONN_MAX_AGE):
+    a column type of the joined user row changes under a prepared statement, which PostgreSQL
+    then refuses ("cached plan must not change result type")."""
+    import psycopg
+
+    settings.AUTHFW = {**settings.AUTHFW, "STORAGES": storages_for("database", settings)}
+    client = Client(raise_request_exception=False)
+    issued = login(user_factory())
+    for _ in range(3):
+        assert get(client, "/who/", issued.access_token).status_code == 200
+    table = User._meta.db_table
+    params = connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute(f'ALTER TABLE "{table}" ALTER COLUMN first_name TYPE varchar(200)')
+    try:
+        statuses = [get(client, "/who/", issued.access_token).status_code for _ in range(3)]
+    finally:
+        with psycopg.connect(**params, autocommit=True) as other:
+            other.execute(f'ALTER TABLE "{table}" ALTER COLUMN first_name TYPE varchar(150)')
+        AuthFramework().storage.flush()
+    assert statuses == [200, 200, 200]
