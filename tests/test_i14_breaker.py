@@ -264,3 +264,31 @@ def test_verify_after_a_migration_changed_a_user_column_in_another_process(
             other.execute(f'ALTER TABLE "{table}" ALTER COLUMN first_name TYPE varchar(150)')
         AuthFramework().storage.flush()
     assert statuses == [200, 200, 200]
+
+
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_a_forgotten_statement_is_a_storage_error_once(
+    user_factory: Any,
+) -> None:
+    """The failed EXECUTE aborted the caller's transaction, so nothing is retried in it: a
+    StorageError (not a driver error), and after the block's rollback verification works."""
+    from django.db import transaction
+
+    from django_authfw.exceptions import StorageError
+    from django_authfw.storage import DatabaseStorage
+
+    from .factories import PASSWORD
+
+    storage = DatabaseStorage()
+    auth = AuthFramework(storage=storage, audit_storage=storage)
+    user = user_factory()
+    issued = auth.authenticate(user.get_username(), PASSWORD)
+    assert auth.verify_token(issued.access_token).user_id == str(user.pk)
+    with pytest.raises(StorageError), transaction.atomic():  # noqa: PT012
+        _forget_prepared_behind_psycopgs_back()
+        auth.verify_token(issued.access_token)
+    assert auth.verify_token(issued.access_token).user_id == str(user.pk)
+    _forget_prepared_behind_psycopgs_back()  # and outside one, at once
+    assert auth.verify_token(issued.access_token).user_id == str(user.pk)
+    storage.flush()
