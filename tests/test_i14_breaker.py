@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,6 +34,7 @@ from .http_support import (
     body,
     default_storage_backend,
     fast_hashing,
+    http_backends,
     login,
     storages_for,
     user_factory,
@@ -292,3 +294,79 @@ def test_inside_a_transaction_a_forgotten_statement_is_a_storage_error_once(
     _forget_prepared_behind_psycopgs_back()  # and outside one, at once
     assert auth.verify_token(issued.access_token).user_id == str(user.pk)
     storage.flush()
+
+
+# Concurrency: revoke or deactivate while other threads verify -----------------------------------
+
+THREADED_BACKENDS = [name for name in ("memory", "locmem", "redis") if name in http_backends()]
+
+
+@pytest.mark.parametrize("snapshot", [False, True], ids=["lazy", "snapshot"])
+@pytest.mark.parametrize("kind", THREADED_BACKENDS)
+@pytest.mark.parametrize("how", ["revoke", "deactivate"])
+def test_no_request_started_after_the_end_of_a_token_gets_in(
+    settings: Any, user_factory: Any, login: Any, kind: str, snapshot: bool, how: str
+) -> None:
+    """Four threads authenticate requests through the shared framework in a loop while the
+    main thread revokes the token (or deactivates its user, whose receivers revoke it); every
+    request that started after that call returned is refused."""
+    from django.test import RequestFactory
+
+    from django_authfw.middleware import authenticate_request
+
+    settings.AUTHFW = {
+        **settings.AUTHFW,
+        "STORAGES": storages_for(kind, settings),
+        "USER_SNAPSHOT": snapshot,
+    }
+    user = user_factory()
+    issued = login(user)
+    factory = RequestFactory()
+    ended = threading.Event()
+    stop = threading.Event()
+    barrier = threading.Barrier(5)
+    late_admissions: list[Any] = []
+    errors: list[BaseException] = []
+    tried_after: list[int] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            while not stop.is_set():
+                after_end = ended.is_set()
+                request = factory.get("/who/", **bearer(issued.access_token))
+                response = authenticate_request(request)
+                if after_end:
+                    tried_after.append(1)
+                if response is None and after_end:
+                    # The snapshot answers without a query; a loaded user would hit the
+                    # thread's own database connection, which cannot see the test's rows.
+                    late_admissions.append(request.auth)  # type: ignore[attr-defined]
+                elif response is not None and response.status_code != 401:
+                    errors.append(AssertionError(response.status_code))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        barrier.wait()
+        if how == "revoke":
+            AuthFramework().revoke_token(issued.access_token)
+        else:
+            user.is_active = False
+            user.save()
+        ended.set()
+        for _ in range(2000):  # until the threads made requests after the end
+            if len(tried_after) >= 40 or errors:
+                break
+            threading.Event().wait(0.005)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        AuthFramework().storage.flush()
+    assert not errors
+    assert len(tried_after) >= 40
+    assert late_admissions == []
