@@ -370,3 +370,53 @@ def test_no_request_started_after_the_end_of_a_token_gets_in(
     assert not errors
     assert len(tried_after) >= 40
     assert late_admissions == []
+
+
+# Frozen tokens: no path from user code back into a stored record ---------------------------------
+
+
+def test_a_frozen_dict_built_by_hand_freezes_what_it_holds() -> None:
+    """``FrozenDict``/``FrozenList`` are public; one built by hand around a caller's list or
+    dict must not let that caller change a stored token later (the in-memory store shares
+    records, and ``freeze`` trusts a FrozenDict as it is)."""
+    from django_authfw.records import FrozenDict, FrozenList
+    from django_authfw.storage import InMemoryStorage
+
+    from .factories import AuthTokenFactory
+
+    inner_list: list[Any] = ["a"]
+    inner_dict: dict[str, Any] = {"k": "v"}
+    storage = InMemoryStorage()
+    token = AuthTokenFactory.build(
+        user_id="1",
+        metadata=FrozenDict({"list": inner_list, "dict": inner_dict}),
+    )
+    storage.store_token(token)
+    inner_list.append("injected")
+    inner_dict["k"] = "changed"
+    stored = storage.get_token(token.token_id)
+    assert stored is not None
+    assert stored.metadata == {"list": ["a"], "dict": {"k": "v"}}
+    nested = FrozenList([{"k": ["v"]}])
+    with pytest.raises(TypeError):
+        nested[0]["k"] = "changed"
+    with pytest.raises(TypeError):
+        nested[0]["k"].append("changed")
+
+
+def test_calling_init_again_does_not_refill_a_frozen_container() -> None:
+    """``__init__`` is the one dict/list method that changes the object and is not a mutator
+    by name; every token with no metadata shares one empty FrozenDict."""
+    from .factories import AuthTokenFactory
+
+    token = AuthTokenFactory.build(user_id="1", metadata={}, roles=[])
+    other = AuthTokenFactory.build(user_id="2", metadata={}, roles=[])
+    try:
+        token.metadata.__init__({"is_admin": True})  # type: ignore[misc]
+        token.roles.__init__(["admin"])  # type: ignore[misc]
+    except TypeError:
+        pass
+    assert other.metadata == {}
+    assert other.roles == []
+    assert token.metadata == {}
+    assert token.roles == []
