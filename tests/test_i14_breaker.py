@@ -420,3 +420,40 @@ def test_calling_init_again_does_not_refill_a_frozen_container() -> None:
     assert other.roles == []
     assert token.metadata == {}
     assert token.roles == []
+
+
+# The snapshot of a token whose user_id is not the canonical str(pk) -------------------------------
+
+SNAPSHOT_KINDS = [name for name in ("memory", "locmem", "redis") if name in http_backends()]
+
+
+@pytest.mark.parametrize("kind", SNAPSHOT_KINDS)
+def test_a_snapshot_is_only_taken_from_a_canonical_user_id(
+    settings: Any, client: Client, user_factory: Any, kind: str
+) -> None:
+    """A token imported (authfw_migrate, authfw_restore, store_token) with ``user_id`` "01" for
+    user 1 names the same primary key, but not the user index the receivers revoke by
+    (``str(user.pk)``): deactivating the user through save() leaves it alive, and a snapshot
+    would keep answering "authenticated" for it. Such a token must not be answered from."""
+    from django_authfw import tokens
+
+    from .factories import AuthTokenFactory
+
+    settings.AUTHFW = {
+        **settings.AUTHFW,
+        "STORAGES": storages_for(kind, settings),
+        "USER_SNAPSHOT": True,
+    }
+    user = user_factory()
+    raw = tokens.new_secret(tokens.ACCESS_PREFIX)
+    storage = AuthFramework().storage
+    storage.store_token(
+        AuthTokenFactory.build(user_id=f"0{user.pk}", access_digest=tokens.digest(raw))
+    )
+    try:
+        assert get(client, "/who/", raw).status_code == 200  # the same user, loaded
+        user.is_active = False
+        user.save()  # the receivers revoke str(user.pk)'s tokens
+        assert get(client, "/who/", raw).status_code == 401
+    finally:
+        storage.flush()
