@@ -137,13 +137,18 @@ class TokenUser(_LazyUser):
 
 
 def snapshot(record: AuthToken, load: Callable[[], UserOrAnonymous]) -> TokenUser | None:
-    """A :class:`TokenUser` for ``record``, or None if its ``user_id`` cannot be a primary key
-    of the user model (then the caller loads the user, which finds none)."""
+    """A :class:`TokenUser` for ``record``, or None if its ``user_id`` is not ``str(pk)`` of a
+    primary key of the user model (then the caller loads the user)."""
     pk_field = user_model()._meta.pk
     assert pk_field is not None
     try:
         pk = pk_field.to_python(record.user_id)
     except (ValidationError, ValueError, TypeError):
+        return None
+    if str(pk) != record.user_id:
+        # Another spelling of a key ("01" for 1, an upper-case UUID), from an import: the
+        # receivers end a user's tokens by str(user.pk), so this one may outlive a change that
+        # ends theirs. Only a loaded user may answer for it.
         return None
     return TokenUser(pk, pk_field.attname, load)
 
