@@ -26,6 +26,7 @@ from django.urls import include, path
 
 from django_authfw import AuthFramework
 from django_authfw.decorators import bearer_required
+from django_authfw.exceptions import InvalidToken
 from django_authfw.models import Token
 from django_authfw.request_user import TokenUser
 
@@ -456,4 +457,58 @@ def test_a_snapshot_is_only_taken_from_a_canonical_user_id(
         user.save()  # the receivers revoke str(user.pk)'s tokens
         assert get(client, "/who/", raw).status_code == 401
     finally:
+        storage.flush()
+
+
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_prepared_statements_follow_the_search_path(user_factory: Any) -> None:
+    """Schema-per-tenant projects (django-tenants) switch ``search_path`` per request on one
+    connection: a statement prepared under one schema must read the next schema's tables, and
+    a schema without them gives a clear StorageError, not the previous schema's rows."""
+    import uuid
+
+    from django_authfw.exceptions import StorageError
+    from django_authfw.storage import DatabaseStorage
+
+    from .factories import PASSWORD
+
+    storage = DatabaseStorage()
+    auth = AuthFramework(storage=storage, audit_storage=storage)
+    user = user_factory()
+    issued = auth.authenticate(user.get_username(), PASSWORD)
+    for _ in range(3):  # prepared by now
+        assert auth.verify_token(issued.access_token).user_id == str(user.pk)
+    tenant = f"authfw_tenant_{uuid.uuid4().hex[:10]}"
+    empty = f"authfw_empty_{uuid.uuid4().hex[:10]}"
+    tokens_table = Token._meta.db_table
+    users_table = User._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA "{tenant}"')
+        cursor.execute(f'CREATE SCHEMA "{empty}"')
+        for table in (users_table, tokens_table):
+            cursor.execute(
+                f'CREATE TABLE "{tenant}"."{table}" (LIKE public."{table}" INCLUDING ALL)'
+            )
+            cursor.execute(f'INSERT INTO "{tenant}"."{table}" SELECT * FROM public."{table}"')
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f'SET search_path TO "{tenant}"')
+        assert auth.verify_token(issued.access_token).user_id == str(user.pk)
+        with connection.cursor() as cursor:
+            cursor.execute(f'DELETE FROM "{tenant}"."{tokens_table}"')
+        with pytest.raises(InvalidToken):  # the tenant's table, not public's
+            auth.verify_token(issued.access_token)
+        with connection.cursor() as cursor:
+            cursor.execute(f'SET search_path TO "{empty}"')
+        with pytest.raises(StorageError):
+            auth.verify_token(issued.access_token)
+        with connection.cursor() as cursor:
+            cursor.execute("SET search_path TO public")
+        assert auth.verify_token(issued.access_token).user_id == str(user.pk)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET search_path TO public")
+            cursor.execute(f'DROP SCHEMA "{tenant}" CASCADE')
+            cursor.execute(f'DROP SCHEMA "{empty}" CASCADE')
         storage.flush()
