@@ -539,3 +539,37 @@ def test_prepared_statements_follow_the_search_path(user_factory: Any) -> None:
             cursor.execute(f'DROP SCHEMA "{tenant}" CASCADE')
             cursor.execute(f'DROP SCHEMA "{empty}" CASCADE')
         storage.flush()
+
+
+@pytest.mark.parametrize("kind", SNAPSHOT_KINDS)
+def test_the_snapshots_staleness_ends_with_the_access_token(
+    settings: Any, client: Client, user_factory: Any, login: Any, kind: str
+) -> None:
+    """After a deactivation that sends no signal the snapshot answers for the access token's
+    life (documented), but that bound holds only if a refresh cannot extend it: the refresh
+    loads the user and refuses."""
+    from django_authfw.exceptions import AuthError
+
+    settings.AUTHFW = {
+        **settings.AUTHFW,
+        "STORAGES": storages_for(kind, settings),
+        "USER_SNAPSHOT": True,
+    }
+    user = user_factory()
+    issued = login(user)
+    other = login(user)
+    framework = AuthFramework()
+    try:
+        User.objects.filter(pk=user.pk).update(is_active=False)
+        assert get(client, "/who/", issued.access_token).status_code == 200  # as documented
+        assert get(client, "/named/", issued.access_token).status_code == 200
+        assert body(get(client, "/named/", issued.access_token))["authenticated"] is False
+        with pytest.raises(AuthError):
+            framework.refresh(issued.refresh_token)
+        # The refused refresh revoked its pair, so the snapshot of that one ends too.
+        assert get(client, "/who/", issued.access_token).status_code == 401
+        assert get(client, "/who/", other.access_token).status_code == 200
+        framework.revoke_user_tokens(user)  # the documented remedy ends it at once
+        assert get(client, "/who/", other.access_token).status_code == 401
+    finally:
+        framework.storage.flush()
