@@ -29,6 +29,7 @@ from django_authfw.decorators import bearer_required
 from django_authfw.exceptions import InvalidToken
 from django_authfw.models import Token
 from django_authfw.request_user import TokenUser
+from django_authfw.storage.database import fast_sql
 
 from .http_support import (
     bearer,
@@ -157,9 +158,13 @@ def hiding_default_manager() -> Iterator[None]:
     options = User._meta
     before = options.__dict__.get("default_manager")
     options.__dict__["default_manager"] = manager
+    # load_active_user's SELECT is compiled once per thread from the default manager (which a
+    # project never swaps at run time): compiled again for this one, and after it.
+    fast_sql._local.__dict__.pop("by_pk", None)
     try:
         yield
     finally:
+        fast_sql._local.__dict__.pop("by_pk", None)
         if before is None:
             del options.__dict__["default_manager"]
         else:
