@@ -126,7 +126,10 @@ class FrozenDict(dict[str, Any]):
     # As FrozenList: filled here with every value frozen; __init__ does nothing.
     def __new__(cls, *args: Any, **kwargs: Any) -> FrozenDict:
         self = super().__new__(cls)
-        dict.update(self, {key: freeze(value) for key, value in dict(*args, **kwargs).items()})
+        # The common call, FrozenDict(a_dict), reads the dict as it is (no copy first).
+        source = args[0] if len(args) == 1 and not kwargs and type(args[0]) is dict else None
+        items = (source if source is not None else dict(*args, **kwargs)).items()
+        dict.update(self, {key: freeze(value) for key, value in items})
         return self
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
