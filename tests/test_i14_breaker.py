@@ -578,3 +578,28 @@ def test_the_snapshots_staleness_ends_with_the_access_token(
         assert get(client, "/who/", other.access_token).status_code == 401
     finally:
         framework.storage.flush()
+
+
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_the_join_over_http_after_the_backend_is_killed(
+    settings: Any, user_factory: Any, login: Any
+) -> None:
+    """A PostgreSQL restart (here: our own backend terminated) between two requests: the
+    request that meets the dead connection answers 503 with Retry-After, never a 500, and the
+    next one verifies on a new connection, its statements prepared again."""
+    from .test_database_reconnect import kill_our_backend
+
+    settings.AUTHFW = {**settings.AUTHFW, "STORAGES": storages_for("database", settings)}
+    client = Client(raise_request_exception=False)
+    issued = login(user_factory())
+    try:
+        for _ in range(3):  # prepared by now
+            assert get(client, "/who/", issued.access_token).status_code == 200
+        kill_our_backend()
+        lost = get(client, "/who/", issued.access_token)
+        assert lost.status_code == 503
+        assert lost["Retry-After"]
+        assert get(client, "/who/", issued.access_token).status_code == 200
+    finally:
+        AuthFramework().storage.flush()
