@@ -128,7 +128,8 @@ async def aresolve_user_id(user: object) -> str:
 
 
 def load_active_user(user_id: str) -> AbstractBaseUser | None:
-    """The user with this record id if it still exists and may log in, else None.
+    """The user with this record id (``str(user.pk)`` exactly) if it still exists and may log
+    in, else None.
 
     One SELECT by primary key through the default manager, compiled once per connection (the
     lookup of every request whose token's storage does not read the user with the token).
@@ -140,6 +141,11 @@ def load_active_user(user_id: str) -> AbstractBaseUser | None:
         pk = pk_field.to_python(user_id)
     except (ValueError, TypeError, ValidationError):
         # A record id that cannot be a primary key of this model (e.g. after a model swap).
+        return None
+    if str(pk) != user_id:
+        # Another spelling of a key ("01" for 1, an upper-case UUID: an import's). The signal
+        # receivers end a user's tokens by str(user.pk), so such a token would outlive a
+        # password change or deactivation: it names no user.
         return None
     db = router.db_for_read(model)
     with database_errors(db):

@@ -484,7 +484,9 @@ def test_a_snapshot_is_only_taken_from_a_canonical_user_id(
         AuthTokenFactory.build(user_id=f"0{user.pk}", access_digest=tokens.digest(raw))
     )
     try:
-        assert get(client, "/who/", raw).status_code == 200  # the same user, loaded
+        # Not answered from the snapshot; loaded, it names no user (load_active_user takes
+        # str(pk) exactly), so it is refused before and after the deactivation.
+        assert get(client, "/who/", raw).status_code == 401
         user.is_active = False
         user.save()  # the receivers revoke str(user.pk)'s tokens
         assert get(client, "/who/", raw).status_code == 401
@@ -603,3 +605,30 @@ def test_the_join_over_http_after_the_backend_is_killed(
         assert get(client, "/who/", issued.access_token).status_code == 200
     finally:
         AuthFramework().storage.flush()
+
+
+@pytest.mark.parametrize("kind", SNAPSHOT_KINDS)
+def test_a_token_imported_with_another_spelling_of_the_pk_names_no_user(
+    settings: Any, client: Client, user_factory: Any, kind: str
+) -> None:
+    from django_authfw import tokens
+
+    from .factories import AuthTokenFactory
+
+    settings.AUTHFW = {**settings.AUTHFW, "STORAGES": storages_for(kind, settings)}
+    user = user_factory()
+    raw = tokens.new_secret(tokens.ACCESS_PREFIX)
+    storage = AuthFramework().storage
+    storage.import_tokens(
+        [AuthTokenFactory.build(user_id=f"0{user.pk}", access_digest=tokens.digest(raw))]
+    )
+    try:
+        # The receivers end user 1's tokens by "1", which would leave this one alive after a
+        # password change: it is refused from the start (the lazy load finds no user).
+        assert get(client, "/who/", raw).status_code == 401
+        user.set_password("a new password 123")
+        user.save()
+        assert get(client, "/who/", raw).status_code == 401
+        assert AuthFramework().get_user(AuthFramework().verify_token(raw)) is None
+    finally:
+        storage.flush()
