@@ -632,3 +632,86 @@ def test_a_token_imported_with_another_spelling_of_the_pk_names_no_user(
         assert AuthFramework().get_user(AuthFramework().verify_token(raw)) is None
     finally:
         storage.flush()
+
+
+# Redis Cluster: the record key named by the digest, revoked through another client ----------------
+
+
+@pytest.mark.slow
+def test_cluster_revocation_through_another_client_is_seen_by_the_next_verify(
+    redis_cluster: Any, user_factory: Any
+) -> None:
+    """Two storages (two client pools, as two processes) on one Cluster: one verifies in four
+    threads while the other revokes; no verify that starts after the revocation returned
+    succeeds, and a refresh rotated through one cannot be replayed through the other."""
+    import uuid
+
+    from django_authfw.exceptions import InvalidToken
+    from django_authfw.storage import RedisStorage
+
+    from .factories import PASSWORD
+
+    prefix = f"authfw-test:{uuid.uuid4().hex[:12]}:"
+
+    def storage() -> RedisStorage:
+        return RedisStorage(
+            cluster_mode=True, cluster_urls=redis_cluster.urls, key_prefix=prefix, timeout=2
+        )
+
+    reader, writer = storage(), storage()
+    verifier = AuthFramework(storage=reader, audit_storage=reader)
+    revoker = AuthFramework(storage=writer, audit_storage=writer)
+    user = user_factory()
+    issued = verifier.authenticate(user.get_username(), PASSWORD)
+    ended = threading.Event()
+    stop = threading.Event()
+    barrier = threading.Barrier(5)
+    late: list[Any] = []
+    tried_after: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            while not stop.is_set():
+                after = ended.is_set()
+                try:
+                    verifier.verify_token(issued.access_token)
+                    if after:
+                        late.append(1)
+                except InvalidToken:
+                    pass
+                if after:
+                    tried_after.append(1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        barrier.wait()
+        revoker.revoke_token(issued.access_token)
+        ended.set()
+        for _ in range(2000):
+            if len(tried_after) >= 40 or errors:
+                break
+            threading.Event().wait(0.005)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        assert not errors
+        assert len(tried_after) >= 40
+        assert late == []
+        # Rotation through one client, replay of the old refresh token through the other.
+        second = verifier.authenticate(user.get_username(), PASSWORD)
+        rotated = verifier.refresh(second.refresh_token)
+        with pytest.raises(InvalidToken):
+            revoker.refresh(second.refresh_token)
+        with pytest.raises(InvalidToken):  # the replay ended the family
+            verifier.verify_token(rotated.access_token)
+    finally:
+        stop.set()
+        reader.flush()
+        reader.close()
+        writer.close()
