@@ -715,3 +715,54 @@ def test_cluster_revocation_through_another_client_is_seen_by_the_next_verify(
         reader.flush()
         reader.close()
         writer.close()
+
+
+# Redis: pointers and record keys that lie ---------------------------------------------------------
+
+
+@pytest.mark.skipif("redis" not in http_backends(), reason="Redis is not selected")
+def test_redis_stale_pointers_and_misplaced_records_match_nothing() -> None:
+    """Indexes and pointers are hints: a refresh pointer left naming a record whose refresh
+    digest changed, an ``id:`` pointer to another token's record, and a record copied under the
+    key another access digest names must each match nothing."""
+    import uuid
+
+    import redis
+
+    from django_authfw import tokens
+    from django_authfw.storage import RedisStorage
+    from django_authfw.storage.codec import encode_token
+    from django_authfw.tokens import token_id_for
+
+    from .backends import REDIS_TEST_URL
+    from .factories import AuthTokenFactory
+
+    prefix = f"authfw-test:{uuid.uuid4().hex[:12]}:"
+    storage = RedisStorage(url=REDIS_TEST_URL, key_prefix=prefix)
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        victim = AuthTokenFactory.build(user_id="1")
+        storage.store_token(victim)
+        victim_rid = token_id_for(victim.access_digest)
+        forged_refresh = tokens.digest(tokens.new_secret(tokens.REFRESH_PREFIX))
+        forged_access = tokens.digest(tokens.new_secret(tokens.ACCESS_PREFIX))
+        # A stale refresh pointer naming the victim's record.
+        client.set(f"{prefix}refresh:{token_id_for(forged_refresh)}", victim_rid, ex=60)
+        assert storage.get_token_by_refresh(forged_refresh) is None
+        # The victim's record copied under the key the forged access digest names.
+        client.set(
+            f"{prefix}token:{token_id_for(forged_access)}",
+            encode_token(victim, victim_rid),
+            ex=60,
+        )
+        assert storage.get_token_by_access(forged_access) is None
+        # An id pointer naming the victim's record for another id.
+        client.set(f"{prefix}id:someone-else", victim_rid, ex=60)
+        assert storage.get_token("someone-else") is None
+        # The victim itself is untouched by all of it.
+        assert storage.get_token_by_access(victim.access_digest) == victim
+        assert storage.get_token_by_refresh(victim.refresh_digest) == victim
+    finally:
+        storage.flush()
+        storage.close()
+        client.close()
