@@ -766,3 +766,30 @@ def test_redis_stale_pointers_and_misplaced_records_match_nothing() -> None:
         storage.flush()
         storage.close()
         client.close()
+
+
+@pytest.mark.parametrize("kind", SNAPSHOT_KINDS)
+def test_a_user_instance_whose_pk_is_spelled_otherwise_names_its_canonical_id(
+    settings: Any, client: Client, user_factory: Any, login: Any, kind: str
+) -> None:
+    """An instance whose primary key attribute holds another spelling of the key (assigned as
+    a string: ``User(id="07")``, a UUID as hex) is the same user. Revoking its tokens, or a
+    password change saved through it, must reach the tokens issued as ``str(pk)``, which the
+    non-database stores index by that exact string."""
+    settings.AUTHFW = {**settings.AUTHFW, "STORAGES": storages_for(kind, settings)}
+    user = user_factory()
+    first, second = login(user), login(user)
+    respelled = User.objects.get(pk=user.pk)
+    respelled.pk = f"0{user.pk}"
+    framework = AuthFramework()
+    try:
+        assert get(client, "/who/", first.access_token).status_code == 200
+        assert framework.revoke_user_tokens(respelled) == 2
+        assert get(client, "/who/", first.access_token).status_code == 401
+        third = login(user)
+        respelled.set_password("a new password 123")
+        respelled.save()  # the receivers end str(pk)'s tokens
+        assert get(client, "/who/", third.access_token).status_code == 401
+        assert get(client, "/who/", second.access_token).status_code == 401
+    finally:
+        framework.storage.flush()
