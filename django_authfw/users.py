@@ -11,7 +11,7 @@ surfaces), like the storages do, never the driver's raw ``OperationalError``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from asgiref.sync import sync_to_async
@@ -61,7 +61,20 @@ def user_id_of(user: AbstractBaseUser) -> str:
     """The id records carry for ``user``: its primary key as a string."""
     if user.pk is None:
         raise InvalidInput("The user has not been saved yet; save it before issuing tokens.")
-    return str(user.pk)
+    return record_id_of(user)
+
+
+def record_id_of(user: AbstractBaseUser) -> str:
+    """``str(user.pk)`` in its one canonical spelling: the key as its field reads it back
+    (``"07"`` assigned to an integer key is ``"7"``, a UUID given as hex is dashed), since the
+    stores other than the database index a user's records by this exact string."""
+    pk = user.pk
+    field = type(user)._meta.pk
+    if field is not None:
+        # A key that cannot be read back is left as it is: no user has it.
+        with suppress(ValidationError, ValueError, TypeError):
+            pk = field.to_python(pk)
+    return str(pk)
 
 
 def can_authenticate(user: AbstractBaseUser) -> bool:

@@ -705,6 +705,7 @@ def test_cluster_revocation_through_another_client_is_seen_by_the_next_verify(
         assert late == []
         # Rotation through one client, replay of the old refresh token through the other.
         second = verifier.authenticate(user.get_username(), PASSWORD)
+        assert second.refresh_token is not None
         rotated = verifier.refresh(second.refresh_token)
         with pytest.raises(InvalidToken):
             revoker.refresh(second.refresh_token)
@@ -761,6 +762,7 @@ def test_redis_stale_pointers_and_misplaced_records_match_nothing() -> None:
         assert storage.get_token("someone-else") is None
         # The victim itself is untouched by all of it.
         assert storage.get_token_by_access(victim.access_digest) == victim
+        assert victim.refresh_digest is not None
         assert storage.get_token_by_refresh(victim.refresh_digest) == victim
     finally:
         storage.flush()
