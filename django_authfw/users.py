@@ -69,7 +69,8 @@ def record_id_of(user: AbstractBaseUser) -> str:
     (``"07"`` assigned to an integer key is ``"7"``, a UUID given as hex is dashed), since the
     stores other than the database index a user's records by this exact string."""
     pk = user.pk
-    field = type(user)._meta.pk
+    # The user model's key field, not type(user)'s: request.user is often a lazy wrapper.
+    field = user_model()._meta.pk
     if field is not None:
         # A key that cannot be read back is left as it is: no user has it.
         with suppress(ValidationError, ValueError, TypeError):
