@@ -319,6 +319,12 @@ def test_no_request_started_after_the_end_of_a_token_gets_in(
     _race(settings, user_factory, login, kind, snapshot=snapshot, how=how)
 
 
+@pytest.mark.skipif(
+    connection.vendor == "sqlite",
+    reason="the test database is SQLite in memory, shared-cache: a write while other threads "
+    "read fails with 'database table is locked' (a file database waits); the PostgreSQL run "
+    "covers the race",
+)
 @pytest.mark.parametrize("how", ["revoke", "deactivate", "raw UPDATE"])
 def test_on_the_join_no_request_started_after_the_end_gets_in(
     transactional_db: None, settings: Any, user_factory: Any, login: Any, how: str
