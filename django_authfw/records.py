@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn, TypedDict
@@ -90,6 +91,17 @@ class FrozenList(list[Any]):
     append = extend = insert = remove = pop = clear = sort = reverse = _immutable
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _immutable
 
+    # Filled here, with every item frozen (however built, nothing in it is shared with the
+    # caller); __init__, which list would run again on an explicit call to refill it, does
+    # nothing.
+    def __new__(cls, items: Iterable[Any] = ()) -> FrozenList:
+        self = super().__new__(cls)
+        list.extend(self, [freeze(item) for item in items])
+        return self
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        pass
+
     def __copy__(self) -> FrozenList:
         return self
 
@@ -110,6 +122,18 @@ class FrozenDict(dict[str, Any]):
     __slots__ = ()
     __setitem__ = __delitem__ = __ior__ = _immutable
     clear = pop = popitem = setdefault = update = _immutable
+
+    # As FrozenList: filled here with every value frozen; __init__ does nothing.
+    def __new__(cls, *args: Any, **kwargs: Any) -> FrozenDict:
+        self = super().__new__(cls)
+        # The common call, FrozenDict(a_dict), reads the dict as it is (no copy first).
+        source = args[0] if len(args) == 1 and not kwargs and type(args[0]) is dict else None
+        items = (source if source is not None else dict(*args, **kwargs)).items()
+        dict.update(self, {key: freeze(value) for key, value in items})
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
     def __copy__(self) -> FrozenDict:
         return self
@@ -137,9 +161,9 @@ def freeze(value: Any) -> Any:
     if kind is dict and not value:
         return _NO_KEYS
     if isinstance(value, list):
-        return FrozenList(freeze(item) for item in value)
+        return FrozenList(value)  # which freezes the items
     if isinstance(value, dict):
-        return FrozenDict((key, freeze(item)) for key, item in value.items())
+        return FrozenDict(value)
     return value
 
 

@@ -25,6 +25,7 @@ why the snapshot is opt-in.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +111,22 @@ class TokenUser(_LazyUser):
     def __bool__(self) -> bool:
         return True
 
+    # LazyObject's copies build ``type(self)()`` while nothing is loaded, which this __init__
+    # refuses: a copy of an unloaded TokenUser is another with the same snapshot and loader.
+    def __copy__(self) -> Any:
+        if self._wrapped is empty:
+            pk, pk_attname = self.__dict__["_snapshot"]
+            return TokenUser(pk, pk_attname, self.__dict__["_load"])
+        return copy.copy(self._wrapped)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        if self._wrapped is empty:
+            pk, pk_attname = self.__dict__["_snapshot"]
+            result = TokenUser(copy.deepcopy(pk, memo), pk_attname, self.__dict__["_load"])
+            memo[id(self)] = result
+            return result
+        return copy.deepcopy(self._wrapped, memo)
+
     def __getattr__(self, name: str) -> Any:
         if self._wrapped is empty:
             pk, pk_attname = self.__dict__["_snapshot"]
@@ -120,13 +137,18 @@ class TokenUser(_LazyUser):
 
 
 def snapshot(record: AuthToken, load: Callable[[], UserOrAnonymous]) -> TokenUser | None:
-    """A :class:`TokenUser` for ``record``, or None if its ``user_id`` cannot be a primary key
-    of the user model (then the caller loads the user, which finds none)."""
+    """A :class:`TokenUser` for ``record``, or None if its ``user_id`` is not ``str(pk)`` of a
+    primary key of the user model (then the caller loads the user)."""
     pk_field = user_model()._meta.pk
     assert pk_field is not None
     try:
         pk = pk_field.to_python(record.user_id)
     except (ValidationError, ValueError, TypeError):
+        return None
+    if str(pk) != record.user_id:
+        # Another spelling of a key ("01" for 1, an upper-case UUID), from an import: the
+        # receivers end a user's tokens by str(user.pk), so this one may outlive a change that
+        # ends theirs. Only a loaded user may answer for it.
         return None
     return TokenUser(pk, pk_field.attname, load)
 

@@ -35,6 +35,7 @@ from django.db.models.signals import post_save, pre_delete, pre_save
 
 from . import actions
 from .passwords import rehash_in_progress
+from .users import record_id_of
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -139,7 +140,7 @@ def user_pre_save(
         "reason": "deactivated" if deactivated else "password_change",
         "password_changed": password_changed,
     }
-    end_user_access(str(instance.pk), action=action, metadata=metadata)
+    end_user_access(record_id_of(instance), action=action, metadata=metadata)
     # A login that read the old row can still store a token after this pass and before the
     # change is committed (until then it sees the old password and is_active). user_post_save
     # runs a second pass once the change is committed.
@@ -172,7 +173,7 @@ def user_post_save(
     if ended is None or created:
         return
     transaction.on_commit(
-        functools.partial(_end_again, str(instance.pk), *ended), using=using, robust=True
+        functools.partial(_end_again, record_id_of(instance), *ended), using=using, robust=True
     )
 
 
@@ -185,7 +186,7 @@ def user_pre_delete(
     from .access import end_user_access
 
     end_user_access(
-        str(instance.pk),
+        record_id_of(instance),
         action=actions.USER_DEACTIVATED,
         delete=True,
         metadata={"reason": "deleted"},

@@ -11,7 +11,7 @@ surfaces), like the storages do, never the driver's raw ``OperationalError``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from asgiref.sync import sync_to_async
@@ -61,7 +61,21 @@ def user_id_of(user: AbstractBaseUser) -> str:
     """The id records carry for ``user``: its primary key as a string."""
     if user.pk is None:
         raise InvalidInput("The user has not been saved yet; save it before issuing tokens.")
-    return str(user.pk)
+    return record_id_of(user)
+
+
+def record_id_of(user: AbstractBaseUser) -> str:
+    """``str(user.pk)`` in its one canonical spelling: the key as its field reads it back
+    (``"07"`` assigned to an integer key is ``"7"``, a UUID given as hex is dashed), since the
+    stores other than the database index a user's records by this exact string."""
+    pk = user.pk
+    # The user model's key field, not type(user)'s: request.user is often a lazy wrapper.
+    field = user_model()._meta.pk
+    if field is not None:
+        # A key that cannot be read back is left as it is: no user has it.
+        with suppress(ValidationError, ValueError, TypeError):
+            pk = field.to_python(pk)
+    return str(pk)
 
 
 def can_authenticate(user: AbstractBaseUser) -> bool:
@@ -128,7 +142,8 @@ async def aresolve_user_id(user: object) -> str:
 
 
 def load_active_user(user_id: str) -> AbstractBaseUser | None:
-    """The user with this record id if it still exists and may log in, else None.
+    """The user with this record id (``str(user.pk)`` exactly) if it still exists and may log
+    in, else None.
 
     One SELECT by primary key through the default manager, compiled once per connection (the
     lookup of every request whose token's storage does not read the user with the token).
@@ -140,6 +155,11 @@ def load_active_user(user_id: str) -> AbstractBaseUser | None:
         pk = pk_field.to_python(user_id)
     except (ValueError, TypeError, ValidationError):
         # A record id that cannot be a primary key of this model (e.g. after a model swap).
+        return None
+    if str(pk) != user_id:
+        # Another spelling of a key ("01" for 1, an upper-case UUID: an import's). The signal
+        # receivers end a user's tokens by str(user.pk), so such a token would outlive a
+        # password change or deactivation: it names no user.
         return None
     db = router.db_for_read(model)
     with database_errors(db):

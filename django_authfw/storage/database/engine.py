@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.db import connections, router, transaction
 from django.db.models import Count, Model, Q, QuerySet
+from django.db.models.manager import BaseManager
 
 from ...exceptions import StorageError
 from ...records import (
@@ -83,6 +84,21 @@ def _audit_model() -> type[AuditLog]:
     from .models import AuditLog
 
     return AuditLog
+
+
+def _plain_manager(model: type[Model]) -> bool:
+    """Whether ``model``'s default manager returns every row (Django's ``UserManager`` does).
+
+    The join reads the user through the token table, which no user manager filters; a manager
+    that may hide users (a soft-delete model's ``get_queryset().filter(deleted=False)``) is
+    honoured by loading the user through it instead (``load_active_user``), as
+    ``ModelBackend.get_user`` does.
+    """
+    manager = model._default_manager
+    return (
+        type(manager).get_queryset is BaseManager.get_queryset
+        and getattr(manager, "_queryset_class", None) is QuerySet
+    )
 
 
 class DatabaseStorage(AuthStorage):
@@ -220,12 +236,13 @@ class DatabaseStorage(AuthStorage):
     def lookup_access_with_user(self, access_digest: str) -> tuple[AuthToken | None, Any]:
         """The token and its user in one SELECT (the token row joined to its user's row), when
         the tokens are read from the user model's database; otherwise the token alone and
-        ``NOT_LOADED``. The user is built as the ORM builds one (``Model.from_db``), with
+        ``NOT_LOADED`` (so also when the user model's default manager may hide users: see
+        :func:`_plain_manager`). The user is built as the ORM builds one (``Model.from_db``), with
         every concrete field loaded."""
         model = _token_model()
         user_model = get_user_model()
         db = self._read_db(model)
-        if router.db_for_read(user_model) != db:
+        if router.db_for_read(user_model) != db or not _plain_manager(user_model):
             return self._find_token("access_token", access_digest), NOT_LOADED
         names = [field.attname for field in user_model._meta.concrete_fields]
         columns = convert.TOKEN_COLUMNS + tuple(f"user__{name}" for name in names)

@@ -131,8 +131,40 @@ def execute(
     connection.validate_no_broken_transaction()
     with connection.wrap_database_errors:
         cursor = _psycopg_cursor(connection)
-        cursor.execute(sql, params, prepare=True if prepare else None)
+        try:
+            cursor.execute(sql, params, prepare=True if prepare else None)
+        except Exception as exc:
+            if not (prepare and _stale_prepared(exc) and _forget_prepared(cursor)):
+                raise
+            # Once more, prepared afresh: the failed EXECUTE ran nothing.
+            cursor.execute(sql, params, prepare=True)
         return cursor.fetchone() if fetch else cursor.rowcount
+
+
+# What PostgreSQL answers for a statement psycopg believes prepared when the server's copy is
+# gone or no longer fits: "prepared statement ... does not exist" (26000: a DEALLOCATE ALL or
+# DISCARD ALL that psycopg did not see, a pooler that moved us to another server connection)
+# and "cached plan must not change result type" (0A000: a migration run by another process
+# changed the type of a column the statement returns). psycopg keeps using the statement, so
+# without this every later call on that connection fails the same way, until it is closed.
+_STALE_PREPARED_STATES = frozenset({"26000", "0A000"})
+
+
+def _stale_prepared(exc: Exception) -> bool:
+    return getattr(exc, "sqlstate", None) in _STALE_PREPARED_STATES
+
+
+def _forget_prepared(cursor: Any) -> bool:
+    """Drop every prepared statement of the cursor's connection, on the server and in psycopg
+    (which notices a DEALLOCATE ALL of its own and clears its cache), so that the statements
+    are prepared again; False, leaving everything as it is, inside a transaction, which the
+    error aborted (its rollback clears psycopg's cache as well)."""
+    from psycopg.pq import TransactionStatus
+
+    if cursor.connection.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    cursor.execute("DEALLOCATE ALL")
+    return True
 
 
 def _mark_for_rollback(connection: BaseDatabaseWrapper, exc: Exception) -> None:
