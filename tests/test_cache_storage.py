@@ -727,7 +727,10 @@ def test_redis_storage_wait_for_connection_option(waits: bool) -> None:
         url=REDIS_TEST_URL,
         key_prefix=unique_prefix(),
         pool_size=4,
-        timeout=5,
+        # The wait for a free connection is bounded by this: generous, so that a loaded
+        # 2-core machine (100 threads queued on 4 connections) cannot turn a wait into a
+        # refusal; the refusing pool fails at once whatever it is.
+        timeout=30,
         retry_attempts=0,
         wait_for_connection=waits,
     )
