@@ -1,0 +1,177 @@
+"""Second hostile review of issue 13 (the session admin by id digest): every admin address and
+view Django exposes for a session, the pages that name sessions indirectly (user deletion, the
+audit log, the dashboard, the tokens), and the rows the framework writes about sessions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.contrib.admin.utils import quote as admin_quote
+from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
+from django.test import Client
+
+from django_authfw.admin_support import database_framework
+from django_authfw.models import AuditLog, Session, Token
+from django_authfw.records import SessionData
+from django_authfw.request_info import RequestInfo
+from django_authfw.storage.database.rows import session_id_digest
+
+from .factories import PASSWORD
+from .http_support import fast_hashing, user_factory
+
+__all__ = ["fast_hashing", "user_factory"]
+
+pytestmark = pytest.mark.django_db
+
+SESSIONS = "/admin/django_authfw/session/"
+
+
+@pytest.fixture
+def root(user_factory: Any) -> Client:
+    client = Client()
+    client.force_login(user_factory(username="root", is_staff=True, is_superuser=True))
+    return client
+
+
+@pytest.fixture
+def viewer(user_factory: Any) -> Client:
+    """A staff member with every view permission of the app (and of users), nothing else."""
+    member = user_factory(username="viewer", is_staff=True)
+    member.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    client = Client()
+    client.force_login(member)
+    return client
+
+
+def leaks(text: str, sessions: list[SessionData]) -> list[str]:
+    """The full session ids (raw, admin-quoted or JSON-escaped) ``text`` holds."""
+    found = []
+    for session in sessions:
+        full = session.session_id
+        for shown in (full, admin_quote(full), json.dumps(full)[1:-1]):
+            if shown in text:
+                found.append(full)
+    return found
+
+
+def page_text(response: Any) -> str:
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    return body.decode(errors="replace") + " " + response.get("Location", "")
+
+
+def test_no_admin_address_shows_a_session_id(
+    root: Client, viewer: Client, user_factory: Any
+) -> None:
+    framework = database_framework()
+    victim = user_factory(username="victim")
+    sessions = [
+        framework.create_session(victim, {"n": n}, request_info=RequestInfo("192.0.2.1"))
+        for n in (1, 2)
+    ]
+    framework.authenticate("victim", PASSWORD)
+    key = session_id_digest(sessions[0].session_id)
+    content_type = ContentType.objects.get_for_model(Session)
+    lists = [
+        {"o": str(column)} for column in range(-1, 9)
+    ] + [
+        {"o": "1.-2.3"},
+        {"o": "0.0"},
+        {"q": "victim"},
+        {"all": ""},
+        {"e": "1"},
+        {"p": "2"},
+        {"_popup": "1"},
+        {"_popup": "1", "_to_field": "id_digest"},
+        {"expiry": "expired"},
+        {"expiry": "active"},
+        {"created_at__year": "2026"},
+        {"data__n": "1"},
+        {"user": str(victim.pk)},
+        {"user__id__exact": str(victim.pk)},
+        {"ip_address": "192.0.2.1"},
+        {"id_digest__startswith": key[:4]},
+        {"_facets": "1"},
+    ]
+    other_pages = [
+        f"{SESSIONS}{key}/change/",
+        f"{SESSIONS}{key}/change/?_to_field=id_digest",
+        f"{SESSIONS}{key}/change/?_changelist_filters=o%3D1",
+        f"{SESSIONS}{key}/",
+        f"{SESSIONS}{key}/delete/",
+        f"{SESSIONS}{key}/history/",
+        f"/admin/r/{content_type.pk}/{key}/",
+        f"/admin/r/{content_type.pk}/{admin_quote(sessions[0].session_id)}/",
+        "/admin/",
+        "/admin/django_authfw/",
+        "/admin/django_authfw/token/",
+        "/admin/django_authfw/kventry/",
+        "/admin/django_authfw/auditlog/",
+        "/admin/django_authfw/auditlog/dashboard/",
+        f"/admin/auth/user/{victim.pk}/change/",
+        f"/admin/auth/user/{victim.pk}/delete/",
+    ] + [
+        "/admin/autocomplete/?app_label=django_authfw&model_name=session&field_name=" + name
+        for name in ("user", "session_id", "id_digest", "pk")
+    ]
+    for token in Token.objects.all():
+        other_pages.append(f"/admin/django_authfw/token/{admin_quote(token.pk)}/change/")
+    for event in AuditLog.objects.all():
+        other_pages.append(f"/admin/django_authfw/auditlog/{event.pk}/change/")
+    for client in (viewer, root):
+        for query in lists:
+            response = client.get(SESSIONS, query)
+            assert response.status_code in (200, 302, 400), query
+            assert not leaks(page_text(response), sessions), query
+        for address in other_pages:
+            response = client.get(address)
+            assert response.status_code < 500, address
+            assert not leaks(page_text(response), sessions), address
+    # The superuser's attempt to delete the user, and the "delete selected" confirmation.
+    response = root.post(
+        "/admin/auth/user/",
+        {"action": "delete_selected", "_selected_action": [str(victim.pk)]},
+    )
+    assert not leaks(page_text(response), sessions)
+
+
+def test_no_audit_row_holds_a_session_id(root: Client, user_factory: Any) -> None:
+    framework = database_framework()
+    victim = user_factory(username="victim")
+    sessions = [framework.create_session(victim) for _ in range(3)]
+    key = session_id_digest(sessions[0].session_id)
+    ended = root.post(
+        SESSIONS, {"action": "end_sessions", "_selected_action": [key]}, follow=True
+    )
+    assert "Ended 1 session(s)." in ended.content.decode()
+    assert not leaks(page_text(ended), sessions)
+    framework.end_session(sessions[1].session_id)
+    framework.end_user_sessions(victim)
+    assert AuditLog.objects.filter(action="session_end").count() == 3
+    for row in AuditLog.objects.values():
+        assert not leaks(json.dumps(row, default=str), sessions), row
+
+
+def test_a_session_row_written_through_the_orm_gets_the_digest_of_its_id(
+    root: Client, user_factory: Any
+) -> None:
+    """Only the storage's writers set ``id_digest``: a row written through the ORM (an app's
+    data migration or test fixture, ``create``, ``save``, ``bulk_create``) got ``""``, so the
+    admin could not open it and the second such row broke the unique constraint."""
+    import hashlib
+
+    from django.db import transaction
+
+    user = user_factory(username="orm")
+    with transaction.atomic():
+        Session.objects.create(session_id="orm-create", user=user)
+        Session(session_id="orm-save", user=user).save()
+        Session.objects.bulk_create([Session(session_id=f"orm-bulk-{n}", user=user) for n in (1, 2)])
+    stored = dict(Session.objects.values_list("session_id", "id_digest"))
+    assert stored == {sid: hashlib.sha256(sid.encode()).hexdigest() for sid in stored}
+    assert len(stored) == 4
+    response = root.get(f"{SESSIONS}{stored['orm-save']}/change/")
+    assert response.status_code == 200
+    assert "orm-save" in response.content.decode()  # its first 12 characters: all of it
