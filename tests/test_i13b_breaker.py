@@ -59,7 +59,7 @@ def leaks(text: str, sessions: list[SessionData]) -> list[str]:
 
 def page_text(response: Any) -> str:
     body = b"".join(response.streaming_content) if response.streaming else response.content
-    return body.decode(errors="replace") + " " + response.get("Location", "")
+    return str(body.decode(errors="replace")) + " " + str(response.get("Location", ""))
 
 
 def test_no_admin_address_shows_a_session_id(
@@ -74,9 +74,7 @@ def test_no_admin_address_shows_a_session_id(
     framework.authenticate("victim", PASSWORD)
     key = session_id_digest(sessions[0].session_id)
     content_type = ContentType.objects.get_for_model(Session)
-    lists = [
-        {"o": str(column)} for column in range(-1, 9)
-    ] + [
+    lists = [{"o": str(column)} for column in range(-1, 9)] + [
         {"o": "1.-2.3"},
         {"o": "0.0"},
         {"q": "victim"},
@@ -142,9 +140,7 @@ def test_no_audit_row_holds_a_session_id(root: Client, user_factory: Any) -> Non
     victim = user_factory(username="victim")
     sessions = [framework.create_session(victim) for _ in range(3)]
     key = session_id_digest(sessions[0].session_id)
-    ended = root.post(
-        SESSIONS, {"action": "end_sessions", "_selected_action": [key]}, follow=True
-    )
+    ended = root.post(SESSIONS, {"action": "end_sessions", "_selected_action": [key]}, follow=True)
     assert "Ended 1 session(s)." in ended.content.decode()
     assert not leaks(page_text(ended), sessions)
     framework.end_session(sessions[1].session_id)
@@ -168,7 +164,9 @@ def test_a_session_row_written_through_the_orm_gets_the_digest_of_its_id(
     with transaction.atomic():
         Session.objects.create(session_id="orm-create", user=user)
         Session(session_id="orm-save", user=user).save()
-        Session.objects.bulk_create([Session(session_id=f"orm-bulk-{n}", user=user) for n in (1, 2)])
+        Session.objects.bulk_create(
+            [Session(session_id=f"orm-bulk-{n}", user=user) for n in (1, 2)]
+        )
     stored = dict(Session.objects.values_list("session_id", "id_digest"))
     assert stored == {sid: hashlib.sha256(sid.encode()).hexdigest() for sid in stored}
     assert len(stored) == 4

@@ -13,13 +13,15 @@ families, revocation, and ``retain_until`` so that cleanup is one indexed range 
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 from ...actions import event_title
 from ...conf import conf
-from ...tokens import shown_prefix
+from ...tokens import digest, shown_prefix
 
 
 class Token(models.Model):
@@ -85,6 +87,25 @@ class Token(models.Model):
         return f"{self.token_type} {self.access_token[:8]}… ({self.token_id})"
 
 
+class SessionIdDigestField(models.CharField):  # type: ignore[type-arg]
+    """``Session.id_digest``: computed from the row's ``session_id`` whenever Django writes
+    the row (``save``, ``create``, ``bulk_create``, ``update_or_create``), so that a row written
+    through the ORM rather than the storage (an app's data migration, a test fixture) is not
+    left with ``""``, which the admin cannot open and a second such row would collide on. A
+    ``QuerySet.update`` of ``session_id`` is the one write it cannot see (no instance).
+    """
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> str:
+        value = digest(str(model_instance.pk))
+        setattr(model_instance, self.attname, value)
+        return value
+
+    def deconstruct(self) -> Any:
+        # Migrations see a plain CharField: the computation is no part of the schema.
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.CharField", args, kwargs
+
+
 class Session(models.Model):
     """A server-side session with JSON data."""
 
@@ -105,8 +126,9 @@ class Session(models.Model):
     # The SHA-256 (hex) of session_id: how the admin addresses a session (its links, change
     # page, checkboxes), since the id itself is the session's credential and the admin must not
     # put it in a page. A database-only derived value, not part of SessionData: every write
-    # sets it (rows.session_fields) and migration 0005 filled the rows written before it.
-    id_digest = models.CharField("session id digest", max_length=64, editable=False)
+    # sets it (rows.session_fields; the field's pre_save for rows written through the ORM) and
+    # migration 0005 filled the rows written before it.
+    id_digest = SessionIdDigestField("session id digest", max_length=64, editable=False)
 
     class Meta:
         db_table = conf.table("sessions")
