@@ -173,3 +173,35 @@ def test_a_session_row_written_through_the_orm_gets_the_digest_of_its_id(
     response = root.get(f"{SESSIONS}{stored['orm-save']}/change/")
     assert response.status_code == 200
     assert "orm-save" in response.content.decode()  # its first 12 characters: all of it
+
+
+class SessionsElsewhere:
+    """Migrates django_authfw's session model on "auth_db" only, as a router keyed on the
+    model may (the other models are left to the other routers)."""
+
+    def allow_migrate(
+        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
+    ) -> bool | None:
+        if app_label == "django_authfw" and model_name == "session":
+            return db == "auth_db"
+        return None
+
+
+def test_migration_0005_fills_only_where_the_routers_migrate_sessions(settings: Any) -> None:
+    """The fill (a ``RunPython``) named no model, so routers were asked about the app alone: on
+    a database where sessions are not migrated (its ``AddField`` skipped, no such table) it
+    still ran, and ``migrate`` failed on the missing table. Migrations 0003 and 0004 ask about
+    the model (``allow_migrate_model``)."""
+    import importlib
+
+    from django.db import router
+    from django.db.migrations import RunPython
+
+    settings.DATABASE_ROUTERS = [f"{__name__}.SessionsElsewhere"]
+    module = importlib.import_module("django_authfw.migrations.0005_session_id_digest")
+    (fill,) = [op for op in module.Migration.operations if isinstance(op, RunPython)]
+    add_field = module.Migration.operations[0]
+    for db in ("default", "auth_db"):
+        expected = router.allow_migrate_model(db, Session)
+        assert add_field.allow_migrate_model(db, Session) == expected
+        assert router.allow_migrate(db, "django_authfw", **fill.hints) == expected, db
