@@ -176,14 +176,14 @@ def test_a_session_row_written_through_the_orm_gets_the_digest_of_its_id(
 
 
 class SessionsElsewhere:
-    """Migrates django_authfw's session model on "auth_db" only, as a router keyed on the
+    """Migrates django_authfw's session model on "authfw_second" only, as a router keyed on the
     model may (the other models are left to the other routers)."""
 
     def allow_migrate(
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
     ) -> bool | None:
         if app_label == "django_authfw" and model_name == "session":
-            return db == "auth_db"
+            return db == "authfw_second"
         return None
 
 
@@ -201,7 +201,7 @@ def test_migration_0005_fills_only_where_the_routers_migrate_sessions(settings: 
     module = importlib.import_module("django_authfw.migrations.0005_session_id_digest")
     (fill,) = [op for op in module.Migration.operations if isinstance(op, RunPython)]
     add_field = module.Migration.operations[0]
-    for db in ("default", "auth_db"):
+    for db in ("default", "authfw_second"):
         expected = router.allow_migrate_model(db, Session)
         assert add_field.allow_migrate_model(db, Session) == expected
         assert router.allow_migrate(db, "django_authfw", **fill.hints) == expected, db
