@@ -248,3 +248,25 @@ def test_a_lookup_the_list_does_not_offer_is_refused(
 )
 def test_the_lists_filters_and_search_still_work(viewer: Client, address: str) -> None:
     assert viewer.get(address).status_code == 200
+
+
+def test_a_session_id_changed_by_queryset_update_keeps_its_digest_true(
+    root: Client, user_factory: Any
+) -> None:
+    """``QuerySet.update(session_id=...)`` (an app's data migration, say) wrote the new id
+    beside the old id's digest: the admin's address of the row was the digest of an id it no
+    longer had, and the row's true digest opened nothing."""
+    import hashlib
+
+    from django.db.models import F, Value
+    from django.db.models.functions import Concat
+
+    session = database_framework().create_session(user_factory(username="renamed"))
+    Session.objects.filter(pk=session.session_id).update(session_id="renamed-id")
+    stored = Session.objects.values_list("id_digest", flat=True).get(pk="renamed-id")
+    assert stored == hashlib.sha256(b"renamed-id").hexdigest()
+    assert root.get(f"{SESSIONS}{stored}/change/").status_code == 200
+    # An expression cannot be digested in Python: refused, nothing written.
+    with pytest.raises(ValueError, match="id_digest"):
+        Session.objects.update(session_id=Concat(F("session_id"), Value("x")))
+    assert Session.objects.filter(pk="renamed-id").exists()
