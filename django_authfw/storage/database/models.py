@@ -92,7 +92,7 @@ class SessionIdDigestField(models.CharField):  # type: ignore[type-arg]
     the row (``save``, ``create``, ``bulk_create``, ``update_or_create``), so that a row written
     through the ORM rather than the storage (an app's data migration, a test fixture) is not
     left with ``""``, which the admin cannot open and a second such row would collide on. A
-    ``QuerySet.update`` of ``session_id`` is the one write it cannot see (no instance).
+    ``QuerySet.update`` has no instance: :class:`SessionQuerySet` sets the column there.
     """
 
     def pre_save(self, model_instance: models.Model, add: bool) -> str:
@@ -104,6 +104,25 @@ class SessionIdDigestField(models.CharField):  # type: ignore[type-arg]
         # Migrations see a plain CharField: the computation is no part of the schema.
         name, _path, args, kwargs = super().deconstruct()
         return name, "django.db.models.CharField", args, kwargs
+
+
+class SessionQuerySet(models.QuerySet["Session"]):
+    """``update()`` keeps ``id_digest`` the digest of ``session_id`` when it changes the id."""
+
+    def update(self, **kwargs: Any) -> int:
+        for name in ("session_id", "pk"):
+            if name in kwargs:
+                value = kwargs[name]
+                if not isinstance(value, str):
+                    # An expression (F(), Concat()) has no value here to digest.
+                    raise ValueError(
+                        "Session ids can be changed by update() to a plain string only, so "
+                        "that id_digest is set to its digest; save() the row instead."
+                    )
+                kwargs["id_digest"] = digest(value)
+        return super().update(**kwargs)
+
+    update.alters_data = True  # type: ignore[attr-defined]
 
 
 class Session(models.Model):
@@ -126,9 +145,11 @@ class Session(models.Model):
     # The SHA-256 (hex) of session_id: how the admin addresses a session (its links, change
     # page, checkboxes), since the id itself is the session's credential and the admin must not
     # put it in a page. A database-only derived value, not part of SessionData: every write
-    # sets it (rows.session_fields; the field's pre_save for rows written through the ORM) and
-    # migration 0005 filled the rows written before it.
+    # sets it (rows.session_fields; the field's pre_save and SessionQuerySet.update for rows
+    # written through the ORM) and migration 0005 filled the rows written before it.
     id_digest = SessionIdDigestField("session id digest", max_length=64, editable=False)
+
+    objects = SessionQuerySet.as_manager()
 
     class Meta:
         db_table = conf.table("sessions")
