@@ -270,3 +270,32 @@ def test_a_session_id_changed_by_queryset_update_keeps_its_digest_true(
     with pytest.raises(ValueError, match="id_digest"):
         Session.objects.update(session_id=Concat(F("session_id"), Value("x")))
     assert Session.objects.filter(pk="renamed-id").exists()
+
+
+@pytest.mark.parametrize(
+    "session_id", ["Q~1", "Q~7Xk9Wm2Pv4", "Q~7Xk9Wm2Pv4Rt8Y", "Q~7Xk9Wm2Pv4Rt8Yb3Nc"]
+)
+def test_a_short_session_id_is_not_shown_whole_or_nearly(
+    viewer: Client, user_factory: Any, session_id: str
+) -> None:
+    """The admin and the audit log show a session id's first 12 characters: the whole id when
+    it has 12 or fewer (the storage takes any id of 1 to 255 characters: ``store_session``,
+    ``import_sessions``, ``authfw_migrate`` from another store), nearly all of it when it has a
+    few more. At most a third of an id is shown now; the framework's own 43-character ids
+    still show 12."""
+    from django_authfw import audit
+    from django_authfw.storage import DatabaseStorage
+
+    user = user_factory(username="short")
+    DatabaseStorage().store_session(SessionData(session_id=session_id, user_id=str(user.pk)))
+    key = session_id_digest(session_id)
+    pages = [viewer.get(SESSIONS), viewer.get(f"{SESSIONS}{key}/change/")]
+    assert [page.status_code for page in pages] == [200, 200]
+    # "Q~" and what follows it appear in no page but as the shown part of this id.
+    too_much = session_id[: len(session_id) // 3 + 1]
+    for page in pages:
+        assert too_much not in page.content.decode()
+    assert str(Session.objects.get(pk=session_id)) == session_id[: len(session_id) // 3] + "…"
+    assert too_much not in audit.session_resource(session_id)
+    long_id = database_framework().create_session(user).session_id
+    assert audit.session_resource(long_id) == f"session:{long_id[:12]}…"
