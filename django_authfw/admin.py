@@ -44,7 +44,7 @@ from .admin_support import admin_audit_metadata, compact_time, database_framewor
 from .audit import REVOKE, token_resource
 from .records import utcnow
 from .request_info import RequestInfo
-from .tokens import shown_prefix
+from .tokens import shown_prefix, shown_session_id
 
 __all__ = ["AuditLogAdmin", "KVEntryAdmin", "SessionAdmin", "TokenAdmin", "preview_bytes"]
 
@@ -354,7 +354,7 @@ class SessionAdmin(ReadOnlyAdmin):
     @admin.display(description="session")
     def session_prefix(self, obj: models.Session) -> str:
         # Not sortable: an order by id, against sessions of one's own, would hint at others'.
-        return shown_prefix(obj.session_id)
+        return shown_session_id(obj.session_id)
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: models.Session) -> str:

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from ...actions import event_title
 from ...conf import conf
-from ...tokens import digest, shown_prefix
+from ...tokens import digest, shown_session_id
 
 
 class Token(models.Model):
@@ -167,7 +167,7 @@ class Session(models.Model):
     def __str__(self) -> str:
         # The id is the session's credential: the admin's titles and breadcrumbs show its
         # first characters only, as they show a token's digest.
-        return shown_prefix(self.session_id)
+        return shown_session_id(self.session_id)
 
 
 class KVEntry(models.Model):
