@@ -44,7 +44,7 @@ from .admin_support import admin_audit_metadata, compact_time, database_framewor
 from .audit import REVOKE, token_resource
 from .records import utcnow
 from .request_info import RequestInfo
-from .tokens import shown_prefix
+from .tokens import shown_prefix, shown_session_id
 
 __all__ = ["AuditLogAdmin", "KVEntryAdmin", "SessionAdmin", "TokenAdmin", "preview_bytes"]
 
@@ -106,6 +106,18 @@ class ReadOnlyAdmin(_AnyModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        """Only the list's own filters: Django allows any lookup on the model's columns in the
+        query string, where a NUL, an address or a year out of range, or a broken regular
+        expression was a server error and ``__regex`` ran any pattern over the table. Anything
+        else is Django's 400 for a lookup it does not allow."""
+        offered = {
+            spec.parameter_name
+            for spec in self.get_list_filter(request)
+            if isinstance(spec, type) and issubclass(spec, admin.SimpleListFilter)
+        }
+        return lookup in offered
 
 
 class TokenAdmin(ReadOnlyAdmin):
@@ -342,7 +354,7 @@ class SessionAdmin(ReadOnlyAdmin):
     @admin.display(description="session")
     def session_prefix(self, obj: models.Session) -> str:
         # Not sortable: an order by id, against sessions of one's own, would hint at others'.
-        return shown_prefix(obj.session_id)
+        return shown_session_id(obj.session_id)
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: models.Session) -> str:

@@ -39,7 +39,7 @@ from .lockout import address_subject
 from .records import AuditEvent, AuthToken
 from .request_info import EMPTY, RequestInfo
 from .storage import AuthStorage, DatabaseStorage, get_storage
-from .tokens import check_id, shown_prefix
+from .tokens import check_id, shown_session_id
 
 logger = logging.getLogger("django_authfw.audit")
 
@@ -291,7 +291,7 @@ def token_resource(token_id: str) -> str:
 
 def session_resource(session_id: str) -> str:
     """The ``resource`` of an event about one session: ``session:<first characters>…``."""
-    return f"session:{shown_prefix(session_id)}"
+    return f"session:{shown_session_id(session_id)}"
 
 
 def access_ended_event(

@@ -104,6 +104,16 @@ def shown_prefix(value: str) -> str:
     return value[:SHOWN_PREFIX_LENGTH] + "…"
 
 
+def shown_session_id(session_id: str) -> str:
+    """What the admin and the audit log show of a session id (the session's credential): its
+    first :data:`SHOWN_PREFIX_LENGTH` characters, never more than a third of it, and an ellipsis.
+
+    The framework's ids (43 characters) show 12; an id the storage was given (any length from 1)
+    is never shown whole or nearly whole.
+    """
+    return session_id[: min(SHOWN_PREFIX_LENGTH, len(session_id) // 3)] + "…"
+
+
 _sha256 = hashlib.sha256
 MALFORMED = "The token is malformed; send the token exactly as it was issued."
 

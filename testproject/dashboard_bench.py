@@ -150,11 +150,15 @@ def load(rows: int, days: int) -> None:
             [],
         )
         cursor.execute(
+            # id_digest is the SHA-256 of the id, as every write of the framework sets it
+            # (migration 0005 made it NOT NULL).
             f"INSERT INTO {Session._meta.db_table} (session_id, user_id, data, created_at, "
-            "last_accessed, expires_at, ip_address, user_agent) SELECT md5('s' || i) || "
-            "left(md5('S' || i), 11), u.id, '{}', now() - interval '1 hour', now(), "
-            "now() + (random() * 2 - 1) * interval '1 day', '10.1.2.3', 'curl/8.8.0' "
-            "FROM generate_series(1, 20000) AS i JOIN "
+            "last_accessed, expires_at, ip_address, user_agent, id_digest) SELECT s.id, u.id, "
+            "'{}', now() - interval '1 hour', now(), "
+            "now() + (random() * 2 - 1) * interval '1 day', '10.1.2.3', 'curl/8.8.0', "
+            "encode(sha256(convert_to(s.id, 'UTF8')), 'hex') "
+            "FROM generate_series(1, 20000) AS i "
+            "CROSS JOIN LATERAL (SELECT md5('s' || i) || left(md5('S' || i), 11) AS id) AS s JOIN "
             f"(SELECT id, row_number() OVER () AS n FROM {users} "
             "WHERE username LIKE 'bench-user-%%') AS u ON u.n = 1 + i %% 1000",
             [],

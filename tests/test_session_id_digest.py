@@ -20,7 +20,7 @@ from django_authfw.models import Session
 from django_authfw.records import SessionData, replace, utcnow
 from django_authfw.storage import DatabaseStorage
 from django_authfw.storage.database.rows import session_id_digest
-from django_authfw.tokens import new_id, shown_prefix
+from django_authfw.tokens import new_id, shown_session_id
 
 from .http_support import fast_hashing, user_factory
 
@@ -46,7 +46,7 @@ def assert_reachable(client: Client, session: SessionData) -> None:
     assert stored == sha256(session.session_id) == session_id_digest(session.session_id)
     page = client.get(f"{SESSIONS}{stored}/change/")
     assert page.status_code == 200
-    assert shown_prefix(session.session_id) in page.content.decode()
+    assert shown_session_id(session.session_id) in page.content.decode()
     assert session.session_id not in page.content.decode()
 
 

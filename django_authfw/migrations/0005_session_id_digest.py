@@ -70,7 +70,14 @@ class Migration(migrations.Migration):
             ),
         ),
         # Backwards there is nothing to undo: the column is removed by the AddField's reverse.
-        migrations.RunPython(fill_id_digests, migrations.RunPython.noop, elidable=False),
+        # The hint names the model, so that routers allow the fill exactly where they allow the
+        # AddField (a RunPython without it asks them about the app alone).
+        migrations.RunPython(
+            fill_id_digests,
+            migrations.RunPython.noop,
+            hints={"model_name": "session"},
+            elidable=False,
+        ),
         migrations.AlterField(
             model_name="session",
             name="id_digest",

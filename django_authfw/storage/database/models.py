@@ -13,13 +13,15 @@ families, revocation, and ``retain_until`` so that cleanup is one indexed range 
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 from ...actions import event_title
 from ...conf import conf
-from ...tokens import shown_prefix
+from ...tokens import digest, shown_session_id
 
 
 class Token(models.Model):
@@ -85,6 +87,44 @@ class Token(models.Model):
         return f"{self.token_type} {self.access_token[:8]}… ({self.token_id})"
 
 
+class SessionIdDigestField(models.CharField):  # type: ignore[type-arg]
+    """``Session.id_digest``: computed from the row's ``session_id`` whenever Django writes
+    the row (``save``, ``create``, ``bulk_create``, ``update_or_create``), so that a row written
+    through the ORM rather than the storage (an app's data migration, a test fixture) is not
+    left with ``""``, which the admin cannot open and a second such row would collide on. A
+    ``QuerySet.update`` has no instance: :class:`SessionQuerySet` sets the column there.
+    """
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> str:
+        value = digest(str(model_instance.pk))
+        setattr(model_instance, self.attname, value)
+        return value
+
+    def deconstruct(self) -> Any:
+        # Migrations see a plain CharField: the computation is no part of the schema.
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.CharField", args, kwargs
+
+
+class SessionQuerySet(models.QuerySet["Session"]):
+    """``update()`` keeps ``id_digest`` the digest of ``session_id`` when it changes the id."""
+
+    def update(self, **kwargs: Any) -> int:
+        for name in ("session_id", "pk"):
+            if name in kwargs:
+                value = kwargs[name]
+                if not isinstance(value, str):
+                    # An expression (F(), Concat()) has no value here to digest.
+                    raise ValueError(
+                        "Session ids can be changed by update() to a plain string only, so "
+                        "that id_digest is set to its digest; save() the row instead."
+                    )
+                kwargs["id_digest"] = digest(value)
+        return super().update(**kwargs)
+
+    update.alters_data = True  # type: ignore[attr-defined]
+
+
 class Session(models.Model):
     """A server-side session with JSON data."""
 
@@ -105,8 +145,11 @@ class Session(models.Model):
     # The SHA-256 (hex) of session_id: how the admin addresses a session (its links, change
     # page, checkboxes), since the id itself is the session's credential and the admin must not
     # put it in a page. A database-only derived value, not part of SessionData: every write
-    # sets it (rows.session_fields) and migration 0005 filled the rows written before it.
-    id_digest = models.CharField("session id digest", max_length=64, editable=False)
+    # sets it (rows.session_fields; the field's pre_save and SessionQuerySet.update for rows
+    # written through the ORM) and migration 0005 filled the rows written before it.
+    id_digest = SessionIdDigestField("session id digest", max_length=64, editable=False)
+
+    objects = SessionQuerySet.as_manager()
 
     class Meta:
         db_table = conf.table("sessions")
@@ -124,7 +167,7 @@ class Session(models.Model):
     def __str__(self) -> str:
         # The id is the session's credential: the admin's titles and breadcrumbs show its
         # first characters only, as they show a token's digest.
-        return shown_prefix(self.session_id)
+        return shown_session_id(self.session_id)
 
 
 class KVEntry(models.Model):
