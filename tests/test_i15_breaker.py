@@ -51,20 +51,23 @@ def pair(server: ServerProcess) -> Iterator[tuple[RedisStorage, RedisStorage]]:
 
 
 def _inject_flush(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """From now on, the next pipeline that loads a script gets ``SCRIPT FLUSH`` right after
-    its ``SCRIPT LOAD``, as another client flushing the script cache (an operator, a deploy
+    """From now on, in the next pipeline that loads a script, the script cache is flushed
+    after the ``SCRIPT LOAD``, as another client's ``SCRIPT FLUSH`` (an operator, a deploy
     tool) can land between the two: a pipeline of 500 script calls spans many reads on the
     server, and other clients' commands run in between. (With a thread running SCRIPT FLUSH
-    in a loop, 10 of 10 imports of 2,000 tokens failed before the fix.) Returns a list that
-    holds one item once the flush was sent."""
+    in a loop, 10 of 10 imports of 2,000 tokens failed before the fix.) The pipeline keeps
+    its shape: its first command (one reply) loads and flushes in one script-free step,
+    ``SCRIPT FLUSH``, which leaves the server as "loaded, then flushed" would. Returns a list
+    that holds one item once the flush was sent."""
     original = redis_scripts.Script.load_in
     injected: list[int] = []
 
     def load_then_flush(self: redis_scripts.Script, pipe: Any) -> None:
-        original(self, pipe)
-        if not injected:
-            injected.append(1)
-            pipe.execute_command("SCRIPT", "FLUSH")
+        if injected:
+            original(self, pipe)
+            return
+        injected.append(1)
+        pipe.execute_command("SCRIPT", "FLUSH")
 
     monkeypatch.setattr(redis_scripts.Script, "load_in", load_then_flush)
     return injected
@@ -140,4 +143,3 @@ def test_a_script_flush_mid_pipeline_does_not_fail_delete_user_tokens(
     assert batched.delete_user_tokens("svc") == len(tokens) - 1
     assert injected == [1]
     assert_same_keyspace(one, batched)
-
