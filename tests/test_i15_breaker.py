@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from django_authfw.records import utcnow
+from django_authfw.records import AuthToken, utcnow
 from django_authfw.storage import RedisStorage
 from django_authfw.storage.redis import scripts as redis_scripts
 from django_authfw.storage.redis.engine import PIPELINE_BATCH, WRITTEN
 from django_authfw.testing import make_session, make_token
 
-from .backends import unique_prefix
+from .backends import REDIS_TEST_URL, unique_prefix
 from .redis_servers import ServerProcess, private_server
 from .test_redis_import_batches import _engine, assert_same_keyspace
 
@@ -143,3 +143,86 @@ def test_a_script_flush_mid_pipeline_does_not_fail_delete_user_tokens(
     assert batched.delete_user_tokens("svc") == len(tokens) - 1
     assert injected == [1]
     assert_same_keyspace(one, batched)
+
+
+class LosingRedisStorage(RedisStorage):
+    """A Redis target that loses some records of an import after acknowledging them (a
+    failover to a replica that had not received them yet), and changes one: what
+    ``--verify`` exists to catch, now read back a batch at a time."""
+
+    lose: tuple[str, ...] = ()
+    change: str = ""
+
+    def _import_tokens(self, tokens: list[AuthToken]) -> int:
+        written = super()._import_tokens(tokens)
+        engine = _engine(self)
+        for token in tokens:
+            if token.token_id in self.lose:
+                keys = engine.token_keys(token)
+                engine.call(lambda c, k=keys: c.delete(*k), write=True)
+            if token.token_id == self.change:
+                engine.store_token(replace(token, metadata={"changed": True}))
+        return written
+
+
+def test_verify_reports_the_records_a_redis_target_lost_from_a_batch(server: ServerProcess) -> None:
+    """One minted token and one of a foreign id (read back through its ``id:`` pointer) lost
+    from the middle of a batch, one changed: each is reported, by id, and nothing else."""
+    from django_authfw.migration import StorageMigration
+    from django_authfw.storage import InMemoryStorage
+
+    tokens = [make_token(f"u{i % 4}") for i in range(PIPELINE_BATCH + 40)]
+    tokens += [make_token("u1", token_id=f"ext-{i}") for i in range(30)]
+    source = InMemoryStorage()
+    target = LosingRedisStorage(url=f"redis://127.0.0.1:{server.port}/0", key_prefix="v:")
+    target.lose = (tokens[7].token_id, "ext-3")
+    target.change = tokens[PIPELINE_BATCH + 3].token_id
+    try:
+        source.import_tokens(tokens)
+        report = StorageMigration(source, target, verify=True, batch_size=200).migrate_tokens()
+        assert report.copied == len(tokens)
+        assert sorted((m.record_id, m.problem, m.fields) for m in report.mismatches) == sorted(
+            [
+                (tokens[7].token_id, "missing in the target", ()),
+                ("ext-3", "missing in the target", ()),
+                (target.change, "differs in the target", ("metadata",)),
+            ]
+        )
+        assert report.verified == len(tokens) - 3
+        # --missing-only then copies exactly the two lost ones back (the changed one is there).
+        target.lose = ()
+        target.change = ""
+        again = StorageMigration(source, target, missing_only=True).migrate_tokens()
+        assert (again.copied, again.skipped_present) == (2, len(tokens) - 2)
+        assert target.get_token("ext-3") == tokens[-27]
+    finally:
+        target.flush()
+        target.close()
+        source.close()
+
+
+def test_ten_thousand_tokens_of_one_user_from_a_generator_then_revoked_at_once() -> None:
+    """10,000 tokens of one service account in one call, from a generator (read once), then
+    ``revoke_user_tokens``: every one of them reads back revoked at once, by id and by access
+    digest; an empty import writes nothing."""
+    storage = RedisStorage(url=REDIS_TEST_URL, key_prefix=unique_prefix())
+    try:
+        tokens = [make_token("svc") for _ in range(10_000)]
+        assert storage.import_tokens(token for token in tokens) == len(tokens)
+        assert storage.import_tokens(token for token in ()) == 0
+        assert storage.import_tokens([]) == 0
+        now = utcnow()
+        assert storage.revoke_user_tokens("svc", at=now) == len(tokens)
+        ids = [t.token_id for t in tokens]
+        held = storage._get_tokens(ids + ids[:5] + ["unknown", ""])  # duplicates, unknown ids
+        assert sorted(held) == sorted(ids)
+        assert all(t.revoked_at == now for t in held.values())
+        for token in tokens[::997]:
+            found = storage.get_token_by_access(token.access_digest)
+            assert found is not None
+            assert found.revoked_at == now
+        assert storage._get_tokens([]) == {}
+        assert storage.revoke_user_tokens("svc", at=now) == 0
+    finally:
+        storage.flush()
+        storage.close()
