@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from django_authfw.records import AuthToken, utcnow
+from django_authfw.records import AuditEvent, AuthToken, utcnow
 from django_authfw.storage import RedisStorage
 from django_authfw.storage.redis import scripts as redis_scripts
 from django_authfw.storage.redis.engine import PIPELINE_BATCH, WRITTEN
@@ -226,3 +226,63 @@ def test_ten_thousand_tokens_of_one_user_from_a_generator_then_revoked_at_once()
     finally:
         storage.flush()
         storage.close()
+
+
+def _inject_quit(monkeypatch: pytest.MonkeyPatch, method: str, before_call: int) -> list[int]:
+    """The next pipeline of script calls (``method``: ``queue_loaded`` for EVALSHA,
+    ``queue`` for EVAL) gets a ``QUIT`` before its ``before_call``-th call: the server runs
+    the calls before it, answers, and closes the connection, so the client loses the replies
+    and tries the whole pipeline again, as after a socket timeout, a proxy or a
+    ``CLIENT KILL`` in the middle of a pipeline. Returns a list holding one item once sent."""
+    original = getattr(redis_scripts.Script, method)
+    calls: list[int] = []
+    sent: list[int] = []
+
+    def with_quit(self: redis_scripts.Script, pipe: Any, keys: Any, args: Any) -> None:
+        calls.append(1)
+        if len(calls) == before_call and not sent:
+            sent.append(1)
+            pipe.execute_command("QUIT")
+        original(self, pipe, keys, args)
+
+    monkeypatch.setattr(redis_scripts.Script, method, with_quit)
+    return sent
+
+
+def test_delete_user_tokens_counts_what_a_lost_pipeline_deleted(
+    pair: tuple[RedisStorage, RedisStorage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline is sent again after the connection dropped half-way: the records the
+    first attempt deleted answer "gone" the second time. They were deleted by this call,
+    and the count must say so (it was 101 of 300)."""
+    one, batched = pair
+    tokens = [make_token("svc") for _ in range(300)]
+    for storage in pair:
+        storage.import_tokens(tokens)
+    assert one.delete_user_tokens("svc") == len(tokens)
+    sent = _inject_quit(monkeypatch, "queue_loaded", 200)
+    assert batched.delete_user_tokens("svc") == len(tokens)
+    assert sent == [1]
+    assert_same_keyspace(one, batched)
+
+
+def test_import_audit_counts_what_a_lost_pipeline_appended(
+    pair: tuple[RedisStorage, RedisStorage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above for audit events: the second attempt's script refuses the events the first
+    attempt appended (their id is there), which counted them as not appended (101 of 300,
+    and a migration reported 199 "skipped by the target"). Events already there before the
+    call still count as not appended."""
+    one, batched = pair
+    now = utcnow()
+    events = [
+        AuditEvent(action="login", outcome=True, user_id="u1", created_at=now) for _ in range(300)
+    ]
+    for storage in pair:
+        storage.import_audit(events[:50])  # there before: not counted
+    events.append(events[60])  # a duplicate within the call: counted once
+    assert one.import_audit(events) == 250
+    sent = _inject_quit(monkeypatch, "queue", 200)
+    assert batched.import_audit(events) == 250
+    assert sent == [1]
+    assert_same_keyspace(one, batched)
