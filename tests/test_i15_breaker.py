@@ -209,7 +209,8 @@ def test_ten_thousand_tokens_of_one_user_from_a_generator_then_revoked_at_once()
     try:
         tokens = [make_token("svc") for _ in range(10_000)]
         assert storage.import_tokens(token for token in tokens) == len(tokens)
-        assert storage.import_tokens(token for token in ()) == 0
+        nothing: tuple[AuthToken, ...] = ()
+        assert storage.import_tokens(token for token in nothing) == 0
         assert storage.import_tokens([]) == 0
         now = utcnow()
         assert storage.revoke_user_tokens("svc", at=now) == len(tokens)

@@ -783,7 +783,20 @@ class RedisEngine(CacheEngine):
                 )
             )
 
+        attempts = []
+
         def delete(c: Any) -> list[int]:
+            attempts.append(1)
+            statuses = delete_once(c)
+            if len(attempts) > 1:
+                # Sent again after the connection dropped or timed out: the lost attempt may
+                # have deleted some of these records (each was live, holding what was read,
+                # a moment ago), so "gone" now is this call's own delete, as one by one it is
+                # the reply of the write that deleted it.
+                statuses = [WRITTEN if status == GONE else status for status in statuses]
+            return statuses
+
+        def delete_once(c: Any) -> list[int]:
             if not self.cluster:
                 calls = [
                     ([record, index, *pointers], [raw, rid])
@@ -1343,8 +1356,17 @@ class RedisEngine(CacheEngine):
         keys = [self.keys.audit_order, self.keys.audit_events, self.keys.audit_seq]
         count = 0
         for batch in _chunks_of(events, PIPELINE_BATCH):
+            ids = list(dict.fromkeys(event.event_id for event in batch))
+            # Which ids are there before: a pipeline sent again after its connection dropped
+            # finds the events its lost attempt appended, and they are this call's own.
+            there = self.call(lambda c, i=ids: c.hmget(self.keys.audit_events, i))
+            new_ids = {event_id for event_id, raw in zip(ids, there, strict=True) if raw is None}
+            attempts: list[int] = []
 
-            def write(c: Any, batch: list[AuditEvent] = batch) -> list[Any]:
+            def write(
+                c: Any, batch: list[AuditEvent] = batch, attempts: list[int] = attempts
+            ) -> list[Any]:
+                attempts.append(1)
                 pipe = c.pipeline(transaction=False) if not self.cluster else c.pipeline()
                 for event in batch:
                     args = [event.event_id, _time_key(event.created_at), codec.encode_event(event)]
@@ -1352,7 +1374,11 @@ class RedisEngine(CacheEngine):
                 replies: list[Any] = pipe.execute() if self.cluster else self._execute(pipe)
                 return replies
 
-            count += sum(1 for reply in self.call(write, write=True) if int(reply) == 1)
+            replies = self.call(write, write=True)
+            if len(attempts) > 1:
+                count += len(new_ids)  # each appended once, by one attempt or the other
+            else:
+                count += sum(1 for reply in replies if int(reply) == 1)
         return count
 
 
