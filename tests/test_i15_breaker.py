@@ -313,3 +313,98 @@ def test_an_import_sent_again_after_a_dropped_connection_leaves_no_matching_stal
         assert batched.get_token_by_refresh(old.refresh_digest) is None
         assert new.refresh_digest is not None
         assert batched.get_token_by_refresh(new.refresh_digest) == new
+
+
+def _node_id(client: Any) -> str:
+    return str(_text_of(client.execute_command("CLUSTER", "MYID")))
+
+
+def _text_of(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _slot_is_on(node: ServerProcess, slot: int) -> bool:
+    me = _node_id(node.client())
+    for start, end, primary, *_ in node.client().execute_command("CLUSTER", "SLOTS"):
+        if int(start) <= slot <= int(end):
+            return str(_text_of(primary[2])) == me
+    return False
+
+
+def _start_moving(nodes: list[ServerProcess], slot: int) -> tuple[ServerProcess, ServerProcess]:
+    """Mark ``slot`` migrating from its node to another (keys not moved yet): the source
+    answers ASK for keys it does not hold."""
+    source = next(node for node in nodes if _slot_is_on(node, slot))
+    target = next(node for node in nodes if node is not source)
+    target.client().execute_command(
+        "CLUSTER", "SETSLOT", slot, "IMPORTING", _node_id(source.client())
+    )
+    source.client().execute_command(
+        "CLUSTER", "SETSLOT", slot, "MIGRATING", _node_id(target.client())
+    )
+    return source, target
+
+
+def _finish_moving(
+    nodes: list[ServerProcess], slot: int, source: ServerProcess, target: ServerProcess
+) -> None:
+    """Move the slot's keys and give the slot to ``target`` on every node (MOVED after)."""
+    client = source.client()
+    while keys := client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        client.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+    target_id = _node_id(target.client())
+    for node in (target, source, *nodes):
+        node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+
+@pytest.mark.slow
+def test_cluster_imports_and_revocations_across_slots_moved_between_and_during_batches(
+    tmp_path: Path,
+) -> None:
+    """A Cluster resharded under a running migration: the slot of the user's index and of a
+    token moved between two imports (MOVED), and a slot half-way through migrating while a
+    pipeline writes new keys into it (ASK). Every token is then written once, in its user's
+    index, found by id and by refresh token, revoked by ``revoke_user_tokens`` and deleted by
+    ``delete_user_tokens``, with honest counts."""
+    from .redis_servers import redis_cluster_nodes
+
+    with redis_cluster_nodes(tmp_path / "cluster") as cluster:
+        storage = RedisStorage(
+            cluster_mode=True, cluster_urls=cluster.urls, key_prefix=unique_prefix()
+        )
+        engine = _engine(storage)
+        nodes = cluster.nodes
+
+        def slot_of(key: str) -> int:
+            return int(nodes[0].client().execute_command("CLUSTER", "KEYSLOT", key))
+
+        try:
+            first = [make_token("svc") for _ in range(PIPELINE_BATCH + 20)]
+            assert storage.import_tokens(first) == len(first)
+            # Between batches: the index's slot and a stored token's slot move (MOVED).
+            for key in (engine.keys.user_tokens("svc"), engine.token_keys(first[3])[0]):
+                slot = slot_of(key)
+                _finish_moving(nodes, slot, *_start_moving(nodes, slot))
+            second = [make_token("svc") for _ in range(PIPELINE_BATCH + 20)]
+            # During a batch: a new token's slot is migrating (ASK for the keys not there).
+            slot = slot_of(engine.token_keys(second[5])[0])
+            source, target = _start_moving(nodes, slot)
+            upserts = [replace(token, metadata={"n": 2}) for token in first[:30]]
+            assert storage.import_tokens(second + upserts) == len(second) + len(upserts)
+            _finish_moving(nodes, slot, source, target)
+
+            everything = {t.token_id: t for t in first + second + upserts}
+            assert storage._get_tokens(list(everything)) == everything
+            assert {t.token_id for t in storage.list_user_tokens("svc")} == set(everything)
+            for token in (second[5], upserts[3], first[40]):
+                assert token.refresh_digest is not None
+                assert storage.get_token_by_refresh(token.refresh_digest) == token
+            now = utcnow()
+            assert storage.revoke_user_tokens("svc", at=now) == len(everything)
+            held = storage._get_tokens(list(everything))
+            assert all(t.revoked_at == now for t in held.values())
+            assert storage.delete_user_tokens("svc") == len(everything)
+            assert storage._get_tokens(list(everything)) == {}
+        finally:
+            storage.flush()
+            storage.close()
