@@ -408,3 +408,35 @@ def test_cluster_imports_and_revocations_across_slots_moved_between_and_during_b
         finally:
             storage.flush()
             storage.close()
+
+
+def test_a_revoked_token_reimported_live_agrees_with_single_writes_and_the_docs(
+    pair: tuple[RedisStorage, RedisStorage],
+) -> None:
+    """An import is an upsert: one by one or pipelined, a live copy of a token revoked in
+    the store brings it back (docs/commands.md and docs/operations.md say so, and say to use
+    ``--missing-only`` or ``--merge`` against a live store). ``--missing-only`` never does:
+    the revoked token is present, so it is left revoked."""
+    from django_authfw.migration import StorageMigration
+    from django_authfw.storage import InMemoryStorage
+
+    one, batched = pair
+    now = utcnow()
+    tokens = [make_token("u1") for _ in range(PIPELINE_BATCH + 5)]
+    for storage in pair:
+        storage.import_tokens(tokens)
+        assert storage.revoke_user_tokens("u1", at=now) == len(tokens)
+    assert sum(_engine(one)._put_token(token) == WRITTEN for token in tokens) == len(tokens)
+    assert batched.import_tokens(tokens) == len(tokens)
+    assert_same_keyspace(one, batched)
+    assert all(t.revoked_at is None for t in batched.list_user_tokens("u1"))
+
+    assert batched.revoke_user_tokens("u1", at=now) == len(tokens)
+    source = InMemoryStorage()
+    try:
+        source.import_tokens(tokens)
+        report = StorageMigration(source, batched, missing_only=True).migrate_tokens()
+    finally:
+        source.close()
+    assert (report.copied, report.skipped_present) == (0, len(tokens))
+    assert all(t.revoked_at == now for t in batched.list_user_tokens("u1"))
