@@ -440,3 +440,36 @@ def test_a_revoked_token_reimported_live_agrees_with_single_writes_and_the_docs(
         source.close()
     assert (report.copied, report.skipped_present) == (0, len(tokens))
     assert all(t.revoked_at == now for t in batched.list_user_tokens("u1"))
+
+
+@pytest.mark.slow
+def test_pipelined_writes_with_replica_acks_survive_a_failover(tmp_path: Path) -> None:
+    """Sentinel with ``replica_acks=1``: the pipelines of an import, of ``revoke_user_tokens``
+    and of ``delete_user_tokens`` each wait for the replica (WAIT on the connection that
+    wrote), so a primary SIGKILLed right after they return loses none of it: the promoted
+    replica holds every token imported, every revocation and every delete."""
+    from .redis_servers import sentinel_group
+    from .test_redis_distributed import sentinel_storage
+
+    with sentinel_group(tmp_path) as group:
+        storage = sentinel_storage(
+            group, replica_acks=1, replica_ack_timeout=2, key_prefix=unique_prefix()
+        )
+        try:
+            now = utcnow()
+            kept = [make_token("svc") for _ in range(PIPELINE_BATCH + 50)]
+            gone = [make_token("old") for _ in range(PIPELINE_BATCH + 10)]
+            assert storage.import_tokens(kept + gone) == len(kept) + len(gone)
+            assert storage.revoke_user_tokens("svc", at=now) == len(kept)
+            assert storage.delete_user_tokens("old") == len(gone)
+            waits = group.primary.client().info("commandstats")["cmdstat_wait"]["calls"]
+            assert waits >= 5  # at least one per pipeline above
+
+            group.primary.kill()
+            held = storage._get_tokens([t.token_id for t in kept + gone])  # rides the failover
+            assert group.current_primary_port() == group.replica.port
+            assert sorted(held) == sorted(t.token_id for t in kept)
+            assert all(t.revoked_at == now for t in held.values())
+            assert storage.list_user_tokens("old") == []
+        finally:
+            storage.close()
