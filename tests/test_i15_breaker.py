@@ -473,3 +473,58 @@ def test_pipelined_writes_with_replica_acks_survive_a_failover(tmp_path: Path) -
             assert storage.list_user_tokens("old") == []
         finally:
             storage.close()
+
+
+@pytest.mark.slow
+def test_a_migration_into_a_redis_killed_mid_pipeline_is_finished_by_a_second_run(
+    tmp_path: Path,
+) -> None:
+    """Redis SIGKILLed while a migration pipelines 10,000 tokens into it (AOF fsynced on every
+    write): the migration fails, reporting nothing copied; after the restart a
+    ``--missing-only --verify`` run copies exactly what is missing, verifies all of it, and
+    the target then holds every token once, as the source does. Whenever the kill lands, only
+    how the tokens split between "copied" and "present" changes."""
+    import threading
+
+    from django_authfw.exceptions import StorageError
+    from django_authfw.migration import StorageMigration
+    from django_authfw.storage import InMemoryStorage
+
+    from .faults.conftest import AofRedis
+
+    aof = AofRedis(tmp_path / "aof")
+    source = InMemoryStorage()
+    tokens = [make_token(f"u{i % 3}") for i in range(10_000)]
+    tokens += [make_token("u1", token_id=f"ext-{i}") for i in range(100)]
+    source.import_tokens(tokens)
+    watcher = aof.server.client()
+    target = RedisStorage(url=aof.url, key_prefix="k:", timeout=0.5, retry_attempts=1)
+
+    def kill_once_some_landed() -> None:
+        while aof.server.alive and int(watcher.dbsize()) < 1_000:
+            threading.Event().wait(0.002)
+        aof.kill()
+
+    killer = threading.Thread(target=kill_once_some_landed)
+    try:
+        killer.start()
+        with pytest.raises(StorageError):
+            StorageMigration(source, target, batch_size=len(tokens)).migrate_tokens()
+        killer.join()
+        aof.restart()
+        report = StorageMigration(source, target, missing_only=True, verify=True).migrate_tokens()
+        assert report.ok, report.mismatches
+        assert report.copied + report.skipped_present == len(tokens)
+        assert report.verified == report.copied
+        assert 0 < report.skipped_present < len(tokens)
+        stored = {t.token_id: t for batch in target.iter_tokens() for t in batch}
+        assert stored == {t.token_id: t for t in tokens}
+        users = {
+            user: {t.token_id for t in target.list_user_tokens(user)} for user in ["u0", "u1", "u2"]
+        }
+        assert users == {user: {t.token_id for t in tokens if t.user_id == user} for user in users}
+    finally:
+        killer.join()
+        target.close()
+        source.close()
+        aof.stop()
