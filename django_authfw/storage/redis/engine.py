@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from ... import validate
 from ...exceptions import StorageError
@@ -176,21 +176,56 @@ class RedisEngine(CacheEngine):
 
         return self.call(chunked)
 
-    def _execute(self, pipe: Any) -> list[Any]:
+    def _execute(self, pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
         """Run a pipeline of writes on one server; with ``replica_acks``, WAIT on its own
-        connection (the one that wrote) and fail, to be retried, if too few replicas have it."""
+        connection (the one that wrote) and fail, to be retried, if too few replicas have it.
+        With ``raise_on_error=False`` a command's error is its reply (redis-py's pipeline)."""
         acks = int(getattr(self.call, "replica_acks", 0) or 0)
         if acks:
             wait_ms = max(1, int(self.call.replica_ack_timeout * 1000))
             pipe.execute_command("WAIT", acks, wait_ms)
-        replies: list[Any] = pipe.execute()
+        replies: list[Any] = pipe.execute(raise_on_error=raise_on_error)
         if acks:
-            acked = int(replies.pop())
-            if acked < acks:
+            acked = replies.pop()
+            if isinstance(acked, Exception):
+                raise acked
+            if int(acked) < acks:
                 raise NotReplicated(
                     f"the writes reached the primary but {acked} of {acks} replicas "
                     f"within {self.call.replica_ack_timeout}s"
                 )
+        return replies
+
+    def _run_loaded(
+        self, c: Any, script: redis_scripts.Script, calls: list[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)`` of ``calls`` on one server, in one pipeline
+        opened by ``SCRIPT LOAD``; return the replies in the order of ``calls``.
+
+        Another client's ``SCRIPT FLUSH`` (an operator, a deploy tool) can land between the
+        ``SCRIPT LOAD`` and the ``EVALSHA`` calls of a long pipeline, which spans many reads
+        on the server: those calls are answered NOSCRIPT and did nothing, so they alone are
+        sent again, as ``EVAL`` with the source (which no flush can miss), as redis-py's
+        ``Script`` reloads for a single call. The other replies are kept, so nothing is
+        written twice and every reply is the write's own. Any other error is raised, as a
+        failing pipeline always was.
+        """
+        pipe = c.pipeline(transaction=False)
+        script.load_in(pipe)
+        for keys, args in calls:
+            script.queue_loaded(pipe, keys, args)
+        got = self._execute(pipe, raise_on_error=False)
+        replies = got[1:]
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        for reply in got:
+            if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+                raise reply  # the first error, as a pipeline raising on error does
+        if again:
+            pipe = c.pipeline(transaction=False)
+            for i in again:
+                script.queue(pipe, *calls[i])
+            for i, reply in zip(again, self._execute(pipe), strict=True):
+                replies[i] = reply
         return replies
 
     def _put_many(self, puts: list[_Put]) -> list[Any]:
@@ -220,12 +255,11 @@ class RedisEngine(CacheEngine):
             now = utcnow()
             pxs = [px_of(put, now) for put in puts]
             if not self.cluster:
-                pipe = c.pipeline(transaction=False)
-                PUT_RECORD.load_in(pipe)
-                for put, px in zip(puts, pxs, strict=True):
-                    keys = [put.record, put.index, *put.pointers]
-                    PUT_RECORD.queue_loaded(pipe, keys, args(put, px))
-                return self._execute(pipe)[1:]  # after SCRIPT LOAD's reply
+                calls = [
+                    ([put.record, put.index, *put.pointers], args(put, px))
+                    for put, px in zip(puts, pxs, strict=True)
+                ]
+                return self._run_loaded(c, PUT_RECORD, calls)
             pipe = c.pipeline()
             for put, px in zip(puts, pxs, strict=True):
                 INDEX_ADD.queue(pipe, [put.index], [put.member, px])
@@ -749,13 +783,26 @@ class RedisEngine(CacheEngine):
                 )
             )
 
+        attempts = []
+
         def delete(c: Any) -> list[int]:
+            attempts.append(1)
+            statuses = delete_once(c)
+            if len(attempts) > 1:
+                # Sent again after the connection dropped or timed out: the lost attempt may
+                # have deleted some of these records (each was live, holding what was read,
+                # a moment ago), so "gone" now is this call's own delete, as one by one it is
+                # the reply of the write that deleted it.
+                statuses = [WRITTEN if status == GONE else status for status in statuses]
+            return statuses
+
+        def delete_once(c: Any) -> list[int]:
             if not self.cluster:
-                pipe = c.pipeline(transaction=False)
-                DELETE_RECORD.load_in(pipe)
-                for raw, rid, record, index, pointers in plans:
-                    DELETE_RECORD.queue_loaded(pipe, [record, index, *pointers], [raw, rid])
-                return [int(status) for status in self._execute(pipe)[1:]]
+                calls = [
+                    ([record, index, *pointers], [raw, rid])
+                    for raw, rid, record, index, pointers in plans
+                ]
+                return [int(status) for status in self._run_loaded(c, DELETE_RECORD, calls)]
             pipe = c.pipeline()
             for raw, _, record, _, _ in plans:
                 DELETE_IF_EQUAL.queue(pipe, [record], [raw])
@@ -1309,8 +1356,17 @@ class RedisEngine(CacheEngine):
         keys = [self.keys.audit_order, self.keys.audit_events, self.keys.audit_seq]
         count = 0
         for batch in _chunks_of(events, PIPELINE_BATCH):
+            ids = list(dict.fromkeys(event.event_id for event in batch))
+            # Which ids are there before: a pipeline sent again after its connection dropped
+            # finds the events its lost attempt appended, and they are this call's own.
+            there = self.call(lambda c, i=ids: c.hmget(self.keys.audit_events, i))
+            new_ids = {event_id for event_id, raw in zip(ids, there, strict=True) if raw is None}
+            attempts: list[int] = []
 
-            def write(c: Any, batch: list[AuditEvent] = batch) -> list[Any]:
+            def write(
+                c: Any, batch: list[AuditEvent] = batch, attempts: list[int] = attempts
+            ) -> list[Any]:
+                attempts.append(1)
                 pipe = c.pipeline(transaction=False) if not self.cluster else c.pipeline()
                 for event in batch:
                     args = [event.event_id, _time_key(event.created_at), codec.encode_event(event)]
@@ -1318,7 +1374,11 @@ class RedisEngine(CacheEngine):
                 replies: list[Any] = pipe.execute() if self.cluster else self._execute(pipe)
                 return replies
 
-            count += sum(1 for reply in self.call(write, write=True) if int(reply) == 1)
+            replies = self.call(write, write=True)
+            if len(attempts) > 1:
+                count += len(new_ids)  # each appended once, by one attempt or the other
+            else:
+                count += sum(1 for reply in replies if int(reply) == 1)
         return count
 
 
