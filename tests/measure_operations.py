@@ -134,9 +134,10 @@ def _token_table() -> tuple[str, list[str], Callable[[Any], tuple[Any, ...]]]:
 
     from django_authfw.storage.database import rows as convert
     from django_authfw.storage.database.models import Token
+    from django_authfw.storage.database.queries import concrete_field
 
     sample = convert.token_fields(Token, next(token_batches(1, ["1"], timedelta(0), "x"))[0])
-    columns = [Token._meta.get_field(name).column for name in sample]
+    columns = [str(concrete_field(Token, name).column) for name in sample]
     json_columns = {
         i for i, name in enumerate(sample) if name in ("permissions", "roles", "metadata")
     }
@@ -314,7 +315,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     from django_authfw.storage import InMemoryStorage
 
     op = spec["op"]
-    stores = {
+    stores: dict[str, Callable[[], Any]] = {
         "database": database_storage,
         "redis": lambda: redis_storage(spec["prefix"]),
         "memory": InMemoryStorage,

@@ -133,7 +133,7 @@ def test_real_redis_down(aliases: Any, settings: Any) -> None:
         run("--storage", "down")
 
 
-@pytest.mark.parametrize("count,batch", [(4, 2), (5, 2), (3, 1), (3, 1000)])
+@pytest.mark.parametrize(("count", "batch"), [(4, 2), (5, 2), (3, 1), (3, 1000)])
 def test_database_cleanup_deletes_exactly_the_expired_rows_in_rounds(
     aliases: Any, make_user: Callable[..., str], count: int, batch: int
 ) -> None:

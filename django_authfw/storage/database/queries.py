@@ -133,8 +133,8 @@ def _delete_by_subquery(queryset: QuerySet[Any], batch_size: int) -> int:
     select_sql, params = queryset.values_list("pk").query.sql_with_params()
     # select_sql is "SELECT <table>.<pk> FROM <table> WHERE <filter>"; its WHERE is reused.
     where = select_sql[select_sql.index(" WHERE ") + 7 :] if " WHERE " in select_sql else "1=1"
-    sql = (
-        f"DELETE FROM {table} WHERE {where} AND {pk} IN "
+    sql = (  # names quoted by the backend, the filter compiled by the ORM with parameters
+        f"DELETE FROM {table} WHERE {where} AND {pk} IN "  # noqa: S608
         f"(SELECT {pk} FROM {table} WHERE {where} LIMIT %s)"
     )
     args = [*params, *params, batch_size]
@@ -143,7 +143,7 @@ def _delete_by_subquery(queryset: QuerySet[Any], batch_size: int) -> int:
         # One statement: its own transaction in autocommit, no BEGIN/COMMIT round trips.
         with connection.cursor() as cursor:
             cursor.execute(sql, args)
-            deleted = cursor.rowcount
+            deleted = int(cursor.rowcount)
         total += deleted
         if deleted < batch_size:
             return total
