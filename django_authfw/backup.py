@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -198,11 +199,14 @@ def _dec_dict(value: Any) -> dict[str, Any]:
     return value
 
 
+_DIGEST = re.compile("[0-9a-f]{64}")
+
+
 def _dec_digest(value: Any) -> str:
     # A stored token is a SHA-256 hex digest; anything else (a raw token, say) is refused, so a
     # backup can never plant a usable secret in a storage.
     text = _dec_str(value)
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+    if _DIGEST.fullmatch(text) is None:
         raise _fail("expected a SHA-256 hex digest (64 lowercase hex characters)")
     return text
 
@@ -262,6 +266,9 @@ SCHEMAS: dict[str, tuple[type[Any], tuple[_Codec, ...]]] = {
 }
 
 
+_FIELD_NAMES = {kind: frozenset(c.name for c in codecs) for kind, (_cls, codecs) in SCHEMAS.items()}
+
+
 def encode_record(kind: str, record: Any) -> dict[str, Any]:
     """Return the JSON-ready form of one record of ``kind`` (every field present)."""
     _cls, codecs = SCHEMAS[kind]
@@ -273,7 +280,13 @@ def decode_record(kind: str, data: Any) -> Any:
     cls, codecs = SCHEMAS[kind]
     if not isinstance(data, dict):
         raise _fail(f"a {kind} record must be a JSON object")
-    expected = {codec.name for codec in codecs}
+    expected = _FIELD_NAMES[kind]
+    if len(data) == len(expected) and data.keys() == expected:
+        # The usual case, checked at once: exactly the fields of the kind.
+        try:
+            return cls(**{codec.name: codec.decode(data[codec.name]) for codec in codecs})
+        except BackupError:
+            pass  # reported below, with the field's name
     missing, unknown = expected - data.keys(), data.keys() - expected
     if missing or unknown:
         parts = []
