@@ -14,11 +14,11 @@ Only on PostgreSQL whose connection runs in UTC (``USE_TZ = True``): elsewhere
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Model
 
 from ...records import AuthToken
@@ -45,9 +45,8 @@ def _select_list(db: str, model: type[Model]) -> str:
 def token_json_pages(
     db: str, model: type[Model], now: datetime, batch_size: int
 ) -> Iterator[list[tuple[str, str]]] | None:
-    """Pages of ``(user_id, token JSON)`` of the tokens kept past ``now``, in primary-key
-    order (keyset pages of ``batch_size``, as ``iter_tokens``); None where not
-    :func:`supported`."""
+    """Pages of ``batch_size`` ``(user_id, token JSON)`` of the tokens kept past ``now``, read
+    from one snapshot in the table's physical order; None where not :func:`supported`."""
     if not supported(db):
         return None
     return _pages(db, model, now, batch_size)
@@ -56,27 +55,28 @@ def token_json_pages(
 def _pages(
     db: str, model: type[Model], now: datetime, batch_size: int
 ) -> Iterator[list[tuple[str, str]]]:
+    # One query read through a server-side cursor, in one transaction: the table is read in
+    # its physical order (a sequential scan, as COPY reads it) from one snapshot. Keyset pages
+    # in primary-key order visit the heap at random instead: at 100,000 tokens they read
+    # fewer than 10,000 rows a second here. The snapshot holds back VACUUM for the length of
+    # the backup, as pg_dump's does, and the only lock is ACCESS SHARE (blocks DDL alone).
     connection = connections[db]
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    pk = quote("token_id")  # the field names the subquery gives its columns
     retain = quote(column_of(model, "retain_until"))
+    name = quote(f"authfw_backup_{uuid.uuid4().hex[:12]}")
     # Names quoted by the backend; every value is a parameter.
-    inner = f"SELECT {_select_list(db, model)} FROM {table} WHERE {retain} > %s"  # noqa: S608
-    outer = "SELECT r.{pk}, r.{user}, row_to_json(r)::text FROM ({inner} ORDER BY {pk} LIMIT %s) r"
-    first = outer.format(pk=pk, user=quote("user_id"), inner=inner)
-    after = outer.format(pk=pk, user=quote("user_id"), inner=f"{inner} AND {pk} > %s")
-    last: Any = None
-    while True:
-        with connection.cursor() as cursor:
-            if last is None:
-                cursor.execute(first, [now, batch_size])
-            else:
-                cursor.execute(after, [now, last, batch_size])
+    select = (
+        f"SELECT r.{quote('user_id')}, row_to_json(r)::text FROM "  # noqa: S608
+        f"(SELECT {_select_list(db, model)} FROM {table} WHERE {retain} > %s) r"
+    )
+    with transaction.atomic(using=db), connection.cursor() as cursor:
+        cursor.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {select}", [now])
+        while True:
+            cursor.execute(f"FETCH FORWARD {int(batch_size)} FROM {name}")
             rows = cursor.fetchall()
-        if not rows:
-            return
-        yield [(user_id, text) for _pk, user_id, text in rows]
-        if len(rows) < batch_size:
-            return
-        last = rows[-1][0]
+            if rows:
+                yield [(user_id, text) for user_id, text in rows]
+            if len(rows) < batch_size:
+                break
+        cursor.execute(f"CLOSE {name}")
