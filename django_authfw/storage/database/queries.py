@@ -250,8 +250,47 @@ def import_rows(db: str, model: type[Model], rows: list[dict[str, Any]], kind: s
     with transaction.atomic(using=db):
         if any(field.name == "user" for field in model._meta.concrete_fields):
             check_users_exist(model, db, {row["user_id"] for row in rows}, kind)
-        upsert(db, model, [model(**row) for row in rows], update)
+        if connections[db].vendor in ("postgresql", "sqlite"):
+            _upsert_rows(db, model, rows)
+        else:
+            upsert(db, model, [model(**row) for row in rows], update)
     return len(rows)
+
+
+def _upsert_rows(db: str, model: type[Model], rows: list[dict[str, Any]]) -> None:
+    """``INSERT ... VALUES (...), (...) ON CONFLICT (pk) DO UPDATE`` of ``rows`` (field dicts
+    with the same keys), as many rows per statement as the database's parameter limit allows.
+
+    What :func:`upsert` makes ``bulk_create`` write, without building a model instance per row
+    or compiling the statement again for each batch: each value goes through its field's
+    ``get_db_prep_save``, as the ORM sends it.
+    """
+    connection = connections[db]
+    quote = connection.ops.quote_name
+    names = list(rows[0])
+    fields = [concrete_field(model, name) for name in names]
+    columns = [quote(column(model, name)) for name in names]
+    pk = quote(str(model._meta.pk.column))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != pk)
+    one = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    max_params = connection.features.max_query_params or 30_000
+    per_statement = max(1, min(1000, max_params // len(columns)))
+    prepare = [field.get_db_prep_save for field in fields]
+    head = f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(columns)}) VALUES "  # noqa: S608
+    tail = f" ON CONFLICT ({pk}) DO UPDATE SET {updates}"
+    statements: dict[int, str] = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            sql = statements.get(len(chunk))
+            if sql is None:
+                sql = statements[len(chunk)] = head + ", ".join([one] * len(chunk)) + tail
+            params = [
+                prep(row[name], connection)
+                for row in chunk
+                for name, prep in zip(names, prepare, strict=True)
+            ]
+            cursor.execute(sql, params)
 
 
 def import_new_events(db: str, model: type[Model], rows_by_event_id: dict[str, Any]) -> int:
