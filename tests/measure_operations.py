@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -618,6 +619,7 @@ def database_suite(vendor: str, database_url: str, count: int, engines: set[str]
         delete_prefix(prefix)
         Token.objects.all().delete()
         connection.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def single_suite(database_url: str, count: int, engines: set[str]) -> None:
@@ -938,6 +940,7 @@ def main(argv: list[str] | None = None) -> None:
             cleanups.append(drop)
             databases["postgresql"] = url
         tmp = tempfile.mkdtemp(prefix="authfw-measure-sqlite-")
+        cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
         databases["sqlite"] = f"sqlite:///{tmp}/measure.sqlite3"
         main_db = databases.get("postgresql", databases["sqlite"])
         flags = ["--backends", ",".join(sorted(engines))]
