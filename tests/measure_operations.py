@@ -486,7 +486,9 @@ class Table:
         print("ROW " + json.dumps(row), flush=True)
 
 
-def database_suite(vendor: str, database_url: str, count: int, engines: set[str]) -> None:
+def database_suite(
+    vendor: str, database_url: str, count: int, engines: set[str], cleanup_only: bool = False
+) -> None:
     """Every operation with ``vendor``'s database at ``count`` tokens (Redis too if asked)."""
     setup_django(database_url)
     from django.core.management import call_command
@@ -510,73 +512,41 @@ def database_suite(vendor: str, database_url: str, count: int, engines: set[str]
     def truncate() -> None:
         Token.objects.all().delete()
 
+    def vacuum() -> None:
+        if vendor == "postgresql":  # autocommit: VACUUM runs outside a transaction
+            with connection.cursor() as cursor:
+                cursor.execute(f'VACUUM ANALYZE "{Token._meta.db_table}"')
+
     def fresh(label: str) -> Iterator[list[Any]]:
         return token_batches(count, users, timedelta(hours=1), label + uuid.uuid4().hex)
 
     try:
-        # Raw INSERT fills the database: the baseline of every write into it.
-        insert_s = raw_insert(fresh("insert"))
-        insert_rate = count / insert_s
-        table.add(count, f"raw INSERT into {name}", count, insert_s)
-        pipeline_rate = None
-        if redis_too:
-            pipeline_rate = count / raw_pipeline(fresh("pipe"), prefix + "raw:")
-        copy_label = "COPY ... TO STDOUT" if vendor == "postgresql" else "SELECT * read"
-        _size, copy_s = raw_read_tokens()
-        result = run_child(spec(op="backup", source="database", file=file))
-        table.add(
-            count,
-            f"backup of {name}",
-            result["records"],
-            result["seconds"],
-            copy_label,
-            count / copy_s,
-            result["rss_mb"],
-            0.2,
-        )
-        if redis_too:
-            result = run_child(spec(op="migrate", source="database", target="redis"))
+        if not cleanup_only:
+            # Raw INSERT fills the database: the baseline of every write into it.
+            insert_s = raw_insert(fresh("insert"))
+            insert_rate = count / insert_s
+            table.add(count, f"raw INSERT into {name}", count, insert_s)
+            pipeline_rate = None
+            if redis_too:
+                pipeline_rate = count / raw_pipeline(fresh("pipe"), prefix + "raw:")
+            copy_label = "COPY ... TO STDOUT" if vendor == "postgresql" else "SELECT * read"
+            _size, copy_s = raw_read_tokens()
+            result = run_child(spec(op="backup", source="database", file=file))
             table.add(
                 count,
-                f"migrate {name} -> Redis",
+                f"backup of {name}",
                 result["records"],
                 result["seconds"],
-                "redis-py pipeline",
-                pipeline_rate,
+                copy_label,
+                count / copy_s,
                 result["rss_mb"],
-                0.5,
+                0.2,
             )
-            truncate()
-            result = run_child(spec(op="migrate", source="redis", target="database"))
-            table.add(
-                count,
-                f"migrate Redis -> {name}",
-                result["records"],
-                result["seconds"],
-                "multi-row INSERT",
-                insert_rate,
-                result["rss_mb"],
-                0.5,
-            )
-            if vendor == "postgresql":
-                read, read_s = raw_redis_read(prefix)
-                redis_file = str(Path(tmp) / "redis.backup")
-                result = run_child(spec(op="backup", source="redis", file=redis_file))
+            if redis_too:
+                result = run_child(spec(op="migrate", source="database", target="redis"))
                 table.add(
                     count,
-                    "backup of Redis",
-                    result["records"],
-                    result["seconds"],
-                    "SCAN + MGET",
-                    read / read_s if read_s else None,
-                    result["rss_mb"],
-                    0.2,
-                )
-                delete_prefix(prefix)
-                result = run_child(spec(op="restore", target="redis", file=file))
-                table.add(
-                    count,
-                    "restore into Redis",
+                    f"migrate {name} -> Redis",
                     result["records"],
                     result["seconds"],
                     "redis-py pipeline",
@@ -584,26 +554,68 @@ def database_suite(vendor: str, database_url: str, count: int, engines: set[str]
                     result["rss_mb"],
                     0.5,
                 )
-            delete_prefix(prefix)
-        truncate()
-        result = run_child(spec(op="restore", target="database", file=file))
-        table.add(
-            count,
-            f"restore into {name}",
-            result["records"],
-            result["seconds"],
-            "multi-row INSERT",
-            insert_rate,
-            result["rss_mb"],
-            0.5,
-        )
+                truncate()
+                result = run_child(spec(op="migrate", source="redis", target="database"))
+                table.add(
+                    count,
+                    f"migrate Redis -> {name}",
+                    result["records"],
+                    result["seconds"],
+                    "multi-row INSERT",
+                    insert_rate,
+                    result["rss_mb"],
+                    0.5,
+                )
+                if vendor == "postgresql":
+                    read, read_s = raw_redis_read(prefix)
+                    redis_file = str(Path(tmp) / "redis.backup")
+                    result = run_child(spec(op="backup", source="redis", file=redis_file))
+                    table.add(
+                        count,
+                        "backup of Redis",
+                        result["records"],
+                        result["seconds"],
+                        "SCAN + MGET",
+                        read / read_s if read_s else None,
+                        result["rss_mb"],
+                        0.2,
+                    )
+                    delete_prefix(prefix)
+                    result = run_child(spec(op="restore", target="redis", file=file))
+                    table.add(
+                        count,
+                        "restore into Redis",
+                        result["records"],
+                        result["seconds"],
+                        "redis-py pipeline",
+                        pipeline_rate,
+                        result["rss_mb"],
+                        0.5,
+                    )
+                delete_prefix(prefix)
+            truncate()
+            result = run_child(spec(op="restore", target="database", file=file))
+            table.add(
+                count,
+                f"restore into {name}",
+                result["records"],
+                result["seconds"],
+                "multi-row INSERT",
+                insert_rate,
+                result["rss_mb"],
+                0.5,
+            )
         # Clean-up: the same number of expired rows, for the raw DELETE and then for cleanup.
+        # Each timed delete starts from a vacuumed table: the rows an earlier delete left dead
+        # in the indexes would slow the next one down, and would be measured instead.
         truncate()
         expired = timedelta(seconds=-1)
         raw_insert(token_batches(count, users, expired, uuid.uuid4().hex))
+        vacuum()
         deleted, delete_s = raw_delete()
         assert deleted == count, (deleted, count)
         raw_insert(token_batches(count, users, expired, uuid.uuid4().hex))
+        vacuum()
         result = run_child(spec(op="cleanup", source="database"))
         table.add(
             count,
@@ -897,6 +909,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single-user", action="store_true", help="one user, all tokens")
     parser.add_argument("--traffic", action="store_true", help="verification p99 under load")
     parser.add_argument("--no-table", action="store_true", help="skip the operations table")
+    parser.add_argument(
+        "--cleanup-only", action="store_true", help="of the table, the clean-up rows alone"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--suite", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
@@ -915,7 +930,7 @@ def main(argv: list[str] | None = None) -> None:
         count = counts[0]
         kind, _, vendor = args.suite.partition(":")
         if kind == "table":
-            database_suite(vendor, args.database_url, count, engines)
+            database_suite(vendor, args.database_url, count, engines, args.cleanup_only)
         elif kind == "single":
             single_suite(args.database_url, count, engines)
         elif kind == "memory":
@@ -957,9 +972,11 @@ def main(argv: list[str] | None = None) -> None:
             if not args.no_table:
                 for vendor in ("postgresql", "sqlite"):
                     if vendor in engines:
+                        only = ["--cleanup-only"] if args.cleanup_only else []
                         collect(
                             run_suite(
                                 [
+                                    *only,
                                     "--suite",
                                     f"table:{vendor}",
                                     "--database-url",
