@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -66,7 +67,7 @@ from .transfer import (
     KINDS,
     TOKENS,
     RecordKind,
-    storage_is_empty,
+    close_iterator,
     storage_label,
     write_records,
 )
@@ -94,6 +95,10 @@ COUNT_KEYS = tuple(kind.name for kind in KINDS)
 MAX_LINE_BYTES = 64 * 1024 * 1024
 
 IfNotEmpty = Literal["error", "merge", "replace"]
+
+BACKUP_COMPRESSLEVEL = 1
+"""gzip level of the files written: 1, the fastest, compresses digests and JSON about as well as
+the default 6 at a third of its cost (measured in docs/operations.md); any level reads back."""
 
 
 class BackupError(InvalidInput):
@@ -194,11 +199,14 @@ def _dec_dict(value: Any) -> dict[str, Any]:
     return value
 
 
+_DIGEST = re.compile("[0-9a-f]{64}")
+
+
 def _dec_digest(value: Any) -> str:
     # A stored token is a SHA-256 hex digest; anything else (a raw token, say) is refused, so a
     # backup can never plant a usable secret in a storage.
     text = _dec_str(value)
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+    if _DIGEST.fullmatch(text) is None:
         raise _fail("expected a SHA-256 hex digest (64 lowercase hex characters)")
     return text
 
@@ -258,6 +266,9 @@ SCHEMAS: dict[str, tuple[type[Any], tuple[_Codec, ...]]] = {
 }
 
 
+_FIELD_NAMES = {kind: frozenset(c.name for c in codecs) for kind, (_cls, codecs) in SCHEMAS.items()}
+
+
 def encode_record(kind: str, record: Any) -> dict[str, Any]:
     """Return the JSON-ready form of one record of ``kind`` (every field present)."""
     _cls, codecs = SCHEMAS[kind]
@@ -269,7 +280,13 @@ def decode_record(kind: str, data: Any) -> Any:
     cls, codecs = SCHEMAS[kind]
     if not isinstance(data, dict):
         raise _fail(f"a {kind} record must be a JSON object")
-    expected = {codec.name for codec in codecs}
+    expected = _FIELD_NAMES[kind]
+    if len(data) == len(expected) and data.keys() == expected:
+        # The usual case, checked at once: exactly the fields of the kind.
+        try:
+            return cls(**{codec.name: codec.decode(data[codec.name]) for codec in codecs})
+        except BackupError:
+            pass  # reported below, with the field's name
     missing, unknown = expected - data.keys(), data.keys() - expected
     if missing or unknown:
         parts = []
@@ -290,8 +307,99 @@ def decode_record(kind: str, data: Any) -> Any:
 # Writing ----------------------------------------------------------------------------------------
 
 
+# One encoder, built once: json.dumps with options builds a new one per call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _dumps(obj: Any) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    return (_encode_json(obj) + "\n").encode("utf-8")
+
+
+def _row_encoder(kind: str) -> Callable[[tuple[Any, ...]], dict[str, Any]]:
+    """A function from a database row of ``kind`` (:meth:`DatabaseStorage.iter_rows`) to what
+    :func:`encode_record` gives for the record built from that row."""
+    from .storage.database.rows import column_readers
+
+    record_class, codecs = SCHEMAS[kind]
+    steps: list[Callable[[Any], Any] | None] = []
+    for codec, read in zip(codecs, column_readers(record_class), strict=True):
+        encode = None if codec.encode is _same else codec.encode
+        if encode is None or read is None:
+            steps.append(read or encode)
+        else:
+            steps.append(_then(read, encode))
+    names = tuple(codec.name for codec in codecs)
+    pairs = tuple(zip(names, steps, strict=True))
+
+    def encode_row(row: tuple[Any, ...]) -> dict[str, Any]:
+        return {
+            name: value if step is None or value is None else step(value)
+            for (name, step), value in zip(pairs, row, strict=True)
+        }
+
+    return encode_row
+
+
+class _Usernames:
+    """Usernames by user id, read a batch at a time and remembered (up to :attr:`LIMIT` ids),
+    so that the users of a large backup are read about once each, not once per batch."""
+
+    LIMIT = 100_000
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.known: dict[str, str | None] = {}
+
+    def lookup(self, user_ids: Iterable[str]) -> dict[str, str | None]:
+        ids = set(user_ids)
+        wanted = ids - self.known.keys()
+        if wanted:
+            if len(self.known) + len(wanted) > self.LIMIT:
+                self.known.clear()  # bounded memory; this batch's users are all read again
+                wanted = ids
+            found = usernames_by_id(self.db, wanted)
+            for user_id in wanted:
+                self.known[user_id] = found.get(user_id)
+        return self.known
+
+
+def _server_json(
+    storage: AuthStorage, kind: RecordKind, batch_size: int
+) -> Iterator[list[tuple[str, str]]] | None:
+    """Pages of ``(user_id, record JSON)`` built by the database, for the tokens of a
+    :class:`~django_authfw.storage.DatabaseStorage` on PostgreSQL; otherwise None."""
+    from .storage.database import DatabaseStorage
+
+    if kind is not TOKENS or type(storage) is not DatabaseStorage:
+        return None
+    return storage.iter_token_json(batch_size=batch_size)
+
+
+def _then(first: Callable[[Any], Any], second: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``second(first(value))``."""
+    if second is _enc_datetime:
+        return lambda value: first(value).isoformat()  # the common case, one call fewer
+    return lambda value: second(first(value))
+
+
+def _encoded_batches(
+    storage: AuthStorage, kind: RecordKind, batch_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """The JSON-ready records of ``kind`` in ``storage``, a batch at a time.
+
+    A :class:`~django_authfw.storage.DatabaseStorage` (exactly that class: a subclass may
+    change how records are read) gives rows, encoded without building a record per row;
+    any other storage gives records through its ``iter_*`` methods.
+    """
+    from .storage.database import DatabaseStorage
+
+    if type(storage) is DatabaseStorage:
+        encode_row = _row_encoder(kind.line_kind)
+        for rows in storage.iter_rows(kind.line_kind, batch_size=batch_size):
+            yield [encode_row(row) for row in rows]
+        return
+    for batch in kind.iterate(storage, batch_size):
+        yield [encode_record(kind.line_kind, record) for record in batch]
 
 
 def _mac(secret: str | bytes) -> hmac.HMAC:
@@ -343,13 +451,15 @@ def write_backup(
     counts = dict.fromkeys(COUNT_KEYS, 0)
     digest = hashlib.sha256()
     signature = _mac(settings.SECRET_KEY)
-    users_db = user_database(storage)
+    usernames = _Usernames(user_database(storage))
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, 0o600)  # holds digests and session data: owner only
         with (
             open(fd, "wb") as raw,
-            gzip.GzipFile(filename=target.name, mode="wb", fileobj=raw, compresslevel=6) as out,
+            gzip.GzipFile(
+                filename=target.name, mode="wb", fileobj=raw, compresslevel=BACKUP_COMPRESSLEVEL
+            ) as out,
         ):
 
             def emit(line: bytes) -> None:
@@ -375,22 +485,40 @@ def write_backup(
             )
             for kind in KINDS:
                 named = kind.line_kind in USER_LINE_KINDS
-                for batch in kind.iterate(storage, batch_size):
+                server_json = _server_json(storage, kind, batch_size)
+                if server_json is not None:
+                    for page in server_json:
+                        names = usernames.lookup(user_id for user_id, _text in page)
+                        lines = [
+                            f'{{"kind":"token","username":{_encode_json(names.get(user_id))},'
+                            f'"record":{text}}}'
+                            for user_id, text in page
+                        ]
+                        lines.append("")
+                        emit("\n".join(lines).encode("utf-8"))
+                        counts[kind.name] += len(page)
+                        if on_progress is not None:
+                            on_progress(kind.name, counts[kind.name])
+                    continue
+                for data in _encoded_batches(storage, kind, batch_size):
                     names = (
-                        usernames_by_id(
-                            users_db, (r.user_id for r in batch if r.user_id is not None)
-                        )
+                        usernames.lookup(r["user_id"] for r in data if r["user_id"] is not None)
                         if named
                         else {}
                     )
-                    for record in batch:
+                    lines = []
+                    for record in data:
                         line: dict[str, Any] = {"kind": kind.line_kind}
                         if named:
-                            user_id = record.user_id
+                            user_id = record["user_id"]
                             line["username"] = None if user_id is None else names.get(user_id)
-                        line["record"] = encode_record(kind.line_kind, record)
-                        emit(_dumps(line))
-                    counts[kind.name] += len(batch)
+                        line["record"] = record
+                        lines.append(_encode_json(line))
+                    # One write (and hash update) per batch: the bytes are the same as line by
+                    # line, without a call per line.
+                    lines.append("")
+                    emit("\n".join(lines).encode("utf-8"))
+                    counts[kind.name] += len(data)
                     if on_progress is not None:
                         on_progress(kind.name, counts[kind.name])
             signature.update(_end_line(counts))
@@ -838,7 +966,7 @@ def restore_backup(
         # reads it again, and have records nobody signed imported.
         info = _scan(stream, str(path), allow_unsigned)
         check_user_model(info, str(path))
-        if if_not_empty == "error" and not storage_is_empty(storage):
+        if if_not_empty == "error" and not _holds_nothing(storage):
             raise TargetNotEmpty(
                 f"The storage {storage_label(storage)!r} already holds records; choose "
                 "whether to merge the backup into them or to replace them."
@@ -852,6 +980,23 @@ def restore_backup(
         importer = _Importer(storage, report, batch_size, on_progress)
         importer.run(_records(stream, str(path), allow_unsigned))
     return report
+
+
+def _holds_nothing(storage: AuthStorage) -> bool:
+    """Whether ``storage`` holds no record of any kind.
+
+    Each kind's first batch is asked for in batches of 1,000, not 1: on Redis a batch size is
+    the ``COUNT`` of the ``SCAN`` that finds the keys, and one key per ``SCAN`` walks a large
+    keyspace (other applications' keys too) in as many round trips as it has keys.
+    """
+    for kind in KINDS:
+        batches = kind.iterate(storage, 1000)
+        try:
+            if any(batch for batch in batches):
+                return False
+        finally:
+            close_iterator(batches)
+    return True
 
 
 def check_user_model(info: BackupInfo, name: str) -> None:

@@ -131,3 +131,46 @@ def test_real_redis_down(aliases: Any, settings: Any) -> None:
     )
     with pytest.raises(CommandError, match="Storage 'down' is unavailable"):
         run("--storage", "down")
+
+
+@pytest.mark.parametrize(("count", "batch"), [(4, 2), (5, 2), (3, 1), (3, 1000)])
+def test_database_cleanup_deletes_exactly_the_expired_rows_in_rounds(
+    aliases: Any, make_user: Callable[..., str], count: int, batch: int
+) -> None:
+    # One DELETE ... IN (SELECT ... LIMIT n) per round on PostgreSQL and SQLite: a count that
+    # is a multiple of the batch, one that is not, batches of one; live rows all kept.
+    storage = aliases(main="database")["main"]
+    populate(storage, make_user)
+    live = snapshot(storage)
+    add_expiring(storage, make_user(), count=count)
+    wait_past()
+    assert run("--storage", "main", "--batch-size", str(batch)) == (
+        f"main: removed {count} tokens, {count} sessions, {count} key-value entries.\n"
+    )
+    after = snapshot(storage)
+    assert after.tokens == live.tokens
+    assert after.sessions == live.sessions
+    assert after.kv.keys() == live.kv.keys()
+    assert run("--storage", "main") == "main: nothing to clean up.\n"
+
+
+def test_database_cleanup_keeps_a_row_that_stopped_matching(
+    aliases: Any, make_user: Callable[..., str]
+) -> None:
+    # The filter is in the DELETE itself, not only in the SELECT of keys: a row of the table
+    # that does not match (here, never expiring) is never removed by a round.
+    from django_authfw.storage.database.models import Session
+    from django_authfw.storage.database.queries import delete_in_batches
+
+    storage = aliases(main="database")["main"]
+    user = make_user()
+    add_expiring(storage, user, count=3)
+    wait_past()
+    kept = Session.objects.filter(user_id=user).order_by("session_id").first()
+    assert kept is not None
+    Session.objects.filter(pk=kept.pk).update(expires_at=None)
+    from django_authfw.records import utcnow
+
+    expired = Session.objects.filter(expires_at__lte=utcnow())
+    assert delete_in_batches(expired, 1) == 2
+    assert list(Session.objects.filter(user_id=user).values_list("pk", flat=True)) == [kept.pk]

@@ -36,7 +36,7 @@ from ...records import (
     utcnow,
 )
 from ..base import AuthStorage, _in_thread
-from . import fast_sql
+from . import fast_sql, json_rows
 from . import rows as convert
 from .counters import incr_locked, incr_upsert, supports_upsert
 from .errors import MissingUsers, database_errors
@@ -704,6 +704,49 @@ class DatabaseStorage(AuthStorage):
                 model.objects.using(db), convert.AUDIT_COLUMNS, convert.audit_from_row, batch_size
             )
 
+    def iter_rows(self, kind: str, *, batch_size: int = 1000) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows :meth:`iter_tokens` (``kind`` "token"), :meth:`iter_sessions` ("session"),
+        :meth:`iter_kv` ("kv") or :meth:`iter_audit` ("audit") read, in the same order and
+        pages, before they become records.
+
+        Each row holds the record's fields in declaration order as the database driver returns
+        them; :func:`.rows.column_readers` says how each becomes the record's value. Backups
+        use it to encode rows straight to JSON, without building a record per row.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError("batch_size must be a positive integer")
+        now = convert.to_db(utcnow())
+        if kind == "audit":
+            model: type[Model] = _audit_model()
+            db = self._read_db(model)
+            with database_errors(db):
+                yield from iterate_by_time(
+                    model._default_manager.using(db), convert.AUDIT_COLUMNS, tuple, batch_size
+                )
+            return
+        if kind == "token":
+            model, columns, alive = _token_model(), convert.TOKEN_COLUMNS, RETAINED.alive(now)
+        elif kind == "session":
+            model, columns, alive = _session_model(), convert.SESSION_COLUMNS, EXPIRES.alive(now)
+        elif kind == "kv":
+            model, columns, alive = _kv_model(), convert.KV_COLUMNS, EXPIRES.alive(now)
+        else:
+            raise ValueError(f"unknown record kind {kind!r}")
+        db = self._read_db(model)
+        queryset = model._default_manager.using(db).filter(alive)
+        with database_errors(db):
+            yield from iterate_by_pk(queryset, columns, tuple, batch_size)
+
+    def iter_token_json(self, *, batch_size: int = 1000) -> Iterator[list[tuple[str, str]]] | None:
+        """The tokens :meth:`iter_tokens` yields, as pages of ``(user_id, JSON object)``
+        built by the database (:mod:`.json_rows`); None where the database cannot."""
+        model = _token_model()
+        db = self._read_db(model)
+        pages = json_rows.token_json_pages(db, model, convert.to_db(utcnow()), batch_size)
+        if pages is None:
+            return None
+        return _mapping_errors(db, pages)
+
     def _import_tokens(self, tokens: list[AuthToken]) -> int:
         """Upsert tokens by ``token_id`` in one transaction; return how many were written.
 
@@ -744,3 +787,9 @@ class DatabaseStorage(AuthStorage):
         db = self._write_db(model)
         with database_errors(db):
             return import_new_events(db, model, rows)
+
+
+def _mapping_errors(db: str, pages: Iterator[Any]) -> Iterator[Any]:
+    """``pages``, with database errors raised as the storage's errors."""
+    with database_errors(db):
+        yield from pages

@@ -91,15 +91,21 @@ def upsert(alias: str, model: type[Model], objs: Sequence[Model], update_fields:
 def delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> int:
     """Delete the rows of ``queryset`` ``batch_size`` at a time; return how many were deleted.
 
-    Each round selects a batch of primary keys (the caller's filter should use an index) and
-    deletes them in its own short transaction; the filter is applied again in the DELETE, so a
-    row changed in between (a session touched and no longer expired) is kept.
+    Each round deletes one batch in its own short transaction (autocommit), so no lock is held
+    for long and live traffic goes on between rounds. The filter is applied again in the
+    DELETE itself, so a row changed in between (a session touched and no longer expired) is
+    kept. On PostgreSQL and SQLite a round is one statement,
+    ``DELETE ... WHERE <filter> AND pk IN (SELECT pk ... WHERE <filter> LIMIT n)``: the keys
+    never travel to Python and back. Elsewhere (MySQL refuses ``LIMIT`` in an ``IN``
+    subquery) a round selects the keys, then deletes them.
     """
     alias = queryset.db
-    max_params = connections[alias].features.max_query_params
-    if max_params is not None:  # SQLite and Oracle cap the parameters of one statement
-        batch_size = min(batch_size, max_params - 10)
     queryset = queryset.order_by()
+    if connections[alias].vendor in ("postgresql", "sqlite"):
+        return _delete_by_subquery(queryset, batch_size)
+    max_params = connections[alias].features.max_query_params
+    if max_params is not None:  # Oracle caps the parameters of one statement
+        batch_size = min(batch_size, max_params - 10)
     total = 0
     while True:
         pks = list(queryset.values_list("pk", flat=True)[:batch_size])
@@ -108,6 +114,38 @@ def delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> int:
         deleted, _ = queryset.filter(pk__in=pks).delete()
         total += deleted
         if len(pks) < batch_size:
+            return total
+
+
+def _delete_by_subquery(queryset: QuerySet[Any], batch_size: int) -> int:
+    """:func:`delete_in_batches` as one statement per round (PostgreSQL, SQLite).
+
+    The filter's SQL comes from the ORM (``WHERE`` of ``queryset``), so it is the same
+    condition the other databases use; the statement is compiled once and run until a round
+    deletes fewer than ``batch_size`` rows.
+    """
+    model = queryset.model
+    alias = queryset.db
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    pk = quote(model._meta.pk.column)
+    select_sql, params = queryset.values_list("pk").query.sql_with_params()
+    # select_sql is "SELECT <table>.<pk> FROM <table> WHERE <filter>"; its WHERE is reused.
+    where = select_sql[select_sql.index(" WHERE ") + 7 :] if " WHERE " in select_sql else "1=1"
+    sql = (  # names quoted by the backend, the filter compiled by the ORM with parameters
+        f"DELETE FROM {table} WHERE {where} AND {pk} IN "  # noqa: S608
+        f"(SELECT {pk} FROM {table} WHERE {where} LIMIT %s)"
+    )
+    args = [*params, *params, batch_size]
+    total = 0
+    while True:
+        # One statement: its own transaction in autocommit, no BEGIN/COMMIT round trips.
+        with connection.cursor() as cursor:
+            cursor.execute(sql, args)
+            deleted = int(cursor.rowcount)
+        total += deleted
+        if deleted < batch_size:
             return total
 
 
@@ -216,8 +254,47 @@ def import_rows(db: str, model: type[Model], rows: list[dict[str, Any]], kind: s
     with transaction.atomic(using=db):
         if any(field.name == "user" for field in model._meta.concrete_fields):
             check_users_exist(model, db, {row["user_id"] for row in unique}, kind)
-        upsert(db, model, [model(**row) for row in unique], update)
+        if connections[db].vendor in ("postgresql", "sqlite"):
+            _upsert_rows(db, model, unique)
+        else:
+            upsert(db, model, [model(**row) for row in unique], update)
     return len(rows)
+
+
+def _upsert_rows(db: str, model: type[Model], rows: list[dict[str, Any]]) -> None:
+    """``INSERT ... VALUES (...), (...) ON CONFLICT (pk) DO UPDATE`` of ``rows`` (field dicts
+    with the same keys), as many rows per statement as the database's parameter limit allows.
+
+    What :func:`upsert` makes ``bulk_create`` write, without building a model instance per row
+    or compiling the statement again for each batch: each value goes through its field's
+    ``get_db_prep_save``, as the ORM sends it.
+    """
+    connection = connections[db]
+    quote = connection.ops.quote_name
+    names = list(rows[0])
+    fields = [concrete_field(model, name) for name in names]
+    columns = [quote(column(model, name)) for name in names]
+    pk = quote(str(model._meta.pk.column))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != pk)
+    one = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    max_params = connection.features.max_query_params or 30_000
+    per_statement = max(1, min(1000, max_params // len(columns)))
+    prepare = [field.get_db_prep_save for field in fields]
+    head = f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(columns)}) VALUES "  # noqa: S608
+    tail = f" ON CONFLICT ({pk}) DO UPDATE SET {updates}"
+    statements: dict[int, str] = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            sql = statements.get(len(chunk))
+            if sql is None:
+                sql = statements[len(chunk)] = head + ", ".join([one] * len(chunk)) + tail
+            params = [
+                prep(row[name], connection)
+                for row in chunk
+                for name, prep in zip(names, prepare, strict=True)
+            ]
+            cursor.execute(sql, params)
 
 
 def import_new_events(db: str, model: type[Model], rows_by_event_id: dict[str, Any]) -> int:

@@ -134,6 +134,17 @@ def _field_values(model: type[models.Model] | None, record: Any) -> dict[str, An
     return values
 
 
+def column_readers(kind: type[Any]) -> tuple[Callable[[Any], Any] | None, ...]:
+    """For each field of record class ``kind`` (declaration order, as ``*_COLUMNS``), how a
+    value read with ``values_list`` becomes the record's value; None where it is used as read.
+
+    For readers that skip building records (backups encode rows straight to JSON) and must
+    still give exactly the values the records would hold.
+    """
+    readers = [_reader(field) for field in dataclasses.fields(kind)]
+    return tuple(None if read is _same else read for read in readers)
+
+
 TOKEN_COLUMNS = _columns(AuthToken)
 SESSION_COLUMNS = _columns(SessionData)
 KV_COLUMNS = _columns(KVEntry)
