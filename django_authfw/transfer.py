@@ -162,9 +162,11 @@ def close_iterator(batches: Iterator[Any]) -> None:
 
 
 def storage_is_empty(storage: AuthStorage) -> bool:
-    """Whether ``storage`` holds no record of any kind (reads at most one of each)."""
+    """Whether ``storage`` holds no record of any kind (reads at most one batch of each)."""
     for kind in KINDS:
-        batches = kind.iterate(storage, 1)
+        # Batches of 1,000: on Redis a batch of 1 is SCAN COUNT 1, a round trip per key or so
+        # of the whole (maybe shared) keyspace until the first record of ours turns up.
+        batches = kind.iterate(storage, 1000)
         try:
             if any(batch for batch in batches):
                 return False

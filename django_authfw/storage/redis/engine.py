@@ -285,8 +285,16 @@ class RedisEngine(CacheEngine):
     def _members(self, key: str) -> list[str]:
         return sorted(_text(m) for m in self.call(lambda c: c.smembers(key)))
 
-    def _scan(self, pattern: str, count: int = 1000) -> Iterator[list[str]]:
-        """Keys matching ``pattern`` in chunks, each key once (SCAN may repeat keys)."""
+    def _scan(self, pattern: str, count: int = 1000, *, exact: bool = False) -> Iterator[list[str]]:
+        """Keys matching ``pattern`` in chunks, one chunk per SCAN reply.
+
+        SCAN may return a key more than once (when the keyspace shrinks or is rehashed during
+        the scan). A chunk never repeats a key; with ``exact`` no later chunk repeats one
+        either, which costs a set of every key returned, so only counts ask for it. Without
+        it memory is one reply, whatever the size of the keyspace: readers that feed an
+        import (migration, backup then restore) upsert, so a repeated record is written
+        twice with the same content, and is counted twice at worst.
+        """
         seen: set[str] = set()
         if self.cluster:
             nodes = self.call(lambda c: c.get_primaries())
@@ -301,23 +309,29 @@ class RedisEngine(CacheEngine):
                     return (node_client or c).scan(cursor, match=pattern, count=count)
 
                 cursor, found = self.call(scan)
-                fresh = [k for k in (_text(key) for key in found) if k not in seen]
-                seen.update(fresh)
+                if exact:
+                    fresh = [k for k in dict.fromkeys(_text(key) for key in found) if k not in seen]
+                    seen.update(fresh)
+                else:
+                    fresh = list(dict.fromkeys(_text(key) for key in found))
                 if fresh:
                     yield fresh
                 if not cursor:
                     break
 
     def _chunks(self, pattern: str, size: int) -> Iterator[list[str]]:
-        """Scanned keys regrouped into lists of exactly ``size`` (the last may be shorter)."""
-        buffer: list[str] = []
+        """Scanned keys regrouped into lists of exactly ``size`` (the last may be shorter),
+        none of which repeats a key (a later list may repeat one of an earlier list)."""
+        buffer: dict[str, None] = {}
         for keys in self._scan(pattern, count=size):
-            buffer.extend(keys)
+            buffer.update(dict.fromkeys(keys))
             while len(buffer) >= size:
-                yield buffer[:size]
-                buffer = buffer[size:]
+                chunk = list(itertools.islice(buffer, size))
+                for key in chunk:
+                    del buffer[key]
+                yield chunk
         if buffer:
-            yield buffer
+            yield list(buffer)
 
     def _prune(self, stale: list[tuple[str, str, list[tuple[str, bytes]]]]) -> int:
         """Remove index members whose record is missing or names another user.
@@ -675,6 +689,52 @@ class RedisEngine(CacheEngine):
         found = self._find_by_id(token_id)
         return found is not None and self._revoke(found[1], found[0], at, replaced_by, None)
 
+    def _user_record_pages(
+        self,
+        index: str,
+        record_prefix: str,
+        user_id: str,
+        decode: Callable[[bytes, str], Any],
+        live: Callable[[Any, datetime], bool],
+        prune: bool,
+    ) -> Iterator[list[tuple[bytes, Any]]]:
+        """The (raw, record) pairs a user index lists, a page (one SSCAN reply, about
+        ``MGET_BATCH`` members) at a time, stale entries pruned; ``decode`` gets each raw
+        record and its member (the id in its key).
+
+        Memory is one page, whatever the size of the index (a service account may hold
+        100,000 tokens). SSCAN may return a member twice; a member is read once per page, and
+        a caller that writes (revoke, delete) reads the record again on its second showing,
+        so it finds the record already revoked or gone and counts nothing twice.
+        """
+        cursor = 0
+        while True:
+            cursor, found = self.call(
+                lambda c, cursor: c.sscan(index, cursor, count=MGET_BATCH), cursor
+            )
+            members = sorted({_text(m) for m in found})
+            if members:
+                raws = self._mget([record_prefix + m for m in members])
+                now = utcnow()
+                page: list[tuple[bytes, Any]] = []
+                stale: list[tuple[str, bytes]] = []
+                for member, raw in zip(members, raws, strict=True):
+                    if raw is None:
+                        stale.append((member, b""))
+                        continue
+                    record = decode(raw, member)
+                    if record.user_id != user_id:
+                        stale.append((member, raw))
+                    elif live(record, now):
+                        page.append((raw, record))
+                if prune and not self.cluster:
+                    # Cluster prunes only in cleanup_expired_* (it has to wait; see _prune).
+                    self._prune([(index, record_prefix, stale)])
+                if page:
+                    yield page
+            if not cursor:
+                break
+
     def _user_records(
         self,
         index: str,
@@ -684,30 +744,28 @@ class RedisEngine(CacheEngine):
         live: Callable[[Any, datetime], bool],
         prune: bool,
     ) -> list[tuple[bytes, Any]]:
-        """The (raw, record) pairs a user index lists, stale entries pruned; ``decode`` gets
-        each raw record and its member (the id in its key)."""
-        members = self._members(index)
-        raws = self._mget([record_prefix + m for m in members])
-        now = utcnow()
-        found: list[tuple[bytes, Any]] = []
-        stale: list[tuple[str, bytes]] = []
-        for member, raw in zip(members, raws, strict=True):
-            if raw is None:
-                stale.append((member, b""))
-                continue
-            record = decode(raw, member)
-            if record.user_id != user_id:
-                stale.append((member, raw))
-            elif live(record, now):
-                found.append((raw, record))
-        if prune and not self.cluster:
-            # Cluster prunes only in cleanup_expired_* (it has to wait; see _prune).
-            self._prune([(index, record_prefix, stale)])
+        """Every (raw, record) pair of ``_user_record_pages``, each record once, oldest
+        first (for the lists a caller asked for whole)."""
+        by_member: dict[str, tuple[bytes, Any]] = {}
+        for page in self._user_record_pages(index, record_prefix, user_id, decode, live, prune):
+            for raw, record in page:
+                by_member[member_id(record)] = (raw, record)
+        found = list(by_member.values())
         found.sort(key=lambda pair: (pair[1].created_at, member_id(pair[1])))
         return found
 
     def _user_tokens(self, user_id: str) -> list[tuple[bytes, AuthToken]]:
         return self._user_records(
+            self.keys.user_tokens(user_id),
+            self.keys.token_prefix,
+            user_id,
+            codec.decode_token,
+            lambda t, now: now.timestamp() < t.retain_ts,
+            prune=True,
+        )
+
+    def _user_token_pages(self, user_id: str) -> Iterator[list[tuple[bytes, AuthToken]]]:
+        return self._user_record_pages(
             self.keys.user_tokens(user_id),
             self.keys.token_prefix,
             user_id,
@@ -722,11 +780,21 @@ class RedisEngine(CacheEngine):
         # Compare-and-set writes as _revoke makes, a pipeline per PIPELINE_BATCH tokens: a
         # service account with 100,000 tokens is revoked in 200 round trips, not 100,000.
         # A token that changed meanwhile (CHANGED) or is about to be over goes through _revoke.
-        pending = [
-            (raw, token)
-            for raw, token in self._user_tokens(user_id)
-            if token.revoked_at is None and (family_id is None or token.family_id == family_id)
-        ]
+        # The index is read a page at a time (_user_token_pages), so memory is one page.
+        count = 0
+        for page in self._user_token_pages(user_id):
+            pending = [
+                (raw, token)
+                for raw, token in page
+                if token.revoked_at is None and (family_id is None or token.family_id == family_id)
+            ]
+            count += self._revoke_chunks(pending, at, family_id)
+        return count
+
+    def _revoke_chunks(
+        self, pending: list[tuple[bytes, AuthToken]], at: datetime, family_id: str | None
+    ) -> int:
+        """Revoke ``pending`` (raw, token) pairs as ``revoke_user_tokens`` does; the count."""
         count = 0
         for chunk in _chunks_of(pending, PIPELINE_BATCH):
             now = utcnow()
@@ -759,11 +827,13 @@ class RedisEngine(CacheEngine):
 
     def delete_user_tokens(self, user_id: str) -> int:
         count = 0
-        for chunk in _chunks_of(self._user_tokens(user_id), PIPELINE_BATCH):
-            for (_, token), status in zip(chunk, self._delete_tokens_raw(chunk), strict=True):
-                if status == CHANGED:
-                    status = WRITTEN if self._remove_token_id(token.token_id) else GONE
-                count += status == WRITTEN
+        for page in self._user_token_pages(user_id):
+            for chunk in _chunks_of(page, PIPELINE_BATCH):
+                statuses = self._delete_tokens_raw(chunk)
+                for (_, token), status in zip(chunk, statuses, strict=True):
+                    if status == CHANGED:
+                        status = WRITTEN if self._remove_token_id(token.token_id) else GONE
+                    count += status == WRITTEN
         return count
 
     def _delete_tokens_raw(self, items: list[tuple[bytes, AuthToken]]) -> list[int]:
@@ -999,7 +1069,7 @@ class RedisEngine(CacheEngine):
 
     def count_active_sessions(self) -> int:
         # Expired sessions have no key any more (TTL), so counting keys is counting sessions.
-        return sum(len(keys) for keys in self._scan(self.keys.pattern("session")))
+        return sum(len(keys) for keys in self._scan(self.keys.pattern("session"), exact=True))
 
     # Key-value ----------------------------------------------------------------------------
 
@@ -1154,7 +1224,7 @@ class RedisEngine(CacheEngine):
         suffix = ":tokens" if kind == "user_tokens" else ":sessions"
         user_prefix = self.keys.prefix + "user:"
         found: list[tuple[str, str, list[tuple[str, bytes]]]] = []
-        for indexes in self._scan(self.keys.pattern(kind)):
+        for indexes in self._scan(self.keys.pattern(kind), exact=True):
             for index in indexes:
                 user_id = index[len(user_prefix) : -len(suffix)]
                 members = self._members(index)
@@ -1189,7 +1259,7 @@ class RedisEngine(CacheEngine):
         now = utcnow()
         total = revoked = expired = 0
         start = len(self.keys.token_prefix)
-        for keys in self._scan(self.keys.pattern("token")):
+        for keys in self._scan(self.keys.pattern("token"), exact=True):
             for key, raw in zip(keys, self._mget(keys), strict=True):
                 token = self._live_token(raw, key[start:], now.timestamp())
                 if token is None:
@@ -1201,7 +1271,7 @@ class RedisEngine(CacheEngine):
                     expired += 1
         sessions = self.count_active_sessions()
         memory = 0
-        for keys in self._scan(self.keys.pattern("all")):
+        for keys in self._scan(self.keys.pattern("all"), exact=True):
             memory += sum(int(size or 0) for size in self.call(self._memory_usage, keys))
         return {
             "backend": self.backend_name,
@@ -1211,7 +1281,9 @@ class RedisEngine(CacheEngine):
             "revoked_tokens": revoked,
             "active_sessions": sessions,
             "total_sessions": sessions,
-            "kv_entries": sum(len(keys) for keys in self._scan(self.keys.pattern("kv"))),
+            "kv_entries": sum(
+                len(keys) for keys in self._scan(self.keys.pattern("kv"), exact=True)
+            ),
             "audit_events": int(self.call(lambda c: c.zcard(self.keys.audit_order))),
             "database_size_mb": None,
             "memory_used_bytes": memory,
