@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -70,8 +71,18 @@ def wait(driver: WebDriver) -> WebDriverWait[WebDriver]:
 
 
 def wait_for_text(driver: WebDriver, element_id: str, text: str) -> str:
-    wait(driver).until(ec.text_to_be_present_in_element((By.ID, element_id), text))
-    return str(driver.find_element(By.ID, element_id).text)
+    """The element's text once it holds ``text``. Read inside the wait, in one step: the demo
+    page re-renders its status lines, so an element found after the wait can already be gone
+    (a stale element reference, seen once in CI under load)."""
+
+    def shown(driver: WebDriver) -> str | bool:
+        try:
+            current = str(driver.find_element(By.ID, element_id).text)
+        except StaleElementReferenceException:
+            return False
+        return current if text in current else False
+
+    return str(wait(driver).until(shown))
 
 
 def post_json(url: str, data: dict[str, str]) -> int:
