@@ -122,7 +122,7 @@ def _delete_by_subquery(queryset: QuerySet[Any], batch_size: int) -> int:
 
     The filter's SQL comes from the ORM (``WHERE`` of ``queryset``), so it is the same
     condition the other databases use; the statement is compiled once and run until a round
-    deletes fewer than ``batch_size`` rows.
+    picks fewer than ``batch_size`` rows.
     """
     model = queryset.model
     alias = queryset.db
@@ -133,19 +133,36 @@ def _delete_by_subquery(queryset: QuerySet[Any], batch_size: int) -> int:
     select_sql, params = queryset.values_list("pk").query.sql_with_params()
     # select_sql is "SELECT <table>.<pk> FROM <table> WHERE <filter>"; its WHERE is reused.
     where = select_sql[select_sql.index(" WHERE ") + 7 :] if " WHERE " in select_sql else "1=1"
-    sql = (  # names quoted by the backend, the filter compiled by the ORM with parameters
-        f"DELETE FROM {table} WHERE {where} AND {pk} IN "  # noqa: S608
-        f"(SELECT {pk} FROM {table} WHERE {where} LIMIT %s)"
-    )
-    args = [*params, *params, batch_size]
+    if connection.vendor == "postgresql":
+        # A round that deletes fewer rows than it picked is not the last: another clean-up
+        # (a second host's cron job) or a writer may have taken or changed some of the picked
+        # rows while this statement waited on their locks, and the table may still hold whole
+        # batches of expired rows. So the statement also says how many it picked, and the
+        # clean-up ends on a round that picked fewer than batch_size, as select-then-delete
+        # does. (SQLite runs one writer at a time: there a round deletes what it picked.)
+        sql = (  # names quoted by the backend, the filter compiled by the ORM with parameters
+            f"WITH picked AS (SELECT {pk} FROM {table} WHERE {where} LIMIT %s), "  # noqa: S608
+            f"gone AS (DELETE FROM {table} WHERE {where} AND {pk} IN (SELECT {pk} FROM picked) "
+            f"RETURNING 1) SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM gone)"
+        )
+        args = [*params, batch_size, *params]
+    else:
+        sql = (  # names quoted by the backend, the filter compiled by the ORM with parameters
+            f"DELETE FROM {table} WHERE {where} AND {pk} IN "  # noqa: S608
+            f"(SELECT {pk} FROM {table} WHERE {where} LIMIT %s)"
+        )
+        args = [*params, *params, batch_size]
     total = 0
     while True:
         # One statement: its own transaction in autocommit, no BEGIN/COMMIT round trips.
         with connection.cursor() as cursor:
             cursor.execute(sql, args)
-            deleted = int(cursor.rowcount)
-        total += deleted
-        if deleted < batch_size:
+            if connection.vendor == "postgresql":
+                picked, deleted = cursor.fetchone()
+            else:
+                picked = deleted = int(cursor.rowcount)
+        total += int(deleted)
+        if int(picked) < batch_size:
             return total
 
 
