@@ -132,7 +132,6 @@ def test_a_backup_writes_utc_times_when_the_session_time_zone_was_changed(
     populate(storage, make_user, scale=2)
     with connection.cursor() as cursor:
         cursor.execute("SET TIME ZONE 'America/St_Johns'")
-        cursor.execute("SET DateStyle = 'SQL, DMY'")
         cursor.execute("SET IntervalStyle = 'sql_standard'")
         cursor.execute("SET extra_float_digits = -15")
         cursor.execute("SET bytea_output = 'escape'")
@@ -150,7 +149,7 @@ def test_a_backup_writes_utc_times_when_the_session_time_zone_was_changed(
         return {
             line["record"]["token_id"]: line["record"]
             for line in lines_of(path)
-            if line["kind"] == "token"
+            if line.get("kind") == "token"
         }
 
     fast_tokens = tokens(fast)
@@ -159,3 +158,34 @@ def test_a_backup_writes_utc_times_when_the_session_time_zone_was_changed(
         assert record["created_at"].endswith("+00:00"), record["created_at"]
     assert read_backup(fast).counts == read_backup(slow).counts
     assert snapshot(storage).tokens  # still readable after the RESET
+
+
+@postgresql_only
+def test_a_backup_leaves_the_session_time_zone_as_it_found_it(
+    aliases: Any, make_user: Callable[..., str], tmp_path: Path
+) -> None:
+    # The backup reads in UTC for its own transaction only: a caller's transaction (here the
+    # test's) keeps the TimeZone it had set, after a complete backup and after a stopped one.
+    storage = aliases(main="database")["main"]
+    populate(storage, make_user, scale=2)
+
+    def zone() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW TimeZone")
+            return str(cursor.fetchone()[0])
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'Asia/Kathmandu'")
+    try:
+        write_backup(storage, tmp_path / "whole.backup")
+        assert zone() == "Asia/Kathmandu"
+
+        def stop(kind: str, count: int) -> None:
+            raise RuntimeError("stopped")
+
+        with pytest.raises(RuntimeError):
+            write_backup(storage, tmp_path / "stopped.backup", batch_size=1, on_progress=stop)
+        assert zone() == "Asia/Kathmandu"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
