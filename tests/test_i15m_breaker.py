@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -13,10 +14,10 @@ import pytest
 from django.db import connection, connections, transaction
 
 from django_authfw.backup import read_backup, write_backup
-from django_authfw.records import utcnow
+from django_authfw.records import SessionData, utcnow
 
 from . import ops_support
-from .ops_support import Delegating, populate, snapshot
+from .ops_support import Delegating, assert_same_records, populate, snapshot
 
 aliases = ops_support.aliases  # the fixture, shared by the operations tests
 
@@ -189,3 +190,168 @@ def test_a_backup_leaves_the_session_time_zone_as_it_found_it(
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SET TIME ZONE 'UTC'")
+
+
+ODD = [
+    "🎉👩🏽‍🚀",
+    "שלום עולם‏",
+    "e\u0301\u0301",
+    "\u202eevil",
+    "tab\there",
+    'quote"back\\',
+    "\u2028\u2029",
+]
+NESTED = {
+    "odd": ODD,
+    "big": [2**53 - 1, 2**53, 2**53 + 1, -(2**63), 2**64],
+    "floats": [0.1, 1.5, -0.0, 1e-7, 123456.789, 2.5e-300],
+    "deep": {"a": [{"b": {"c": [None, True, False, "", {}]}}]},
+    "שדה": {"nul-free": "ok"},
+}
+
+
+def _hostile_records(storage: Any, user_id: str) -> None:
+    from datetime import UTC, datetime
+
+    from django_authfw.records import AuditEvent, KVEntry
+
+    from .factories import AuthTokenFactory
+
+    low = datetime(1, 1, 2, tzinfo=UTC)
+    high = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+    mid = datetime(2026, 3, 29, 1, 30, 0, 100000, tzinfo=UTC)  # a DST switch in Europe
+    storage.import_tokens(
+        [
+            AuthTokenFactory.build(
+                user_id=user_id,
+                created_at=low,
+                updated_at=mid,
+                expires_at=high,
+                refresh_digest=None,
+                refresh_expires_at=None,
+                permissions=ODD,
+                roles=[],
+                metadata=NESTED,
+            ),
+            AuthTokenFactory.build(
+                user_id=user_id,
+                created_at=mid.replace(microsecond=1),
+                updated_at=mid.replace(microsecond=999999),
+                expires_at=high,
+                revoked_at=mid.replace(microsecond=10),
+                replaced_by="x" * 255,
+                metadata={},
+            ),
+        ]
+    )
+    storage.import_sessions(
+        [
+            SessionData(
+                session_id="🎉-" + "s" * 200,
+                user_id=user_id,
+                data=NESTED,
+                created_at=low,
+                last_accessed=mid,
+                expires_at=None,
+                ip_address=None,
+                user_agent="",
+            ),
+            SessionData(
+                session_id="v6",
+                user_id=user_id,
+                data={},
+                created_at=mid,
+                last_accessed=mid,
+                expires_at=high,
+                ip_address="2001:db8::1",
+                user_agent=ODD[1],
+            ),
+        ]
+    )
+    storage.import_kv(
+        [
+            KVEntry(key="k:" + ODD[0], value=b"\x00\xff" * 10, created_at=low, expires_at=None),
+            KVEntry(key="e", value=b"", created_at=mid, expires_at=high),
+        ]
+    )
+    storage.import_audit(
+        [
+            AuditEvent(
+                action="a",
+                outcome=False,
+                user_id=None,
+                resource=None,
+                ip_address=None,
+                user_agent="",
+                created_at=low,
+                metadata={},
+            ),
+            AuditEvent(
+                action=ODD[0],
+                outcome=True,
+                user_id=user_id,
+                resource=ODD[2],
+                ip_address="10.0.0.1",
+                user_agent=ODD[3],
+                created_at=high,
+                metadata=NESTED,
+            ),
+        ]
+    )
+
+
+def test_hostile_values_back_up_as_the_record_path_writes_them(
+    aliases: Any, make_user: Callable[..., str], tmp_path: Path
+) -> None:
+    from django_authfw.backup import decode_record
+
+    from .test_backup import lines_of
+
+    storage = aliases(main="database")["main"]
+    _hostile_records(storage, make_user())
+    fast, slow = tmp_path / "fast.backup", tmp_path / "slow.backup"
+    assert write_backup(storage, fast, batch_size=1) == write_backup(
+        Delegating(storage), slow, batch_size=1
+    )
+
+    def decoded(path: Path) -> dict[tuple[str, str], Any]:
+        out = {}
+        for line in lines_of(path)[1:-1]:
+            record = decode_record(line["kind"], line["record"])
+            key = next(iter(line["record"].values()))
+            out[(line["kind"], str(key))] = (line.get("username"), record, line["record"])
+        return out
+
+    fast_records, slow_records = decoded(fast), decoded(slow)
+    assert fast_records.keys() == slow_records.keys()
+    for key, (name, record, raw) in slow_records.items():
+        got_name, got_record, got_raw = fast_records[key]
+        assert (got_name, got_record) == (name, record), key
+        # Same JSON types too (an int stays an int, a float a float), and UTC times.
+        assert json.dumps(got_raw, sort_keys=True) == json.dumps(raw, sort_keys=True) or (
+            key[0] == "token" and _same_but_fractions(got_raw, raw)
+        ), key
+    target = aliases(other="memory")["other"]
+    from django_authfw.backup import restore_backup
+
+    restore_backup(target, fast)
+    assert_same_records(snapshot(target), snapshot(storage))
+
+
+def _same_but_fractions(fast: dict[str, Any], slow: dict[str, Any]) -> bool:
+    # row_to_json leaves out trailing zeros of the microseconds: the same instants, in UTC.
+    from datetime import datetime
+
+    if fast.keys() != slow.keys():
+        return False
+    for name, value in slow.items():
+        other = fast[name]
+        if isinstance(value, str) and name.endswith(("_at", "_until")) and value:
+            if not (
+                other.endswith("+00:00")
+                and datetime.fromisoformat(other) == datetime.fromisoformat(value)
+            ):
+                return False
+        elif json.dumps(other, sort_keys=True) != json.dumps(value, sort_keys=True):
+            return False
+    return True
