@@ -355,3 +355,37 @@ def _same_but_fractions(fast: dict[str, Any], slow: dict[str, Any]) -> bool:
         elif json.dumps(other, sort_keys=True) != json.dumps(value, sort_keys=True):
             return False
     return True
+
+
+@pytest.mark.parametrize("zone", ["Europe/Amsterdam", "America/St_Johns", "UTC"])
+def test_use_tz_false_backups_hold_utc_times_equal_to_the_records(
+    aliases: Any, make_user: Callable[..., str], tmp_path: Path, settings: Any, zone: str
+) -> None:
+    # USE_TZ = False with a local TIME_ZONE: the database holds local wall-clock times; the
+    # backup's times must still be the records' instants, written in UTC, on both paths.
+    from datetime import UTC, datetime
+
+    from .test_backup import lines_of
+
+    settings.USE_TZ = False
+    settings.TIME_ZONE = zone
+    storage = aliases(main="database")["main"]
+    _hostile_records(storage, make_user())
+    records = snapshot(storage)
+    fast, slow = tmp_path / "fast.backup", tmp_path / "slow.backup"
+    write_backup(storage, fast)
+    write_backup(Delegating(storage), slow)
+    for path in (fast, slow):
+        for line in lines_of(path)[1:-1]:
+            for name, value in line["record"].items():
+                if name.endswith("_at") and value is not None:
+                    assert datetime.fromisoformat(value).utcoffset() == timedelta(0), (path, value)
+    target = aliases(other="memory")["other"]
+    from django_authfw.backup import restore_backup
+
+    restore_backup(target, fast)
+    restored = snapshot(target)
+    assert restored.tokens == records.tokens
+    assert restored.sessions == records.sessions
+    assert restored.audit == records.audit
+    assert {t.created_at for t in restored.tokens.values()} >= {datetime(1, 1, 2, tzinfo=UTC)}
