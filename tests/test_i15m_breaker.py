@@ -389,3 +389,46 @@ def test_use_tz_false_backups_hold_utc_times_equal_to_the_records(
     assert restored.sessions == records.sessions
     assert restored.audit == records.audit
     assert {t.created_at for t in restored.tokens.values()} >= {datetime(1, 1, 2, tzinfo=UTC)}
+
+
+def _rows_per_insert(model: Any) -> int:
+    from django.db import connection as conn
+
+    from django_authfw.storage.database.rows import token_fields
+
+    from .factories import AuthTokenFactory
+
+    columns = len(token_fields(model, AuthTokenFactory.build(user_id="1")))
+    return max(1, min(1000, (conn.features.max_query_params or 30_000) // columns))
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1, "2x+1"])
+def test_token_imports_near_the_parameter_limit_write_each_row_once(
+    aliases: Any, make_user: Callable[..., str], offset: int | str
+) -> None:
+    # A chunk of exactly the rows one statement may carry, one fewer, one more, two and one:
+    # every row written (the last of duplicate ids winning), existing rows updated in place.
+    from django.test.utils import CaptureQueriesContext
+
+    from django_authfw.storage.database.models import Token
+
+    from .factories import AuthTokenFactory
+
+    if connection.vendor not in ("postgresql", "sqlite"):
+        pytest.skip("the multi-row INSERT is PostgreSQL's and SQLite's")
+    per = _rows_per_insert(Token)
+    count = 2 * per + 1 if offset == "2x+1" else per + int(offset)
+    storage = aliases(main="database")["main"]
+    users = [make_user() for _ in range(3)]
+    tokens = [AuthTokenFactory.build(user_id=users[i % 3]) for i in range(count)]
+    storage.import_tokens(tokens[:2])  # two already stored: updated by the import
+    import dataclasses
+
+    changed = [dataclasses.replace(tokens[0], metadata={"again": [2**60, 0.5]}, roles=["r"])]
+    with CaptureQueriesContext(connection) as queries:
+        # The first token twice in one import: the later one wins.
+        storage.import_tokens([*tokens, *changed])
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == -(-count // per)
+    stored = snapshot(storage).tokens
+    assert stored == {t.token_id: t for t in [*tokens[1:], *changed]}
