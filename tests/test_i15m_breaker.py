@@ -41,8 +41,9 @@ def _wait_until_blocked(pid: int) -> None:
 
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("other", ["another clean-up", "a session touched"])
 def test_a_cleanup_racing_another_does_not_stop_with_expired_rows_left(
-    make_user: Callable[..., str],
+    make_user: Callable[..., str], other: str
 ) -> None:
     # Two clean-ups (two hosts' cron jobs) pick the same first batch. The one that waits finds
     # those rows gone and deletes none of them: a round that deletes fewer than batch_size
@@ -78,8 +79,12 @@ def test_a_cleanup_racing_another_does_not_stop_with_expired_rows_left(
     try:
         ready.wait(30)
         with transaction.atomic():
-            # The other clean-up's round: it deletes the first batch and has not committed.
-            Session.objects.filter(pk__in=first).delete()
+            if other == "another clean-up":
+                # Its round deletes the first batch and has not committed.
+                Session.objects.filter(pk__in=first).delete()
+            else:
+                # A request touches the first batch's sessions: they are no longer expired.
+                Session.objects.filter(pk__in=first).update(expires_at=None)
             go.set()
             if "pid" in result:
                 _wait_until_blocked(result["pid"])
@@ -89,6 +94,8 @@ def test_a_cleanup_racing_another_does_not_stop_with_expired_rows_left(
     assert "error" not in result, result.get("error")
     assert list(Session.objects.filter(expires_at__lte=utcnow())) == []
     assert result["deleted"] == 5, result
+    kept = [] if other == "another clean-up" else first
+    assert sorted(Session.objects.values_list("pk", flat=True)) == sorted(kept)
 
 
 def _store_sessions(user: str, past: Any) -> None:
@@ -432,3 +439,40 @@ def test_token_imports_near_the_parameter_limit_write_each_row_once(
     assert len(inserts) == -(-count // per)
     stored = snapshot(storage).tokens
     assert stored == {t.token_id: t for t in [*tokens[1:], *changed]}
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_cleanups_count_each_row_once_and_leave_none(
+    make_user: Callable[..., str],
+) -> None:
+    from django_authfw.storage.database.models import Session
+    from django_authfw.storage.database.queries import delete_in_batches
+
+    user = make_user()
+    past = utcnow() - timedelta(hours=1)
+    Session.objects.bulk_create(
+        [Session(session_id=f"c{i:03d}", user_id=user, expires_at=past) for i in range(300)]
+    )
+    Session.objects.create(session_id="live", user_id=user, expires_at=None)
+    start = threading.Barrier(2)
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def cleanup() -> None:
+        try:
+            start.wait(30)
+            counts.append(delete_in_batches(Session.objects.filter(expires_at__lte=utcnow()), 7))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections["default"].close()
+
+    workers = [threading.Thread(target=cleanup) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert errors == []
+    assert sum(counts) == 300
+    assert list(Session.objects.values_list("pk", flat=True)) == ["live"]
