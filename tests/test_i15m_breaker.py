@@ -476,3 +476,81 @@ def test_two_concurrent_cleanups_count_each_row_once_and_leave_none(
     assert errors == []
     assert sum(counts) == 300
     assert list(Session.objects.values_list("pk", flat=True)) == ["live"]
+
+
+def _signed_edit(source: Path, target: Path, edit: Callable[[list[bytes]], None]) -> None:
+    """A copy of a backup with ``edit`` applied, signed again with SECRET_KEY: what somebody
+    who holds the key (or a bug in a writer) could produce."""
+    from django.conf import settings as django_settings
+
+    from django_authfw.backup import _end_line, _mac
+
+    from .backup_files import rewrite
+
+    def sign(trailer: dict[str, Any]) -> None:
+        body = raw_lines_of(target_body)
+        mac = _mac(django_settings.SECRET_KEY)
+        for line in body:
+            mac.update(line)
+        mac.update(_end_line(trailer["counts"]))
+        trailer["hmac"] = mac.hexdigest()
+
+    target_body: list[bytes] = []
+
+    def capture(body: list[bytes]) -> None:
+        edit(body)
+        target_body[:] = body
+
+    def raw_lines_of(body: list[bytes]) -> list[bytes]:
+        return body
+
+    rewrite(source, target, capture, trailer_edit=sign)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("expires_at", 5),
+        ("expires_at", "2026-01-01T00:00:00"),
+        ("expires_at", "0001-01-01T00:00:00+05:00"),
+        ("expires_at", "9999-12-31T23:59:59-05:00"),
+        ("permissions", [1, 2]),
+        ("permissions", "read"),
+        ("metadata", []),
+        ("metadata", {"nul": "a\u0000b"}),
+        ("access_digest", "A" * 64),
+        ("access_digest", "a" * 63 + "\n"),
+        ("token_id", "x" * 100_000),
+        ("token_id", 7),
+        ("user_id", None),
+    ],
+)
+def test_a_signed_line_with_wrong_field_values_is_refused_and_nothing_restored(
+    aliases: Any, make_user: Callable[..., str], tmp_path: Path, field: str, value: Any
+) -> None:
+    from django_authfw.backup import restore_backup
+    from django_authfw.exceptions import InvalidInput
+
+    from .backup_files import dumps
+
+    storage = aliases(main="database")["main"]
+    populate(storage, make_user, scale=1)
+    good, bad = tmp_path / "good.backup", tmp_path / "bad.backup"
+    write_backup(storage, good)
+
+    def edit(body: list[bytes]) -> None:
+        for i, line in enumerate(body):
+            obj = json.loads(line)
+            if obj.get("kind") == "token":
+                obj["record"][field] = value
+                body[i] = dumps(obj)
+                return
+        raise AssertionError("no token line")
+
+    _signed_edit(good, bad, edit)
+    target = aliases(other="database")["other"]
+    target.flush()
+    with pytest.raises(InvalidInput) as caught:
+        restore_backup(target, bad)
+    assert caught.value.args
+    assert snapshot(target).tokens == {}
