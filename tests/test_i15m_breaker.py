@@ -554,3 +554,41 @@ def test_a_signed_line_with_wrong_field_values_is_refused_and_nothing_restored(
         restore_backup(target, bad)
     assert caught.value.args
     assert snapshot(target).tokens == {}
+
+
+def test_a_restore_interrupted_then_run_again_gives_the_backup_and_session_id_digests(
+    aliases: Any, make_user: Callable[..., str], tmp_path: Path
+) -> None:
+    # Stopped part-way (Ctrl-C after the first batch of sessions), then run again with
+    # "merge": every record as in the source, with each session row's id_digest set.
+    from django_authfw.backup import restore_backup
+    from django_authfw.storage.database.models import Session
+    from django_authfw.storage.database.rows import session_id_digest
+
+    from .test_backup import lines_of
+
+    storage = aliases(main="database")["main"]
+    populate(storage, make_user, scale=3)
+    _hostile_records(storage, make_user())
+    source = snapshot(storage)
+    path = tmp_path / "all.backup"
+    write_backup(storage, path, batch_size=2)
+    assert all(
+        "id_digest" not in line["record"]
+        for line in lines_of(path)[1:-1]
+        if line["kind"] == "session"
+    )
+    storage.flush()
+
+    def stop(kind: str, done: int, total: int) -> None:
+        if kind == "sessions" and done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        restore_backup(storage, path, batch_size=2, on_progress=stop)
+    assert snapshot(storage).sessions != source.sessions  # part-way
+    restore_backup(storage, path, batch_size=2, if_not_empty="merge")
+    assert_same_records(snapshot(storage), source)
+    rows = list(Session.objects.values_list("session_id", "id_digest"))
+    assert rows
+    assert all(digest == session_id_digest(sid) for sid, digest in rows)
