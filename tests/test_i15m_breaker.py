@@ -592,3 +592,33 @@ def test_a_restore_interrupted_then_run_again_gives_the_backup_and_session_id_di
     rows = list(Session.objects.values_list("session_id", "id_digest"))
     assert rows
     assert all(digest == session_id_digest(sid) for sid, digest in rows)
+
+
+def test_cleanup_still_sends_delete_signals_a_project_listens_to(
+    aliases: Any, make_user: Callable[..., str]
+) -> None:
+    # A project that connects post_delete to the session model (to log sessions that end)
+    # got a signal per row the clean-up removed: the ORM's delete() sends them. The one
+    # statement per round bypasses the ORM, so it is for models Django would delete the same
+    # way (Collector.can_fast_delete: no listeners, no cascades); the others keep the ORM.
+    from django.db.models.signals import post_delete
+
+    from django_authfw.storage.database.models import Session
+
+    from .ops_support import add_expiring, wait_past
+
+    storage = aliases(main="database")["main"]
+    add_expiring(storage, make_user(), count=3)
+    wait_past()
+    seen: list[str] = []
+
+    def ended(sender: Any, instance: Any, **kwargs: Any) -> None:
+        seen.append(instance.pk)
+
+    post_delete.connect(ended, sender=Session)
+    try:
+        assert storage.cleanup_expired(batch_size=2)["sessions"] == 3
+    finally:
+        post_delete.disconnect(ended, sender=Session)
+    assert len(seen) == 3
+    assert not Session.objects.filter(pk__in=seen).exists()

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from django.db import connections, transaction
 from django.db.models import Field, ForeignKey, Model, Q, QuerySet
+from django.db.models.deletion import Collector
 
 from .errors import MissingUsers
 
@@ -97,11 +98,16 @@ def delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> int:
     kept. On PostgreSQL and SQLite a round is one statement,
     ``DELETE ... WHERE <filter> AND pk IN (SELECT pk ... WHERE <filter> LIMIT n)``: the keys
     never travel to Python and back. Elsewhere (MySQL refuses ``LIMIT`` in an ``IN``
-    subquery) a round selects the keys, then deletes them.
+    subquery) a round selects the keys, then deletes them; so does a model the ORM would not
+    delete with one statement either (a project listens to its delete signals, or a model of
+    its own has a cascading foreign key to it): the ORM's ``delete()`` sends the signals and
+    follows the cascades, as before.
     """
     alias = queryset.db
     queryset = queryset.order_by()
-    if connections[alias].vendor in ("postgresql", "sqlite"):
+    if connections[alias].vendor in ("postgresql", "sqlite") and Collector(
+        using=alias, origin=None
+    ).can_fast_delete(queryset):
         return _delete_by_subquery(queryset, batch_size)
     max_params = connections[alias].features.max_query_params
     if max_params is not None:  # Oracle caps the parameters of one statement
