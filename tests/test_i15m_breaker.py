@@ -622,3 +622,22 @@ def test_cleanup_still_sends_delete_signals_a_project_listens_to(
         post_delete.disconnect(ended, sender=Session)
     assert len(seen) == 3
     assert not Session.objects.filter(pk__in=seen).exists()
+
+
+def test_backup_and_restore_with_fast_sql_off_match_the_record_path(
+    aliases: Any, make_user: Callable[..., str], tmp_path: Path
+) -> None:
+    from django_authfw.backup import restore_backup
+
+    storage = aliases(
+        main={"BACKEND": "django_authfw.storage.DatabaseStorage", "OPTIONS": {"fast_sql": False}}
+    )["main"]
+    assert storage.fast_sql is False
+    populate(storage, make_user, scale=2)
+    _hostile_records(storage, make_user())
+    source = snapshot(storage)
+    path, slow = tmp_path / "off.backup", tmp_path / "slow.backup"
+    assert write_backup(storage, path) == write_backup(Delegating(storage), slow)
+    storage.flush()
+    restore_backup(storage, path)
+    assert_same_records(snapshot(storage), source)
