@@ -88,7 +88,7 @@ def _pages(
                 if len(rows) < batch_size:
                     break
             cursor.execute(f"CLOSE {name}")
-        except GeneratorExit:  # closed early: the transaction is sound and is committed
+        except GeneratorExit:  # closed early (atomic rolls this transaction back anyway)
             cursor.execute(restore, [zone])
             raise
         # (A database error rolls the transaction or savepoint back, and the setting with it.)
