@@ -687,3 +687,49 @@ def test_imports_cleanup_and_backups_follow_a_router_to_another_database(
     }
     assert backed_up == {t.token_id: t for b in storage.iter_tokens() for t in b}
     assert sorted(backed_up) == sorted(t.token_id for t in live)
+
+
+def test_cleanup_honours_retain_until_and_audit_retention_counts_exactly(
+    aliases: Any, make_user: Callable[..., str]
+) -> None:
+    import dataclasses
+
+    from django_authfw.records import AuditEvent
+
+    from .factories import AuthTokenFactory
+
+    storage = aliases(main="database")["main"]
+    user = make_user()
+    now = utcnow()
+    past, future = now - timedelta(minutes=5), now + timedelta(days=1)
+    refreshable = dataclasses.replace(
+        AuthTokenFactory.build(user_id=user), expires_at=past, refresh_expires_at=future
+    )
+    gone = dataclasses.replace(
+        AuthTokenFactory.build(user_id=user), expires_at=past, refresh_expires_at=past
+    )
+    no_refresh = dataclasses.replace(
+        AuthTokenFactory.build(user_id=user),
+        expires_at=past,
+        refresh_digest=None,
+        refresh_expires_at=None,
+    )
+    storage.import_tokens([refreshable, gone, no_refresh])
+    assert storage.cleanup_expired(batch_size=1)["tokens"] == 2
+    assert [t.token_id for b in storage.iter_tokens() for t in b] == [refreshable.token_id]
+
+    cutoff = now - timedelta(days=30)
+    old = [
+        AuditEvent(action="old", outcome=True, created_at=cutoff - timedelta(seconds=i + 1))
+        for i in range(1001)  # the retention deletes 1,000 a round: one round and one more
+    ]
+    kept = [
+        AuditEvent(action="kept", outcome=True, created_at=cutoff),
+        AuditEvent(action="kept", outcome=True, created_at=now),
+    ]
+    storage.import_audit([*old, *kept])
+    assert storage.delete_audit_before(cutoff) == 1001
+    assert sorted(e.event_id for b in storage.iter_audit() for e in b) == sorted(
+        e.event_id for e in kept
+    )
+    assert storage.delete_audit_before(cutoff) == 0
