@@ -733,3 +733,36 @@ def test_cleanup_honours_retain_until_and_audit_retention_counts_exactly(
         e.event_id for e in kept
     )
     assert storage.delete_audit_before(cutoff) == 0
+
+
+@postgresql_only
+def test_imports_and_backups_with_odd_session_settings_keep_backslashes_and_quotes(
+    aliases: Any, make_user: Callable[..., str], tmp_path: Path
+) -> None:
+    # standard_conforming_strings off makes '\\' an escape in plain literals: the multi-row
+    # INSERT and the backup's statements must bind every value, never splice it in.
+    from django_authfw.backup import restore_backup
+
+    storage = aliases(main="database")["main"]
+    user = make_user()
+    with connection.cursor() as cursor:
+        cursor.execute("SET standard_conforming_strings = off")
+        cursor.execute("SET escape_string_warning = off")
+        cursor.execute("SET IntervalStyle = 'iso_8601'")
+        cursor.execute("SET extra_float_digits = 3")
+        cursor.execute("SET bytea_output = 'escape'")
+    try:
+        _hostile_records(storage, user)
+        source = snapshot(storage)
+        path = tmp_path / "odd.backup"
+        write_backup(storage, path)
+        storage.flush()
+        restore_backup(storage, path)
+        assert_same_records(snapshot(storage), source)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ALL")
+            cursor.execute("SET TIME ZONE 'UTC'")
+    assert any("back\\" in p for t in source.tokens.values() for p in t.permissions)
+    kv = {k: v.value for k, v in source.kv.items()}
+    assert b"\x00\xff" * 10 in kv.values()
