@@ -110,7 +110,7 @@ def delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> int:
     ).can_fast_delete(queryset):
         return _delete_by_subquery(queryset, batch_size)
     max_params = connections[alias].features.max_query_params
-    if max_params is not None:  # Oracle caps the parameters of one statement
+    if max_params is not None:  # SQLite and Oracle cap the parameters of one statement
         batch_size = min(batch_size, max_params - 10)
     total = 0
     while True:
