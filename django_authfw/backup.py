@@ -71,6 +71,7 @@ from .transfer import (
     storage_label,
     write_records,
 )
+from .validate import count
 from .wording import sentence
 
 FORMAT = "django-authfw-backup"
@@ -447,8 +448,9 @@ def write_backup(
     record, not a point-in-time snapshot. ``on_progress(kind, records_written_of_that_kind)``
     is called after every batch.
     """
-    if batch_size < 1:
-        raise InvalidInput("batch_size must be at least 1.")
+    # An int in the range every storage's reader takes: PostgreSQL's FETCH FORWARD takes a
+    # bigint, and a float (1.5) would have ended its read after one short page.
+    count(batch_size, "batch_size", minimum=1)
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
@@ -970,8 +972,7 @@ def restore_backup(
     batch. ``allow_unsigned=True`` accepts an unsigned version 1 file: unsafe, see
     ``docs/operations.md``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInput("batch_size must be a positive integer.")
+    count(batch_size, "batch_size", minimum=1)
     if if_not_empty not in ("error", "merge", "replace"):
         raise InvalidInput("if_not_empty must be 'error', 'merge' or 'replace'.")
     with _private_copy(path) as stream:

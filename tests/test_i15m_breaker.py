@@ -801,3 +801,18 @@ def test_a_user_deleted_mid_backup_leaves_a_file_that_restores_cleanly(
     restored = {t.token_id for b in storage.iter_tokens() for t in b}
     assert restored == left
     assert counts["tokens"] - len(left) == report.skipped_missing_user["tokens"]
+
+
+@pytest.mark.parametrize("batch_size", [1.5, "2", True, 0, 2**63])
+def test_write_backup_refuses_a_batch_size_that_is_not_a_positive_int(
+    aliases: Any, make_user: Callable[..., str], tmp_path: Path, batch_size: Any
+) -> None:
+    # FETCH FORWARD int(1.5) reads one row, and "fewer rows than batch_size" (1 < 1.5) ended
+    # the read: a valid, signed backup of one token. Every path must refuse such a size.
+    from django_authfw.exceptions import InvalidInput
+
+    storage = aliases(main="database")["main"]
+    populate(storage, make_user, scale=2)
+    with pytest.raises(InvalidInput, match="batch_size must be an integer"):
+        write_backup(storage, tmp_path / "odd.backup", batch_size=batch_size)
+    assert not (tmp_path / "odd.backup").exists()
