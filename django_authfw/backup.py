@@ -448,8 +448,8 @@ def write_backup(
     record, not a point-in-time snapshot. ``on_progress(kind, records_written_of_that_kind)``
     is called after every batch.
     """
-    # An int in the range every storage's reader takes: PostgreSQL's FETCH FORWARD takes a
-    # bigint, and a float (1.5) would have ended its read after one short page.
+    # An int in the range every storage's reader takes (PostgreSQL's FETCH FORWARD takes a
+    # bigint), refused here with what is wrong rather than as a storage error mid-backup.
     count(batch_size, "batch_size", minimum=1)
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")

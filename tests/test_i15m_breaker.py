@@ -807,8 +807,9 @@ def test_a_user_deleted_mid_backup_leaves_a_file_that_restores_cleanly(
 def test_write_backup_refuses_a_batch_size_that_is_not_a_positive_int(
     aliases: Any, make_user: Callable[..., str], tmp_path: Path, batch_size: Any
 ) -> None:
-    # FETCH FORWARD int(1.5) reads one row, and "fewer rows than batch_size" (1 < 1.5) ended
-    # the read: a valid, signed backup of one token. Every path must refuse such a size.
+    # 2**63 reached PostgreSQL's FETCH FORWARD (a bigint) and failed as a storage error, on
+    # SQLite as "refused the write ... clashes with a stored one": every size must be refused
+    # up front, with what is wrong, before any file or query.
     from django_authfw.exceptions import InvalidInput
 
     storage = aliases(main="database")["main"]
