@@ -817,3 +817,50 @@ def test_write_backup_refuses_a_batch_size_that_is_not_a_positive_int(
     with pytest.raises(InvalidInput, match="batch_size must be an integer"):
         write_backup(storage, tmp_path / "odd.backup", batch_size=batch_size)
     assert not (tmp_path / "odd.backup").exists()
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_backup_import_and_cleanup_on_a_server_side_binding_connection(
+    make_user: Callable[..., str], tmp_path: Path
+) -> None:
+    # OPTIONS {"server_side_binding": True}: psycopg sends the parameters apart from the
+    # statement (DECLARE ... WHERE retain_until > $1, the multi-row INSERT, LIMIT $n).
+    import copy
+    import dataclasses
+
+    from django_authfw.backup import restore_backup
+    from django_authfw.storage import DatabaseStorage
+
+    from .factories import AuthTokenFactory
+
+    default = connections["default"]
+    options = default.settings_dict.setdefault("OPTIONS", {})
+    before = copy.deepcopy(options)
+    default.close()
+    options["server_side_binding"] = True
+    try:
+        assert default.cursor().cursor.__class__.__name__ != "ClientCursor"
+        storage = DatabaseStorage()
+        user = make_user()
+        past = utcnow() - timedelta(hours=1)
+        live = [AuthTokenFactory.build(user_id=user, metadata={"i": i}) for i in range(5)]
+        dead = [
+            dataclasses.replace(
+                AuthTokenFactory.build(user_id=user), expires_at=past, refresh_expires_at=None
+            )
+            for _ in range(4)
+        ]
+        assert storage.import_tokens([*live, *dead]) == 9
+        _hostile_records(storage, user)
+        assert storage.cleanup_expired(batch_size=3)["tokens"] == 4
+        source = snapshot(storage)
+        path = tmp_path / "ssb.backup"
+        write_backup(storage, path, batch_size=2)
+        storage.flush()
+        restore_backup(storage, path)
+        assert_same_records(snapshot(storage), source)
+    finally:
+        default.close()
+        options.clear()
+        options.update(before)
