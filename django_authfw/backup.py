@@ -71,6 +71,7 @@ from .transfer import (
     storage_label,
     write_records,
 )
+from .validate import count
 from .wording import sentence
 
 FORMAT = "django-authfw-backup"
@@ -395,11 +396,19 @@ def _encoded_batches(
 
     if type(storage) is DatabaseStorage:
         encode_row = _row_encoder(kind.line_kind)
-        for rows in storage.iter_rows(kind.line_kind, batch_size=batch_size):
-            yield [encode_row(row) for row in rows]
+        pages = storage.iter_rows(kind.line_kind, batch_size=batch_size)
+        try:
+            for rows in pages:
+                yield [encode_row(row) for row in rows]
+        finally:
+            close_iterator(pages)
         return
-    for batch in kind.iterate(storage, batch_size):
-        yield [encode_record(kind.line_kind, record) for record in batch]
+    batches = kind.iterate(storage, batch_size)
+    try:
+        for batch in batches:
+            yield [encode_record(kind.line_kind, record) for record in batch]
+    finally:
+        close_iterator(batches)
 
 
 def _mac(secret: str | bytes) -> hmac.HMAC:
@@ -439,8 +448,9 @@ def write_backup(
     record, not a point-in-time snapshot. ``on_progress(kind, records_written_of_that_kind)``
     is called after every batch.
     """
-    if batch_size < 1:
-        raise InvalidInput("batch_size must be at least 1.")
+    # An int in the range every storage's reader takes (PostgreSQL's FETCH FORWARD takes a
+    # bigint), refused here with what is wrong rather than as a storage error mid-backup.
+    count(batch_size, "batch_size", minimum=1)
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
@@ -460,6 +470,7 @@ def write_backup(
             gzip.GzipFile(
                 filename=target.name, mode="wb", fileobj=raw, compresslevel=BACKUP_COMPRESSLEVEL
             ) as out,
+            contextlib.ExitStack() as stack,
         ):
 
             def emit(line: bytes) -> None:
@@ -487,6 +498,9 @@ def write_backup(
                 named = kind.line_kind in USER_LINE_KINDS
                 server_json = _server_json(storage, kind, batch_size)
                 if server_json is not None:
+                    # Closed as soon as the backup stops, whatever stops it: it holds a
+                    # transaction open until then (a traceback would keep it alive).
+                    stack.callback(close_iterator, server_json)
                     for page in server_json:
                         names = usernames.lookup(user_id for user_id, _text in page)
                         lines = [
@@ -500,7 +514,9 @@ def write_backup(
                         if on_progress is not None:
                             on_progress(kind.name, counts[kind.name])
                     continue
-                for data in _encoded_batches(storage, kind, batch_size):
+                batches = _encoded_batches(storage, kind, batch_size)
+                stack.callback(close_iterator, batches)
+                for data in batches:
                     names = (
                         usernames.lookup(r["user_id"] for r in data if r["user_id"] is not None)
                         if named
@@ -956,8 +972,7 @@ def restore_backup(
     batch. ``allow_unsigned=True`` accepts an unsigned version 1 file: unsafe, see
     ``docs/operations.md``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInput("batch_size must be a positive integer.")
+    count(batch_size, "batch_size", minimum=1)
     if if_not_empty not in ("error", "merge", "replace"):
         raise InvalidInput("if_not_empty must be 'error', 'merge' or 'replace'.")
     with _private_copy(path) as stream:

@@ -71,12 +71,25 @@ def _pages(
         f"(SELECT {_select_list(db, model)} FROM {table} WHERE {retain} > %s) r"
     )
     with transaction.atomic(using=db), connection.cursor() as cursor:
-        cursor.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {select}", [now])
-        while True:
-            cursor.execute(f"FETCH FORWARD {int(batch_size)} FROM {name}")
-            rows = cursor.fetchall()
-            if rows:
-                yield [(user_id, text) for user_id, text in rows]
-            if len(rows) < batch_size:
-                break
-        cursor.execute(f"CLOSE {name}")
+        # row_to_json prints timestamps in the session's TimeZone, which code may have SET
+        # after Django set it to UTC on connecting: the backup's times are UTC whatever it is.
+        # set_config(..., true) lasts for this transaction; a caller's own transaction gets its
+        # setting back below.
+        cursor.execute("SELECT current_setting('TimeZone'), set_config('TimeZone', 'UTC', true)")
+        (zone, _utc) = cursor.fetchone()
+        restore = "SELECT set_config('TimeZone', %s, true)"
+        try:
+            cursor.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {select}", [now])
+            while True:
+                cursor.execute(f"FETCH FORWARD {int(batch_size)} FROM {name}")
+                rows = cursor.fetchall()
+                if rows:
+                    yield [(user_id, text) for user_id, text in rows]
+                if len(rows) < batch_size:
+                    break
+            cursor.execute(f"CLOSE {name}")
+        except GeneratorExit:  # closed early (atomic rolls this transaction back anyway)
+            cursor.execute(restore, [zone])
+            raise
+        # (A database error rolls the transaction or savepoint back, and the setting with it.)
+        cursor.execute(restore, [zone])

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from django.db import connections, transaction
 from django.db.models import Field, ForeignKey, Model, Q, QuerySet
+from django.db.models.deletion import Collector
 
 from .errors import MissingUsers
 
@@ -97,14 +98,19 @@ def delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> int:
     kept. On PostgreSQL and SQLite a round is one statement,
     ``DELETE ... WHERE <filter> AND pk IN (SELECT pk ... WHERE <filter> LIMIT n)``: the keys
     never travel to Python and back. Elsewhere (MySQL refuses ``LIMIT`` in an ``IN``
-    subquery) a round selects the keys, then deletes them.
+    subquery) a round selects the keys, then deletes them; so does a model the ORM would not
+    delete with one statement either (a project listens to its delete signals, or a model of
+    its own has a cascading foreign key to it): the ORM's ``delete()`` sends the signals and
+    follows the cascades, as before.
     """
     alias = queryset.db
     queryset = queryset.order_by()
-    if connections[alias].vendor in ("postgresql", "sqlite"):
+    if connections[alias].vendor in ("postgresql", "sqlite") and Collector(
+        using=alias, origin=None
+    ).can_fast_delete(queryset):
         return _delete_by_subquery(queryset, batch_size)
     max_params = connections[alias].features.max_query_params
-    if max_params is not None:  # Oracle caps the parameters of one statement
+    if max_params is not None:  # SQLite and Oracle cap the parameters of one statement
         batch_size = min(batch_size, max_params - 10)
     total = 0
     while True:
@@ -122,7 +128,7 @@ def _delete_by_subquery(queryset: QuerySet[Any], batch_size: int) -> int:
 
     The filter's SQL comes from the ORM (``WHERE`` of ``queryset``), so it is the same
     condition the other databases use; the statement is compiled once and run until a round
-    deletes fewer than ``batch_size`` rows.
+    picks fewer than ``batch_size`` rows.
     """
     model = queryset.model
     alias = queryset.db
@@ -133,19 +139,36 @@ def _delete_by_subquery(queryset: QuerySet[Any], batch_size: int) -> int:
     select_sql, params = queryset.values_list("pk").query.sql_with_params()
     # select_sql is "SELECT <table>.<pk> FROM <table> WHERE <filter>"; its WHERE is reused.
     where = select_sql[select_sql.index(" WHERE ") + 7 :] if " WHERE " in select_sql else "1=1"
-    sql = (  # names quoted by the backend, the filter compiled by the ORM with parameters
-        f"DELETE FROM {table} WHERE {where} AND {pk} IN "  # noqa: S608
-        f"(SELECT {pk} FROM {table} WHERE {where} LIMIT %s)"
-    )
-    args = [*params, *params, batch_size]
+    if connection.vendor == "postgresql":
+        # A round that deletes fewer rows than it picked is not the last: another clean-up
+        # (a second host's cron job) or a writer may have taken or changed some of the picked
+        # rows while this statement waited on their locks, and the table may still hold whole
+        # batches of expired rows. So the statement also says how many it picked, and the
+        # clean-up ends on a round that picked fewer than batch_size, as select-then-delete
+        # does. (SQLite runs one writer at a time: there a round deletes what it picked.)
+        sql = (  # names quoted by the backend, the filter compiled by the ORM with parameters
+            f"WITH picked AS (SELECT {pk} FROM {table} WHERE {where} LIMIT %s), "  # noqa: S608
+            f"gone AS (DELETE FROM {table} WHERE {where} AND {pk} IN (SELECT {pk} FROM picked) "
+            f"RETURNING 1) SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM gone)"
+        )
+        args = [*params, batch_size, *params]
+    else:
+        sql = (  # names quoted by the backend, the filter compiled by the ORM with parameters
+            f"DELETE FROM {table} WHERE {where} AND {pk} IN "  # noqa: S608
+            f"(SELECT {pk} FROM {table} WHERE {where} LIMIT %s)"
+        )
+        args = [*params, *params, batch_size]
     total = 0
     while True:
         # One statement: its own transaction in autocommit, no BEGIN/COMMIT round trips.
         with connection.cursor() as cursor:
             cursor.execute(sql, args)
-            deleted = int(cursor.rowcount)
-        total += deleted
-        if deleted < batch_size:
+            if connection.vendor == "postgresql":
+                picked, deleted = cursor.fetchone()
+            else:
+                picked = deleted = int(cursor.rowcount)
+        total += int(deleted)
+        if int(picked) < batch_size:
             return total
 
 
