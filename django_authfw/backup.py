@@ -68,6 +68,7 @@ from .transfer import (
     TOKENS,
     RecordKind,
     close_iterator,
+    storage_is_empty,
     storage_label,
     write_records,
 )
@@ -981,7 +982,7 @@ def restore_backup(
         # reads it again, and have records nobody signed imported.
         info = _scan(stream, str(path), allow_unsigned)
         check_user_model(info, str(path))
-        if if_not_empty == "error" and not _holds_nothing(storage):
+        if if_not_empty == "error" and not storage_is_empty(storage):
             raise TargetNotEmpty(
                 f"The storage {storage_label(storage)!r} already holds records; choose "
                 "whether to merge the backup into them or to replace them."
@@ -995,23 +996,6 @@ def restore_backup(
         importer = _Importer(storage, report, batch_size, on_progress)
         importer.run(_records(stream, str(path), allow_unsigned))
     return report
-
-
-def _holds_nothing(storage: AuthStorage) -> bool:
-    """Whether ``storage`` holds no record of any kind.
-
-    Each kind's first batch is asked for in batches of 1,000, not 1: on Redis a batch size is
-    the ``COUNT`` of the ``SCAN`` that finds the keys, and one key per ``SCAN`` walks a large
-    keyspace (other applications' keys too) in as many round trips as it has keys.
-    """
-    for kind in KINDS:
-        batches = kind.iterate(storage, 1000)
-        try:
-            if any(batch for batch in batches):
-                return False
-        finally:
-            close_iterator(batches)
-    return True
 
 
 def check_user_model(info: BackupInfo, name: str) -> None:
